@@ -1,0 +1,56 @@
+"""ClickHouse connections (HTTP, via clickhouse-connect) and database-level DDL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from analytics_core.naming import quote_identifier
+from analytics_core.settings import ClickHouseSettings
+
+
+def http_client(
+    ch: ClickHouseSettings,
+    *,
+    database: str | None = None,
+    timeout_s: int = 30,
+    settings: dict[str, Any] | None = None,
+) -> Client:
+    return clickhouse_connect.get_client(
+        host=ch.host,
+        port=ch.http_port,
+        username=ch.user,
+        password=ch.password,
+        secure=ch.secure,
+        database=database or "default",
+        connect_timeout=5,
+        send_receive_timeout=timeout_s,
+        settings=settings or {},
+        autogenerate_session_id=False,
+    )
+
+
+def create_database(client: Client, database: str) -> None:
+    client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+
+
+def drop_database(client: Client, database: str) -> None:
+    client.command(f"DROP DATABASE IF EXISTS {quote_identifier(database)} SYNC")
+
+
+def database_exists(client: Client, database: str) -> bool:
+    rows = client.query(
+        "SELECT count() FROM system.databases WHERE name = {db:String}", parameters={"db": database}
+    ).result_rows
+    return bool(rows[0][0])
+
+
+def table_row_counts(client: Client, database: str) -> dict[str, int]:
+    rows = client.query(
+        "SELECT name, total_rows FROM system.tables WHERE database = {db:String}"
+        " AND total_rows IS NOT NULL ORDER BY name",
+        parameters={"db": database},
+    ).result_rows
+    return {str(name): int(total) for name, total in rows}

@@ -1,0 +1,256 @@
+"""Client lookups through a Redis cache backed by PostgreSQL, with an invalidation hook.
+
+Layers, fastest first:
+1. an in-process map with a short TTL (`local_ttl_s`), cleared at once by
+   invalidation messages on Redis pub/sub channel `INVALIDATION_CHANNEL`;
+2. Redis keys `client:v1:<id>` with TTL `redis_ttl_s` (unknown clients are
+   negatively cached for `negative_ttl_s`, so a flood of bad ids does not hit
+   PostgreSQL);
+3. PostgreSQL `clients`, the source of truth.
+
+Invariants: a change in PostgreSQL takes effect within redis_ttl_s + local_ttl_s
+without any hook; `invalidate()` makes it take effect at once. When Redis is down,
+lookups go to PostgreSQL; when PostgreSQL is down, clients already cached (in
+Redis, or last known in this process) keep being served; when neither can answer
+for a client never seen, the result is RegistryUnavailable (retry), never a verdict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import orjson
+import psycopg2
+import redis
+
+from analytics_core import pg, registry
+from analytics_core.clients import (
+    ClientFound,
+    ClientMissing,
+    ClientRecord,
+    ClientStatus,
+    LookupResult,
+    RegistryUnavailable,
+)
+from analytics_core.settings import PostgresSettings, RedisSettings
+
+log = logging.getLogger(__name__)
+
+INVALIDATION_CHANNEL = "client-invalidations"
+KEY_PREFIX = "client:v1:"
+
+
+def redis_client(settings: RedisSettings, *, timeout_s: float = 1.0) -> redis.Redis:
+    return redis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        password=settings.password or None,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+    )
+
+
+def cache_key(client_id: str) -> str:
+    return KEY_PREFIX + client_id
+
+
+def encode(result: ClientFound | ClientMissing) -> bytes:
+    if isinstance(result, ClientMissing):
+        return b'{"missing":true}'
+    r = result.record
+    return orjson.dumps(
+        {"status": r.status.value, "api_key_hash": r.api_key_hash, "db": r.ch_database_name}
+    )
+
+
+def decode(client_id: str, raw: bytes) -> ClientFound | ClientMissing | None:
+    try:
+        doc = orjson.loads(raw)
+        if doc.get("missing"):
+            return ClientMissing(client_id)
+        return ClientFound(
+            ClientRecord(client_id, ClientStatus(doc["status"]), doc["api_key_hash"], doc["db"])
+        )
+    except (orjson.JSONDecodeError, KeyError, ValueError, AttributeError):
+        return None  # unreadable cache entry: treat as a miss
+
+
+def invalidate(redis_settings: RedisSettings, client_id: str) -> None:
+    """Drop a client's cache entry everywhere (Redis + every router's local map)."""
+    r = redis_client(redis_settings)
+    try:
+        r.delete(cache_key(client_id))
+        r.publish(INVALIDATION_CHANNEL, client_id)
+    finally:
+        r.close()
+
+
+@dataclass
+class _Local:
+    result: ClientFound | ClientMissing
+    fetched_at: float
+
+
+@dataclass
+class CacheStats:
+    local_hits: int = 0
+    redis_hits: int = 0
+    pg_reads: int = 0
+    stale_served: int = 0
+    unavailable: int = 0
+    redis_errors: int = 0
+    pg_errors: int = 0
+
+
+class ClientDirectory:
+    """The router's client lookup. Not thread-safe except `forget` (pub/sub thread)."""
+
+    def __init__(
+        self,
+        redis_settings: RedisSettings,
+        pg_settings: PostgresSettings,
+        *,
+        local_ttl_s: float = 2.0,
+        redis_ttl_s: int = 60,
+        negative_ttl_s: int = 10,
+        max_local_entries: int = 100_000,
+        redis_retry_after_s: float = 2.0,
+    ) -> None:
+        self._redis_settings = redis_settings
+        self._pg_settings = pg_settings
+        self._redis = redis_client(redis_settings, timeout_s=0.5)
+        self._pg: psycopg2.extensions.connection | None = None
+        self._local: OrderedDict[str, _Local] = OrderedDict()
+        self._lock = threading.Lock()
+        self.local_ttl_s = local_ttl_s
+        self.redis_ttl_s = redis_ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self.max_local_entries = max_local_entries
+        self._redis_retry_after_s = redis_retry_after_s
+        self._redis_down_until = 0.0
+        self._pg_down_until = 0.0
+        self.stats = CacheStats()
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # -- invalidation -------------------------------------------------------
+    def forget(self, client_id: str) -> None:
+        with self._lock:
+            self._local.pop(client_id, None)
+
+    def start_invalidation_listener(self) -> None:
+        """Follow the invalidation channel in a daemon thread; reconnects by itself."""
+        if self._listener is not None:
+            return
+        self._listener = threading.Thread(
+            target=self._listen, name="client-invalidations", daemon=True
+        )
+        self._listener.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            conn = redis_client(self._redis_settings, timeout_s=2.0)
+            try:
+                pubsub = conn.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(INVALIDATION_CHANNEL)
+                # Entries cached while we were not listening may be stale.
+                with self._lock:
+                    self._local.clear()
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg and msg.get("type") == "message":
+                        data = msg["data"]
+                        self.forget(data.decode() if isinstance(data, bytes) else str(data))
+            except (redis.RedisError, OSError):
+                self._stop.wait(1.0)
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._redis.close()
+        if self._pg is not None:
+            self._pg.close()
+
+    # -- lookup ---------------------------------------------------------------
+    def lookup(self, client_id: str) -> LookupResult:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._local.get(client_id)
+        if entry is not None and now - entry.fetched_at < self.local_ttl_s:
+            self.stats.local_hits += 1
+            return entry.result
+
+        result = self._from_redis(client_id, now)
+        if result is None:
+            result = self._from_pg(client_id, now)
+            if result is None:
+                if entry is not None:
+                    self.stats.stale_served += 1
+                    return entry.result
+                self.stats.unavailable += 1
+                return RegistryUnavailable("Redis has no entry and PostgreSQL is unreachable")
+            self._to_redis(client_id, result, now)
+        else:
+            self.stats.redis_hits += 1
+        self._remember(client_id, result, now)
+        return result
+
+    def _remember(self, client_id: str, result: ClientFound | ClientMissing, now: float) -> None:
+        with self._lock:
+            self._local[client_id] = _Local(result, now)
+            self._local.move_to_end(client_id)
+            while len(self._local) > self.max_local_entries:
+                self._local.popitem(last=False)
+
+    def _from_redis(self, client_id: str, now: float) -> ClientFound | ClientMissing | None:
+        if now < self._redis_down_until:
+            return None
+        try:
+            raw = self._redis.get(cache_key(client_id))
+        except (redis.RedisError, OSError) as exc:
+            self._redis_failed(exc, now)
+            return None
+        return None if raw is None else decode(client_id, bytes(raw))
+
+    def _to_redis(self, client_id: str, result: ClientFound | ClientMissing, now: float) -> None:
+        if now < self._redis_down_until:
+            return
+        ttl = self.negative_ttl_s if isinstance(result, ClientMissing) else self.redis_ttl_s
+        try:
+            self._redis.set(cache_key(client_id), encode(result), ex=ttl)
+        except (redis.RedisError, OSError) as exc:
+            self._redis_failed(exc, now)
+
+    def _redis_failed(self, exc: Exception, now: float) -> None:
+        self.stats.redis_errors += 1
+        self._redis_down_until = now + self._redis_retry_after_s
+        log.warning("redis unavailable, falling back to PostgreSQL: %s", exc)
+
+    def _from_pg(self, client_id: str, now: float) -> ClientFound | ClientMissing | None:
+        if now < self._pg_down_until:
+            return None
+        try:
+            if self._pg is None or self._pg.closed:
+                self._pg = pg.connect(self._pg_settings, timeout_s=2)
+            row = registry.get_client(self._pg, client_id)
+        except psycopg2.Error as exc:
+            self.stats.pg_errors += 1
+            self._pg_down_until = now + 1.0
+            if self._pg is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    self._pg.close()
+                self._pg = None
+            log.warning("postgres unavailable for client lookup: %s", exc)
+            return None
+        self.stats.pg_reads += 1
+        if row is None:
+            return ClientMissing(client_id)
+        record = row.record()
+        return ClientMissing(client_id) if record is None else ClientFound(record)

@@ -1,0 +1,42 @@
+"""The client model: what the registry knows about a client, and lookup outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ClientStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    FAILED = "failed"
+    DEPROVISIONING = "deprovisioning"
+    DEPROVISIONED = "deprovisioned"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    status: ClientStatus
+    api_key_hash: str
+    ch_database_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFound:
+    record: ClientRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ClientMissing:
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryUnavailable:
+    """Neither the cache nor PostgreSQL could answer: an outage, not a verdict."""
+
+    detail: str
+
+
+LookupResult = ClientFound | ClientMissing | RegistryUnavailable

@@ -1,0 +1,1 @@
+"""ClickHouse schema migrations per client database: pure planning + I/O applying."""

@@ -1,0 +1,191 @@
+"""One typed settings object per process, read from environment variables.
+
+Every variable has a documented default that points at the local stack
+(`python -m devstack up`). Users with their own servers override the
+connection variables; `.env.example` lists them all. Secrets are held in
+fields whose `repr` is masked so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message says what to fix."""
+
+
+def _env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not an integer; set it to a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum {minimum}")
+    return value
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below the minimum {minimum}")
+    return value
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = _env_int(env, name, default, minimum=1)
+    if port > 65535:
+        raise SettingsError(f"{name}={port} is not a TCP port (1-65535)")
+    return port
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str = "127.0.0.1"
+    port: int = 55432
+    dbname: str = "analytics_meta"
+    user: str = "analytics"
+    password: str = field(default="", repr=False)
+    dagster_dbname: str = "dagster"
+
+    def dsn(self, dbname: str | None = None) -> str:
+        """libpq keyword DSN; values are quoted so passwords with spaces work."""
+
+        def q(value: str) -> str:
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+        parts = [
+            f"host={q(self.host)}",
+            f"port={self.port}",
+            f"dbname={q(dbname or self.dbname)}",
+            f"user={q(self.user)}",
+        ]
+        if self.password:
+            parts.append(f"password={q(self.password)}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    host: str = "127.0.0.1"
+    port: int = 56379
+    db: int = 0
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "127.0.0.1:59092"
+    raw_topic: str = "shared_raw_events"
+    dead_letter_topic: str = "shared_dead_letter"
+    topic_partitions: int = 6
+    # Only used by the local stack: the KRaft controller listener.
+    controller_port: int = 59093
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    host: str = "127.0.0.1"
+    http_port: int = 58123
+    native_port: int = 59000
+    user: str = "default"
+    password: str = field(default="", repr=False)
+    secure: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    postgres: PostgresSettings = field(default_factory=PostgresSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    state_dir: Path = REPO_ROOT / ".state"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        return cls(
+            postgres=PostgresSettings(
+                host=_env_str(e, "POSTGRES_HOST", "127.0.0.1"),
+                port=_env_port(e, "POSTGRES_PORT", 55432),
+                dbname=_env_str(e, "POSTGRES_DB", "analytics_meta"),
+                user=_env_str(e, "POSTGRES_USER", "analytics"),
+                password=e.get("POSTGRES_PASSWORD", ""),
+                dagster_dbname=_env_str(e, "DAGSTER_POSTGRES_DB", "dagster"),
+            ),
+            redis=RedisSettings(
+                host=_env_str(e, "REDIS_HOST", "127.0.0.1"),
+                port=_env_port(e, "REDIS_PORT", 56379),
+                db=_env_int(e, "REDIS_DB", 0),
+                password=e.get("REDIS_PASSWORD", ""),
+            ),
+            kafka=KafkaSettings(
+                bootstrap_servers=_env_str(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
+                raw_topic=_env_str(e, "KAFKA_RAW_TOPIC", "shared_raw_events"),
+                dead_letter_topic=_env_str(e, "KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter"),
+                topic_partitions=_env_int(e, "KAFKA_TOPIC_PARTITIONS", 6, minimum=1),
+                controller_port=_env_port(e, "KAFKA_CONTROLLER_PORT", 59093),
+            ),
+            clickhouse=ClickHouseSettings(
+                host=_env_str(e, "CLICKHOUSE_HOST", "127.0.0.1"),
+                http_port=_env_port(e, "CLICKHOUSE_HTTP_PORT", 58123),
+                native_port=_env_port(e, "CLICKHOUSE_NATIVE_PORT", 59000),
+                user=_env_str(e, "CLICKHOUSE_USER", "default"),
+                password=e.get("CLICKHOUSE_PASSWORD", ""),
+                secure=_env_bool(e, "CLICKHOUSE_SECURE", False),
+            ),
+            state_dir=Path(_env_str(e, "PIPELINE_STATE_DIR", str(REPO_ROOT / ".state"))),
+        )
+
+
+def describe(settings: object) -> dict[str, object]:
+    """A log-safe view of a settings dataclass: secrets are masked."""
+    out: dict[str, object] = {}
+    for f in fields(settings):  # type: ignore[arg-type]
+        value = getattr(settings, f.name)
+        if not f.repr:
+            out[f.name] = "***" if value else ""
+        elif hasattr(value, "__dataclass_fields__"):
+            out[f.name] = describe(value)
+        else:
+            out[f.name] = str(value) if isinstance(value, Path) else value
+    return out
+
+
+# Re-exported helpers for other settings objects (router, devstack) built on the same rules.
+env_str = _env_str
+env_int = _env_int
+env_float = _env_float
+env_bool = _env_bool
+env_port = _env_port

@@ -1,0 +1,157 @@
+"""The router's decision for one Kafka message: a pure function, no I/O.
+
+raw message + client lookup -> for each event: Routed | DeadLettered, or one
+Retry for the whole message. Invariants:
+- every event of a message gets exactly one fate, so counts reconcile;
+- the target database comes from the client's registry record, never the event;
+- a registry outage is a Retry of the whole message (never a dead letter), so an
+  outage can not turn good events into dead letters.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from analytics_core.clients import (
+    ClientFound,
+    ClientMissing,
+    ClientStatus,
+    LookupResult,
+    RegistryUnavailable,
+)
+from analytics_core.dead_letter import DeadLetter, read_replay_context
+from analytics_core.event_contract import ContractViolation, Origin, ValidEvent, parse_message
+from analytics_core.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]] | None
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    client_id: str
+    database: str
+    event: ValidEvent
+    origin: Origin
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    letter: DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    detail: str
+
+
+Fate = Routed | DeadLettered
+Decision = list[Fate] | Retry
+
+ClientLookup = Callable[[str], LookupResult]
+
+
+def decide(
+    msg: RawMessage,
+    lookup: ClientLookup,
+    *,
+    now_iso: str,
+    router_version: str,
+) -> Decision:
+    source = Origin(msg.topic, msg.partition, msg.offset)
+    replay = read_replay_context(msg.headers)
+    origin = replay.origin if replay else source
+    attempt = replay.attempt + 1 if replay else 1
+    first_failed_at = replay.first_failed_at if replay else now_iso
+
+    def dead(
+        reason: Reason,
+        detail: str,
+        batch_index: int | None,
+        client_id: str | None,
+        event_id: str | None,
+    ) -> DeadLettered:
+        return DeadLettered(
+            DeadLetter(
+                reason=reason,
+                detail=detail,
+                origin=origin,
+                source=source,
+                batch_index=batch_index,
+                client_id=client_id,
+                event_id=event_id,
+                first_failed_at=first_failed_at,
+                attempt=attempt,
+                router_version=router_version,
+            )
+        )
+
+    outcomes = parse_message(msg.value, origin)
+    if replay is not None and replay.batch_index is not None:
+        # A replayed batch message re-enters with only its failed event selected.
+        outcomes = [o for o in outcomes if o.batch_index in (None, replay.batch_index)]
+
+    fates: list[Fate] = []
+    for outcome in outcomes:
+        if isinstance(outcome, ContractViolation):
+            fates.append(
+                dead(
+                    outcome.reason,
+                    outcome.detail,
+                    outcome.batch_index,
+                    outcome.client_id,
+                    outcome.event_id,
+                )
+            )
+            continue
+        ev = outcome
+        found = lookup(ev.client_id)
+        if isinstance(found, RegistryUnavailable):
+            return Retry(f"client registry unavailable: {found.detail}")
+        if isinstance(found, ClientMissing):
+            fates.append(
+                dead(
+                    Reason.UNKNOWN_CLIENT,
+                    f"no client {ev.client_id!r} in the registry",
+                    ev.batch_index,
+                    ev.client_id,
+                    ev.event_id,
+                )
+            )
+            continue
+        assert isinstance(found, ClientFound)
+        record = found.record
+        if not hmac.compare_digest(ev.credential_hash, record.api_key_hash):
+            fates.append(
+                dead(
+                    Reason.INVALID_API_KEY,
+                    "credential does not match the client's key",
+                    ev.batch_index,
+                    ev.client_id,
+                    ev.event_id,
+                )
+            )
+            continue
+        if record.status is not ClientStatus.ACTIVE:
+            fates.append(
+                dead(
+                    Reason.CLIENT_INACTIVE,
+                    f"client status is {record.status.value}",
+                    ev.batch_index,
+                    ev.client_id,
+                    ev.event_id,
+                )
+            )
+            continue
+        fates.append(Routed(ev.client_id, record.ch_database_name, ev, origin, attempt))
+    return fates
