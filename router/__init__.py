@@ -2,3 +2,5 @@
 
 A separate long-running process; it must never import dagster.
 """
+
+VERSION = "0.1.0"

@@ -1,0 +1,167 @@
+"""`python -m analytics_core.admin`: operator commands for the metadata registry.
+
+migrate-metadata           apply postgres/sql/*.sql (idempotent)
+add-client ID              register a client (pending by default), prints its API key once
+seed-demo                  register the demo client `demo` with a known key (idempotent)
+provision ID               provision a client without Dagster (same code as the sensor's run)
+list-clients               one line per client
+rotate-key ID              set a new API key, invalidating the router cache
+invalidate ID              drop a client's router cache entry now
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+
+import psycopg2
+
+from analytics_core import lifecycle, pg, registry
+from analytics_core.clients import ClientStatus
+from analytics_core.event_contract import hash_api_key
+from analytics_core.naming import client_id_problem
+from analytics_core.settings import Settings, SettingsError
+
+DEMO_CLIENT = "demo"
+DEMO_API_KEY = "demo-key-change-me"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analytics_core.admin",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate-metadata", help="apply postgres/sql/*.sql (idempotent)")
+    add = sub.add_parser("add-client", help="register a client")
+    add.add_argument("client_id")
+    add.add_argument("--name", default="")
+    add.add_argument("--api-key", help="plain API key (default: a new random one)")
+    add.add_argument("--status", choices=[s.value for s in ClientStatus], default="pending")
+    add.add_argument("--batch-source", help="landing-zone directory or fsspec URL for batch loads")
+    sub.add_parser("seed-demo", help=f"register client {DEMO_CLIENT!r} (pending) with a known key")
+    prov = sub.add_parser("provision", help="provision a client now (without Dagster)")
+    prov.add_argument("client_id")
+    sub.add_parser("list-clients", help="list clients")
+    rot = sub.add_parser("rotate-key", help="give a client a new API key")
+    rot.add_argument("client_id")
+    rot.add_argument("--api-key", help="new plain key (default: random)")
+    inv = sub.add_parser("invalidate", help="drop a client's cache entry")
+    inv.add_argument("client_id")
+    return p
+
+
+def _add(
+    settings: Settings,
+    client_id: str,
+    api_key: str,
+    status: str,
+    name: str,
+    batch_source: str | None,
+) -> bool:
+    conn = pg.connect(settings.postgres)
+    try:
+        registry.apply_metadata_schema(conn)
+        return registry.add_client(
+            conn,
+            client_id,
+            hash_api_key(api_key),
+            name=name,
+            status=ClientStatus(status),
+            batch_source_url=batch_source,
+        )
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, settings)
+    except psycopg2.OperationalError as exc:
+        print(
+            f"cannot reach PostgreSQL at {settings.postgres.host}:{settings.postgres.port}: "
+            f"{str(exc).strip()}\nstart the local stack (python -m devstack up) or set POSTGRES_*",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    cmd = args.command
+    if cmd == "migrate-metadata":
+        conn = pg.connect(settings.postgres)
+        try:
+            applied = registry.apply_metadata_schema(conn)
+        finally:
+            conn.close()
+        print("metadata schema up to date: " + ", ".join(applied))
+        return 0
+    if cmd in ("add-client", "provision", "rotate-key", "invalidate"):
+        problem = client_id_problem(args.client_id)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
+    if cmd == "add-client":
+        key = args.api_key or secrets.token_urlsafe(24)
+        if _add(settings, args.client_id, key, args.status, args.name, args.batch_source):
+            print(f"client {args.client_id} added ({args.status}); API key: {key}")
+            return 0
+        print(f"client {args.client_id} already exists; nothing changed", file=sys.stderr)
+        return 1
+    if cmd == "seed-demo":
+        added = _add(settings, DEMO_CLIENT, DEMO_API_KEY, "pending", "Demo app", None)
+        state = "added (pending)" if added else "already present"
+        print(f"demo client {DEMO_CLIENT!r} {state}; API key: {DEMO_API_KEY}")
+        return 0
+    if cmd == "provision":
+        outcome = lifecycle.provision(settings, args.client_id, run_id=None)
+        if isinstance(outcome, lifecycle.StepFailed):
+            print(f"provisioning failed: {outcome.reason}", file=sys.stderr)
+            return 1
+        print(
+            f"client {args.client_id} active in database {outcome.database}, "
+            f"schema version {outcome.schema_version}"
+        )
+        return 0
+    if cmd == "list-clients":
+        conn = pg.connect(settings.postgres)
+        try:
+            for row in registry.list_clients(conn):
+                print(
+                    f"{row.client_id:<24} {row.status:<15} {row.ch_database_name or '-':<30}"
+                    f" {row.status_detail or ''}"
+                )
+        finally:
+            conn.close()
+        return 0
+    if cmd == "rotate-key":
+        key = args.api_key or secrets.token_urlsafe(24)
+        conn = pg.connect(settings.postgres)
+        try:
+            if registry.get_client(conn, args.client_id) is None:
+                print(f"error: no client {args.client_id!r}", file=sys.stderr)
+                return 1
+            registry.set_api_key_hash(conn, args.client_id, hash_api_key(key))
+            registry.audit(conn, args.client_id, "key_rotated", actor="cli")
+        finally:
+            conn.close()
+        lifecycle.invalidate_cache(settings, args.client_id)
+        print(f"client {args.client_id}: new API key: {key}")
+        return 0
+    if cmd == "invalidate":
+        lifecycle.invalidate_cache(settings, args.client_id)
+        print(f"cache entry of {args.client_id} invalidated")
+        return 0
+    raise AssertionError(cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

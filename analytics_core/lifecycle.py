@@ -1,0 +1,274 @@
+"""Client lifecycle steps: provision, migrate, deprovision (I/O, shared by Dagster and the CLI).
+
+Each step is idempotent and returns a typed outcome; expected failures (invalid
+id, refused migration plan, a database error) are values, and every action
+leaves an audit row. Steps invalidate the router's cache entry for the client
+so a status change takes effect within seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg2
+import redis
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from analytics_core import client_cache, pg, registry
+from analytics_core.clickhouse import database_exists, drop_database, http_client, table_row_counts
+from analytics_core.clients import ClientStatus
+from analytics_core.migrations import files, planning
+from analytics_core.migrations.apply import apply_plan
+from analytics_core.migrations.files import MigrationFile
+from analytics_core.naming import (
+    InvalidIdentifier,
+    client_id_problem,
+    database_name_for,
+    quote_identifier,
+    validate_identifier,
+)
+from analytics_core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    client_id: str
+    database: str
+    applied_versions: list[int]
+    schema_version: int
+    was_active: bool
+    tables: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Migrated:
+    client_id: str
+    database: str
+    applied_versions: list[int]
+    schema_version: int
+
+
+@dataclass(frozen=True)
+class Deprovisioned:
+    client_id: str
+    database: str
+    rows_before: dict[str, int]
+    already: bool
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    client_id: str
+    reason: str
+    refused: bool = False  # True: refused before changing anything
+
+
+def invalidate_cache(settings: Settings, client_id: str) -> None:
+    try:
+        client_cache.invalidate(settings.redis, client_id)
+    except (redis.RedisError, OSError) as exc:
+        # The cache TTL still bounds how long the old entry lives.
+        log.warning("cache invalidation failed for %s: %s", client_id, exc)
+
+
+def _database_of(row: registry.ClientRow) -> str:
+    return validate_identifier(row.ch_database_name or database_name_for(row.client_id))
+
+
+def provision(
+    settings: Settings,
+    client_id: str,
+    *,
+    run_id: str | None = None,
+    migrations: Sequence[MigrationFile] | None = None,
+) -> Provisioned | StepFailed:
+    conn = pg.connect(settings.postgres)
+    try:
+        row = registry.get_client(conn, client_id)
+        if row is None:
+            return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
+        if row.status in (ClientStatus.DEPROVISIONING, ClientStatus.DEPROVISIONED):
+            return StepFailed(
+                client_id, f"client is {row.status}; it can not be provisioned again", refused=True
+            )
+        was_active = row.status == ClientStatus.ACTIVE
+
+        def fail(reason: str) -> StepFailed:
+            if not was_active:
+                registry.set_status(conn, client_id, ClientStatus.FAILED, reason)
+                invalidate_cache(settings, client_id)
+            registry.audit(conn, client_id, "provision_failed", {"error": reason}, run_id=run_id)
+            return StepFailed(client_id, reason)
+
+        problem = client_id_problem(client_id)
+        if problem is not None:
+            return fail(problem)
+        try:
+            database = _database_of(row)
+        except InvalidIdentifier as exc:
+            return fail(f"ch_database_name: {exc}")
+        available = list(migrations) if migrations is not None else files.load()
+        outcome = _apply(settings, conn, client_id, database, available, run_id)
+        if isinstance(outcome, StepFailed):
+            return fail(outcome.reason)
+        if not was_active:
+            try:
+                registry.set_status(
+                    conn, client_id, ClientStatus.ACTIVE, None, ch_database_name=database
+                )
+            except psycopg2.IntegrityError:
+                conn.rollback()
+                return fail(f"ClickHouse database {database} is already used by another client")
+            registry.audit(
+                conn,
+                client_id,
+                "provisioned",
+                {"database": database, "schema_version": outcome.schema_version},
+                run_id=run_id,
+            )
+            invalidate_cache(settings, client_id)
+        return Provisioned(
+            client_id,
+            database,
+            outcome.applied_versions,
+            outcome.schema_version,
+            was_active,
+            tables=_row_counts(settings, database),
+        )
+    finally:
+        conn.close()
+
+
+def migrate(
+    settings: Settings,
+    client_id: str,
+    *,
+    run_id: str | None = None,
+    migrations: Sequence[MigrationFile] | None = None,
+) -> Migrated | StepFailed:
+    """Apply pending migrations to an active client; refuses tampered history."""
+    conn = pg.connect(settings.postgres)
+    try:
+        row = registry.get_client(conn, client_id)
+        if row is None or row.status != ClientStatus.ACTIVE:
+            status = "missing" if row is None else row.status
+            return StepFailed(
+                client_id, f"client is {status}; only active clients migrate", refused=True
+            )
+        database = _database_of(row)
+        available = list(migrations) if migrations is not None else files.load()
+        outcome = _apply(settings, conn, client_id, database, available, run_id)
+        if isinstance(outcome, StepFailed):
+            registry.audit(
+                conn, client_id, "migration_failed", {"error": outcome.reason}, run_id=run_id
+            )
+        return outcome
+    finally:
+        conn.close()
+
+
+def _apply(
+    settings: Settings,
+    conn: registry.Conn,
+    client_id: str,
+    database: str,
+    available: Sequence[MigrationFile],
+    run_id: str | None,
+) -> Migrated | StepFailed:
+    applied = registry.applied_versions(conn, client_id)
+    plan = planning.plan(available, applied)
+    if isinstance(plan, planning.Refused):
+        return StepFailed(client_id, plan.reason, refused=True)
+
+    def record(m: MigrationFile) -> None:
+        registry.record_schema_version(conn, client_id, m.version, m.name, m.checksum, run_id)
+        if m.version > 0:
+            registry.audit(
+                conn,
+                client_id,
+                "migrated",
+                {"database": database, "version": m.version, "name": m.name},
+                run_id=run_id,
+            )
+
+    try:
+        done = apply_plan(settings.clickhouse, database, plan, record)
+    except (ClickHouseError, OSError) as exc:
+        return StepFailed(client_id, f"ClickHouse: {str(exc).splitlines()[0][:500]}")
+    versions = [a.version for a in applied] + done
+    return Migrated(client_id, database, done, max(versions, default=0))
+
+
+def deprovision(
+    settings: Settings,
+    client_id: str,
+    confirm: str,
+    *,
+    run_id: str | None = None,
+    actor: str = "system",
+) -> Deprovisioned | StepFailed:
+    if confirm != client_id:
+        return StepFailed(
+            client_id,
+            f"confirmation {confirm!r} does not match client id {client_id!r}; nothing was changed",
+            refused=True,
+        )
+    conn = pg.connect(settings.postgres)
+    try:
+        row = registry.get_client(conn, client_id)
+        if row is None:
+            return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
+        try:
+            database = _database_of(row)
+        except InvalidIdentifier as exc:
+            return StepFailed(client_id, f"ch_database_name: {exc}", refused=True)
+        already = row.status == ClientStatus.DEPROVISIONED
+        if not already:
+            registry.set_status(conn, client_id, ClientStatus.DEPROVISIONING, "deprovision started")
+            invalidate_cache(settings, client_id)
+        ch = http_client(settings.clickhouse)
+        try:
+            rows_before: dict[str, int] = {}
+            if database_exists(ch, database):
+                rows_before = table_row_counts(ch, database)
+                if "events_base" in rows_before:
+                    # total_rows counts unmerged replays; the audit records distinct events.
+                    q = f"SELECT count() FROM {quote_identifier(database)}.events_base FINAL"
+                    rows_before["events_base"] = int(ch.query(q).result_rows[0][0])
+            drop_database(ch, database)
+        except (ClickHouseError, OSError) as exc:
+            reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
+            registry.audit(
+                conn, client_id, "deprovision_failed", {"error": reason}, run_id=run_id, actor=actor
+            )
+            return StepFailed(client_id, reason)
+        finally:
+            ch.close()
+        if not already:
+            registry.set_status(conn, client_id, ClientStatus.DEPROVISIONED, None)
+        registry.audit(
+            conn,
+            client_id,
+            "deprovisioned",
+            {"database": database, "rows_before": rows_before, "already": already},
+            run_id=run_id,
+            actor=actor,
+        )
+        invalidate_cache(settings, client_id)
+        return Deprovisioned(client_id, database, rows_before, already)
+    finally:
+        conn.close()
+
+
+def _row_counts(settings: Settings, database: str) -> dict[str, int]:
+    ch = http_client(settings.clickhouse)
+    try:
+        return table_row_counts(ch, database)
+    except (ClickHouseError, OSError):
+        return {}
+    finally:
+        ch.close()

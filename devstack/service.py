@@ -1,0 +1,217 @@
+"""The shared life cycle of one local server: preflight, launch, readiness, stop, status."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from analytics_core.settings import Settings
+
+from . import process
+
+if TYPE_CHECKING:
+    from .options import Options
+
+log = logging.getLogger("devstack")
+
+
+class StackError(RuntimeError):
+    """A local service could not be started/stopped; the message names it and its log file."""
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    managed: bool  # False: DEVSTACK_SERVICES leaves it to an external server
+    address: str
+    pid: int | None
+    healthy: bool
+    detail: str
+    log_path: Path | None
+    rss_bytes: int = 0  # the server process and its children
+
+
+@dataclass(frozen=True)
+class Port:
+    port: int
+    env_var: str  # the variable that moves it, for error messages
+
+
+class Service(ABC):
+    name: ClassVar[str]
+    stop_signal: ClassVar[int] = signal.SIGTERM
+    stop_timeout: ClassVar[float] = 30.0
+    # Lines in the log (written since launch) that mean start-up failed for good.
+    fatal_patterns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, settings: Settings, options: Options) -> None:
+        self.settings = settings
+        self.options = options
+        self._log_offset = 0
+
+    # -- layout -------------------------------------------------------------------------------
+    @property
+    def dir(self) -> Path:
+        return self.settings.state_dir / self.name
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.dir / f"{self.name}.pid"
+
+    # -- per-service parts --------------------------------------------------------------------
+    @abstractmethod
+    def address(self) -> str: ...
+
+    @abstractmethod
+    def ports(self) -> list[Port]: ...
+
+    @abstractmethod
+    def markers(self) -> list[str]:
+        """Substrings of /proc/<pid>/cmdline that prove the pid is the process we started."""
+
+    def preflight(self) -> None:
+        """Check that the binaries/tools exist; raise StackError with what to install."""
+        return None
+
+    @abstractmethod
+    def launch(self) -> None:
+        """Prepare config/data and start the server (must not block until ready)."""
+
+    @abstractmethod
+    def probe(self) -> str | None:
+        """None when the server really answers, else a short reason."""
+
+    def probe_external(self) -> str | None:
+        """Health of a server devstack does not manage (DEVSTACK_SERVICES leaves it out)."""
+        return self.probe()
+
+    def after_ready(self) -> None:
+        """Provisioning once it answers (roles, databases, topics)."""
+        return None
+
+    def before_stop(self, pid: int) -> None:
+        """A gentler stop than a signal, when the service has one."""
+        return None
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        return process.owned_pid(self.pid_path, self.markers())
+
+    def fail(self, what: str, *, with_log: bool = True) -> StackError:
+        msg = f"{self.name}: {what}"
+        if with_log:
+            msg += f"\n  log file: {self.log_path}"
+            last = process.tail(self.log_path, 15)
+            if last:
+                msg += "\n  last log lines:\n" + "\n".join("    " + ln for ln in last.splitlines())
+        return StackError(msg)
+
+    def check_can_start(self) -> None:
+        """Tools present and ports free; raises StackError naming the service and port."""
+        self.preflight()
+        for p in self.ports():
+            if process.port_in_use("127.0.0.1", p.port):
+                raise self.fail(
+                    f"port {p.port} is already in use by another process "
+                    f"(stop it, or move {self.name} with {p.env_var})",
+                    with_log=False,
+                )
+
+    def start(self) -> bool:
+        """Start (or adopt the running instance) and wait until ready. True if newly started."""
+        timeout = self.options.start_timeout
+        t0 = time.monotonic()
+        pid = self.pid()
+        if pid is not None:
+            ok = process.wait_until(lambda: self.probe() is None, timeout=timeout, interval=0.2)
+            if not ok:
+                raise self.fail(
+                    f"already running (pid {pid}) but not answering on {self.address()}: "
+                    f"{self.probe()}; try `python -m devstack down --services {self.name}`"
+                )
+            self.after_ready()
+            log.info("%s already running at %s (pid %d)", self.name, self.address(), pid)
+            return False
+
+        self.check_can_start()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log.info("starting %s at %s ...", self.name, self.address())
+        self.launch()
+        try:
+            ok = process.wait_until(
+                lambda: self.probe() is None, timeout=timeout, interval=0.1, abort=self._abort
+            )
+        except RuntimeError as exc:
+            raise self.fail(f"failed to start: {exc}") from None
+        if not ok:
+            raise self.fail(f"not ready after {timeout:.0f}s: {self.probe()}")
+        self.after_ready()
+        log.info("%s ready in %.1fs (pid %s)", self.name, time.monotonic() - t0, self.pid())
+        return True
+
+    def _abort(self) -> str | None:
+        text = self._new_log_text()
+        for pattern in self.fatal_patterns:
+            m = re.search(pattern, text, re.MULTILINE)
+            if m:
+                line_start = text.rfind("\n", 0, m.start()) + 1
+                line_end = text.find("\n", m.end())
+                return text[line_start : line_end if line_end >= 0 else None].strip()
+        pid = process.read_pid(self.pid_path)
+        if pid is not None and not process.is_alive(pid):
+            return f"process {pid} exited during start-up"
+        return None
+
+    def _new_log_text(self) -> str:
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read(256 * 1024).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> bool:
+        """Stop the process devstack started (data is kept). True if something was stopped."""
+        pid = self.pid()
+        if pid is None:
+            process.remove_file(self.pid_path)
+            return False
+        t0 = time.monotonic()
+        self.before_stop(pid)
+        killed = False
+        if process.is_alive(pid):
+            killed = process.terminate(pid, sig=self.stop_signal, timeout=self.stop_timeout)
+        process.remove_file(self.pid_path)
+        how = " (had to SIGKILL)" if killed else ""
+        log.info("stopped %s (pid %d) in %.1fs%s", self.name, pid, time.monotonic() - t0, how)
+        return True
+
+    def status(self, managed: bool) -> ServiceStatus:
+        pid = self.pid() if managed else None
+        reason = self.probe() if managed else self.probe_external()
+        return ServiceStatus(
+            name=self.name,
+            managed=managed,
+            address=self.address(),
+            pid=pid,
+            healthy=reason is None,
+            detail="ok" if reason is None else reason,
+            log_path=self.log_path if managed else None,
+            rss_bytes=sum(process.rss_bytes(p) for p in self.pids()) if pid else 0,
+        )
+
+    def pids(self) -> list[int]:
+        """The server process and its children (for memory totals)."""
+        pid = self.pid()
+        return [] if pid is None else [pid, *process.descendants(pid)]

@@ -1,0 +1,111 @@
+"""`python -m router`: run the real-time router (see --help for every setting)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from analytics_core.settings import SettingsError, describe
+from router import VERSION
+from router.config import ROUTER_ENV, RouterSettings
+from router.logging_setup import configure
+from router.metrics import HealthServer, RouterMetrics
+from router.service import Router
+
+COMMON_ENV = (
+    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092", "Kafka brokers"),
+    ("KAFKA_RAW_TOPIC", "shared_raw_events", "Topic the router consumes"),
+    ("KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter", "Topic for dead letters"),
+    (
+        "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
+        "127.0.0.1/55432/analytics_meta/analytics/",
+        "Registry",
+    ),
+    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/56379/0/", "Client cache"),
+    ("CLICKHOUSE_HOST/HTTP_PORT/USER/PASSWORD", "127.0.0.1/58123/default/", "Warehouse (HTTP)"),
+    ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    lines = [
+        f"  {name:<40} default {default!s:<28} {meaning}"
+        for name, default, meaning in (*COMMON_ENV, *ROUTER_ENV)
+    ]
+    return argparse.ArgumentParser(
+        prog="python -m router",
+        description=(
+            "Consume shared_raw_events, authenticate and validate each event, write it to its "
+            "client's ClickHouse database or dead-letter it with a reason. "
+            "Configured only by environment variables:"
+        ),
+        epilog="\n".join(lines),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def check_topics(settings: RouterSettings) -> str | None:
+    """Why the router can not start (topic missing, Kafka unreachable), or None."""
+    admin = AdminClient({"bootstrap.servers": settings.common.kafka.bootstrap_servers})
+    try:
+        meta = admin.list_topics(timeout=10)
+    except KafkaException as exc:
+        return f"Kafka at {settings.common.kafka.bootstrap_servers} is unreachable: {exc}"
+    for topic in (settings.common.kafka.raw_topic, settings.common.kafka.dead_letter_topic):
+        if topic not in meta.topics:
+            return f"Kafka topic {topic!r} does not exist; create it (python -m devstack up does)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    parser.add_argument("--version", action="version", version=f"router {VERSION}")
+    parser.parse_args(argv)
+    import os
+
+    configure(os.environ.get("LOG_LEVEL", "INFO"))
+    log = logging.getLogger("router")
+    try:
+        settings = RouterSettings.from_env()
+    except SettingsError as exc:
+        print(f"router: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info("configuration", extra={"settings": describe(settings)})
+    problem = check_topics(settings)
+    if problem:
+        log.error(problem)
+        return 2
+    metrics = RouterMetrics()
+    router = Router(settings, metrics=metrics)
+    server = None
+    if settings.metrics_port:
+        try:
+            server = HealthServer(metrics, router.ready, settings.metrics_port)
+        except OSError as exc:
+            log.error(
+                f"cannot serve metrics on port {settings.metrics_port}: {exc}; "
+                "set ROUTER_METRICS_PORT to a free port or 0"
+            )
+            return 2
+        server.start()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal received; stopping", extra={"signal": signum})
+        router.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    router.run()
+    if server is not None:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Per-client row buffers and sealed batches (pure bookkeeping, no I/O).
+
+Invariants:
+- a batch, once sealed, never changes: a retry re-sends exactly the same rows
+  with the same deduplication token, so an INSERT that succeeded but whose
+  answer was lost is dropped by ClickHouse instead of duplicated;
+- rows arriving while a client's batch is being retried go to a new batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from router.rows import PendingRow
+
+
+@dataclass
+class Batch:
+    database: str
+    client_id: str
+    rows: list[PendingRow]
+    token: str
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    first_error: str | None = None
+    first_failed_at: float | None = None
+
+
+def dedup_token(database: str, rows: list[PendingRow]) -> str:
+    """Deterministic for the same rows: database + per-partition offset ranges and count."""
+    ranges: dict[int, list[int]] = {}
+    for r in rows:
+        lo_hi = ranges.setdefault(r.partition, [r.offset, r.offset, 0])
+        lo_hi[0] = min(lo_hi[0], r.offset)
+        lo_hi[1] = max(lo_hi[1], r.offset)
+        lo_hi[2] += 1
+    spec = database + "|" + ",".join(f"{p}:{a}-{b}#{n}" for p, (a, b, n) in sorted(ranges.items()))
+    return hashlib.sha256(spec.encode()).hexdigest()
+
+
+@dataclass
+class ClientBuffers:
+    open: dict[str, list[PendingRow]] = field(default_factory=dict)
+    client_of: dict[str, str] = field(default_factory=dict)
+    retrying: list[Batch] = field(default_factory=list)
+    open_rows: int = 0
+
+    def add(self, database: str, client_id: str, row: PendingRow) -> None:
+        bucket = self.open.get(database)
+        if bucket is None:
+            bucket = self.open[database] = []
+            self.client_of[database] = client_id
+        bucket.append(row)
+        self.open_rows += 1
+
+    def total_rows(self) -> int:
+        return self.open_rows + sum(len(b.rows) for b in self.retrying)
+
+    def seal(self) -> list[Batch]:
+        """Turn every open buffer into a batch; the buffers start empty again."""
+        batches = [
+            Batch(db, self.client_of[db], rows, dedup_token(db, rows))
+            for db, rows in self.open.items()
+            if rows
+        ]
+        self.open = {}
+        self.client_of = {}
+        self.open_rows = 0
+        return batches
+
+    def due_retries(self, now: float) -> list[Batch]:
+        due = [b for b in self.retrying if b.next_attempt_at <= now]
+        self.retrying = [b for b in self.retrying if b.next_attempt_at > now]
+        return due
+
+    def park_for_retry(self, batch: Batch) -> None:
+        self.retrying.append(batch)
+
+    def drop_partitions(self, partitions: set[int]) -> int:
+        """Forget rows of revoked partitions (their new owner re-reads them)."""
+        dropped = 0
+        for db in list(self.open):
+            kept = [r for r in self.open[db] if r.partition not in partitions]
+            dropped += len(self.open[db]) - len(kept)
+            self.open[db] = kept
+        self.open_rows = sum(len(v) for v in self.open.values())
+        for b in self.retrying:
+            kept = [r for r in b.rows if r.partition not in partitions]
+            dropped += len(b.rows) - len(kept)
+            if len(kept) != len(b.rows):
+                b.rows = kept
+                b.token = dedup_token(b.database, kept)
+        self.retrying = [b for b in self.retrying if b.rows]
+        return dropped

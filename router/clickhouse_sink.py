@@ -1,0 +1,120 @@
+"""One INSERT per client batch into `<database>.events_base` (I/O).
+
+Outcomes are values: Inserted, Outage (ClickHouse unreachable or overloaded:
+retry everything later, never dead-letter) or Rejected (this client's database
+refused the rows: retry this batch with backoff, other clients keep flowing).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from analytics_core.clickhouse import http_client
+from analytics_core.events_table import EVENT_COLUMNS, EVENTS_TABLE
+from analytics_core.naming import quote_identifier
+from analytics_core.settings import ClickHouseSettings
+from router.buffers import Batch
+from router.rows import encode_rows
+
+# Server codes that mean "the server is busy or going away", not "this database is broken".
+OUTAGE_CODES = frozenset({3, 159, 160, 164, 202, 209, 210, 241, 252, 394, 425, 999, 1000})
+
+
+@dataclass(frozen=True)
+class Inserted:
+    rows: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Outage:
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    code: int | None
+    detail: str
+
+
+InsertOutcome = Inserted | Outage | Rejected
+
+
+class ClickHouseSink:
+    def __init__(self, settings: ClickHouseSettings, *, timeout_s: int = 30) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._client: Client | None = None
+
+    def _get(self) -> Client:
+        if self._client is None:
+            self._client = http_client(self._settings, timeout_s=self._timeout_s)
+        return self._client
+
+    def insert(self, batch: Batch, ingested_ms: int) -> InsertOutcome:
+        started = time.perf_counter()
+        try:
+            client = self._get()
+            block = encode_rows(batch.rows, ingested_ms)
+            client.raw_insert(
+                f"{quote_identifier(batch.database)}.{EVENTS_TABLE}",
+                EVENT_COLUMNS,
+                insert_block=block,
+                fmt="JSONCompactEachRow",
+                settings={"insert_deduplication_token": batch.token},
+            )
+        except ClickHouseError as exc:
+            code = getattr(exc, "code", None)
+            detail = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+            if code is None or code in OUTAGE_CODES:
+                self._reset()
+                return Outage(detail)
+            return Rejected(code, detail)
+        except OSError as exc:
+            self._reset()
+            return Outage(f"{type(exc).__name__}: {exc}")
+        return Inserted(len(batch.rows), time.perf_counter() - started)
+
+    def existing_rows(
+        self, database: str, topic: str, partition: int, lo: int, hi: int
+    ) -> set[tuple[int, int, int]] | Outage:
+        """(partition, offset, batch_index) of rows already stored for an offset range."""
+        try:
+            result = self._get().query(
+                f"SELECT kafka_partition, kafka_offset, batch_index"
+                f" FROM {quote_identifier(database)}.{EVENTS_TABLE}"
+                " WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}"
+                " AND kafka_offset BETWEEN {lo:UInt64} AND {hi:UInt64}",
+                parameters={"t": topic, "p": partition, "lo": lo, "hi": hi},
+            )
+        except ClickHouseError as exc:
+            code = getattr(exc, "code", None)
+            if code is None or code in OUTAGE_CODES:
+                self._reset()
+                return Outage(str(exc).splitlines()[0][:500])
+            return set()  # database or table missing: nothing stored; the INSERT will say why
+        except OSError as exc:
+            self._reset()
+            return Outage(str(exc))
+        return {(int(p), int(o), int(b)) for p, o, b in result.result_rows}
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._get().ping())
+        except (ClickHouseError, OSError):
+            self._reset()
+            return False
+
+    def _reset(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+    def close(self) -> None:
+        self._reset()

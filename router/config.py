@@ -1,0 +1,74 @@
+"""The router's typed settings, from environment variables (see `python -m router --help`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from analytics_core.settings import Settings, env_float, env_int, env_port, env_str
+
+# name, default, meaning: the single source for --help and README's table.
+ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
+    ("ROUTER_GROUP_ID", "analytics-router", "Kafka consumer group shared by all router processes"),
+    ("ROUTER_INSTANCE_ID", "<hostname>-<pid>", "Name written to each row's router_instance"),
+    ("ROUTER_FLUSH_MAX_ROWS", "50000", "Flush all client buffers when this many rows are buffered"),
+    ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or when the oldest buffered row is this old"),
+    ("ROUTER_MAX_BUFFERED_ROWS", "200000", "Pause consumption above this many unflushed rows"),
+    ("ROUTER_DESTINATION_MAX_ATTEMPTS", "5", "Attempts before a rejected batch is dead-lettered"),
+    (
+        "ROUTER_RETRY_BACKOFF_MS",
+        "500",
+        "First retry delay; doubles up to ROUTER_RETRY_BACKOFF_MAX_MS",
+    ),
+    ("ROUTER_RETRY_BACKOFF_MAX_MS", "10000", "Longest retry delay for outages and rejections"),
+    (
+        "ROUTER_CACHE_LOCAL_TTL_S",
+        "2",
+        "In-process client cache TTL (invalidation clears it at once)",
+    ),
+    ("ROUTER_CACHE_TTL_S", "60", "Redis client cache TTL"),
+    ("ROUTER_CACHE_NEGATIVE_TTL_S", "10", "Redis TTL of 'unknown client' entries"),
+    ("ROUTER_METRICS_PORT", "9108", "Port of /metrics, /healthz and /readyz (0 disables)"),
+    ("ROUTER_SHUTDOWN_TIMEOUT_S", "20", "SIGTERM: flush, commit and exit within this bound"),
+)
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    common: Settings = field(default_factory=Settings)
+    group_id: str = "analytics-router"
+    instance_id: str = "router"
+    flush_max_rows: int = 50_000
+    flush_interval_s: float = 1.0
+    max_buffered_rows: int = 200_000
+    destination_max_attempts: int = 5
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 10.0
+    cache_local_ttl_s: float = 2.0
+    cache_ttl_s: int = 60
+    cache_negative_ttl_s: int = 10
+    metrics_port: int = 9108
+    shutdown_timeout_s: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
+        e = os.environ if env is None else env
+        metrics_raw = e.get("ROUTER_METRICS_PORT", "")
+        return cls(
+            common=Settings.from_env(e),
+            group_id=env_str(e, "ROUTER_GROUP_ID", "analytics-router"),
+            instance_id=env_str(e, "ROUTER_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 50_000, minimum=1),
+            flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
+            max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 200_000, minimum=1),
+            destination_max_attempts=env_int(e, "ROUTER_DESTINATION_MAX_ATTEMPTS", 5, minimum=1),
+            retry_backoff_s=env_int(e, "ROUTER_RETRY_BACKOFF_MS", 500, minimum=1) / 1000,
+            retry_backoff_max_s=env_int(e, "ROUTER_RETRY_BACKOFF_MAX_MS", 10_000, minimum=1) / 1000,
+            cache_local_ttl_s=env_float(e, "ROUTER_CACHE_LOCAL_TTL_S", 2.0),
+            cache_ttl_s=env_int(e, "ROUTER_CACHE_TTL_S", 60, minimum=1),
+            cache_negative_ttl_s=env_int(e, "ROUTER_CACHE_NEGATIVE_TTL_S", 10, minimum=1),
+            metrics_port=0 if metrics_raw == "0" else env_port(e, "ROUTER_METRICS_PORT", 9108),
+            shutdown_timeout_s=env_float(e, "ROUTER_SHUTDOWN_TIMEOUT_S", 20.0, minimum=1.0),
+        )

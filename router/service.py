@@ -1,0 +1,614 @@
+"""The router loop: consume -> decide -> buffer per client -> INSERT / dead-letter -> commit.
+
+This is the thin I/O shell around `router.decision.decide`. Invariants:
+- offsets are committed only through `OffsetTracker`, i.e. never past an event
+  whose row is not acknowledged by ClickHouse or whose dead letter is not
+  acknowledged by the broker (at-least-once);
+- before rows are inserted, the commit of their partition carries the highest
+  offset that may reach ClickHouse (`hw=` commit metadata). After a crash the
+  next owner reads it and skips rows of that range already in the table, so a
+  re-read never leaves duplicates (effectively once);
+- outages (ClickHouse unreachable, registry unavailable) never produce dead
+  letters: the events wait, consumption pauses above `max_buffered_rows`;
+- one client's broken database only delays that client's batch (retry with
+  backoff, then `destination_error` dead letters); other clients keep flowing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from analytics_core.client_cache import ClientDirectory
+from analytics_core.dead_letter import DeadLetter
+from analytics_core.event_contract import Origin
+from analytics_core.reasons import Reason
+from router import VERSION
+from router.buffers import Batch, ClientBuffers
+from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
+from router.config import RouterSettings
+from router.decision import DeadLettered, RawMessage, Retry, Routed, decide
+from router.metrics import RouterMetrics
+from router.offsets import OffsetTracker
+from router.rows import PendingRow, build_row
+
+log = logging.getLogger("router")
+
+CONSUME_BATCH = 2000
+HW_PREFIX = "hw="
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_hw(metadata: str | None) -> int | None:
+    if metadata and metadata.startswith(HW_PREFIX):
+        try:
+            return int(metadata[len(HW_PREFIX) :])
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass
+class _Backoff:
+    base: float
+    cap: float
+    current: float = 0.0
+
+    def next_delay(self) -> float:
+        self.current = self.base if self.current == 0 else min(self.current * 2, self.cap)
+        return self.current
+
+    def reset(self) -> None:
+        self.current = 0.0
+
+
+class Router:
+    def __init__(
+        self,
+        rs: RouterSettings,
+        *,
+        metrics: RouterMetrics | None = None,
+        directory: ClientDirectory | None = None,
+    ) -> None:
+        self.rs = rs
+        common = rs.common
+        self.topic = common.kafka.raw_topic
+        self.metrics = metrics or RouterMetrics()
+        self.directory = directory or ClientDirectory(
+            common.redis,
+            common.postgres,
+            local_ttl_s=rs.cache_local_ttl_s,
+            redis_ttl_s=rs.cache_ttl_s,
+            negative_ttl_s=rs.cache_negative_ttl_s,
+        )
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": common.kafka.bootstrap_servers,
+                "group.id": rs.group_id,
+                "client.id": rs.instance_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "roundrobin",
+                "session.timeout.ms": 10000,
+                "heartbeat.interval.ms": 1000,
+                "max.poll.interval.ms": 300000,
+                "fetch.min.bytes": 1,
+                "queued.max.messages.kbytes": 65536,
+            }
+        )
+        self.producer = Producer(
+            {
+                "bootstrap.servers": common.kafka.bootstrap_servers,
+                "client.id": rs.instance_id + "-dl",
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "message.timeout.ms": 300000,
+            }
+        )
+        self.sink = ClickHouseSink(common.clickhouse)
+        self.tracker = OffsetTracker()
+        self.buffers = ClientBuffers()
+        self.stop_event = threading.Event()
+        self.assigned: set[int] = set()
+        self.suspect: dict[int, tuple[int, int]] = {}  # partition -> offsets maybe in ClickHouse
+        self.attempted_hw: dict[int, int] = {}
+        self.committed_hw: dict[int, int] = {}
+        self.retry_paused: dict[int, float] = {}  # partition -> resume at (registry outage)
+        self.registry_backoff = _Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
+        self.outage_backoff = _Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
+        self.outage_until = 0.0
+        self.paused_all = False
+        self.oldest_open: float | None = None
+        self.failed_letters: list[
+            tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int, int]
+        ] = []
+        self.clickhouse_ok = True
+        self.last_lag_check = 0.0
+        self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
+
+    # ------------------------------------------------------------------ lifecycle
+    def ready(self) -> bool:
+        return bool(self.assigned) and self.clickhouse_ok and not self.stop_event.is_set()
+
+    def run(self) -> None:
+        self.directory.start_invalidation_listener()
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.metrics.up.set(1)
+        log.info("router started", extra={"instance": self.rs.instance_id, "topic": self.topic})
+        try:
+            while not self.stop_event.is_set():
+                self._step()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.rs.shutdown_timeout_s
+        log.info("router stopping: flushing buffers and committing")
+        while self.buffers.total_rows() and time.monotonic() < deadline:
+            self._flush(force=True)
+            if self.buffers.total_rows():
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        self.producer.flush(max(0.0, deadline - time.monotonic()))
+        self._commit()
+        left = self.buffers.total_rows()
+        if left:
+            log.warning("exiting with unflushed rows; they will be re-read", extra={"rows": left})
+        self.consumer.close()
+        self.sink.close()
+        self.directory.close()
+        self.metrics.up.set(0)
+        log.info("router stopped")
+
+    # ------------------------------------------------------------------ one iteration
+    def _step(self) -> None:
+        now = time.monotonic()
+        self._resume_due(now)
+        msgs = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1)
+        if msgs:
+            self._process(msgs)
+        self.producer.poll(0)
+        self._reproduce_failed_letters()
+        now = time.monotonic()
+        if self._flush_due(now):
+            self._flush()
+        self._apply_backpressure()
+        if now - self.last_lag_check > 5.0:
+            self.last_lag_check = now
+            self._update_lag()
+
+    def _process(self, msgs: list[Message]) -> None:
+        now_iso = _now_iso()
+        received_ms = int(time.time() * 1000)
+        skip: set[int] = set()
+        m = self.metrics
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", extra={"error": str(err)})
+                continue
+            # Messages without an error always carry their coordinates.
+            partition: int = msg.partition()  # type: ignore[assignment]
+            if partition in skip:
+                continue
+            offset: int = msg.offset()  # type: ignore[assignment]
+            topic: str = msg.topic()  # type: ignore[assignment]
+            headers = msg.headers()  # confluent-kafka gives a list of (str, bytes | None)
+            raw = RawMessage(
+                topic,
+                partition,
+                offset,
+                msg.value(),
+                headers,  # type: ignore[arg-type]
+                received_ms,
+            )
+            decision = decide(raw, self.directory.lookup, now_iso=now_iso, router_version=VERSION)
+            if isinstance(decision, Retry):
+                delay = self.registry_backoff.next_delay()
+                log.warning(
+                    "registry unavailable; pausing partition",
+                    extra={
+                        "topic": topic,
+                        "partition": partition,
+                        "offset": offset,
+                        "retry_in_s": delay,
+                        "detail": decision.detail,
+                    },
+                )
+                tp = TopicPartition(topic, partition, offset)
+                self.consumer.pause([tp])
+                try:
+                    self.consumer.seek(tp)
+                except KafkaException as exc:
+                    log.warning("seek failed", extra={"error": str(exc)})
+                self.retry_paused[partition] = time.monotonic() + delay
+                m.retries.labels(kind="registry").inc()
+                skip.add(partition)
+                continue
+            self.registry_backoff.reset()
+            m.messages_consumed.inc()
+            m.events_consumed.inc(len(decision))
+            tpk = (topic, partition)
+            self.tracker.seen(tpk, offset, len(decision))
+            produce_ms = msg.timestamp()[1]
+            for fate in decision:
+                if isinstance(fate, Routed):
+                    values = build_row(
+                        fate, topic, partition, offset, received_ms, self.rs.instance_id
+                    )
+                    sent = fate.event.sent_at_ms
+                    row = PendingRow(
+                        values,
+                        partition,
+                        offset,
+                        fate,
+                        raw.value,
+                        sent if sent is not None else produce_ms,
+                    )
+                    if self.oldest_open is None:
+                        self.oldest_open = time.monotonic()
+                    self.buffers.add(fate.database, fate.client_id, row)
+                else:
+                    assert isinstance(fate, DeadLettered)
+                    self._dead_letter(raw.value, fate.letter, partition, offset)
+
+    # ------------------------------------------------------------------ dead letters
+    def _dead_letter(
+        self, value: bytes | None, letter: DeadLetter, partition: int, offset: int
+    ) -> None:
+        headers = letter.headers()
+        key = letter.client_id.encode() if letter.client_id else None
+        self.metrics.events_dead_lettered.labels(reason=letter.reason.value).inc()
+        log.info(
+            "dead-lettered",
+            extra={
+                "reason": letter.reason.value,
+                "client_id": letter.client_id,
+                "topic": letter.source.topic,
+                "partition": partition,
+                "offset": offset,
+                "detail": letter.detail[:200],
+            },
+        )
+        self._produce_letter(value, key, headers, partition, offset)
+
+    def _produce_letter(
+        self,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]],
+        partition: int,
+        offset: int,
+    ) -> None:
+        tpk = (self.topic, partition)
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self.tracker.ack(tpk, offset)
+            else:
+                log.warning(
+                    "dead letter not delivered; will re-send",
+                    extra={"partition": partition, "offset": offset, "error": str(err)},
+                )
+                self.failed_letters.append((value, key, headers, partition, offset))
+
+        while True:
+            try:
+                self.producer.produce(
+                    self.rs.common.kafka.dead_letter_topic,
+                    value=value,
+                    key=key,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=delivered,
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def _reproduce_failed_letters(self) -> None:
+        if not self.failed_letters:
+            return
+        pending, self.failed_letters = self.failed_letters, []
+        for value, key, headers, partition, offset in pending:
+            self._produce_letter(value, key, headers, partition, offset)
+
+    # ------------------------------------------------------------------ flushing
+    def _flush_due(self, now: float) -> bool:
+        if self.buffers.open_rows >= self.rs.flush_max_rows:
+            return True
+        if self.oldest_open is not None and now - self.oldest_open >= self.rs.flush_interval_s:
+            return True
+        return any(b.next_attempt_at <= now for b in self.buffers.retrying)
+
+    def _flush(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if now < self.outage_until and not force:
+            return
+        batches = self.buffers.seal() + self.buffers.due_retries(now if not force else float("inf"))
+        self.oldest_open = None
+        if not batches:
+            self._commit()
+            return
+        self._mark_high_water(batches)
+        ingested_ms = int(time.time() * 1000)
+        for i, batch in enumerate(batches):
+            outcome = self._insert(batch, ingested_ms)
+            if isinstance(outcome, Inserted):
+                self._inserted(batch, outcome, ingested_ms)
+            elif isinstance(outcome, Outage):
+                self._outage(batches[i:], outcome)
+                break
+            else:
+                self._rejected(batch, outcome)
+        else:
+            self.outage_backoff.reset()
+            self.clickhouse_ok = True
+        self.producer.poll(0)
+        self._commit()
+        if self.on_flush is not None:
+            self.on_flush()
+
+    def _insert(self, batch: Batch, ingested_ms: int) -> Inserted | Outage | Rejected:
+        if self.suspect and batch.attempts == 0:
+            outcome = self._drop_already_inserted(batch)
+            if outcome is not None:
+                return outcome
+            if not batch.rows:
+                return Inserted(0, 0.0)
+        return self.sink.insert(batch, ingested_ms)
+
+    def _drop_already_inserted(self, batch: Batch) -> Outage | None:
+        """Rows of a crash-replayed range that a previous owner already inserted are dropped."""
+        ranges: dict[int, tuple[int, int]] = {}
+        for r in batch.rows:
+            span = self.suspect.get(r.partition)
+            if span is not None and span[0] <= r.offset <= span[1]:
+                lo, hi = ranges.get(r.partition, (r.offset, r.offset))
+                ranges[r.partition] = (min(lo, r.offset), max(hi, r.offset))
+        if not ranges:
+            return None
+        present: set[tuple[int, int, int]] = set()
+        for partition, (lo, hi) in ranges.items():
+            found = self.sink.existing_rows(batch.database, self.topic, partition, lo, hi)
+            if isinstance(found, Outage):
+                return found
+            present |= found
+        if not present:
+            return None
+        kept: list[PendingRow] = []
+        dropped: list[PendingRow] = []
+        for r in batch.rows:
+            key = (r.partition, r.offset, r.routed.event.batch_index)
+            (dropped if key in present else kept).append(r)
+        for r in dropped:
+            self.tracker.ack((self.topic, r.partition), r.offset)
+        log.info(
+            "skipped rows already inserted before a restart",
+            extra={"client_id": batch.client_id, "rows": len(dropped)},
+        )
+        batch.rows = kept
+        return None
+
+    def _inserted(self, batch: Batch, outcome: Inserted, ingested_ms: int) -> None:
+        m = self.metrics
+        m.batch_rows.observe(outcome.rows)
+        m.insert_seconds.observe(outcome.seconds)
+        m.events_routed.labels(client_id=batch.client_id).inc(outcome.rows)
+        observe = m.e2e_latency.observe
+        for r in batch.rows:
+            self.tracker.ack((self.topic, r.partition), r.offset)
+            if r.produced_ms > 0:
+                observe(max(0.0, (ingested_ms - r.produced_ms) / 1000))
+        if batch.attempts:
+            log.info(
+                "batch inserted after retry",
+                extra={
+                    "client_id": batch.client_id,
+                    "rows": outcome.rows,
+                    "attempts": batch.attempts + 1,
+                },
+            )
+
+    def _outage(self, batches: list[Batch], outcome: Outage) -> None:
+        delay = self.outage_backoff.next_delay()
+        self.outage_until = time.monotonic() + delay
+        self.clickhouse_ok = False
+        self.metrics.insert_errors.labels(kind="outage").inc()
+        self.metrics.retries.labels(kind="clickhouse_outage").inc()
+        log.warning(
+            "clickhouse unavailable; holding rows and retrying",
+            extra={
+                "retry_in_s": delay,
+                "detail": outcome.detail,
+                "rows": sum(len(b.rows) for b in batches),
+            },
+        )
+        for b in batches:
+            b.next_attempt_at = self.outage_until
+            self.buffers.park_for_retry(b)
+
+    def _rejected(self, batch: Batch, outcome: Rejected) -> None:
+        batch.attempts += 1
+        self.metrics.insert_errors.labels(kind="rejected").inc()
+        if batch.first_error is None:
+            batch.first_error = outcome.detail
+            batch.first_failed_at = time.time()
+        if batch.attempts < self.rs.destination_max_attempts:
+            delay = min(
+                self.rs.retry_backoff_s * 2 ** (batch.attempts - 1), self.rs.retry_backoff_max_s
+            )
+            batch.next_attempt_at = time.monotonic() + delay
+            self.metrics.retries.labels(kind="rejected").inc()
+            log.warning(
+                "client database rejected rows; will retry",
+                extra={
+                    "client_id": batch.client_id,
+                    "database": batch.database,
+                    "attempt": batch.attempts,
+                    "retry_in_s": delay,
+                    "code": outcome.code,
+                    "detail": outcome.detail,
+                },
+            )
+            self.buffers.park_for_retry(batch)
+            return
+        log.error(
+            "client database kept rejecting rows; dead-lettering them",
+            extra={
+                "client_id": batch.client_id,
+                "database": batch.database,
+                "rows": len(batch.rows),
+                "detail": outcome.detail,
+            },
+        )
+        now_iso = _now_iso()
+        for r in batch.rows:
+            routed = r.routed
+            letter = DeadLetter(
+                reason=Reason.DESTINATION_ERROR,
+                detail=f"database {batch.database}: {outcome.detail}",
+                origin=routed.origin,
+                source=Origin(self.topic, r.partition, r.offset),
+                batch_index=routed.event.batch_index,
+                client_id=routed.client_id,
+                event_id=routed.event.event_id,
+                first_failed_at=now_iso,
+                attempt=routed.attempt,
+                router_version=VERSION,
+            )
+            self._dead_letter(r.raw, letter, r.partition, r.offset)
+
+    def _mark_high_water(self, batches: list[Batch]) -> None:
+        """Commit, before inserting, the highest offset per partition that may reach ClickHouse."""
+        for b in batches:
+            for r in b.rows:
+                if r.offset > self.attempted_hw.get(r.partition, -1):
+                    self.attempted_hw[r.partition] = r.offset
+        stale = {p for p, hw in self.attempted_hw.items() if self.committed_hw.get(p, -1) < hw}
+        if stale:
+            self._commit(include=stale)
+
+    def _commit(self, *, include: set[int] | None = None) -> None:
+        offsets = self.tracker.committable()
+        if include:
+            for tp, target in self.tracker.positions().items():
+                if tp[1] in include and tp not in offsets:
+                    offsets[tp] = target
+        if not offsets:
+            return
+        tps = []
+        for (topic, partition), offset in offsets.items():
+            hw = self.attempted_hw.get(partition)
+            meta = f"{HW_PREFIX}{hw}" if hw is not None and hw >= offset else None
+            tps.append(TopicPartition(topic, partition, offset, metadata=meta))
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed; will retry", extra={"error": str(exc)})
+            return
+        self.tracker.mark_committed(offsets)
+        self.metrics.last_commit_ts.set(time.time())
+        for done in tps:
+            self.committed_hw[done.partition] = parse_hw(done.metadata) or -1
+            span = self.suspect.get(done.partition)
+            if span is not None and done.offset > span[1]:
+                del self.suspect[done.partition]
+
+    # ------------------------------------------------------------------ flow control
+    def _apply_backpressure(self) -> None:
+        total = self.buffers.total_rows()
+        self.metrics.buffered_rows.set(total)
+        if not self.paused_all and total >= self.rs.max_buffered_rows:
+            self._set_paused(True)
+            log.warning("buffer full; pausing consumption", extra={"rows": total})
+        elif self.paused_all and total < self.rs.max_buffered_rows // 2:
+            self._set_paused(False)
+            log.info("buffer drained; resuming consumption", extra={"rows": total})
+
+    def _set_paused(self, paused: bool) -> None:
+        tps = [TopicPartition(self.topic, p) for p in self.assigned]
+        if tps:
+            if paused:
+                self.consumer.pause(tps)
+            else:
+                self.consumer.resume([tp for tp in tps if tp.partition not in self.retry_paused])
+        self.paused_all = paused
+        self.metrics.paused.set(1 if paused else 0)
+
+    def _resume_due(self, now: float) -> None:
+        due = [p for p, at in self.retry_paused.items() if at <= now]
+        for p in due:
+            del self.retry_paused[p]
+            if not self.paused_all and p in self.assigned:
+                self.consumer.resume([TopicPartition(self.topic, p)])
+
+    def _update_lag(self) -> None:
+        for p in list(self.assigned):
+            tp = TopicPartition(self.topic, p)
+            try:
+                _lo, hi = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                pos = self.consumer.position([tp])[0].offset
+            except KafkaException:
+                continue
+            if pos >= 0:
+                self.metrics.consumer_lag.labels(partition=str(p)).set(max(0, hi - pos))
+
+    # ------------------------------------------------------------------ rebalancing
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            log.warning("could not read committed offsets", extra={"error": str(exc)})
+            committed = []
+        for tp in committed:
+            hw = parse_hw(tp.metadata)
+            start = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else 0
+            if hw is not None and hw >= start:
+                self.suspect[tp.partition] = (start, hw)
+                self.attempted_hw[tp.partition] = hw
+                log.info(
+                    "partition resumes after an unclean stop; replayed rows are checked",
+                    extra={"partition": tp.partition, "from": start, "to": hw},
+                )
+        self.assigned |= {tp.partition for tp in partitions}
+        if self.paused_all and partitions:
+            consumer.pause(partitions)
+        log.info("partitions assigned", extra={"partitions": sorted(self.assigned)})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {tp.partition for tp in partitions}
+        log.info("partitions revoked; flushing", extra={"partitions": sorted(revoked)})
+        self._flush(force=True)
+        self.producer.flush(10)
+        self._commit()
+        dropped = self.buffers.drop_partitions(revoked)
+        if dropped:
+            log.warning(
+                "rows of revoked partitions left for the new owner", extra={"rows": dropped}
+            )
+        for p in revoked:
+            self.tracker.forget((self.topic, p))
+            self.suspect.pop(p, None)
+            self.attempted_hw.pop(p, None)
+            self.committed_hw.pop(p, None)
+            self.retry_paused.pop(p, None)
+        self.assigned -= revoked
