@@ -22,6 +22,7 @@ from .service import Port, Service, StackError
 
 LOG4J2 = """\
 status = warn
+shutdownHook = disable
 appender.out.type = Console
 appender.out.name = OUT
 appender.out.layout.type = PatternLayout

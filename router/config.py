@@ -7,7 +7,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from analytics_core.settings import Settings, env_float, env_int, env_port, env_str
+from analytics_core.settings import Settings, SettingsError, env_float, env_int, env_port, env_str
 
 # name, default, meaning: the single source for --help and README's table.
 ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
@@ -56,7 +56,7 @@ class RouterSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
         e = os.environ if env is None else env
         metrics_raw = e.get("ROUTER_METRICS_PORT", "")
-        return cls(
+        settings = cls(
             common=Settings.from_env(e),
             group_id=env_str(e, "ROUTER_GROUP_ID", "analytics-router"),
             instance_id=env_str(e, "ROUTER_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
@@ -72,3 +72,9 @@ class RouterSettings:
             metrics_port=0 if metrics_raw == "0" else env_port(e, "ROUTER_METRICS_PORT", 9108),
             shutdown_timeout_s=env_float(e, "ROUTER_SHUTDOWN_TIMEOUT_S", 20.0, minimum=1.0),
         )
+        if settings.max_buffered_rows < settings.flush_max_rows:
+            raise SettingsError(
+                f"ROUTER_MAX_BUFFERED_ROWS={settings.max_buffered_rows} is below "
+                f"ROUTER_FLUSH_MAX_ROWS={settings.flush_max_rows}; raise it or lower the flush size"
+            )
+        return settings

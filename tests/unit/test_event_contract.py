@@ -1,0 +1,146 @@
+"""Event contract v1: each fixture file names the case it proves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+
+from analytics_core.event_contract import (
+    MAX_BATCH_EVENTS,
+    MAX_MESSAGE_BYTES,
+    ContractViolation,
+    Origin,
+    ValidEvent,
+    derive_event_id,
+    hash_api_key,
+    parse_message,
+)
+from analytics_core.reasons import Reason
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "contract"
+SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "analytics_core" / "contract" / "event-v1.schema.json").read_text()
+)
+ORIGIN = Origin("shared_raw_events", 3, 42)
+
+
+def load(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_valid_single_event_is_parsed_with_its_fields() -> None:
+    [ev] = parse_message(load("valid_single_event.json"), ORIGIN)
+    assert isinstance(ev, ValidEvent)
+    assert ev.client_id == "acme"
+    assert ev.event_id == "2b1f6a0e-4c2d-4b8e-9f00-0a1b2c3d4e5f"
+    assert not ev.event_id_derived
+    assert ev.credential_hash == hash_api_key("k-acme")
+    assert ev.timestamp_ms == 1795773600123
+    assert json.loads(ev.properties_json) == {"url": "/pricing", "n": 1}
+
+
+def test_batch_uses_aliases_prehashed_key_and_derives_stable_ids() -> None:
+    first, second = parse_message(load("valid_batch_of_two.json"), ORIGIN)
+    assert isinstance(first, ValidEvent) and isinstance(second, ValidEvent)
+    assert first.event_name == "signup" and first.user_id == "anon-9"
+    assert first.event_id_derived and first.event_id == derive_event_id(ORIGIN, 0)
+    assert second.event_id == derive_event_id(ORIGIN, 1) != first.event_id
+    assert second.credential_hash.startswith("0d8f3c")
+    assert second.timestamp_ms == 1795770001000  # +01:00 offset honoured
+    # A replay of the same message derives the same ids.
+    again = parse_message(load("valid_batch_of_two.json"), ORIGIN)
+    assert [e.event_id for e in again if isinstance(e, ValidEvent)] == [
+        first.event_id,
+        second.event_id,
+    ]
+
+
+def test_batch_with_one_bad_event_keeps_the_good_one() -> None:
+    good, bad = parse_message(load("batch_with_one_bad_event.json"), ORIGIN)
+    assert isinstance(good, ValidEvent)
+    assert isinstance(bad, ContractViolation)
+    assert bad.reason is Reason.SCHEMA_VIOLATION and bad.batch_index == 1
+    assert "user_id" in bad.detail and bad.client_id == "acme"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "reason", "detail_part"),
+    [
+        ("missing_credential.json", Reason.SCHEMA_VIOLATION, "credential"),
+        ("wrong_types.json", Reason.SCHEMA_VIOLATION, "event_name"),
+        ("timestamp_without_zone.json", Reason.SCHEMA_VIOLATION, "time zone"),
+        ("sql_looking_client_id.json", Reason.SCHEMA_VIOLATION, "client_id"),
+        ("event_id_not_uuid.json", Reason.SCHEMA_VIOLATION, "UUID"),
+        ("truncated_json.json", Reason.INVALID_JSON, "not JSON"),
+        ("invalid_utf8.json", Reason.INVALID_ENCODING, "UTF-8"),
+        ("json_scalar.json", Reason.SCHEMA_VIOLATION, "object or array"),
+        ("empty_batch.json", Reason.SCHEMA_VIOLATION, "empty batch"),
+    ],
+)
+def test_bad_messages_get_a_reason(fixture: str, reason: Reason, detail_part: str) -> None:
+    [outcome] = parse_message(load(fixture), ORIGIN)
+    assert isinstance(outcome, ContractViolation)
+    assert outcome.reason is reason
+    assert detail_part in outcome.detail
+
+
+def test_sql_looking_client_id_is_not_echoed_as_a_client() -> None:
+    [outcome] = parse_message(load("sql_looking_client_id.json"), ORIGIN)
+    assert isinstance(outcome, ContractViolation) and outcome.client_id is None
+
+
+def test_empty_and_oversized_messages() -> None:
+    assert parse_message(b"", ORIGIN)[0].reason is Reason.INVALID_JSON  # type: ignore[union-attr]
+    assert parse_message(None, ORIGIN)[0].reason is Reason.INVALID_JSON  # type: ignore[union-attr]
+    big = b'{"x": "' + b"a" * MAX_MESSAGE_BYTES + b'"}'
+    [outcome] = parse_message(big, ORIGIN)
+    assert isinstance(outcome, ContractViolation) and outcome.reason is Reason.PAYLOAD_TOO_LARGE
+
+
+def test_batch_over_the_limit_is_too_large() -> None:
+    event = json.loads(load("valid_single_event.json"))
+    raw = orjson.dumps([event] * (MAX_BATCH_EVENTS + 1))
+    [outcome] = parse_message(raw, ORIGIN)
+    assert isinstance(outcome, ContractViolation) and outcome.reason is Reason.PAYLOAD_TOO_LARGE
+
+
+def test_deep_nesting_is_rejected_not_crashing() -> None:
+    raw = b'{"properties": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    [outcome] = parse_message(raw, ORIGIN)
+    assert isinstance(outcome, ContractViolation) and outcome.reason is Reason.INVALID_JSON
+
+
+def test_timestamp_out_of_range() -> None:
+    event = json.loads(load("valid_single_event.json"))
+    event["timestamp"] = -1
+    [outcome] = parse_message(orjson.dumps(event), ORIGIN)
+    assert isinstance(outcome, ContractViolation) and "timestamp" in outcome.detail
+
+
+VALID = ["valid_single_event.json", "valid_batch_of_two.json"]
+INVALID_BY_SCHEMA = [
+    "batch_with_one_bad_event.json",
+    "missing_credential.json",
+    "wrong_types.json",
+    "sql_looking_client_id.json",
+    "event_id_not_uuid.json",
+    "json_scalar.json",
+    "empty_batch.json",
+]
+
+
+@pytest.mark.parametrize("fixture", VALID)
+def test_json_schema_file_accepts_what_the_parser_accepts(fixture: str) -> None:
+    jsonschema.validate(json.loads(load(fixture)), SCHEMA)
+    assert all(isinstance(o, ValidEvent) for o in parse_message(load(fixture), ORIGIN))
+
+
+@pytest.mark.parametrize("fixture", INVALID_BY_SCHEMA)
+def test_json_schema_file_rejects_what_the_parser_rejects(fixture: str) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(json.loads(load(fixture)), SCHEMA)
+    assert any(isinstance(o, ContractViolation) for o in parse_message(load(fixture), ORIGIN))

@@ -1,0 +1,91 @@
+"""Migration planning: ordering, checksums, pending set, file naming, statement splitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analytics_core.migrations.files import (
+    MigrationFile,
+    MigrationFileError,
+    checksum,
+    load,
+    parse_filename,
+    split_statements,
+)
+from analytics_core.migrations.planning import Plan, Refused, plan
+from analytics_core.registry import AppliedVersion
+
+
+def mf(version: int, sql: str = "SELECT 1") -> MigrationFile:
+    return MigrationFile(version, f"m{version}", sql, checksum(sql.encode()))
+
+
+def applied(m: MigrationFile) -> AppliedVersion:
+    return AppliedVersion(m.version, m.name, m.checksum)
+
+
+def test_fresh_database_gets_everything_in_version_order() -> None:
+    files = [mf(2), mf(0), mf(1)]
+    result = plan(files, [])
+    assert isinstance(result, Plan)
+    assert [m.version for m in result.pending] == [0, 1, 2]
+
+
+def test_only_missing_versions_are_pending() -> None:
+    files = [mf(0), mf(1), mf(2), mf(3)]
+    result = plan(files, [applied(files[0]), applied(files[2])])
+    assert isinstance(result, Plan) and [m.version for m in result.pending] == [1, 3]
+    assert plan(files, [applied(f) for f in files]) == Plan(())
+
+
+def test_edited_applied_migration_is_refused() -> None:
+    original = mf(1, "ALTER TABLE t ADD COLUMN a String")
+    edited = mf(1, "ALTER TABLE t ADD COLUMN b String")
+    result = plan([mf(0), edited], [applied(mf(0)), applied(original)])
+    assert isinstance(result, Refused) and result.version == 1
+    assert "must not be edited" in result.reason
+
+
+def test_deleted_applied_migration_is_refused() -> None:
+    result = plan([mf(0)], [applied(mf(0)), applied(mf(1))])
+    assert isinstance(result, Refused) and "gone" in result.reason
+
+
+@pytest.mark.parametrize(
+    "name", ["v1_x.sql", "v001-x.sql", "v001_X.sql", "001_x.sql", "v000_x.sql"]
+)
+def test_misnamed_files_are_refused(name: str) -> None:
+    with pytest.raises(MigrationFileError):
+        parse_filename(name)
+
+
+def test_good_name() -> None:
+    assert parse_filename("v012_add_session_id.sql") == (12, "add_session_id")
+
+
+def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "v001_a.sql").write_text("SELECT 1")
+    (tmp_path / "v001_b.sql").write_text("SELECT 2")
+    with pytest.raises(MigrationFileError, match="also used"):
+        load(tmp_path)
+
+
+def test_repository_migrations_load_with_base_schema_first() -> None:
+    files = load()
+    assert files[0].version == 0 and "events_base" in files[0].sql
+    assert [f.version for f in files] == sorted(f.version for f in files)
+
+
+def test_split_statements_respects_quotes_and_comments() -> None:
+    sql = """
+    -- a comment; with a semicolon
+    CREATE TABLE a (x String DEFAULT 'a;b');
+    /* block; comment */ ALTER TABLE a ADD COLUMN y String COMMENT "q;q";
+    ;
+    """
+    assert split_statements(sql) == [
+        "CREATE TABLE a (x String DEFAULT 'a;b')",
+        'ALTER TABLE a ADD COLUMN y String COMMENT "q;q"',
+    ]
