@@ -153,12 +153,22 @@ class Service(ABC):
                 lambda: self.probe() is None, timeout=timeout, interval=0.1, abort=self._abort
             )
         except RuntimeError as exc:
+            self._cleanup_failed_start()
             raise self.fail(f"failed to start: {exc}") from None
         if not ok:
-            raise self.fail(f"not ready after {timeout:.0f}s: {self.probe()}")
+            reason = self.probe()
+            self._cleanup_failed_start()
+            raise self.fail(f"not ready after {timeout:.0f}s: {reason}")
         self.after_ready()
         log.info("%s ready in %.1fs (pid %s)", self.name, time.monotonic() - t0, self.pid())
         return True
+
+    def _cleanup_failed_start(self) -> None:
+        """Do not leave a half-started server behind (it would hold ports and locks)."""
+        pid = self.pid()
+        if pid is not None:
+            process.terminate(pid, sig=self.stop_signal, timeout=self.stop_timeout)
+        process.remove_file(self.pid_path)
 
     def _abort(self) -> str | None:
         text = self._new_log_text()

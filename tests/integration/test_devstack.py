@@ -1,0 +1,306 @@
+"""devstack itself: idempotent `up`, data surviving down/up, clear failures, status.
+
+Every test leaves the main stack (default ports, $PIPELINE_STATE_DIR) running. The failure
+tests use a separate temporary state dir and free ports, so they never touch it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import clickhouse_connect
+import psycopg2
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from analytics_core.settings import REPO_ROOT, Settings
+from devstack import api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def settings() -> Iterator[Settings]:
+    s = Settings.from_env()
+    api.ensure_up(s)
+    yield s
+    api.ensure_up(s)  # leave the main stack running whatever a test did
+
+
+def _managed(settings: Settings) -> dict[str, api.ServiceStatus]:
+    return {s.name: s for s in api.status(settings) if s.managed}
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _scratch_env(state_dir: Path) -> dict[str, str]:
+    pg, rd, kb, kc, ch_http, ch_native = _free_ports(6)
+    return {
+        "PIPELINE_STATE_DIR": str(state_dir),
+        "POSTGRES_PORT": str(pg),
+        "REDIS_PORT": str(rd),
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{kb}",
+        "KAFKA_CONTROLLER_PORT": str(kc),
+        "CLICKHOUSE_HTTP_PORT": str(ch_http),
+        "CLICKHOUSE_NATIVE_PORT": str(ch_native),
+    }
+
+
+def _ch(settings: Settings) -> clickhouse_connect.driver.Client:
+    ch = settings.clickhouse
+    return clickhouse_connect.get_client(
+        host=ch.host, port=ch.http_port, username=ch.user, password=ch.password
+    )
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    r = settings.redis
+    return redis.Redis(host=r.host, port=r.port, db=r.db, password=r.password or None)
+
+
+def test_up_is_idempotent(settings: Settings) -> None:
+    before = _managed(settings)
+    assert before, "DEVSTACK_SERVICES selects no service"
+    t0 = time.monotonic()
+    api.ensure_up(settings)
+    elapsed = time.monotonic() - t0
+    after = _managed(settings)
+    assert {n: s.pid for n, s in after.items()} == {n: s.pid for n, s in before.items()}
+    assert all(s.healthy for s in after.values()), after
+    assert elapsed < 15, f"a second up took {elapsed:.1f}s"
+
+
+def test_status_shows_pids_and_health(settings: Settings) -> None:
+    for st in _managed(settings).values():
+        assert st.healthy, st
+        assert st.pid is not None and Path(f"/proc/{st.pid}").exists(), st
+        assert st.rss_bytes > 0
+        assert st.log_path is not None and st.log_path.exists()
+    proc = subprocess.run(
+        [sys.executable, "-m", "devstack", "status", "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["name"]: row for row in json.loads(proc.stdout)}
+    for name, st in _managed(settings).items():
+        assert rows[name]["pid"] == st.pid
+        assert rows[name]["healthy"] is True
+
+
+def test_cli_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "devstack", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    for word in ("up", "down", "status", "logs", "reset", "DEVSTACK_SERVICES"):
+        assert word in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_down_then_up_keeps_data(settings: Settings) -> None:
+    managed = set(_managed(settings))
+    tag = uuid.uuid4().hex[:10]
+
+    # PostgreSQL: a row.
+    with psycopg2.connect(settings.postgres.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS devstack_persist (tag text PRIMARY KEY)")
+        cur.execute("INSERT INTO devstack_persist VALUES (%s)", (tag,))
+    conn.close()
+    # ClickHouse: a row in a MergeTree table.
+    ch = _ch(settings)
+    ch.command("CREATE DATABASE IF NOT EXISTS devstack_persist")
+    ch.command(
+        "CREATE TABLE IF NOT EXISTS devstack_persist.tags (tag String) "
+        "ENGINE = MergeTree ORDER BY tag"
+    )
+    ch.insert("devstack_persist.tags", [[tag]], column_names=["tag"])
+    ch.close()
+    # Redis: a key.
+    r = _redis(settings)
+    r.set(f"devstack_persist:{tag}", tag)
+    r.close()
+    # Kafka: a committed consumer-group offset.
+    topic, group = f"devstack_persist_{tag}", f"devstack_persist_{tag}"
+    bootstrap = settings.kafka.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(5):
+        producer.produce(topic, value=str(i).encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(seen) < 2 and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            seen.append(msg.value() or b"")
+    assert seen == [b"0", b"1"]
+    consumer.commit(asynchronous=False)
+    consumer.close()
+
+    stopped = api.stop(settings)
+    assert set(stopped) == managed
+    for st in _managed(settings).values():
+        assert st.pid is None and not st.healthy, st
+    api.ensure_up(settings)
+    assert all(s.healthy for s in _managed(settings).values())
+
+    with psycopg2.connect(settings.postgres.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM devstack_persist WHERE tag = %s", (tag,))
+        assert cur.fetchone() == (1,)
+    conn.close()
+    ch = _ch(settings)
+    assert ch.command(f"SELECT count() FROM devstack_persist.tags WHERE tag = '{tag}'") == 1
+    ch.close()
+    r = _redis(settings)
+    assert r.get(f"devstack_persist:{tag}") == tag.encode()
+    r.delete(f"devstack_persist:{tag}")
+    r.close()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    committed = consumer.committed([TopicPartition(topic, 0)], timeout=30)
+    consumer.close()
+    assert committed[0].offset == 2
+    AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])[topic].result(30)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", ["clickhouse", "redis"])
+def test_stop_and_start_one_service(settings: Settings, name: str) -> None:
+    if name not in _managed(settings):
+        pytest.skip(f"{name} is external (DEVSTACK_SERVICES)")
+    others = {n: s.pid for n, s in _managed(settings).items() if n != name}
+    assert api.stop_service(settings, name) is True
+    down = _managed(settings)[name]
+    assert down.pid is None and not down.healthy
+    assert api.stop_service(settings, name) is False  # already stopped: no-op
+    api.start_service(settings, name)
+    up = _managed(settings)
+    assert up[name].healthy and up[name].pid is not None
+    assert {n: s.pid for n, s in up.items() if n != name} == others
+
+
+@pytest.mark.timeout(60)
+def test_up_fails_fast_when_a_port_is_taken(tmp_path: Path) -> None:
+    env = _scratch_env(tmp_path / "state")
+    scratch = Settings.from_env(env)
+    port = scratch.clickhouse.http_port
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        t0 = time.monotonic()
+        with pytest.raises(api.StackError) as info:
+            api.ensure_up(scratch, ["redis", "clickhouse"])
+        elapsed = time.monotonic() - t0
+    msg = str(info.value)
+    assert "clickhouse" in msg
+    assert f"port {port} is already in use by another process" in msg
+    assert elapsed < 5, f"took {elapsed:.1f}s to report a taken port"
+    # Fail fast means before anything was started: redis (first in order) is not running.
+    assert all(s.pid is None for s in api.status(scratch))
+
+
+@pytest.mark.timeout(60)
+def test_cli_up_exits_nonzero_naming_service_and_port(tmp_path: Path) -> None:
+    env = _scratch_env(tmp_path / "state")
+    port = int(env["REDIS_PORT"])
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "devstack", "up", "--services", "redis"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    assert "redis" in proc.stderr and f"port {port} is already in use" in proc.stderr
+    assert elapsed < 10
+
+
+@pytest.mark.timeout(120)
+def test_clickhouse_locked_data_dir_fails_loudly(tmp_path: Path) -> None:
+    """A second ClickHouse on the same data dir: code 76 from its log, not a hang."""
+    env = _scratch_env(tmp_path / "state")
+    scratch = Settings.from_env(env)
+    data = scratch.state_dir / "clickhouse" / "data"
+    data.mkdir(parents=True)
+    squatter_dir = tmp_path / "squatter"
+    squatter_dir.mkdir()
+    http_port, tcp_port = _free_ports(2)
+    squatter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.clickhouse_server",
+            "--data",
+            str(data),
+            "--http-port",
+            str(http_port),
+            "--tcp-port",
+            str(tcp_port),
+            "--token",
+            "squatter",
+        ],
+        cwd=squatter_dir,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (data / "status").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        with pytest.raises(api.StackError) as info:
+            api.ensure_up(scratch, ["clickhouse"])
+        elapsed = time.monotonic() - t0
+    finally:
+        squatter.terminate()
+        squatter.wait(30)
+    msg = str(info.value)
+    assert msg.startswith("clickhouse:")
+    assert "Code: 76" in msg
+    assert str(scratch.state_dir / "clickhouse" / "clickhouse.log") in msg
+    assert elapsed < 20
+    api.reset(scratch)
