@@ -21,7 +21,9 @@ from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
 
 CONTRACT_VERSION = 1
-MAX_MESSAGE_BYTES = 1_048_576
+MAX_MESSAGE_BYTES = (
+    524_288  # below Kafka's default 1 MB message limit, so a dead letter always fits
+)
 MAX_BATCH_EVENTS = 500
 MAX_TEXT = 200
 MAX_TIMESTAMP_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z, the end of DateTime64's range

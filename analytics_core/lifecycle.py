@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg2
 import redis
@@ -65,6 +66,9 @@ class StepFailed:
     client_id: str
     reason: str
     refused: bool = False  # True: refused before changing anything
+    # True: an outage (ClickHouse unreachable or erroring); the same step may succeed if
+    # retried. False: retrying without a change (a file, the registry row) fails the same way.
+    transient: bool = False
 
 
 def invalidate_cache(settings: Settings, client_id: str) -> None:
@@ -79,13 +83,30 @@ def _database_of(row: registry.ClientRow) -> str:
     return validate_identifier(row.ch_database_name or database_name_for(row.client_id))
 
 
+def _available(
+    migrations: Sequence[MigrationFile] | None, migrations_dir: Path | None
+) -> list[MigrationFile] | str:
+    """The migrations to plan with, or why the migration files can not be read."""
+    if migrations is not None:
+        return list(migrations)
+    try:
+        return files.load(migrations_dir) if migrations_dir is not None else files.load()
+    except (files.MigrationFileError, OSError, UnicodeDecodeError) as exc:
+        return f"migration files: {exc}"
+
+
 def provision(
     settings: Settings,
     client_id: str,
     *,
     run_id: str | None = None,
     migrations: Sequence[MigrationFile] | None = None,
+    migrations_dir: Path | None = None,
 ) -> Provisioned | StepFailed:
+    """Create the client's database with every migration, then mark it active.
+
+    `migrations` (already loaded) wins over `migrations_dir` (default: clickhouse/migrations).
+    """
     conn = pg.connect(settings.postgres)
     try:
         row = registry.get_client(conn, client_id)
@@ -97,12 +118,12 @@ def provision(
             )
         was_active = row.status == ClientStatus.ACTIVE
 
-        def fail(reason: str) -> StepFailed:
+        def fail(reason: str, *, transient: bool = False) -> StepFailed:
             if not was_active:
                 registry.set_status(conn, client_id, ClientStatus.FAILED, reason)
                 invalidate_cache(settings, client_id)
             registry.audit(conn, client_id, "provision_failed", {"error": reason}, run_id=run_id)
-            return StepFailed(client_id, reason)
+            return StepFailed(client_id, reason, transient=transient)
 
         problem = client_id_problem(client_id)
         if problem is not None:
@@ -111,10 +132,12 @@ def provision(
             database = _database_of(row)
         except InvalidIdentifier as exc:
             return fail(f"ch_database_name: {exc}")
-        available = list(migrations) if migrations is not None else files.load()
+        available = _available(migrations, migrations_dir)
+        if isinstance(available, str):
+            return fail(available)
         outcome = _apply(settings, conn, client_id, database, available, run_id)
         if isinstance(outcome, StepFailed):
-            return fail(outcome.reason)
+            return fail(outcome.reason, transient=outcome.transient)
         if not was_active:
             try:
                 registry.set_status(
@@ -149,6 +172,7 @@ def migrate(
     *,
     run_id: str | None = None,
     migrations: Sequence[MigrationFile] | None = None,
+    migrations_dir: Path | None = None,
 ) -> Migrated | StepFailed:
     """Apply pending migrations to an active client; refuses tampered history."""
     conn = pg.connect(settings.postgres)
@@ -160,8 +184,12 @@ def migrate(
                 client_id, f"client is {status}; only active clients migrate", refused=True
             )
         database = _database_of(row)
-        available = list(migrations) if migrations is not None else files.load()
-        outcome = _apply(settings, conn, client_id, database, available, run_id)
+        available = _available(migrations, migrations_dir)
+        outcome = (
+            StepFailed(client_id, available, refused=True)
+            if isinstance(available, str)
+            else _apply(settings, conn, client_id, database, available, run_id)
+        )
         if isinstance(outcome, StepFailed):
             registry.audit(
                 conn, client_id, "migration_failed", {"error": outcome.reason}, run_id=run_id
@@ -198,7 +226,8 @@ def _apply(
     try:
         done = apply_plan(settings.clickhouse, database, plan, record)
     except (ClickHouseError, OSError) as exc:
-        return StepFailed(client_id, f"ClickHouse: {str(exc).splitlines()[0][:500]}")
+        reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
+        return StepFailed(client_id, reason, transient=True)
     versions = [a.version for a in applied] + done
     return Migrated(client_id, database, done, max(versions, default=0))
 
@@ -245,7 +274,7 @@ def deprovision(
             registry.audit(
                 conn, client_id, "deprovision_failed", {"error": reason}, run_id=run_id, actor=actor
             )
-            return StepFailed(client_id, reason)
+            return StepFailed(client_id, reason, transient=True)
         finally:
             ch.close()
         if not already:

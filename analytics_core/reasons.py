@@ -24,7 +24,7 @@ class Reason(StrEnum):
 DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_JSON: "The message is empty or not JSON.",
     Reason.INVALID_ENCODING: "The message bytes are not valid UTF-8.",
-    Reason.PAYLOAD_TOO_LARGE: "The message exceeds 1 MiB or a batch exceeds 500 events.",
+    Reason.PAYLOAD_TOO_LARGE: "The message exceeds 512 KiB or a batch exceeds 500 events.",
     Reason.SCHEMA_VIOLATION: "The JSON does not follow event contract v1 (detail names the field).",
     Reason.UNKNOWN_CLIENT: "No client with this client_id exists in the registry.",
     Reason.INVALID_API_KEY: "The credential does not match the client's api_key_hash.",

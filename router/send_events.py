@@ -53,7 +53,7 @@ def invalid_message(kind: str, client_id: str, api_key: str, i: int) -> bytes:
     if kind == "invalid_encoding":
         return b'{"client_id": "\xff\xfe"}'
     if kind == "payload_too_large":
-        good["properties"] = {"blob": "x" * 1_100_000}
+        good["properties"] = {"blob": "x" * 600_000}
         return orjson.dumps(good)
     if kind == "schema_violation":
         good["timestamp"] = "yesterday"

@@ -518,8 +518,10 @@ class Router:
         tps = []
         for (topic, partition), offset in offsets.items():
             hw = self.attempted_hw.get(partition)
-            meta = f"{HW_PREFIX}{hw}" if hw is not None and hw >= offset else None
-            tps.append(TopicPartition(topic, partition, offset, metadata=meta))
+            if hw is not None and hw >= offset:
+                tps.append(TopicPartition(topic, partition, offset, metadata=f"{HW_PREFIX}{hw}"))
+            else:
+                tps.append(TopicPartition(topic, partition, offset))
         try:
             self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:

@@ -108,7 +108,7 @@ def test_contract_violations_are_dead_lettered_with_coordinates() -> None:
     assert letter.attempt == 1 and letter.first_failed_at == "2026-11-27T10:00:00.000Z"
     assert the_letter(run(b"\xff\xfe")).reason is Reason.INVALID_ENCODING
     assert the_letter(run(event(timestamp="soon"))).reason is Reason.SCHEMA_VIOLATION
-    big = event(properties={"x": "a" * 1_100_000})
+    big = event(properties={"x": "a" * 600_000})
     assert the_letter(run(big)).reason is Reason.PAYLOAD_TOO_LARGE
 
 

@@ -1,0 +1,461 @@
+"""The router against the real stack: routing, every dead-letter reason, outages, crashes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from analytics_core import lifecycle, pg, registry
+from analytics_core.clickhouse import http_client
+from analytics_core.clients import ClientStatus
+from analytics_core.event_contract import hash_api_key
+from analytics_core.reasons import Reason
+from analytics_core.settings import Settings
+from devstack import api
+from tests.conftest import (
+    ClientFixture,
+    Kafka,
+    ch_scalar,
+    event,
+    router_env,
+    set_status,
+    unique_id,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def counts(settings: Settings, database: str) -> tuple[int, int]:
+    """(rows, distinct event ids) as plain count(): duplicates would show, no FINAL."""
+    ch = http_client(settings.clickhouse)
+    try:
+        row = ch.query(f"SELECT count(), uniqExact(event_id) FROM `{database}`.events_base")
+        return int(row.result_rows[0][0]), int(row.result_rows[0][1])
+    finally:
+        ch.close()
+
+
+def wait_rows(settings: Settings, database: str, n: int, timeout_s: float = 60) -> None:
+    wait_for(lambda: counts(settings, database)[0] >= n, timeout_s, what=f"{n} rows in {database}")
+
+
+def test_routes_two_clients_into_their_own_databases_with_trace(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    a, b = make_client("ra"), make_client("rb")
+    start_router()
+    kafka.send_events([event(a, n=i) for i in range(30)] + [event(b) for _ in range(20)])
+    # A batch message (JSON array) is accepted too.
+    kafka.send([orjson.dumps([event(b), event(b)])])
+    wait_rows(stack, a.database, 30)
+    wait_rows(stack, b.database, 22)
+    time.sleep(1)
+    assert counts(stack, a.database) == (30, 30)
+    assert counts(stack, b.database) == (22, 22)
+    ch = http_client(stack.clickhouse)
+    try:
+        row = ch.query(
+            f"SELECT kafka_topic, kafka_offset >= 0, received_at <= ingested_at, router_instance,"
+            f" JSONExtractString(event_properties, 'url'), attempt FROM `{a.database}`.events_base"
+            " LIMIT 1"
+        ).result_rows[0]
+    finally:
+        ch.close()
+    assert row[0] == stack.kafka.raw_topic and row[1] and row[2]
+    assert row[3].startswith("router-test") and row[4] == "/home" and row[5] == 1
+
+
+def test_every_dead_letter_reason_keeps_the_original_bytes(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    active, pending = make_client("dl"), make_client("dlp", active=False)
+    marker = uuid.uuid4().hex
+    cases: dict[Reason, bytes] = {
+        Reason.INVALID_JSON: b'{"client_id": "' + marker.encode() + b'", "trunc',
+        Reason.INVALID_ENCODING: b'{"m": "' + marker.encode() + b'\xff"}',
+        Reason.PAYLOAD_TOO_LARGE: orjson.dumps(
+            event(active, properties={"m": marker, "blob": "x" * 600_000})
+        ),
+        Reason.SCHEMA_VIOLATION: orjson.dumps(event(active, timestamp="soon", m=marker)),
+        Reason.UNKNOWN_CLIENT: orjson.dumps(event(active, client_id=unique_id("ghost"), m=marker)),
+        Reason.INVALID_API_KEY: orjson.dumps(event(active, api_key="wrong", m=marker)),
+        Reason.CLIENT_INACTIVE: orjson.dumps(event(pending, m=marker)),
+    }
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    start_router()
+    kafka.send(list(cases.values()))
+    found = kafka.read_dead_letters(
+        since, lambda _l, v: v is not None and marker.encode() in v, expect=len(cases)
+    )
+    by_reason = {letter.reason: (letter, value) for letter, value in found}
+    assert len(found) == len(cases)
+    assert set(by_reason) == set(cases)
+    for reason, original in cases.items():
+        letter, value = by_reason[reason]
+        assert value == original  # unchanged bytes
+        assert letter.source.topic == stack.kafka.raw_topic and letter.source.offset >= 0
+        assert letter.attempt == 1 and letter.router_version and letter.detail
+    assert by_reason[Reason.CLIENT_INACTIVE][0].client_id == pending.client_id
+    assert counts(stack, active.database) == (0, 0)
+
+
+def test_key_rotation_and_deactivation_take_effect_after_invalidation(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    c = make_client("rot")
+    start_router(ROUTER_CACHE_LOCAL_TTL_S="600", ROUTER_CACHE_TTL_S="600")
+    kafka.send_events([event(c)])
+    wait_rows(stack, c.database, 1)
+    # Rotate the key in PostgreSQL: the cached entry still says the old key...
+    conn = pg.connect(stack.postgres)
+    try:
+        registry.set_api_key_hash(conn, c.client_id, hash_api_key("new-key"))
+    finally:
+        conn.close()
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    lifecycle.invalidate_cache(stack, c.client_id)  # ...until the hook drops it everywhere.
+    time.sleep(0.5)
+    kafka.send_events([event(c, api_key="new-key"), event(c)])  # new key ok, old key refused
+    wait_rows(stack, c.database, 2)
+    [(letter, _v)] = kafka.read_dead_letters(
+        since, lambda l, _v: l.client_id == c.client_id, expect=1
+    )
+    assert letter.reason is Reason.INVALID_API_KEY
+    set_status(stack, c.client_id, ClientStatus.FAILED)
+    lifecycle.invalidate_cache(stack, c.client_id)
+    time.sleep(0.5)
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    kafka.send_events([event(c, api_key="new-key")])
+    [(letter, _v)] = kafka.read_dead_letters(
+        since, lambda l, _v: l.client_id == c.client_id, expect=1
+    )
+    assert letter.reason is Reason.CLIENT_INACTIVE
+    assert counts(stack, c.database) == (2, 2)
+
+
+def test_one_broken_client_database_does_not_stop_the_others(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    broken, healthy = make_client("brk"), make_client("ok")
+    ch = http_client(stack.clickhouse)
+    ch.command(f"DROP DATABASE `{broken.database}` SYNC")
+    ch.close()
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    start_router(ROUTER_DESTINATION_MAX_ATTEMPTS="2", ROUTER_RETRY_BACKOFF_MS="100")
+    kafka.send_events([event(broken) for _ in range(5)] + [event(healthy) for _ in range(40)])
+    wait_rows(stack, healthy.database, 40)
+    letters = kafka.read_dead_letters(
+        since, lambda l, _v: l.client_id == broken.client_id, expect=5
+    )
+    assert len(letters) == 5
+    assert {letter.reason for letter, _ in letters} == {Reason.DESTINATION_ERROR}
+    assert counts(stack, healthy.database) == (40, 40)
+
+
+def test_clickhouse_outage_loses_nothing_and_duplicates_nothing(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,
+    private_services,  # type: ignore[no-untyped-def]
+) -> None:
+    private, env = private_services("clickhouse")
+    client_id = unique_id("cho")
+    conn = pg.connect(stack.postgres)
+    try:
+        registry.add_client(conn, client_id, hash_api_key("k"))
+    finally:
+        conn.close()
+    # Provision into the private ClickHouse; PostgreSQL/Redis/Kafka are the shared ones.
+    outcome = lifecycle.provision(private, client_id)
+    assert isinstance(outcome, lifecycle.Provisioned)
+    c = ClientFixture(client_id, "k", outcome.database)
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    start_router(
+        CLICKHOUSE_HTTP_PORT=env["CLICKHOUSE_HTTP_PORT"],
+        ROUTER_RETRY_BACKOFF_MS="200",
+        ROUTER_RETRY_BACKOFF_MAX_MS="1000",
+    )
+    kafka.send_events([event(c) for _ in range(100)])
+    wait_rows(private, c.database, 100)
+    api.stop_service(private, "clickhouse")
+    kafka.send_events([event(c) for _ in range(300)])
+    time.sleep(3)  # the router retries against a dead server meanwhile
+    api.start_service(private, "clickhouse")
+    wait_rows(private, c.database, 400)
+    time.sleep(1.5)
+    assert counts(private, c.database) == (400, 400)
+    assert (
+        kafka.read_dead_letters(
+            since, lambda l, _v: l.client_id == c.client_id, expect=0, timeout_s=1
+        )
+        == []
+    )
+
+
+def test_redis_down_falls_back_to_postgres(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,
+    private_services,  # type: ignore[no-untyped-def]
+) -> None:
+    private, env = private_services("redis")
+    c = make_client("rds")
+    start_router(REDIS_PORT=env["REDIS_PORT"], ROUTER_CACHE_LOCAL_TTL_S="0.1")
+    kafka.send_events([event(c) for _ in range(10)])
+    wait_rows(stack, c.database, 10)
+    api.stop_service(private, "redis")
+    kafka.send_events([event(c) for _ in range(10)])
+    wait_rows(stack, c.database, 20)
+    assert counts(stack, c.database) == (20, 20)
+
+
+def test_registry_outage_holds_events_and_serves_cached_clients(
+    stack: Settings,
+    kafka: Kafka,
+    start_router,
+    private_services,  # type: ignore[no-untyped-def]
+) -> None:
+    """PostgreSQL down: cached clients keep flowing; unseen clients wait (no dead letter)."""
+    private, env = private_services("postgres", "redis")
+    known, unseen = unique_id("pgk"), unique_id("pgu")
+    conn = pg.connect(private.postgres)
+    try:
+        for cid in (known, unseen):
+            registry.add_client(conn, cid, hash_api_key("k"))
+    finally:
+        conn.close()
+    dbs = {}
+    for cid in (known, unseen):
+        outcome = lifecycle.provision(private, cid)
+        assert isinstance(outcome, lifecycle.Provisioned)
+        dbs[cid] = outcome.database
+    k, u = ClientFixture(known, "k", dbs[known]), ClientFixture(unseen, "k", dbs[unseen])
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    start_router(
+        POSTGRES_PORT=env["POSTGRES_PORT"],
+        REDIS_PORT=env["REDIS_PORT"],
+        ROUTER_RETRY_BACKOFF_MS="200",
+        ROUTER_RETRY_BACKOFF_MAX_MS="500",
+    )
+    kafka.send_events([event(k)])
+    wait_rows(stack, k.database, 1)
+    api.stop_service(private, "postgres")
+    kafka.send_events([event(k) for _ in range(5)])
+    wait_rows(stack, k.database, 6)  # served from the Redis cache
+    kafka.send_events([event(u) for _ in range(3)])
+    time.sleep(2)
+    assert counts(stack, u.database) == (0, 0)  # waiting, not dead-lettered
+    api.start_service(private, "postgres")
+    wait_rows(stack, u.database, 3)
+    assert (
+        kafka.read_dead_letters(
+            since, lambda l, _v: l.client_id in (known, unseen), expect=0, timeout_s=1
+        )
+        == []
+    )
+
+
+def _router_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "router"],
+        cwd=REPO,
+        env=env,
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_sigkill_mid_batch_then_restart_has_no_loss_and_no_duplicates(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    clients = [make_client("kill") for _ in range(3)]
+    group = unique_id("router-kill")
+    from tests.conftest import _seek_group_to_end
+
+    _seek_group_to_end(stack, group)
+    env = router_env(group, ROUTER_FLUSH_MAX_ROWS="500", ROUTER_FLUSH_INTERVAL_MS="300")
+    n = 6000
+    kafka.send_events([event(clients[i % 3], n=i) for i in range(n)])
+    proc = _router_process(env, tmp_path / "router.log")
+    # Kill it while it is inserting: some rows are in, the rest (and some commits) are not.
+    wait_for(
+        lambda: sum(counts(stack, c.database)[0] for c in clients) > 1000,
+        60,
+        every_s=0.05,
+        what="first rows",
+    )
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    before = sum(counts(stack, c.database)[0] for c in clients)
+    assert before < n, "the router finished before it could be killed; the test proves nothing"
+    proc = _router_process(env, tmp_path / "router.log")
+    try:
+        wait_for(
+            lambda: sum(counts(stack, c.database)[0] for c in clients) >= n,
+            90,
+            what="all rows after restart",
+        )
+        time.sleep(2)
+        for c in clients:
+            rows, distinct = counts(stack, c.database)
+            assert rows == distinct == n // 3, (c.client_id, rows, distinct)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_sigterm_flushes_commits_and_exits_in_bounded_time(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    c = make_client("term")
+    group = unique_id("router-term")
+    from tests.conftest import _seek_group_to_end
+
+    _seek_group_to_end(stack, group)
+    env = router_env(
+        group,
+        ROUTER_FLUSH_INTERVAL_MS="60000",
+        ROUTER_FLUSH_MAX_ROWS="100000",
+        ROUTER_MAX_BUFFERED_ROWS="200000",
+    )
+    proc = _router_process(env, tmp_path / "router.log")
+    kafka.send_events([event(c) for _ in range(50)])
+    time.sleep(4)
+    assert counts(stack, c.database)[0] == 0  # still buffered (60 s flush interval)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert time.monotonic() - started < 20
+    assert counts(stack, c.database) == (50, 50)
+    # Offsets were committed: a new router in the same group reads nothing again.
+    proc = _router_process(env, tmp_path / "router.log")
+    time.sleep(5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    assert counts(stack, c.database) == (50, 50)
+    log = (tmp_path / "router.log").read_text()
+    assert '"msg": "router stopped"' in log or '"msg":"router stopped"' in log
+
+
+def test_two_routers_in_one_group_share_the_partitions(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    clients = [make_client("two") for _ in range(4)]
+    r1 = start_router(ROUTER_INSTANCE_ID="r-one")
+    r2 = start_router(ROUTER_INSTANCE_ID="r-two")
+    wait_for(lambda: r1.router.assigned and r2.router.assigned, 30, what="both routers assigned")
+    assert not (r1.router.assigned & r2.router.assigned)
+    kafka.send([orjson.dumps(event(clients[i % 4])) for i in range(400)], spread=True)
+    for c in clients:
+        wait_rows(stack, c.database, 100)
+    time.sleep(1)
+    instances: set[str] = set()
+    for c in clients:
+        assert counts(stack, c.database) == (100, 100)
+        ch = http_client(stack.clickhouse)
+        rows = ch.query(f"SELECT DISTINCT router_instance FROM `{c.database}`.events_base")
+        instances |= {r[0] for r in rows.result_rows}
+        ch.close()
+    assert instances == {"r-one", "r-two"}
+
+
+def test_malformed_input_corpus_never_crashes_and_lands_everything(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    c = make_client("mal")
+    marker = uuid.uuid4().hex
+    good = [orjson.dumps(event(c, m=marker)) for _ in range(5)]
+    deep = b'{"m": "' + marker.encode() + b'", "properties": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    bad: list[tuple[bytes, Reason]] = [
+        (b'{"m": "' + marker.encode() + b'", ', Reason.INVALID_JSON),
+        (orjson.dumps(event(c, m=marker, timestamp={"a": 1})), Reason.SCHEMA_VIOLATION),
+        (orjson.dumps(event(c, m=marker, user_id=["x"])), Reason.SCHEMA_VIOLATION),
+        (orjson.dumps(event(c, m=marker, event_name="x" * 5000)), Reason.SCHEMA_VIOLATION),
+        (
+            orjson.dumps(event(c, m=marker, properties={"s": "y" * 700_000})),
+            Reason.PAYLOAD_TOO_LARGE,
+        ),
+        (deep, Reason.INVALID_JSON),
+        (b'{"m": "' + marker.encode() + b'", "x": "\xc3\x28"}', Reason.INVALID_ENCODING),
+        (
+            orjson.dumps(event(c, m=marker, client_id="x'; DROP DATABASE default; --")),
+            Reason.SCHEMA_VIOLATION,
+        ),
+        (orjson.dumps(event(c, m=marker, client_id="`system`")), Reason.SCHEMA_VIOLATION),
+        (orjson.dumps({"m": marker, "nothing": True}), Reason.SCHEMA_VIOLATION),
+        (orjson.dumps([marker, 1, None]), Reason.SCHEMA_VIOLATION),
+    ]
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    r = start_router()
+    kafka.send(good + [b for b, _ in bad] + [b"", b"null", b"12"])
+    wait_rows(stack, c.database, 5)
+    found = kafka.read_dead_letters(
+        since, lambda _l, v: v is not None and marker.encode() in v, expect=len(bad) + 2
+    )
+    got = sorted((v, letter.reason.value) for letter, v in found if v is not None)
+    # The array with three non-objects yields three dead letters of the same bytes.
+    expected = sorted(
+        [(b, reason.value) for b, reason in bad] + [(bad[-1][0], Reason.SCHEMA_VIOLATION.value)] * 2
+    )
+    assert got == expected
+    assert counts(stack, c.database) == (5, 5)
+    assert r.thread is not None and r.thread.is_alive()
+    assert ch_scalar(stack, "SELECT count() FROM system.databases WHERE name = 'default'") == 1
+
+
+def test_router_cli_help_and_bad_config_fail_fast() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "router", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and "ROUTER_FLUSH_MAX_ROWS" in out.stdout
+    env = dict(os.environ, ROUTER_FLUSH_MAX_ROWS="many")
+    bad = subprocess.run(
+        [sys.executable, "-m", "router"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "ROUTER_FLUSH_MAX_ROWS" in bad.stderr
