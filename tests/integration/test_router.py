@@ -137,7 +137,7 @@ def test_key_rotation_and_deactivation_take_effect_after_invalidation(
     kafka.send_events([event(c, api_key="new-key"), event(c)])  # new key ok, old key refused
     wait_rows(stack, c.database, 2)
     [(letter, _v)] = kafka.read_dead_letters(
-        since, lambda l, _v: l.client_id == c.client_id, expect=1
+        since, lambda dl, _v: dl.client_id == c.client_id, expect=1
     )
     assert letter.reason is Reason.INVALID_API_KEY
     set_status(stack, c.client_id, ClientStatus.FAILED)
@@ -146,7 +146,7 @@ def test_key_rotation_and_deactivation_take_effect_after_invalidation(
     since = kafka.end_offsets(stack.kafka.dead_letter_topic)
     kafka.send_events([event(c, api_key="new-key")])
     [(letter, _v)] = kafka.read_dead_letters(
-        since, lambda l, _v: l.client_id == c.client_id, expect=1
+        since, lambda dl, _v: dl.client_id == c.client_id, expect=1
     )
     assert letter.reason is Reason.CLIENT_INACTIVE
     assert counts(stack, c.database) == (2, 2)
@@ -167,7 +167,7 @@ def test_one_broken_client_database_does_not_stop_the_others(
     kafka.send_events([event(broken) for _ in range(5)] + [event(healthy) for _ in range(40)])
     wait_rows(stack, healthy.database, 40)
     letters = kafka.read_dead_letters(
-        since, lambda l, _v: l.client_id == broken.client_id, expect=5
+        since, lambda dl, _v: dl.client_id == broken.client_id, expect=5
     )
     assert len(letters) == 5
     assert {letter.reason for letter, _ in letters} == {Reason.DESTINATION_ERROR}
@@ -209,7 +209,7 @@ def test_clickhouse_outage_loses_nothing_and_duplicates_nothing(
     assert counts(private, c.database) == (400, 400)
     assert (
         kafka.read_dead_letters(
-            since, lambda l, _v: l.client_id == c.client_id, expect=0, timeout_s=1
+            since, lambda dl, _v: dl.client_id == c.client_id, expect=0, timeout_s=1
         )
         == []
     )
@@ -273,7 +273,7 @@ def test_registry_outage_holds_events_and_serves_cached_clients(
     wait_rows(stack, u.database, 3)
     assert (
         kafka.read_dead_letters(
-            since, lambda l, _v: l.client_id in (known, unseen), expect=0, timeout_s=1
+            since, lambda dl, _v: dl.client_id in (known, unseen), expect=0, timeout_s=1
         )
         == []
     )
