@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable
 from dataclasses import replace
 
@@ -125,11 +124,11 @@ def reset(settings: Settings, services: Services = None) -> list[str]:
     stop(settings, names)
     removed: list[str] = []
     for name in names:
-        target = settings.state_dir / name
-        if target.exists():
-            shutil.rmtree(target)
+        svc = _CLASSES[name](settings, opts)
+        if svc.dir.exists() or svc.dir.is_symlink():
+            svc.wipe()
             removed.append(name)
-            log.info("removed %s", target)
+            log.info("removed %s", svc.dir)
     return removed
 
 

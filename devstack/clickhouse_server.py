@@ -5,9 +5,11 @@
 Writes ./config.xml (clickhouse-local reads it from the working directory), then runs one
 query through chdb's LocalServer: `SYSTEM START LISTEN HTTP/TCP` followed by an endless
 `sleepEachRow` tagged with the token. The listeners live as long as that query runs, so
-`KILL QUERY WHERE query LIKE '%<token>%'` (or SIGTERM) stops the server. Start-up errors
-(code 76 data dir locked, code 210 port in use) are printed to stderr by ClickHouse and the
-call just returns: the parent watches this process's log and its readiness query.
+`KILL QUERY WHERE query LIKE '%<token>%'` stops the server; while clients still hold
+keep-alive connections its shutdown lingers ~5 s, so the stopper follows up with SIGTERM.
+Start-up errors (code 76 data dir locked, code 210 port in use) are printed to stderr by
+ClickHouse and the call just returns: the parent watches this process's log and its
+readiness query.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-# ~3e7 years of one row per second: "forever".
+# ~1.5e7 years of one row per half second: "forever". A KILL QUERY lands within 0.5 s.
 _FOREVER_ROWS = 10**15
 
 
@@ -35,7 +37,7 @@ def config_xml(host: str, http_port: int, tcp_port: int) -> str:
 def keepalive_sql(token: str) -> str:
     return (
         "SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; "
-        f"SELECT sleepEachRow(1) FROM numbers({_FOREVER_ROWS}) "
+        f"SELECT sleepEachRow(0.5) FROM numbers({_FOREVER_ROWS}) "
         f"SETTINGS max_block_size = 1 FORMAT Null /* {token} */"
     )
 

@@ -2,11 +2,15 @@
 
 PostgreSQL refuses to run as root: when devstack runs as root, the cluster belongs to the OS
 user `postgres` (override with DEVSTACK_PG_OS_USER) and every server command runs through
-`runuser -u <user> --`. That user must be able to reach the state dir (o+x on its parents).
+`runuser -u <user> --`. When that user cannot reach the state dir (a parent without o+x,
+e.g. /root or pytest's temp dirs), the cluster is kept in /var/tmp/devstack-postgres-<hash>/
+and <state>/postgres is a symlink to it (`reset` removes both).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import pwd
 import shutil
@@ -21,7 +25,11 @@ from psycopg2 import sql
 from . import process
 from .service import Port, Service, StackError
 
+log = logging.getLogger("devstack")
+
 BOOTSTRAP_SUPERUSER = "postgres"
+# Where the cluster goes when the OS user cannot reach the state dir (sticky, world-traversable).
+FALLBACK_ROOT = Path("/var/tmp")
 # Unix socket paths are limited to 107 bytes; beyond that the cluster listens on TCP only.
 _MAX_SOCKET_PATH = 100
 
@@ -52,12 +60,21 @@ class PostgresService(Service):
     stop_timeout: ClassVar[float] = 60.0
 
     @property
+    def home(self) -> Path:
+        """<state>/postgres with symlinks resolved: the path the OS user can actually reach."""
+        return Path(os.path.realpath(self.dir))
+
+    @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.home / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.dir / "run"
+        return self.home / "run"
+
+    @property
+    def log_path(self) -> Path:
+        return self.home / "postgres.log"
 
     def address(self) -> str:
         return f"{self.settings.postgres.host}:{self.settings.postgres.port}"
@@ -107,23 +124,60 @@ class PostgresService(Service):
         self._os_user()
 
     def _chown_tree(self, user: pwd.struct_passwd) -> None:
-        for root, dirs, files in os.walk(self.dir):
+        for root, dirs, files in os.walk(self.home):
             os.chown(root, user.pw_uid, user.pw_gid)
             for name in dirs + files:
                 os.lchown(os.path.join(root, name), user.pw_uid, user.pw_gid)
 
+    def _place_home(self, user: pwd.struct_passwd) -> None:
+        """Keep the cluster under <state>/postgres, or, when the unprivileged OS user cannot
+        reach the state dir (e.g. a checkout under /root, or pytest's 0700 temp dirs), in
+        /var/tmp/devstack-postgres-<hash>/ with <state>/postgres as a symlink to it."""
+        if self.dir.is_symlink():
+            Path(os.readlink(self.dir)).mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+        state = self.settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        if self._run(["test", "-x", str(state)], check=False).returncode == 0:
+            return
+        if (self.data_dir / "PG_VERSION").exists():
+            return  # an existing cluster: the writability check reports the problem
+        digest = hashlib.sha1(str(state.resolve()).encode()).hexdigest()[:12]
+        home = FALLBACK_ROOT / f"devstack-postgres-{digest}"
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chown(home, user.pw_uid, user.pw_gid)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)  # no cluster in it: only leftovers of a failed start
+        self.dir.symlink_to(home, target_is_directory=True)
+        log.info(
+            "postgres: OS user %s cannot reach %s; the cluster lives in %s (%s links to it)",
+            user.pw_name,
+            state,
+            home,
+            self.dir,
+        )
+
+    def wipe(self) -> None:
+        if self.dir.is_symlink():
+            shutil.rmtree(os.readlink(self.dir), ignore_errors=True)
+            self.dir.unlink()
+            return
+        super().wipe()
+
     def launch(self) -> None:
         bindir = find_bin_dir(self.options.pg_bin_dir)
         user = self._os_user()
+        if user is not None:
+            self._place_home(user)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(exist_ok=True)
         self.log_path.touch()
         if user is not None:
             self._chown_tree(user)
-            probe = self._run(["test", "-w", str(self.dir)], check=False)
+            probe = self._run(["test", "-w", str(self.home)], check=False)
             if probe.returncode != 0:
                 raise self.fail(
-                    f"OS user {user.pw_name!r} cannot write {self.dir}: a parent directory is "
+                    f"OS user {user.pw_name!r} cannot write {self.home}: a parent directory is "
                     f"not traversable for it (chmod o+x the parents) or set PIPELINE_STATE_DIR "
                     f"to a path it can reach",
                     with_log=False,

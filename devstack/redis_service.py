@@ -8,6 +8,8 @@ import subprocess
 from typing import ClassVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .service import Port, Service, StackError
 
@@ -77,6 +79,7 @@ class RedisService(Service):
             password=r.password or None,
             socket_connect_timeout=1,
             socket_timeout=2,
+            retry=Retry(NoBackoff(), 0),  # a probe answers now; the caller polls
         )
         try:
             client.ping()

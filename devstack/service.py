@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import signal
 import time
 from abc import ABC, abstractmethod
@@ -206,6 +207,13 @@ class Service(ABC):
         how = " (had to SIGKILL)" if killed else ""
         log.info("stopped %s (pid %d) in %.1fs%s", self.name, pid, time.monotonic() - t0, how)
         return True
+
+    def wipe(self) -> None:
+        """Delete this service's state (call after stop)."""
+        if self.dir.is_symlink():
+            self.dir.unlink()
+        elif self.dir.exists():
+            shutil.rmtree(self.dir)
 
     def status(self, managed: bool) -> ServiceStatus:
         pid = self.pid() if managed else None

@@ -1,7 +1,9 @@
 """devstack itself: idempotent `up`, data surviving down/up, clear failures, status.
 
-Every test leaves the main stack (default ports, $PIPELINE_STATE_DIR) running. The failure
-tests use a separate temporary state dir and free ports, so they never touch it.
+The main stack (default ports, $PIPELINE_STATE_DIR) is only checked, never stopped: other
+test modules and developers share it. Everything that stops servers (down/up, one service
+down and back, taken ports, a locked data dir) runs against a scratch stack in a temporary
+state dir on free ports, which is wiped at the end.
 """
 
 from __future__ import annotations
@@ -30,11 +32,22 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def settings() -> Iterator[Settings]:
+def settings() -> Settings:
     s = Settings.from_env()
     api.ensure_up(s)
-    yield s
-    api.ensure_up(s)  # leave the main stack running whatever a test did
+    return s
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A second, private stack (the services in DEVSTACK_SERVICES) for the disruptive tests."""
+    state = tmp_path_factory.mktemp("devstack") / "state"
+    s = Settings.from_env({**os.environ, **_scratch_env(state)})
+    try:
+        api.ensure_up(s)
+        yield s
+    finally:
+        api.reset(s)
 
 
 def _managed(settings: Settings) -> dict[str, api.ServiceStatus]:
@@ -55,6 +68,25 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _scratch_env(state_dir: Path) -> dict[str, str]:
+    """State dir + free ports for the locally managed services (external ones keep theirs)."""
+    pg, rd, kb, kc, ch_http, ch_native = _free_ports(6)
+    managed = api.managed_services()
+    env = {"PIPELINE_STATE_DIR": str(state_dir)}
+    if "postgres" in managed:
+        env["POSTGRES_PORT"] = str(pg)
+    if "redis" in managed:
+        env["REDIS_PORT"] = str(rd)
+    if "kafka" in managed:
+        env["KAFKA_BOOTSTRAP_SERVERS"] = f"127.0.0.1:{kb}"
+        env["KAFKA_CONTROLLER_PORT"] = str(kc)
+    if "clickhouse" in managed:
+        env["CLICKHOUSE_HTTP_PORT"] = str(ch_http)
+        env["CLICKHOUSE_NATIVE_PORT"] = str(ch_native)
+    return env
+
+
+def _full_scratch_env(state_dir: Path) -> dict[str, str]:
+    """Free ports for all four services (the failure tests never start the others)."""
     pg, rd, kb, kc, ch_http, ch_native = _free_ports(6)
     return {
         "PIPELINE_STATE_DIR": str(state_dir),
@@ -125,7 +157,8 @@ def test_cli_help() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_down_then_up_keeps_data(settings: Settings) -> None:
+def test_down_then_up_keeps_data(scratch: Settings) -> None:
+    settings = scratch
     managed = set(_managed(settings))
     tag = uuid.uuid4().hex[:10]
 
@@ -197,12 +230,14 @@ def test_down_then_up_keeps_data(settings: Settings) -> None:
     committed = consumer.committed([TopicPartition(topic, 0)], timeout=30)
     consumer.close()
     assert committed[0].offset == 2
-    AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep the handle alive for .result
+    admin.delete_topics([topic])[topic].result(30)
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("name", ["clickhouse", "redis"])
-def test_stop_and_start_one_service(settings: Settings, name: str) -> None:
+def test_stop_and_start_one_service(scratch: Settings, name: str) -> None:
+    settings = scratch
     if name not in _managed(settings):
         pytest.skip(f"{name} is external (DEVSTACK_SERVICES)")
     others = {n: s.pid for n, s in _managed(settings).items() if n != name}
@@ -218,7 +253,7 @@ def test_stop_and_start_one_service(settings: Settings, name: str) -> None:
 
 @pytest.mark.timeout(60)
 def test_up_fails_fast_when_a_port_is_taken(tmp_path: Path) -> None:
-    env = _scratch_env(tmp_path / "state")
+    env = _full_scratch_env(tmp_path / "state")
     scratch = Settings.from_env(env)
     port = scratch.clickhouse.http_port
     with socket.socket() as blocker:
@@ -238,7 +273,7 @@ def test_up_fails_fast_when_a_port_is_taken(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_cli_up_exits_nonzero_naming_service_and_port(tmp_path: Path) -> None:
-    env = _scratch_env(tmp_path / "state")
+    env = _full_scratch_env(tmp_path / "state")
     port = int(env["REDIS_PORT"])
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
@@ -261,7 +296,7 @@ def test_cli_up_exits_nonzero_naming_service_and_port(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_clickhouse_locked_data_dir_fails_loudly(tmp_path: Path) -> None:
     """A second ClickHouse on the same data dir: code 76 from its log, not a hang."""
-    env = _scratch_env(tmp_path / "state")
+    env = _full_scratch_env(tmp_path / "state")
     scratch = Settings.from_env(env)
     data = scratch.state_dir / "clickhouse" / "data"
     data.mkdir(parents=True)
