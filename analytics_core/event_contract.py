@@ -10,6 +10,7 @@ input: every event gets an explicit fate.
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,10 +30,16 @@ MAX_TEXT = 200
 MAX_TIMESTAMP_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z, the end of DateTime64's range
 # Namespace for ids derived from Kafka coordinates: replays of the same message
 # always derive the same event id, so re-inserts collapse on event_id.
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 DERIVED_ID_NAMESPACE = uuid.UUID("6f0d3c2e-6c1e-4f7a-9a63-3d1f0b0e5a11")
 
 
-@dataclass(frozen=True, slots=True)
+# Hot-path records below are slotted but not frozen: a frozen dataclass pays an
+# object.__setattr__ per field on construction, which is measurable at 30k events/s.
+# Treat them as immutable all the same.
+@dataclass(slots=True)
 class Origin:
     """Where a message first entered the pipeline (kept across dead-letter replays)."""
 
@@ -41,7 +48,7 @@ class Origin:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ValidEvent:
     batch_index: int
     client_id: str
@@ -52,7 +59,7 @@ class ValidEvent:
     timestamp_ms: int
     sent_at_ms: int | None
     user_id: str
-    properties_json: str
+    properties: dict[str, Any]  # serialised once, when the row is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +181,13 @@ def parse_event(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
         if raw_event_id is not None:
             if not isinstance(raw_event_id, str) or len(raw_event_id) > 40:
                 raise _Violation("event_id must be a UUID string")
-            try:
-                event_id = str(uuid.UUID(raw_event_id))
-            except ValueError:
-                raise _Violation(f"event_id {raw_event_id!r} is not a UUID") from None
+            if _CANONICAL_UUID.fullmatch(raw_event_id):
+                event_id = raw_event_id.lower()
+            else:
+                try:
+                    event_id = str(uuid.UUID(raw_event_id))
+                except ValueError:
+                    raise _Violation(f"event_id {raw_event_id!r} is not a UUID") from None
         api_key = _text(doc, "api_key", required=False) if "api_key" in doc else None
         key_hash = doc.get("api_key_hash")
         if api_key:
@@ -204,7 +214,6 @@ def parse_event(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
         props = doc.get("properties")
         if not isinstance(props, dict):
             raise _Violation("properties must be a JSON object")
-        properties_json = orjson.dumps(props).decode("utf-8")
     except _Violation as v:
         return ContractViolation(batch_index, Reason.SCHEMA_VIOLATION, str(v), client_id, event_id)
     return ValidEvent(
@@ -217,5 +226,5 @@ def parse_event(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
         timestamp_ms=ts,
         sent_at_ms=sent_ms,
         user_id=user,
-        properties_json=properties_json,
+        properties=props,
     )

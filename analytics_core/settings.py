@@ -122,6 +122,8 @@ class ClickHouseSettings:
     user: str = "default"
     password: str = field(default="", repr=False)
     secure: bool = False
+    # Shared database for pipeline bookkeeping (router accounting); never a client's.
+    ops_database: str = "pipeline_ops"
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class Settings:
                 user=_env_str(e, "CLICKHOUSE_USER", "default"),
                 password=e.get("CLICKHOUSE_PASSWORD", ""),
                 secure=_env_bool(e, "CLICKHOUSE_SECURE", False),
+                ops_database=_env_str(e, "PIPELINE_OPS_DATABASE", "pipeline_ops"),
             ),
             state_dir=Path(_env_str(e, "PIPELINE_STATE_DIR", str(REPO_ROOT / ".state"))),
         )

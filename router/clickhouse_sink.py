@@ -7,20 +7,35 @@ refused the rows: retry this batch with backoff, other clients keep flowing).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
+import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from analytics_core.clickhouse import http_client
 from analytics_core.events_table import EVENT_COLUMNS, EVENTS_TABLE
 from analytics_core.naming import quote_identifier
+from analytics_core.ops_schema import CONSUMPTION_TABLE
 from analytics_core.settings import ClickHouseSettings
+from router.accounting import RangeRow
 from router.buffers import Batch
-from router.rows import encode_rows
+from router.rows import INSERT_SETTINGS, encode_rows
 
 # Server codes that mean "the server is busy or going away", not "this database is broken".
+ACCOUNTING_COLUMNS = (
+    "topic",
+    "partition",
+    "first_offset",
+    "next_offset",
+    "messages",
+    "events",
+    "counts",
+    "router_instance",
+    "consumer_group",
+)
 OUTAGE_CODES = frozenset({3, 159, 160, 164, 202, 209, 210, 241, 252, 394, 425, 999, 1000})
 
 
@@ -65,7 +80,7 @@ class ClickHouseSink:
                 EVENT_COLUMNS,
                 insert_block=block,
                 fmt="JSONCompactEachRow",
-                settings={"insert_deduplication_token": batch.token},
+                settings={**INSERT_SETTINGS, "insert_deduplication_token": batch.token},
             )
         except ClickHouseError as exc:
             code = getattr(exc, "code", None)
@@ -78,6 +93,49 @@ class ClickHouseSink:
             self._reset()
             return Outage(f"{type(exc).__name__}: {exc}")
         return Inserted(len(batch.rows), time.perf_counter() - started)
+
+    def insert_accounting(
+        self, database: str, rows: list[RangeRow], instance: str, group: str
+    ) -> InsertOutcome:
+        """Write accounting range rows (router.accounting) into the ops database."""
+        started = time.perf_counter()
+        block = b"\n".join(
+            orjson.dumps(
+                {
+                    "topic": r.topic,
+                    "partition": r.partition,
+                    "first_offset": r.first_offset,
+                    "next_offset": r.next_offset,
+                    "messages": r.messages,
+                    "events": r.events,
+                    "counts": r.counts,
+                    "router_instance": instance,
+                    "consumer_group": group,
+                }
+            )
+            for r in rows
+        )
+        spec = group + "|" + "|".join(r.token() for r in rows)
+        token = hashlib.sha256(spec.encode()).hexdigest()
+        try:
+            self._get().raw_insert(
+                f"{quote_identifier(database)}.{CONSUMPTION_TABLE}",
+                ACCOUNTING_COLUMNS,
+                insert_block=block,
+                fmt="JSONEachRow",
+                settings={"async_insert": 0, "insert_deduplication_token": token},
+            )
+        except ClickHouseError as exc:
+            code = getattr(exc, "code", None)
+            detail = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+            if code is None or code in OUTAGE_CODES:
+                self._reset()
+                return Outage(detail)
+            return Rejected(code, detail)
+        except OSError as exc:
+            self._reset()
+            return Outage(f"{type(exc).__name__}: {exc}")
+        return Inserted(len(rows), time.perf_counter() - started)
 
     def existing_rows(
         self, database: str, topic: str, partition: int, lo: int, hi: int

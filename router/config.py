@@ -7,7 +7,15 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from analytics_core.settings import Settings, SettingsError, env_float, env_int, env_port, env_str
+from analytics_core.settings import (
+    Settings,
+    SettingsError,
+    env_bool,
+    env_float,
+    env_int,
+    env_port,
+    env_str,
+)
 
 # name, default, meaning: the single source for --help and README's table.
 ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
@@ -32,6 +40,7 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_CACHE_NEGATIVE_TTL_S", "10", "Redis TTL of 'unknown client' entries"),
     ("ROUTER_METRICS_PORT", "9108", "Port of /metrics, /healthz and /readyz (0 disables)"),
     ("ROUTER_SHUTDOWN_TIMEOUT_S", "20", "SIGTERM: flush, commit and exit within this bound"),
+    ("ROUTER_RECONCILIATION", "on", "Write per-range accounting to pipeline_ops (on/off)"),
 )
 
 
@@ -51,6 +60,7 @@ class RouterSettings:
     cache_negative_ttl_s: int = 10
     metrics_port: int = 9108
     shutdown_timeout_s: float = 20.0
+    reconciliation: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
@@ -71,6 +81,7 @@ class RouterSettings:
             cache_negative_ttl_s=env_int(e, "ROUTER_CACHE_NEGATIVE_TTL_S", 10, minimum=1),
             metrics_port=0 if metrics_raw == "0" else env_port(e, "ROUTER_METRICS_PORT", 9108),
             shutdown_timeout_s=env_float(e, "ROUTER_SHUTDOWN_TIMEOUT_S", 20.0, minimum=1.0),
+            reconciliation=env_bool(e, "ROUTER_RECONCILIATION", True),
         )
         if settings.max_buffered_rows < settings.flush_max_rows:
             raise SettingsError(

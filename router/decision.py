@@ -26,7 +26,7 @@ from analytics_core.event_contract import ContractViolation, Origin, ValidEvent,
 from analytics_core.reasons import Reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see analytics_core.event_contract
 class RawMessage:
     topic: str
     partition: int
@@ -36,7 +36,7 @@ class RawMessage:
     received_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see analytics_core.event_contract
 class Routed:
     client_id: str
     database: str
@@ -45,7 +45,7 @@ class Routed:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see analytics_core.event_contract
 class DeadLettered:
     letter: DeadLetter
 

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,8 +37,10 @@ from confluent_kafka import (
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.dead_letter import DeadLetter
 from analytics_core.event_contract import Origin
+from analytics_core.ops_schema import ensure_ops_schema
 from analytics_core.reasons import Reason
 from router import VERSION
+from router.accounting import DEAD_LETTERED, ROUTED, Accounting, FateKey, window_of
 from router.buffers import Batch, ClientBuffers
 from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
 from router.config import RouterSettings
@@ -49,6 +52,7 @@ from router.rows import PendingRow, build_row
 log = logging.getLogger("router")
 
 CONSUME_BATCH = 2000
+LATENCY_SAMPLE = 8
 HW_PREFIX = "hw="
 
 
@@ -63,6 +67,14 @@ def parse_hw(metadata: str | None) -> int | None:
         except ValueError:
             return None
     return None
+
+
+@dataclass
+class _WriteResult:
+    batch: Batch
+    outcome: Inserted | Outage | Rejected
+    dropped: list[PendingRow]  # rows found already stored (crash replay): ack without insert
+    ingested_ms: int
 
 
 @dataclass
@@ -125,6 +137,10 @@ class Router:
             }
         )
         self.sink = ClickHouseSink(common.clickhouse)
+        # Accounting rows are written on the consumer thread: a client of their own.
+        self.accounting = Accounting(self.topic) if rs.reconciliation else None
+        self.accounting_sink = ClickHouseSink(common.clickhouse) if rs.reconciliation else None
+        self.ops_ready = False
         self.tracker = OffsetTracker()
         self.buffers = ClientBuffers()
         self.stop_event = threading.Event()
@@ -144,6 +160,8 @@ class Router:
         self.clickhouse_ok = True
         self.last_lag_check = 0.0
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
+        self._inflight: Future[list[_WriteResult]] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def ready(self) -> bool:
@@ -151,6 +169,7 @@ class Router:
 
     def run(self) -> None:
         self.directory.start_invalidation_listener()
+        self._ensure_ops_schema()
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.metrics.up.set(1)
         log.info("router started", extra={"instance": self.rs.instance_id, "topic": self.topic})
@@ -160,9 +179,21 @@ class Router:
         finally:
             self._shutdown()
 
+    def _ensure_ops_schema(self) -> bool:
+        if self.accounting is None or self.ops_ready:
+            return True
+        try:
+            ensure_ops_schema(self.rs.common)
+        except Exception as exc:
+            log.warning("ops schema not ready; offsets wait for it", extra={"error": str(exc)})
+            return False
+        self.ops_ready = True
+        return True
+
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.rs.shutdown_timeout_s
         log.info("router stopping: flushing buffers and committing")
+        self._flush(force=True)
         while self.buffers.total_rows() and time.monotonic() < deadline:
             self._flush(force=True)
             if self.buffers.total_rows():
@@ -173,7 +204,10 @@ class Router:
         if left:
             log.warning("exiting with unflushed rows; they will be re-read", extra={"rows": left})
         self.consumer.close()
+        self._writer.shutdown(wait=True)
         self.sink.close()
+        if self.accounting_sink is not None:
+            self.accounting_sink.close()
         self.directory.close()
         self.metrics.up.set(0)
         log.info("router stopped")
@@ -187,6 +221,8 @@ class Router:
             self._process(msgs)
         self.producer.poll(0)
         self._reproduce_failed_letters()
+        if self._inflight is not None and self._inflight.done():
+            self._finish_write()
         now = time.monotonic()
         if self._flush_due(now):
             self._flush()
@@ -200,6 +236,9 @@ class Router:
         received_ms = int(time.time() * 1000)
         skip: set[int] = set()
         m = self.metrics
+        consumed_messages = consumed_events = 0
+        accounting = self.accounting
+        window = window_of(received_ms)
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -245,10 +284,19 @@ class Router:
                 skip.add(partition)
                 continue
             self.registry_backoff.reset()
-            m.messages_consumed.inc()
-            m.events_consumed.inc(len(decision))
+            consumed_messages += 1
+            consumed_events += len(decision)
             tpk = (topic, partition)
             self.tracker.seen(tpk, offset, len(decision))
+            if accounting is not None:
+                keys: list[FateKey] = []
+                for fate in decision:
+                    if isinstance(fate, Routed):
+                        keys.append((fate.client_id, ROUTED, "", window))
+                    else:
+                        dl = fate.letter
+                        keys.append((dl.client_id or "", DEAD_LETTERED, dl.reason.value, window))
+                accounting.record(partition, offset, keys)
             produce_ms = msg.timestamp()[1]
             for fate in decision:
                 if isinstance(fate, Routed):
@@ -270,6 +318,8 @@ class Router:
                 else:
                     assert isinstance(fate, DeadLettered)
                     self._dead_letter(raw.value, fate.letter, partition, offset)
+        m.messages_consumed.inc(consumed_messages)
+        m.events_consumed.inc(consumed_events)
 
     # ------------------------------------------------------------------ dead letters
     def _dead_letter(
@@ -340,6 +390,16 @@ class Router:
         return any(b.next_attempt_at <= now for b in self.buffers.retrying)
 
     def _flush(self, *, force: bool = False) -> None:
+        """Seal the buffers and hand the batches to the writer thread.
+
+        At most one write is in flight; its outcomes are applied on this (the consumer)
+        thread by `_finish_write`, so the offset tracker is only touched here.
+        `force` waits for the write to finish (shutdown, rebalance).
+        """
+        if self._inflight is not None:
+            if not (force or self._inflight.done()):
+                return
+            self._finish_write()
         now = time.monotonic()
         if now < self.outage_until and not force:
             return
@@ -350,15 +410,41 @@ class Router:
             return
         self._mark_high_water(batches)
         ingested_ms = int(time.time() * 1000)
+        self._inflight = self._writer.submit(self._write, batches, ingested_ms)
+        if force:
+            self._finish_write()
+
+    def _write(self, batches: list[Batch], ingested_ms: int) -> list[_WriteResult]:
+        """Writer thread: INSERT each batch; touches only the sink (no shared bookkeeping)."""
+        results: list[_WriteResult] = []
         for i, batch in enumerate(batches):
-            outcome = self._insert(batch, ingested_ms)
-            if isinstance(outcome, Inserted):
-                self._inserted(batch, outcome, ingested_ms)
-            elif isinstance(outcome, Outage):
-                self._outage(batches[i:], outcome)
+            dropped: list[PendingRow] = []
+            outcome = self._insert(batch, ingested_ms, dropped)
+            results.append(_WriteResult(batch, outcome, dropped, ingested_ms))
+            if isinstance(outcome, Outage):
+                # ClickHouse is away: the remaining batches are not attempted.
+                results += [_WriteResult(b, outcome, [], ingested_ms) for b in batches[i + 1 :]]
                 break
+        return results
+
+    def _finish_write(self) -> None:
+        assert self._inflight is not None
+        results = self._inflight.result()
+        self._inflight = None
+        outage: list[Batch] = []
+        last_outage: Outage | None = None
+        for res in results:
+            for r in res.dropped:
+                self.tracker.ack((self.topic, r.partition), r.offset)
+            if isinstance(res.outcome, Inserted):
+                self._inserted(res.batch, res.outcome, res.ingested_ms)
+            elif isinstance(res.outcome, Outage):
+                outage.append(res.batch)
+                last_outage = res.outcome
             else:
-                self._rejected(batch, outcome)
+                self._rejected(res.batch, res.outcome)
+        if last_outage is not None:
+            self._outage(outage, last_outage)
         else:
             self.outage_backoff.reset()
             self.clickhouse_ok = True
@@ -367,20 +453,23 @@ class Router:
         if self.on_flush is not None:
             self.on_flush()
 
-    def _insert(self, batch: Batch, ingested_ms: int) -> Inserted | Outage | Rejected:
+    def _insert(
+        self, batch: Batch, ingested_ms: int, dropped: list[PendingRow]
+    ) -> Inserted | Outage | Rejected:
         if self.suspect and batch.attempts == 0:
-            outcome = self._drop_already_inserted(batch)
+            outcome = self._drop_already_inserted(batch, dropped)
             if outcome is not None:
                 return outcome
             if not batch.rows:
                 return Inserted(0, 0.0)
         return self.sink.insert(batch, ingested_ms)
 
-    def _drop_already_inserted(self, batch: Batch) -> Outage | None:
+    def _drop_already_inserted(self, batch: Batch, dropped: list[PendingRow]) -> Outage | None:
         """Rows of a crash-replayed range that a previous owner already inserted are dropped."""
+        suspect = dict(self.suspect)
         ranges: dict[int, tuple[int, int]] = {}
         for r in batch.rows:
-            span = self.suspect.get(r.partition)
+            span = suspect.get(r.partition)
             if span is not None and span[0] <= r.offset <= span[1]:
                 lo, hi = ranges.get(r.partition, (r.offset, r.offset))
                 ranges[r.partition] = (min(lo, r.offset), max(hi, r.offset))
@@ -395,12 +484,9 @@ class Router:
         if not present:
             return None
         kept: list[PendingRow] = []
-        dropped: list[PendingRow] = []
         for r in batch.rows:
             key = (r.partition, r.offset, r.routed.event.batch_index)
             (dropped if key in present else kept).append(r)
-        for r in dropped:
-            self.tracker.ack((self.topic, r.partition), r.offset)
         log.info(
             "skipped rows already inserted before a restart",
             extra={"client_id": batch.client_id, "rows": len(dropped)},
@@ -414,9 +500,13 @@ class Router:
         m.insert_seconds.observe(outcome.seconds)
         m.events_routed.labels(client_id=batch.client_id).inc(outcome.rows)
         observe = m.e2e_latency.observe
-        for r in batch.rows:
-            self.tracker.ack((self.topic, r.partition), r.offset)
-            if r.produced_ms > 0:
+        ack = self.tracker.ack
+        topic = self.topic
+        for i, r in enumerate(batch.rows):
+            ack((topic, r.partition), r.offset)
+            # Latency is sampled (1 row in LATENCY_SAMPLE): percentiles stay exact enough
+            # and the hot path stays cheap.
+            if i % LATENCY_SAMPLE == 0 and r.produced_ms > 0:
                 observe(max(0.0, (ingested_ms - r.produced_ms) / 1000))
         if batch.attempts:
             log.info(
@@ -483,6 +573,10 @@ class Router:
         now_iso = _now_iso()
         for r in batch.rows:
             routed = r.routed
+            if self.accounting is not None:
+                self.accounting.reclassify(
+                    r.partition, r.offset, routed.client_id, Reason.DESTINATION_ERROR.value
+                )
             letter = DeadLetter(
                 reason=Reason.DESTINATION_ERROR,
                 detail=f"database {batch.database}: {outcome.detail}",
@@ -515,6 +609,9 @@ class Router:
                     offsets[tp] = target
         if not offsets:
             return
+        by_partition = {p: o for (_t, p), o in offsets.items()}
+        if self.accounting is not None and not self._write_accounting(by_partition):
+            return  # no accounting row, no commit: the range stays open and is retried
         tps = []
         for (topic, partition), offset in offsets.items():
             hw = self.attempted_hw.get(partition)
@@ -528,12 +625,32 @@ class Router:
             log.warning("offset commit failed; will retry", extra={"error": str(exc)})
             return
         self.tracker.mark_committed(offsets)
+        if self.accounting is not None:
+            self.accounting.committed(by_partition)
         self.metrics.last_commit_ts.set(time.time())
         for done in tps:
             self.committed_hw[done.partition] = parse_hw(done.metadata) or -1
             span = self.suspect.get(done.partition)
             if span is not None and done.offset > span[1]:
                 del self.suspect[done.partition]
+
+    def _write_accounting(self, commits: dict[int, int]) -> bool:
+        assert self.accounting is not None and self.accounting_sink is not None
+        rows = self.accounting.rows_for(commits)
+        if not rows:
+            return True
+        if not self._ensure_ops_schema():
+            return False
+        outcome = self.accounting_sink.insert_accounting(
+            self.rs.common.clickhouse.ops_database, rows, self.rs.instance_id, self.rs.group_id
+        )
+        if isinstance(outcome, Inserted):
+            return True
+        log.warning(
+            "accounting row not written; offsets not committed yet",
+            extra={"detail": outcome.detail},
+        )
+        return False
 
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
@@ -567,7 +684,8 @@ class Router:
         for p in list(self.assigned):
             tp = TopicPartition(self.topic, p)
             try:
-                _lo, hi = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                # cached: the high watermark from the last fetch response, no broker round-trip
+                _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
                 pos = self.consumer.position([tp])[0].offset
             except KafkaException:
                 continue
@@ -583,7 +701,10 @@ class Router:
             committed = []
         for tp in committed:
             hw = parse_hw(tp.metadata)
-            start = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else 0
+            valid = tp.offset != OFFSET_INVALID and tp.offset >= 0
+            if self.accounting is not None:
+                self.accounting.assigned(tp.partition, tp.offset if valid else None)
+            start = tp.offset if valid else 0
             if hw is not None and hw >= start:
                 self.suspect[tp.partition] = (start, hw)
                 self.attempted_hw[tp.partition] = hw
@@ -609,6 +730,8 @@ class Router:
             )
         for p in revoked:
             self.tracker.forget((self.topic, p))
+            if self.accounting is not None:
+                self.accounting.revoked(p)
             self.suspect.pop(p, None)
             self.attempted_hw.pop(p, None)
             self.committed_hw.pop(p, None)

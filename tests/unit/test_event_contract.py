@@ -40,7 +40,7 @@ def test_valid_single_event_is_parsed_with_its_fields() -> None:
     assert not ev.event_id_derived
     assert ev.credential_hash == hash_api_key("k-acme")
     assert ev.timestamp_ms == 1795773600123
-    assert json.loads(ev.properties_json) == {"url": "/pricing", "n": 1}
+    assert ev.properties == {"url": "/pricing", "n": 1}
 
 
 def test_batch_uses_aliases_prehashed_key_and_derives_stable_ids() -> None:

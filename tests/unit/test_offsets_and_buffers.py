@@ -53,7 +53,7 @@ def row(partition: int, offset: int, index: int = 0) -> PendingRow:
         1795771200123,
         None,
         "u",
-        "{}",
+        {"url": "/a"},
     )
     routed = Routed("acme", "client_acme", ev, Origin(T, partition, offset), 1)
     return PendingRow(
@@ -104,4 +104,4 @@ def test_rows_encode_as_json_compact_each_row_with_ingested_time() -> None:
     values = orjson.loads(encoded)
     assert values[0] == "00000000-0000-0000-0000-000000000001"
     assert values[2] == 1795771200.123 and values[14] == 1795771200.999
-    assert len(values) == 16
+    assert len(values) == 16 and values[4] == {"url": "/a"}

@@ -1,0 +1,29 @@
+"""The shared operations database in ClickHouse (router accounting), created idempotently."""
+
+from __future__ import annotations
+
+from analytics_core.clickhouse import create_database, http_client
+from analytics_core.migrations.files import split_statements
+from analytics_core.naming import validate_identifier
+from analytics_core.settings import REPO_ROOT, Settings
+
+OPS_SQL_DIR = REPO_ROOT / "clickhouse" / "ops"
+CONSUMPTION_TABLE = "router_consumption"
+
+
+def ensure_ops_schema(settings: Settings) -> str:
+    """Create the ops database and its tables if missing; returns the database name."""
+    database = validate_identifier(settings.clickhouse.ops_database)
+    admin = http_client(settings.clickhouse)
+    try:
+        create_database(admin, database)
+    finally:
+        admin.close()
+    client = http_client(settings.clickhouse, database=database)
+    try:
+        for path in sorted(OPS_SQL_DIR.glob("*.sql")):
+            for statement in split_statements(path.read_text()):
+                client.command(statement)
+    finally:
+        client.close()
+    return database

@@ -1,0 +1,1 @@
+"""Baselines the router benchmark compares against."""

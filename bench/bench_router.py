@@ -1,0 +1,318 @@
+"""Router benchmark: throughput, latency and memory, with baselines, on the real local stack.
+
+For each client count (default 10 and 1000), on one fresh topic:
+1. live run: the producer and the router start together; end-to-end throughput is
+   events / (last row visible in ClickHouse - first produce), latency percentiles are
+   `ingested_at - sent_at` per row, and the router's peak RSS is read from /proc;
+2. drain runs on the now-full topic, each from process start to last row visible:
+   the router again (tables emptied first, new consumer group), baseline (1) the
+   minimal consume -> insert loop, and baseline (2) ClickHouse's Kafka Connect sink
+   (when bench/baselines/kafka_connect_sink.py can run it);
+3. the ratios router/baseline.
+
+Usage: .venv/bin/python -m bench.bench_router [--events 1000000] [--clients 10,1000]
+       [--no-connect] [--reconciliation-off]  (prints its figures; takes minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from analytics_core import lifecycle, pg, registry
+from analytics_core.clickhouse import http_client
+from analytics_core.event_contract import hash_api_key
+from analytics_core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+API_KEY = "bench-key"
+PAD = 190  # ~500-byte events
+
+
+@dataclass
+class Run:
+    label: str
+    events: int
+    seconds: float
+    peak_rss_mib: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def create_topic(settings: Settings, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        f.result(30)
+
+
+def delete_topic(settings: Settings, topic: str) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for f in admin.delete_topics([topic]).values():
+        try:
+            f.result(30)
+        except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+            log(f"could not delete topic {topic}: {exc}")
+
+
+def make_clients(settings: Settings, prefix: str, n: int) -> list[tuple[str, str]]:
+    ids = [f"{prefix}-{i}" for i in range(n)]
+    conn = pg.connect(settings.postgres)
+    try:
+        for cid in ids:
+            registry.add_client(conn, cid, hash_api_key(API_KEY))
+    finally:
+        conn.close()
+
+    def provision(cid: str) -> tuple[str, str]:
+        outcome = lifecycle.provision(settings, cid)
+        assert isinstance(outcome, lifecycle.Provisioned), outcome
+        return cid, outcome.database
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(provision, ids))
+
+
+def drop_clients(settings: Settings, clients: list[tuple[str, str]]) -> None:
+    def drop(cid: str) -> None:
+        lifecycle.deprovision(settings, cid, cid, actor="bench")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(drop, [c for c, _ in clients]))
+
+
+def db_regex(prefix: str) -> str:
+    return "^client_" + prefix.replace("-", "_") + "_"
+
+
+def visible_rows(settings: Settings, prefix: str) -> int:
+    ch = http_client(settings.clickhouse)
+    try:
+        return int(ch.query(
+            "SELECT sum(total_rows) FROM system.tables WHERE match(database, {r:String})"
+            " AND name = 'events_base'", parameters={"r": db_regex(prefix)},
+        ).result_rows[0][0] or 0)
+    finally:
+        ch.close()
+
+
+def wait_rows(count: callable, expected: int, timeout_s: float) -> float:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if count() >= expected:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise SystemExit(f"timed out: {count()} of {expected} rows after {timeout_s}s")
+
+
+def latency_percentiles(settings: Settings, prefix: str) -> tuple[float, float, float]:
+    ch = http_client(settings.clickhouse, timeout_s=300)
+    try:
+        row = ch.query(
+            "SELECT quantilesExact(0.5, 0.95, 0.99)(dateDiff('millisecond', sent_at, ingested_at))"
+            " FROM merge(REGEXP({r:String}), '^events_base$')",
+            parameters={"r": db_regex(prefix)},
+        ).result_rows[0][0]
+        return float(row[0]), float(row[1]), float(row[2])
+    finally:
+        ch.close()
+
+
+def truncate(settings: Settings, clients: list[tuple[str, str]]) -> None:
+    ch = http_client(settings.clickhouse)
+    try:
+        for _cid, db in clients:
+            ch.command(f"TRUNCATE TABLE `{db}`.events_base")
+    finally:
+        ch.close()
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def start_router(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "router"], cwd=REPO, env=env,
+                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def producer_cmd(topic_env: dict[str, str], clients: list[tuple[str, str]], events: int) -> list[str]:
+    args = [sys.executable, "-m", "router.send_events", "--api-key", API_KEY,
+            "--count", str(events), "--pad", str(PAD)]
+    for cid, _db in clients:
+        args += ["--client-id", cid]
+    return args
+
+
+def bench_clients(settings: Settings, n_clients: int, events: int, args: argparse.Namespace,
+                  workdir: Path) -> list[str]:
+    run_id = uuid.uuid4().hex[:6]
+    prefix = f"bench{run_id}-c{n_clients}"
+    topic = f"bench_raw_{run_id}_{n_clients}"
+    log(f"{n_clients} clients, {events} events: topic {topic}, provisioning clients...")
+    create_topic(settings, topic, settings.kafka.topic_partitions)
+    t = time.monotonic()
+    clients = make_clients(settings, prefix, n_clients)
+    log(f"provisioned {n_clients} client databases in {time.monotonic() - t:.1f}s")
+    env = dict(os.environ, KAFKA_RAW_TOPIC=topic, ROUTER_METRICS_PORT="0",
+               LOG_LEVEL="WARNING", ROUTER_GROUP_ID=f"bench-router-{run_id}",
+               ROUTER_INSTANCE_ID=f"bench-{run_id}")
+    if args.reconciliation_off:
+        env["ROUTER_RECONCILIATION"] = "off"
+    results: list[str] = []
+    try:
+        # 1. live run
+        router = start_router(env, workdir / f"router-{n_clients}.log")
+        time.sleep(1.5)  # let it join the group; its start-up is not part of the figure
+        first_produce = time.monotonic()
+        producer = subprocess.Popen(producer_cmd(env, clients, events), cwd=REPO, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        last = wait_rows(lambda: visible_rows(settings, prefix), events, args.timeout)
+        out = producer.communicate(timeout=120)[0].decode().strip().splitlines()
+        rss = peak_rss_mib(router.pid)
+        stop(router)
+        live = Run("router live (produce -> visible)", events, last - first_produce, rss)
+        p50, p95, p99 = latency_percentiles(settings, prefix)
+        results.append(f"{n_clients:>5} clients  {live.label:<36} {live.rate:>9.0f} ev/s"
+                       f"  {live.seconds:6.1f}s  router peak RSS {rss:.0f} MiB")
+        results.append(f"{n_clients:>5} clients  latency sent_at -> ingested_at: p50 {p50:.0f} ms,"
+                       f" p95 {p95:.0f} ms, p99 {p99:.0f} ms   producer: {out[-1] if out else '?'}")
+        log(results[-2])
+        log(results[-1])
+
+        # 2a. router drain
+        truncate(settings, clients)
+        env_drain = dict(env, ROUTER_GROUP_ID=f"bench-router-drain-{run_id}")
+        started = time.monotonic()
+        router = start_router(env_drain, workdir / f"router-drain-{n_clients}.log")
+        last = wait_rows(lambda: visible_rows(settings, prefix), events, args.timeout)
+        rss = peak_rss_mib(router.pid)
+        stop(router)
+        drain = Run("router drain", events, last - started, rss)
+        results.append(f"{n_clients:>5} clients  {drain.label:<36} {drain.rate:>9.0f} ev/s"
+                       f"  {drain.seconds:6.1f}s  peak RSS {rss:.0f} MiB")
+        log(results[-1])
+
+        # 2b. baseline (1)
+        from bench.baselines import minimal_loop
+
+        table = f"bench_minimal_{run_id}_{n_clients}"
+        ch = http_client(settings.clickhouse)
+        ch.command("CREATE DATABASE IF NOT EXISTS bench")
+        ch.close()
+        minimal_loop.create_table(settings, f"bench.{table}")
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.baselines.minimal_loop", "--topic", topic,
+             "--group", f"bench-minimal-{run_id}", "--table", f"bench.{table}",
+             "--expected", str(events)], cwd=REPO, env=env)
+
+        def minimal_rows() -> int:
+            c = http_client(settings.clickhouse)
+            try:
+                return int(c.query(f"SELECT count() FROM bench.{table}").result_rows[0][0])
+            finally:
+                c.close()
+
+        last = wait_rows(minimal_rows, events, args.timeout)
+        rss = peak_rss_mib(proc.pid)
+        proc.wait(60)
+        minimal = Run("baseline 1: minimal loop", events, last - started, rss)
+        results.append(f"{n_clients:>5} clients  {minimal.label:<36} {minimal.rate:>9.0f} ev/s"
+                       f"  {minimal.seconds:6.1f}s  peak RSS {rss:.0f} MiB"
+                       f"  -> router/minimal = {drain.rate / minimal.rate:.2f}")
+        log(results[-1])
+
+        # 2c. baseline (2)
+        if not args.no_connect:
+            results.append(run_connect(settings, topic, run_id, n_clients, events, drain, args,
+                                       workdir))
+            log(results[-1])
+    finally:
+        if not args.keep:
+            drop_clients(settings, clients)
+            delete_topic(settings, topic)
+    return results
+
+
+def run_connect(settings: Settings, topic: str, run_id: str, n_clients: int, events: int,
+                drain: Run, args: argparse.Namespace, workdir: Path) -> str:
+    try:
+        from bench.baselines import kafka_connect_sink as sink
+    except ImportError as exc:
+        return f"{n_clients:>5} clients  baseline 2: Kafka Connect sink unavailable: {exc}"
+    table = f"bench_connect_{run_id}_{n_clients}"
+    try:
+        sink.create_table(settings, "bench", table)
+        res = sink.run_sink(settings, topic=topic, database="bench", table=table,
+                            expected_rows=events, timeout_s=args.timeout,
+                            group_id=f"bench-connect-{run_id}", log_dir=workdir)
+    except Exception as exc:  # noqa: BLE001 - a baseline failure is reported, not fatal
+        return f"{n_clients:>5} clients  baseline 2: Kafka Connect sink failed: {exc}"
+    if res.error:
+        return f"{n_clients:>5} clients  baseline 2: Kafka Connect sink failed: {res.error}"
+    return (f"{n_clients:>5} clients  {'baseline 2: ClickHouse Kafka Connect sink':<36}"
+            f" {res.events_per_s:>9.0f} ev/s  {res.seconds:6.1f}s  peak RSS"
+            f" {res.peak_rss_mib:.0f} MiB  -> router/connect = {drain.rate / res.events_per_s:.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000)
+    p.add_argument("--clients", default="10,1000", help="comma-separated client counts")
+    p.add_argument("--timeout", type=float, default=900.0, help="per-phase timeout (s)")
+    p.add_argument("--no-connect", action="store_true", help="skip the Kafka Connect baseline")
+    p.add_argument("--reconciliation-off", action="store_true",
+                   help="run the router with ROUTER_RECONCILIATION=off")
+    p.add_argument("--keep", action="store_true", help="keep bench clients and topics")
+    args = p.parse_args()
+    try:
+        counts = [int(x) for x in args.clients.split(",") if x]
+    except ValueError:
+        p.error("--clients takes comma-separated integers, e.g. 10,1000")
+    if args.events <= 0 or not counts or min(counts) <= 0:
+        p.error("--events and --clients must be positive")
+    settings = Settings.from_env()
+    workdir = settings.state_dir / "bench"
+    workdir.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    for n in counts:
+        lines += bench_clients(settings, n, args.events, args, workdir)
+    print("\n== router benchmark: %d events of ~500 bytes, %d partitions, %d cores ==" % (
+        args.events, settings.kafka.topic_partitions, os.cpu_count() or 0))
+    for line in lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Router accounting ranges (pure)."""
+
+from __future__ import annotations
+
+from router.accounting import DEAD_LETTERED, ROUTED, Accounting, map_key, window_of
+
+W = window_of(1_795_771_234_567)
+
+
+def test_window_is_the_hour_of_receipt() -> None:
+    assert W % 3600 == 0 and 0 <= 1_795_771_234 - W < 3600
+
+
+def test_ranges_are_contiguous_and_count_every_fate() -> None:
+    a = Accounting("raw")
+    a.assigned(0, 100)
+    a.record(0, 100, [("acme", ROUTED, "", W)])
+    a.record(0, 101, [("acme", ROUTED, "", W), ("beta", ROUTED, "", W)])  # batch message
+    a.record(0, 102, [("", DEAD_LETTERED, "invalid_json", W)])
+    [row] = a.rows_for({0: 102})
+    assert (row.first_offset, row.next_offset, row.messages, row.events) == (100, 102, 2, 3)
+    assert row.counts == {map_key(("acme", ROUTED, "", W)): 2, map_key(("beta", ROUTED, "", W)): 1}
+    a.committed({0: 102})
+    [row] = a.rows_for({0: 103})
+    assert (row.first_offset, row.next_offset) == (102, 103)
+    assert row.counts == {f"|dead_lettered|invalid_json|{W}": 1}
+    assert row.token() == "acct:raw:0:102:103"
+
+
+def test_a_routed_event_that_ends_dead_lettered_is_recounted() -> None:
+    a = Accounting("raw")
+    a.assigned(1, None)
+    a.record(1, 7, [("acme", ROUTED, "", W)])
+    a.reclassify(1, 7, "acme", "destination_error")
+    [row] = a.rows_for({1: 8})
+    assert row.first_offset == 7  # no committed offset: starts at the first offset seen
+    assert row.counts == {f"acme|dead_lettered|destination_error|{W}": 1}
+
+
+def test_no_row_when_the_offset_does_not_move_and_revocation_forgets() -> None:
+    a = Accounting("raw")
+    a.assigned(2, 50)
+    assert a.rows_for({2: 50}) == []
+    a.record(2, 50, [("acme", ROUTED, "", W)])
+    a.revoked(2)
+    assert a.rows_for({2: 51}) == []
