@@ -163,7 +163,77 @@ def _timestamp_ms(value: object, key: str) -> int:
     return ms
 
 
+# Bounded memo tables for the fast path (values repeat across events of a client).
+_MEMO_LIMIT = 50_000
+_valid_client_ids: set[str] = set()
+_key_hashes: dict[str, str] = {}
+
+
+def _hash_key_memo(api_key: str) -> str:
+    h = _key_hashes.get(api_key)
+    if h is None:
+        if len(_key_hashes) >= _MEMO_LIMIT:
+            _key_hashes.clear()
+        h = _key_hashes[api_key] = hash_api_key(api_key)
+    return h
+
+
 def parse_event(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
+    """One event's outcome. A fast path accepts the common shape (plain api_key, epoch-ms
+    timestamps, canonical UUIDs); anything else, valid or not, takes `_parse_event_checked`,
+    which is the authority: the fast path only ever accepts what it would accept."""
+    if type(doc) is dict:
+        get = doc.get
+        cid = get("client_id")
+        eid = get("event_id")
+        key = get("api_key")
+        name = get("event_name")
+        if name is None:
+            name = get("event_type")
+        user = get("user_id")
+        ts = get("timestamp")
+        sent = get("sent_at")
+        props = get("properties")
+        if (
+            type(cid) is str
+            and (cid in _valid_client_ids or _remember_client_id(cid))
+            and (eid is None or (type(eid) is str and _CANONICAL_UUID.fullmatch(eid)))
+            and type(key) is str
+            and 0 < len(key) <= MAX_TEXT
+            and type(name) is str
+            and 0 < len(name) <= MAX_TEXT
+            and type(user) is str
+            and 0 < len(user) <= MAX_TEXT
+            and type(ts) is int
+            and 0 <= ts <= MAX_TIMESTAMP_MS
+            and (sent is None or (type(sent) is int and 0 <= sent <= MAX_TIMESTAMP_MS))
+            and type(props) is dict
+        ):
+            return ValidEvent(
+                batch_index,
+                cid,
+                _hash_key_memo(key),
+                derive_event_id(origin, batch_index) if eid is None else eid.lower(),
+                eid is None,
+                name,
+                ts,
+                sent,
+                user,
+                props,
+            )
+    return _parse_event_checked(doc, batch_index, origin)
+
+
+def _remember_client_id(cid: str) -> bool:
+    if client_id_problem(cid) is not None:
+        return False
+    if len(_valid_client_ids) >= _MEMO_LIMIT:
+        _valid_client_ids.clear()
+    _valid_client_ids.add(cid)
+    return True
+
+
+def _parse_event_checked(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
     if not isinstance(doc, dict):
         return ContractViolation(
             batch_index,

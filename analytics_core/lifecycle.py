@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg2
 import redis
-from clickhouse_connect.driver.exceptions import ClickHouseError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from analytics_core import client_cache, pg, registry
 from analytics_core.clickhouse import database_exists, drop_database, http_client, table_row_counts
@@ -77,6 +77,11 @@ def invalidate_cache(settings: Settings, client_id: str) -> None:
     except (redis.RedisError, OSError) as exc:
         # The cache TTL still bounds how long the old entry lives.
         log.warning("cache invalidation failed for %s: %s", client_id, exc)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """Connection trouble (worth retrying), not an error ClickHouse returned for the SQL."""
+    return isinstance(exc, (OperationalError, OSError))
 
 
 def _database_of(row: registry.ClientRow) -> str:
@@ -227,7 +232,7 @@ def _apply(
         done = apply_plan(settings.clickhouse, database, plan, record)
     except (ClickHouseError, OSError) as exc:
         reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
-        return StepFailed(client_id, reason, transient=True)
+        return StepFailed(client_id, reason, transient=_is_outage(exc))
     versions = [a.version for a in applied] + done
     return Migrated(client_id, database, done, max(versions, default=0))
 
@@ -274,7 +279,7 @@ def deprovision(
             registry.audit(
                 conn, client_id, "deprovision_failed", {"error": reason}, run_id=run_id, actor=actor
             )
-            return StepFailed(client_id, reason, transient=True)
+            return StepFailed(client_id, reason, transient=_is_outage(exc))
         finally:
             ch.close()
         if not already:

@@ -66,7 +66,7 @@ def delete_topic(settings: Settings, topic: str) -> None:
     for f in admin.delete_topics([topic]).values():
         try:
             f.result(30)
-        except Exception as exc:  # noqa: BLE001 - cleanup is best effort
+        except Exception as exc:
             log(f"could not delete topic {topic}: {exc}")
 
 
@@ -103,10 +103,14 @@ def db_regex(prefix: str) -> str:
 def visible_rows(settings: Settings, prefix: str) -> int:
     ch = http_client(settings.clickhouse)
     try:
-        return int(ch.query(
-            "SELECT sum(total_rows) FROM system.tables WHERE match(database, {r:String})"
-            " AND name = 'events_base'", parameters={"r": db_regex(prefix)},
-        ).result_rows[0][0] or 0)
+        return int(
+            ch.query(
+                "SELECT sum(total_rows) FROM system.tables WHERE match(database, {r:String})"
+                " AND name = 'events_base'",
+                parameters={"r": db_regex(prefix)},
+            ).result_rows[0][0]
+            or 0
+        )
     finally:
         ch.close()
 
@@ -142,6 +146,10 @@ def truncate(settings: Settings, clients: list[tuple[str, str]]) -> None:
         ch.close()
 
 
+def mib(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f} MiB"
+
+
 def peak_rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -153,8 +161,13 @@ def peak_rss_mib(pid: int) -> float | None:
 
 
 def start_router(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "router"], cwd=REPO, env=env,
-                            stdout=open(log_path, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "router"],
+        cwd=REPO,
+        env=env,
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -165,16 +178,28 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def producer_cmd(topic_env: dict[str, str], clients: list[tuple[str, str]], events: int) -> list[str]:
-    args = [sys.executable, "-m", "router.send_events", "--api-key", API_KEY,
-            "--count", str(events), "--pad", str(PAD)]
+def producer_cmd(
+    topic_env: dict[str, str], clients: list[tuple[str, str]], events: int
+) -> list[str]:
+    args = [
+        sys.executable,
+        "-m",
+        "router.send_events",
+        "--api-key",
+        API_KEY,
+        "--count",
+        str(events),
+        "--pad",
+        str(PAD),
+    ]
     for cid, _db in clients:
         args += ["--client-id", cid]
     return args
 
 
-def bench_clients(settings: Settings, n_clients: int, events: int, args: argparse.Namespace,
-                  workdir: Path) -> list[str]:
+def bench_clients(
+    settings: Settings, n_clients: int, events: int, args: argparse.Namespace, workdir: Path
+) -> list[str]:
     run_id = uuid.uuid4().hex[:6]
     prefix = f"bench{run_id}-c{n_clients}"
     topic = f"bench_raw_{run_id}_{n_clients}"
@@ -183,9 +208,14 @@ def bench_clients(settings: Settings, n_clients: int, events: int, args: argpars
     t = time.monotonic()
     clients = make_clients(settings, prefix, n_clients)
     log(f"provisioned {n_clients} client databases in {time.monotonic() - t:.1f}s")
-    env = dict(os.environ, KAFKA_RAW_TOPIC=topic, ROUTER_METRICS_PORT="0",
-               LOG_LEVEL="WARNING", ROUTER_GROUP_ID=f"bench-router-{run_id}",
-               ROUTER_INSTANCE_ID=f"bench-{run_id}")
+    env = dict(
+        os.environ,
+        KAFKA_RAW_TOPIC=topic,
+        ROUTER_METRICS_PORT="0",
+        LOG_LEVEL="WARNING",
+        ROUTER_GROUP_ID=f"bench-router-{run_id}",
+        ROUTER_INSTANCE_ID=f"bench-{run_id}",
+    )
     if args.reconciliation_off:
         env["ROUTER_RECONCILIATION"] = "off"
     results: list[str] = []
@@ -194,18 +224,27 @@ def bench_clients(settings: Settings, n_clients: int, events: int, args: argpars
         router = start_router(env, workdir / f"router-{n_clients}.log")
         time.sleep(1.5)  # let it join the group; its start-up is not part of the figure
         first_produce = time.monotonic()
-        producer = subprocess.Popen(producer_cmd(env, clients, events), cwd=REPO, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        producer = subprocess.Popen(
+            producer_cmd(env, clients, events),
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         last = wait_rows(lambda: visible_rows(settings, prefix), events, args.timeout)
         out = producer.communicate(timeout=120)[0].decode().strip().splitlines()
         rss = peak_rss_mib(router.pid)
         stop(router)
         live = Run("router live (produce -> visible)", events, last - first_produce, rss)
         p50, p95, p99 = latency_percentiles(settings, prefix)
-        results.append(f"{n_clients:>5} clients  {live.label:<36} {live.rate:>9.0f} ev/s"
-                       f"  {live.seconds:6.1f}s  router peak RSS {rss:.0f} MiB")
-        results.append(f"{n_clients:>5} clients  latency sent_at -> ingested_at: p50 {p50:.0f} ms,"
-                       f" p95 {p95:.0f} ms, p99 {p99:.0f} ms   producer: {out[-1] if out else '?'}")
+        results.append(
+            f"{n_clients:>5} clients  {live.label:<36} {live.rate:>9.0f} ev/s"
+            f"  {live.seconds:6.1f}s  router peak RSS {mib(rss)}"
+        )
+        results.append(
+            f"{n_clients:>5} clients  latency sent_at -> ingested_at: p50 {p50:.0f} ms,"
+            f" p95 {p95:.0f} ms, p99 {p99:.0f} ms   producer: {out[-1] if out else '?'}"
+        )
         log(results[-2])
         log(results[-1])
 
@@ -218,8 +257,10 @@ def bench_clients(settings: Settings, n_clients: int, events: int, args: argpars
         rss = peak_rss_mib(router.pid)
         stop(router)
         drain = Run("router drain", events, last - started, rss)
-        results.append(f"{n_clients:>5} clients  {drain.label:<36} {drain.rate:>9.0f} ev/s"
-                       f"  {drain.seconds:6.1f}s  peak RSS {rss:.0f} MiB")
+        results.append(
+            f"{n_clients:>5} clients  {drain.label:<36} {drain.rate:>9.0f} ev/s"
+            f"  {drain.seconds:6.1f}s  peak RSS {mib(rss)}"
+        )
         log(results[-1])
 
         # 2b. baseline (1)
@@ -232,9 +273,22 @@ def bench_clients(settings: Settings, n_clients: int, events: int, args: argpars
         minimal_loop.create_table(settings, f"bench.{table}")
         started = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.baselines.minimal_loop", "--topic", topic,
-             "--group", f"bench-minimal-{run_id}", "--table", f"bench.{table}",
-             "--expected", str(events)], cwd=REPO, env=env)
+            [
+                sys.executable,
+                "-m",
+                "bench.baselines.minimal_loop",
+                "--topic",
+                topic,
+                "--group",
+                f"bench-minimal-{run_id}",
+                "--table",
+                f"bench.{table}",
+                "--expected",
+                str(events),
+            ],
+            cwd=REPO,
+            env=env,
+        )
 
         def minimal_rows() -> int:
             c = http_client(settings.clickhouse)
@@ -243,19 +297,25 @@ def bench_clients(settings: Settings, n_clients: int, events: int, args: argpars
             finally:
                 c.close()
 
+        rss = None
+        while proc.poll() is None and minimal_rows() < events:
+            rss = peak_rss_mib(proc.pid) or rss
+            time.sleep(0.05)
         last = wait_rows(minimal_rows, events, args.timeout)
-        rss = peak_rss_mib(proc.pid)
         proc.wait(60)
         minimal = Run("baseline 1: minimal loop", events, last - started, rss)
-        results.append(f"{n_clients:>5} clients  {minimal.label:<36} {minimal.rate:>9.0f} ev/s"
-                       f"  {minimal.seconds:6.1f}s  peak RSS {rss:.0f} MiB"
-                       f"  -> router/minimal = {drain.rate / minimal.rate:.2f}")
+        results.append(
+            f"{n_clients:>5} clients  {minimal.label:<36} {minimal.rate:>9.0f} ev/s"
+            f"  {minimal.seconds:6.1f}s  peak RSS {mib(rss)}"
+            f"  -> router/minimal = {drain.rate / minimal.rate:.2f}"
+        )
         log(results[-1])
 
         # 2c. baseline (2)
         if not args.no_connect:
-            results.append(run_connect(settings, topic, run_id, n_clients, events, drain, args,
-                                       workdir))
+            results.append(
+                run_connect(settings, topic, run_id, n_clients, events, drain, args, workdir)
+            )
             log(results[-1])
     finally:
         if not args.keep:
@@ -264,8 +324,16 @@ def bench_clients(settings: Settings, n_clients: int, events: int, args: argpars
     return results
 
 
-def run_connect(settings: Settings, topic: str, run_id: str, n_clients: int, events: int,
-                drain: Run, args: argparse.Namespace, workdir: Path) -> str:
+def run_connect(
+    settings: Settings,
+    topic: str,
+    run_id: str,
+    n_clients: int,
+    events: int,
+    drain: Run,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> str:
     try:
         from bench.baselines import kafka_connect_sink as sink
     except ImportError as exc:
@@ -273,27 +341,40 @@ def run_connect(settings: Settings, topic: str, run_id: str, n_clients: int, eve
     table = f"bench_connect_{run_id}_{n_clients}"
     try:
         sink.create_table(settings, "bench", table)
-        res = sink.run_sink(settings, topic=topic, database="bench", table=table,
-                            expected_rows=events, timeout_s=args.timeout,
-                            group_id=f"bench-connect-{run_id}", log_dir=workdir)
-    except Exception as exc:  # noqa: BLE001 - a baseline failure is reported, not fatal
+        res = sink.run_sink(
+            settings,
+            topic=topic,
+            database="bench",
+            table=table,
+            expected_rows=events,
+            timeout_s=args.timeout,
+            group_id=f"bench-connect-{run_id}",
+            log_dir=workdir,
+        )
+    except Exception as exc:
         return f"{n_clients:>5} clients  baseline 2: Kafka Connect sink failed: {exc}"
     if res.error:
         return f"{n_clients:>5} clients  baseline 2: Kafka Connect sink failed: {res.error}"
-    return (f"{n_clients:>5} clients  {'baseline 2: ClickHouse Kafka Connect sink':<36}"
-            f" {res.events_per_s:>9.0f} ev/s  {res.seconds:6.1f}s  peak RSS"
-            f" {res.peak_rss_mib:.0f} MiB  -> router/connect = {drain.rate / res.events_per_s:.2f}")
+    return (
+        f"{n_clients:>5} clients  {'baseline 2: ClickHouse Kafka Connect sink':<36}"
+        f" {res.events_per_s:>9.0f} ev/s  {res.seconds:6.1f}s  peak RSS"
+        f" {res.peak_rss_mib:.0f} MiB  -> router/connect = {drain.rate / res.events_per_s:.2f}"
+    )
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--clients", default="10,1000", help="comma-separated client counts")
     p.add_argument("--timeout", type=float, default=900.0, help="per-phase timeout (s)")
     p.add_argument("--no-connect", action="store_true", help="skip the Kafka Connect baseline")
-    p.add_argument("--reconciliation-off", action="store_true",
-                   help="run the router with ROUTER_RECONCILIATION=off")
+    p.add_argument(
+        "--reconciliation-off",
+        action="store_true",
+        help="run the router with ROUTER_RECONCILIATION=off",
+    )
     p.add_argument("--keep", action="store_true", help="keep bench clients and topics")
     args = p.parse_args()
     try:
@@ -308,8 +389,10 @@ def main() -> None:
     lines: list[str] = []
     for n in counts:
         lines += bench_clients(settings, n, args.events, args, workdir)
-    print("\n== router benchmark: %d events of ~500 bytes, %d partitions, %d cores ==" % (
-        args.events, settings.kafka.topic_partitions, os.cpu_count() or 0))
+    print(
+        f"\n== router benchmark: {args.events} events of ~500 bytes, "
+        f"{settings.kafka.topic_partitions} partitions, {os.cpu_count() or 0} cores =="
+    )
     for line in lines:
         print(line)
 

@@ -13,7 +13,6 @@ Invariants:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 ROUTED = "routed"
@@ -92,17 +91,18 @@ class Accounting:
             state = self._parts.get(partition)
             if state is None or state.start is None or next_offset <= state.start:
                 continue
-            counts: Counter[str] = Counter()
+            tally: dict[FateKey, int] = {}
             messages = events = 0
-            for offset in [o for o in state.pending if o < next_offset]:
-                fates = state.pending[offset]
+            for offset, fates in state.pending.items():
+                if offset >= next_offset:
+                    continue
                 messages += 1
                 events += len(fates)
-                counts.update(map_key(k) for k in fates)
+                for k in fates:
+                    tally[k] = tally.get(k, 0) + 1
+            counts = {map_key(k): n for k, n in tally.items()}
             rows.append(
-                RangeRow(
-                    self.topic, partition, state.start, next_offset, messages, events, dict(counts)
-                )
+                RangeRow(self.topic, partition, state.start, next_offset, messages, events, counts)
             )
         return rows
 

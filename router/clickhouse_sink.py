@@ -60,8 +60,12 @@ InsertOutcome = Inserted | Outage | Rejected
 
 
 class ClickHouseSink:
-    def __init__(self, settings: ClickHouseSettings, *, timeout_s: int = 30) -> None:
+    def __init__(
+        self, settings: ClickHouseSettings, topic: str, instance: str, *, timeout_s: int = 30
+    ) -> None:
         self._settings = settings
+        self._topic = topic
+        self._instance = instance
         self._timeout_s = timeout_s
         self._client: Client | None = None
 
@@ -74,7 +78,7 @@ class ClickHouseSink:
         started = time.perf_counter()
         try:
             client = self._get()
-            block = encode_rows(batch.rows, ingested_ms)
+            block = encode_rows(batch.rows, ingested_ms, self._topic, self._instance)
             client.raw_insert(
                 f"{quote_identifier(batch.database)}.{EVENTS_TABLE}",
                 EVENT_COLUMNS,

@@ -23,7 +23,7 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_INSTANCE_ID", "<hostname>-<pid>", "Name written to each row's router_instance"),
     ("ROUTER_FLUSH_MAX_ROWS", "50000", "Flush all client buffers when this many rows are buffered"),
     ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or when the oldest buffered row is this old"),
-    ("ROUTER_MAX_BUFFERED_ROWS", "200000", "Pause consumption above this many unflushed rows"),
+    ("ROUTER_MAX_BUFFERED_ROWS", "100000", "Pause consumption above this many unflushed rows"),
     ("ROUTER_DESTINATION_MAX_ATTEMPTS", "5", "Attempts before a rejected batch is dead-lettered"),
     (
         "ROUTER_RETRY_BACKOFF_MS",
@@ -51,7 +51,7 @@ class RouterSettings:
     instance_id: str = "router"
     flush_max_rows: int = 50_000
     flush_interval_s: float = 1.0
-    max_buffered_rows: int = 200_000
+    max_buffered_rows: int = 100_000
     destination_max_attempts: int = 5
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 10.0
@@ -72,7 +72,7 @@ class RouterSettings:
             instance_id=env_str(e, "ROUTER_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
             flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 50_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
-            max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 200_000, minimum=1),
+            max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 100_000, minimum=1),
             destination_max_attempts=env_int(e, "ROUTER_DESTINATION_MAX_ATTEMPTS", 5, minimum=1),
             retry_backoff_s=env_int(e, "ROUTER_RETRY_BACKOFF_MS", 500, minimum=1) / 1000,
             retry_backoff_max_s=env_int(e, "ROUTER_RETRY_BACKOFF_MAX_MS", 10_000, minimum=1) / 1000,

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from analytics_core.clients import (
     ClientFound,
-    ClientMissing,
     ClientStatus,
     LookupResult,
     RegistryUnavailable,
@@ -61,6 +60,31 @@ Decision = list[Fate] | Retry
 ClientLookup = Callable[[str], LookupResult]
 
 
+def _dead(
+    reason: Reason,
+    detail: str,
+    batch_index: int | None,
+    client_id: str | None,
+    event_id: str | None,
+    ctx: tuple[Origin, Origin, str, int, str],
+) -> DeadLettered:
+    origin, source, first_failed_at, attempt, router_version = ctx
+    return DeadLettered(
+        DeadLetter(
+            reason=reason,
+            detail=detail,
+            origin=origin,
+            source=source,
+            batch_index=batch_index,
+            client_id=client_id,
+            event_id=event_id,
+            first_failed_at=first_failed_at,
+            attempt=attempt,
+            router_version=router_version,
+        )
+    )
+
+
 def decide(
     msg: RawMessage,
     lookup: ClientLookup,
@@ -69,32 +93,12 @@ def decide(
     router_version: str,
 ) -> Decision:
     source = Origin(msg.topic, msg.partition, msg.offset)
-    replay = read_replay_context(msg.headers)
-    origin = replay.origin if replay else source
-    attempt = replay.attempt + 1 if replay else 1
-    first_failed_at = replay.first_failed_at if replay else now_iso
-
-    def dead(
-        reason: Reason,
-        detail: str,
-        batch_index: int | None,
-        client_id: str | None,
-        event_id: str | None,
-    ) -> DeadLettered:
-        return DeadLettered(
-            DeadLetter(
-                reason=reason,
-                detail=detail,
-                origin=origin,
-                source=source,
-                batch_index=batch_index,
-                client_id=client_id,
-                event_id=event_id,
-                first_failed_at=first_failed_at,
-                attempt=attempt,
-                router_version=router_version,
-            )
-        )
+    replay = read_replay_context(msg.headers) if msg.headers else None
+    if replay is None:
+        origin, attempt, first_failed_at = source, 1, now_iso
+    else:
+        origin, attempt, first_failed_at = replay.origin, replay.attempt + 1, replay.first_failed_at
+    ctx = (origin, source, first_failed_at, attempt, router_version)
 
     outcomes = parse_message(msg.value, origin)
     if replay is not None and replay.batch_index is not None:
@@ -103,55 +107,57 @@ def decide(
 
     fates: list[Fate] = []
     for outcome in outcomes:
-        if isinstance(outcome, ContractViolation):
+        if type(outcome) is ContractViolation:
             fates.append(
-                dead(
+                _dead(
                     outcome.reason,
                     outcome.detail,
                     outcome.batch_index,
                     outcome.client_id,
                     outcome.event_id,
+                    ctx,
                 )
             )
             continue
-        ev = outcome
+        ev: ValidEvent = outcome  # type: ignore[assignment]
         found = lookup(ev.client_id)
-        if isinstance(found, RegistryUnavailable):
-            return Retry(f"client registry unavailable: {found.detail}")
-        if isinstance(found, ClientMissing):
+        if type(found) is not ClientFound:
+            if isinstance(found, RegistryUnavailable):
+                return Retry(f"client registry unavailable: {found.detail}")
             fates.append(
-                dead(
+                _dead(
                     Reason.UNKNOWN_CLIENT,
                     f"no client {ev.client_id!r} in the registry",
                     ev.batch_index,
                     ev.client_id,
                     ev.event_id,
+                    ctx,
                 )
             )
             continue
-        assert isinstance(found, ClientFound)
         record = found.record
         if not hmac.compare_digest(ev.credential_hash, record.api_key_hash):
             fates.append(
-                dead(
+                _dead(
                     Reason.INVALID_API_KEY,
                     "credential does not match the client's key",
                     ev.batch_index,
                     ev.client_id,
                     ev.event_id,
+                    ctx,
                 )
             )
-            continue
-        if record.status is not ClientStatus.ACTIVE:
+        elif record.status is not ClientStatus.ACTIVE:
             fates.append(
-                dead(
+                _dead(
                     Reason.CLIENT_INACTIVE,
                     f"client status is {record.status.value}",
                     ev.batch_index,
                     ev.client_id,
                     ev.event_id,
+                    ctx,
                 )
             )
-            continue
-        fates.append(Routed(ev.client_id, record.ch_database_name, ev, origin, attempt))
+        else:
+            fates.append(Routed(ev.client_id, record.ch_database_name, ev, origin, attempt))
     return fates

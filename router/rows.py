@@ -17,51 +17,56 @@ import orjson
 
 from router.decision import Routed
 
+# async_insert is on by default in recent ClickHouse and ignores deduplication tokens
+# (async_insert_deduplicate=0): the router already batches, so it inserts synchronously.
+INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "async_insert": 0}
+
 
 @dataclass(slots=True)
 class PendingRow:
-    """A row waiting for its INSERT, with what is needed to ack or dead-letter it."""
+    """A routed event waiting for its INSERT, with what is needed to ack or dead-letter it.
 
-    values: list[object]
+    The row itself is built only when the batch is encoded, straight from the event.
+    """
+
     partition: int
     offset: int
     routed: Routed
     raw: bytes | None
     produced_ms: int  # event sent_at, else Kafka produce timestamp: for end-to-end latency
+    received_ms: int
 
 
-# async_insert is on by default in recent ClickHouse and ignores deduplication tokens
-# (async_insert_deduplicate=0): the router already batches, so it inserts synchronously.
-INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "async_insert": 0}
-INGESTED_AT = 14  # index of ingested_at in EVENT_COLUMNS; filled when the batch is sealed
-
-
-def build_row(
-    routed: Routed, topic: str, partition: int, offset: int, received_ms: int, instance: str
-) -> list[object]:
-    ev = routed.event
-    return [
-        ev.event_id,
-        ev.event_name,
-        ev.timestamp_ms / 1000,
-        ev.user_id,
-        ev.properties,  # a JSON object; ClickHouse keeps its text (see INSERT_SETTINGS)
-        topic,
-        partition,
-        offset,
-        ev.batch_index,
-        routed.origin.partition,
-        routed.origin.offset,
-        routed.attempt,
-        None if ev.sent_at_ms is None else ev.sent_at_ms / 1000,
-        received_ms / 1000,
-        0.0,
-        instance,
-    ]
-
-
-def encode_rows(rows: list[PendingRow], ingested_ms: int) -> bytes:
+def encode_rows(rows: list[PendingRow], ingested_ms: int, topic: str, instance: str) -> bytes:
+    """JSONCompactEachRow lines in EVENT_COLUMNS order."""
     ingested = ingested_ms / 1000
+    dumps = orjson.dumps
+    out = []
     for r in rows:
-        r.values[INGESTED_AT] = ingested
-    return b"\n".join([orjson.dumps(r.values) for r in rows])
+        routed = r.routed
+        ev = routed.event
+        origin = routed.origin
+        sent = ev.sent_at_ms
+        out.append(
+            dumps(
+                (
+                    ev.event_id,
+                    ev.event_name,
+                    ev.timestamp_ms / 1000,
+                    ev.user_id,
+                    ev.properties,  # a JSON object; ClickHouse keeps its text (INSERT_SETTINGS)
+                    topic,
+                    r.partition,
+                    r.offset,
+                    ev.batch_index,
+                    origin.partition,
+                    origin.offset,
+                    routed.attempt,
+                    None if sent is None else sent / 1000,
+                    r.received_ms / 1000,
+                    ingested,
+                    instance,
+                )
+            )
+        )
+    return b"\n".join(out)

@@ -16,6 +16,7 @@ This is the thin I/O shell around `router.decision.decide`. Invariants:
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from confluent_kafka import (
 )
 
 from analytics_core.client_cache import ClientDirectory
+from analytics_core.clients import LookupResult
 from analytics_core.dead_letter import DeadLetter
 from analytics_core.event_contract import Origin
 from analytics_core.ops_schema import ensure_ops_schema
@@ -44,10 +46,10 @@ from router.accounting import DEAD_LETTERED, ROUTED, Accounting, FateKey, window
 from router.buffers import Batch, ClientBuffers
 from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
 from router.config import RouterSettings
-from router.decision import DeadLettered, RawMessage, Retry, Routed, decide
+from router.decision import RawMessage, Retry, Routed, decide
 from router.metrics import RouterMetrics
 from router.offsets import OffsetTracker
-from router.rows import PendingRow, build_row
+from router.rows import PendingRow
 
 log = logging.getLogger("router")
 
@@ -136,10 +138,14 @@ class Router:
                 "message.timeout.ms": 300000,
             }
         )
-        self.sink = ClickHouseSink(common.clickhouse)
+        self.sink = ClickHouseSink(common.clickhouse, self.topic, rs.instance_id)
         # Accounting rows are written on the consumer thread: a client of their own.
         self.accounting = Accounting(self.topic) if rs.reconciliation else None
-        self.accounting_sink = ClickHouseSink(common.clickhouse) if rs.reconciliation else None
+        self.accounting_sink = (
+            ClickHouseSink(common.clickhouse, self.topic, rs.instance_id)
+            if rs.reconciliation
+            else None
+        )
         self.ops_ready = False
         self.tracker = OffsetTracker()
         self.buffers = ClientBuffers()
@@ -168,6 +174,12 @@ class Router:
         return bool(self.assigned) and self.clickhouse_ok and not self.stop_event.is_set()
 
     def run(self) -> None:
+        # Buffered rows are many small, acyclic, short-lived containers: the default GC
+        # thresholds make full collections scan them over and over. Collect far less often
+        # and keep start-up objects out of the scans.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(200_000, 50, 1000)
         self.directory.start_invalidation_listener()
         self._ensure_ops_schema()
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -232,6 +244,8 @@ class Router:
             self._update_lag()
 
     def _process(self, msgs: list[Message]) -> None:
+        # Hot path: names are bound to locals; one client lookup per client per poll
+        # (the memo lives for one poll, ~0.1 s, well inside the cache TTLs).
         now_iso = _now_iso()
         received_ms = int(time.time() * 1000)
         skip: set[int] = set()
@@ -239,6 +253,17 @@ class Router:
         consumed_messages = consumed_events = 0
         accounting = self.accounting
         window = window_of(received_ms)
+        directory_lookup = self.directory.lookup
+        memo: dict[str, LookupResult] = {}
+
+        def lookup(client_id: str) -> LookupResult:
+            found = memo.get(client_id)
+            if found is None:
+                found = memo[client_id] = directory_lookup(client_id)
+            return found
+
+        seen = self.tracker.seen
+        add_row = self.buffers.add
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -251,75 +276,75 @@ class Router:
                 continue
             offset: int = msg.offset()  # type: ignore[assignment]
             topic: str = msg.topic()  # type: ignore[assignment]
-            headers = msg.headers()  # confluent-kafka gives a list of (str, bytes | None)
+            value = msg.value()
             raw = RawMessage(
                 topic,
                 partition,
                 offset,
-                msg.value(),
-                headers,  # type: ignore[arg-type]
+                value,
+                msg.headers(),  # type: ignore[arg-type]  # list of (str, bytes | None)
                 received_ms,
             )
-            decision = decide(raw, self.directory.lookup, now_iso=now_iso, router_version=VERSION)
-            if isinstance(decision, Retry):
-                delay = self.registry_backoff.next_delay()
-                log.warning(
-                    "registry unavailable; pausing partition",
-                    extra={
-                        "topic": topic,
-                        "partition": partition,
-                        "offset": offset,
-                        "retry_in_s": delay,
-                        "detail": decision.detail,
-                    },
-                )
-                tp = TopicPartition(topic, partition, offset)
-                self.consumer.pause([tp])
-                try:
-                    self.consumer.seek(tp)
-                except KafkaException as exc:
-                    log.warning("seek failed", extra={"error": str(exc)})
-                self.retry_paused[partition] = time.monotonic() + delay
-                m.retries.labels(kind="registry").inc()
+            decision = decide(raw, lookup, now_iso=now_iso, router_version=VERSION)
+            if type(decision) is Retry:
+                self._retry_later(topic, partition, offset, decision.detail)
+                memo.clear()
                 skip.add(partition)
                 continue
-            self.registry_backoff.reset()
+            assert type(decision) is list
             consumed_messages += 1
             consumed_events += len(decision)
-            tpk = (topic, partition)
-            self.tracker.seen(tpk, offset, len(decision))
-            if accounting is not None:
-                keys: list[FateKey] = []
-                for fate in decision:
-                    if isinstance(fate, Routed):
-                        keys.append((fate.client_id, ROUTED, "", window))
-                    else:
-                        dl = fate.letter
-                        keys.append((dl.client_id or "", DEAD_LETTERED, dl.reason.value, window))
-                accounting.record(partition, offset, keys)
-            produce_ms = msg.timestamp()[1]
+            seen((topic, partition), offset, len(decision))
+            keys: list[FateKey] = []
             for fate in decision:
-                if isinstance(fate, Routed):
-                    values = build_row(
-                        fate, topic, partition, offset, received_ms, self.rs.instance_id
-                    )
+                if type(fate) is Routed:
+                    if accounting is not None:
+                        keys.append((fate.client_id, ROUTED, "", window))
                     sent = fate.event.sent_at_ms
                     row = PendingRow(
-                        values,
                         partition,
                         offset,
                         fate,
-                        raw.value,
-                        sent if sent is not None else produce_ms,
+                        value,
+                        sent if sent is not None else msg.timestamp()[1],
+                        received_ms,
                     )
-                    if self.oldest_open is None:
-                        self.oldest_open = time.monotonic()
-                    self.buffers.add(fate.database, fate.client_id, row)
+                    add_row(fate.database, fate.client_id, row)
                 else:
-                    assert isinstance(fate, DeadLettered)
-                    self._dead_letter(raw.value, fate.letter, partition, offset)
+                    dl = fate.letter  # type: ignore[union-attr]
+                    if accounting is not None:
+                        keys.append((dl.client_id or "", DEAD_LETTERED, dl.reason.value, window))
+                    self._dead_letter(value, dl, partition, offset)
+            if accounting is not None:
+                accounting.record(partition, offset, keys)
+        if consumed_messages:
+            self.registry_backoff.reset()
+            if self.oldest_open is None and self.buffers.open_rows:
+                self.oldest_open = time.monotonic()
         m.messages_consumed.inc(consumed_messages)
         m.events_consumed.inc(consumed_events)
+
+    def _retry_later(self, topic: str, partition: int, offset: int, detail: str) -> None:
+        """Registry outage: rewind the partition to this message and pause it with backoff."""
+        delay = self.registry_backoff.next_delay()
+        log.warning(
+            "registry unavailable; pausing partition",
+            extra={
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "retry_in_s": delay,
+                "detail": detail,
+            },
+        )
+        tp = TopicPartition(topic, partition, offset)
+        self.consumer.pause([tp])
+        try:
+            self.consumer.seek(tp)
+        except KafkaException as exc:
+            log.warning("seek failed", extra={"error": str(exc)})
+        self.retry_paused[partition] = time.monotonic() + delay
+        self.metrics.retries.labels(kind="registry").inc()
 
     # ------------------------------------------------------------------ dead letters
     def _dead_letter(

@@ -149,11 +149,17 @@ def ensure_jars(jars_dir: Path | None = None, *, timeout: float = 900.0) -> Path
             return target
         staging = target.parent / f".{target.name}.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
-        print(f"[connect] fetching Kafka Connect {kafka_version()} jars into {target} (once)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"[connect] fetching Kafka Connect {kafka_version()} jars into {target} (once)...",
+            file=sys.stderr,
+            flush=True,
+        )
         proc = _mvn(
-            ["dependency:copy-dependencies", "-DincludeScope=runtime",
-             f"-DoutputDirectory={staging}"],
+            [
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
+            ],
             timeout,
         )
         if proc.returncode != 0 or not any(staging.glob("connect-runtime-*.jar")):
@@ -256,9 +262,13 @@ def ensure_sink_plugin(
         staging = base / f".maven-{version}.partial-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         proc = _mvn(
-            ["-Pofficial-sink", f"-Dclickhouse-kafka-connect.version={version}",
-             "dependency:copy-dependencies", "-DincludeScope=runtime",
-             f"-DoutputDirectory={staging}"],
+            [
+                "-Pofficial-sink",
+                f"-Dclickhouse-kafka-connect.version={version}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={staging}",
+            ],
             timeout,
         )
         if proc.returncode != 0:
@@ -323,9 +333,11 @@ def create_table(settings: Settings, database: str, table: str) -> None:
 def count_rows(settings: Settings, database: str, table: str) -> int:
     ch = http_client(settings.clickhouse)
     try:
-        return int(ch.command(
-            f"SELECT count() FROM {quote_identifier(database)}.{quote_identifier(table)}"
-        ))  # type: ignore[arg-type]
+        return int(
+            ch.command(
+                f"SELECT count() FROM {quote_identifier(database)}.{quote_identifier(table)}"
+            )
+        )  # type: ignore[arg-type]
     finally:
         ch.close()
 
@@ -341,7 +353,10 @@ def _props(values: Mapping[str, object]) -> str:
 
 
 def worker_properties(
-    settings: Settings, *, plugin_path: Path, offsets_file: Path,
+    settings: Settings,
+    *,
+    plugin_path: Path,
+    offsets_file: Path,
     plugin_discovery: str = "hybrid_warn",
 ) -> dict[str, str]:
     return {
@@ -509,19 +524,39 @@ def run_sink(
     offsets.unlink(missing_ok=True)
     worker_path = log_dir / f"connect-{safe}-worker.properties"
     connector_path = log_dir / f"connect-{safe}-sink.properties"
-    worker_path.write_text(_props(worker_properties(
-        settings, plugin_path=plugin_path, offsets_file=offsets,
-        plugin_discovery=plugin_discovery)))
+    worker_path.write_text(
+        _props(
+            worker_properties(
+                settings,
+                plugin_path=plugin_path,
+                offsets_file=offsets,
+                plugin_discovery=plugin_discovery,
+            )
+        )
+    )
     cprops = connector_properties(
-        settings, name=group_id, topic=topic, database=database, table=table, tasks=tasks,
-        connector_class=connector_class, exactly_once=exactly_once)
+        settings,
+        name=group_id,
+        topic=topic,
+        database=database,
+        table=table,
+        tasks=tasks,
+        connector_class=connector_class,
+        exactly_once=exactly_once,
+    )
     cprops.update(extra_connector_props or {})
     connector_path.write_text(_props(cprops))
     argv = [
-        java, f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        java,
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={LOG4J2}",
-        "-cp", f"{jars}/*",
-        "org.apache.kafka.connect.cli.ConnectStandalone", str(worker_path), str(connector_path),
+        "-cp",
+        f"{jars}/*",
+        "org.apache.kafka.connect.cli.ConnectStandalone",
+        str(worker_path),
+        str(connector_path),
     ]
 
     rows = 0
@@ -532,8 +567,9 @@ def run_sink(
     watch = _LogWatch(log_path)
     with open(log_path, "wb") as log_fh:
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdout=log_fh, stderr=subprocess.STDOUT, cwd=log_dir,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=log_fh, stderr=subprocess.STDOUT, cwd=log_dir, start_new_session=True
+        )
         try:
             while True:
                 now = time.monotonic()
@@ -549,18 +585,24 @@ def run_sink(
                     break
                 rss = max(rss, _peak_rss_mib(proc.pid))
                 if proc.poll() is not None:
-                    error = (f"the Connect worker exited with code {proc.returncode} after "
-                             f"{now - t0:.1f}s with {rows} of {expected_rows} rows:\n"
-                             + summarize_errors(log_path))
+                    error = (
+                        f"the Connect worker exited with code {proc.returncode} after "
+                        f"{now - t0:.1f}s with {rows} of {expected_rows} rows:\n"
+                        + summarize_errors(log_path)
+                    )
                     break
                 fatal = watch.poll()
                 if fatal is not None:
-                    error = (f"the sink failed after {now - t0:.1f}s with {rows} of "
-                             f"{expected_rows} rows:\n{fatal}")
+                    error = (
+                        f"the sink failed after {now - t0:.1f}s with {rows} of "
+                        f"{expected_rows} rows:\n{fatal}"
+                    )
                     break
                 if now - t0 > timeout_s:
-                    error = (f"timed out after {timeout_s:.0f}s with {rows} of {expected_rows} "
-                             f"rows; worker log:\n{summarize_errors(log_path)}")
+                    error = (
+                        f"timed out after {timeout_s:.0f}s with {rows} of {expected_rows} "
+                        f"rows; worker log:\n{summarize_errors(log_path)}"
+                    )
                     break
                 time.sleep(0.2)
             rss = max(rss, _peak_rss_mib(proc.pid))
@@ -569,10 +611,12 @@ def run_sink(
     with contextlib.suppress(Exception):
         rows = count_rows(settings, database, table)  # duplicates, if any, show here
     if error is not None or done is None:
-        return SinkResult(rows, 0.0, 0.0, rss, error=error or "no result", startup_s=first,
-                          log_path=log_path)
-    return SinkResult(rows, done, expected_rows / done if done else 0.0, rss,
-                      startup_s=first, log_path=log_path)
+        return SinkResult(
+            rows, 0.0, 0.0, rss, error=error or "no result", startup_s=first, log_path=log_path
+        )
+    return SinkResult(
+        rows, done, expected_rows / done if done else 0.0, rss, startup_s=first, log_path=log_path
+    )
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -595,21 +639,24 @@ def delete_topic(settings: Settings, topic: str) -> None:
             fut.result(30)
 
 
-def produce_events(settings: Settings, topic: str, n: int, *, clients: int = 10,
-                   pad: int = 190) -> float:
+def produce_events(
+    settings: Settings, topic: str, n: int, *, clients: int = 10, pad: int = 190
+) -> float:
     """Produce `n` ~500-byte events (router.send_events' format) keyed by client; seconds."""
     import orjson
     from confluent_kafka import Producer
 
     from router.send_events import valid_event
 
-    producer = Producer({
-        "bootstrap.servers": settings.kafka.bootstrap_servers,
-        "acks": "all",
-        "linger.ms": 20,
-        "batch.num.messages": 10000,
-        "queue.buffering.max.messages": 500000,
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+        }
+    )
     ids = [f"bench-connect-{i}" for i in range(clients)]
     t0 = time.monotonic()
     for i in range(n):
@@ -630,17 +677,25 @@ def produce_events(settings: Settings, topic: str, n: int, *, clients: int = 10,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--events", type=int, default=20000)
     p.add_argument("--partitions", type=int, default=6)
     p.add_argument("--tasks", type=int, default=1, help="connector tasks.max (default 1)")
     p.add_argument("--exactly-once", action="store_true", help="sink exactlyOnce=true")
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--plugin-discovery", default="hybrid_warn",
-                   help="worker plugin.discovery (service_load skips the ~10 s class scan)")
-    p.add_argument("--plugin", type=Path, default=None,
-                   help=f"sink release zip/jar/dir (else ${PLUGIN_ENV}, else Maven Central)")
+    p.add_argument(
+        "--plugin-discovery",
+        default="hybrid_warn",
+        help="worker plugin.discovery (service_load skips the ~10 s class scan)",
+    )
+    p.add_argument(
+        "--plugin",
+        type=Path,
+        default=None,
+        help=f"sink release zip/jar/dir (else ${PLUGIN_ENV}, else Maven Central)",
+    )
     p.add_argument("--log-dir", type=Path, default=None)
     p.add_argument("--keep", action="store_true", help="keep the topic and the database")
     args = p.parse_args(argv)
@@ -656,27 +711,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     size = sum(f.stat().st_size for f in jars.glob("*.jar")) / 2**20
-    print(f"Kafka Connect {kafka_version()}: {len(list(jars.glob('*.jar')))} jars, "
-          f"{size:.0f} MiB in {jars}")
+    print(
+        f"Kafka Connect {kafka_version()}: {len(list(jars.glob('*.jar')))} jars, "
+        f"{size:.0f} MiB in {jars}"
+    )
     try:
         plugin_path = ensure_sink_plugin(args.plugin)
     except BaselineUnavailable as exc:
         print(f"Kafka Connect sink baseline: FAILED (not run)\n{exc}")
         return 1
     plugin_jars = list(plugin_path.rglob("*.jar"))
-    print(f"sink plugin: {len(plugin_jars)} jars, "
-          f"{sum(j.stat().st_size for j in plugin_jars) / 2**20:.0f} MiB in {plugin_path}")
+    print(
+        f"sink plugin: {len(plugin_jars)} jars, "
+        f"{sum(j.stat().st_size for j in plugin_jars) / 2**20:.0f} MiB in {plugin_path}"
+    )
     create_topic(settings, topic, args.partitions)
     create_table(settings, database, table)
     try:
         secs = produce_events(settings, topic, args.events)
-        print(f"produced {args.events} events to {topic} ({args.partitions} partitions) "
-              f"in {secs:.1f}s")
-        res = run_sink(settings, topic=topic, database=database, table=table,
-                       expected_rows=args.events, timeout_s=args.timeout,
-                       group_id=f"bench-connect-{run_id}", log_dir=log_dir, tasks=args.tasks,
-                       exactly_once=args.exactly_once, plugin=args.plugin,
-                       plugin_discovery=args.plugin_discovery)
+        print(
+            f"produced {args.events} events to {topic} ({args.partitions} partitions) "
+            f"in {secs:.1f}s"
+        )
+        res = run_sink(
+            settings,
+            topic=topic,
+            database=database,
+            table=table,
+            expected_rows=args.events,
+            timeout_s=args.timeout,
+            group_id=f"bench-connect-{run_id}",
+            log_dir=log_dir,
+            tasks=args.tasks,
+            exactly_once=args.exactly_once,
+            plugin=args.plugin,
+            plugin_discovery=args.plugin_discovery,
+        )
     finally:
         if not args.keep:
             delete_topic(settings, topic)
@@ -689,11 +759,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     first = res.startup_s or 0.0
     after_first = res.seconds - first
-    print(f"Kafka Connect sink baseline: {res.rows} rows in {res.seconds:.1f}s "
-          f"(JVM start -> last row visible) = {res.events_per_s:.0f} events/s")
-    print(f"  first row visible after {first:.1f}s (JVM start, plugin scan, task start); "
-          f"first -> last row {after_first:.1f}s"
-          + (f" = {args.events / after_first:.0f} events/s" if after_first > 0 else ""))
+    print(
+        f"Kafka Connect sink baseline: {res.rows} rows in {res.seconds:.1f}s "
+        f"(JVM start -> last row visible) = {res.events_per_s:.0f} events/s"
+    )
+    print(
+        f"  first row visible after {first:.1f}s (JVM start, plugin scan, task start); "
+        f"first -> last row {after_first:.1f}s"
+        + (f" = {args.events / after_first:.0f} events/s" if after_first > 0 else "")
+    )
     print(f"  worker peak RSS (VmHWM) {res.peak_rss_mib:.0f} MiB; log {res.log_path}")
     return 0
 

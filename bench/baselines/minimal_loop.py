@@ -39,12 +39,23 @@ def create_table(settings: Settings, table: str) -> None:
         ch.close()
 
 
-def run(settings: Settings, topic: str, group: str, table: str, expected: int,
-        flush_rows: int, flush_s: float) -> float:
-    consumer = Consumer({
-        "bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group,
-        "enable.auto.commit": False, "auto.offset.reset": "earliest",
-    })
+def run(
+    settings: Settings,
+    topic: str,
+    group: str,
+    table: str,
+    expected: int,
+    flush_rows: int,
+    flush_s: float,
+) -> float:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     ch = http_client(settings.clickhouse)
     started = time.monotonic()
@@ -55,9 +66,16 @@ def run(settings: Settings, topic: str, group: str, table: str, expected: int,
         msgs = consumer.consume(num_messages=2000, timeout=0.1)
         buf.extend(m.value() for m in msgs if m.error() is None and m.value())  # type: ignore[misc]
         if buf and (len(buf) >= flush_rows or time.monotonic() - last_flush >= flush_s):
-            ch.raw_insert(table, None, insert_block=b"\n".join(buf), fmt="JSONEachRow",
-                          settings={"input_format_json_read_objects_as_strings": 1,
-                                    "input_format_skip_unknown_fields": 1})
+            ch.raw_insert(
+                table,
+                None,
+                insert_block=b"\n".join(buf),
+                fmt="JSONEachRow",
+                settings={
+                    "input_format_json_read_objects_as_strings": 1,
+                    "input_format_skip_unknown_fields": 1,
+                },
+            )
             consumer.commit(asynchronous=False)
             done += len(buf)
             buf = []

@@ -9,7 +9,7 @@ from analytics_core.settings import Settings
 from router.buffers import Batch, dedup_token
 from router.clickhouse_sink import ClickHouseSink, Inserted, Rejected
 from router.decision import Routed
-from router.rows import PendingRow, build_row
+from router.rows import PendingRow
 from tests.conftest import ch_scalar
 
 pytestmark = pytest.mark.integration
@@ -19,11 +19,20 @@ def rows(client_id: str, database: str, n: int, first_offset: int = 0) -> list[P
     out = []
     for i in range(n):
         off = first_offset + i
-        ev = ValidEvent(0, client_id, "h", f"00000000-0000-4000-8000-{off:012d}", False, "pv",
-                        1795771200000 + i, None, "u", {"url": f"/p/{i}", "nested": {"a": [1]}})
+        ev = ValidEvent(
+            0,
+            client_id,
+            "h",
+            f"00000000-0000-4000-8000-{off:012d}",
+            False,
+            "pv",
+            1795771200000 + i,
+            None,
+            "u",
+            {"url": f"/p/{i}", "nested": {"a": [1]}},
+        )
         routed = Routed(client_id, database, ev, Origin("raw", 0, off), 1)
-        out.append(PendingRow(build_row(routed, "raw", 0, off, 1795771200000, "t"), 0, off,
-                              routed, None, 0))
+        out.append(PendingRow(0, off, routed, None, 0, 1795771200000))
     return out
 
 
@@ -31,7 +40,7 @@ def test_retried_batch_with_the_same_token_is_stored_once(stack: Settings, make_
     c = make_client("sink")
     batch_rows = rows(c.client_id, c.database, 500)
     batch = Batch(c.database, c.client_id, batch_rows, dedup_token(c.database, batch_rows))
-    sink = ClickHouseSink(stack.clickhouse)
+    sink = ClickHouseSink(stack.clickhouse, "raw", "t")
     try:
         assert isinstance(sink.insert(batch, 1795771201000), Inserted)
         # The answer was "lost": the router re-sends the same sealed batch.
@@ -40,16 +49,18 @@ def test_retried_batch_with_the_same_token_is_stored_once(stack: Settings, make_
         sink.close()
     count = ch_scalar(stack, f"SELECT count() FROM `{c.database}`.events_base")
     assert count == 500
-    props = ch_scalar(stack, f"SELECT event_properties FROM `{c.database}`.events_base"
-                             " WHERE kafka_offset = 3")
+    props = ch_scalar(
+        stack, f"SELECT event_properties FROM `{c.database}`.events_base WHERE kafka_offset = 3"
+    )
     assert props == '{"url":"/p/3","nested":{"a":[1]}}'  # stored as compact JSON text
-    page_url = ch_scalar(stack, f"SELECT page_url FROM `{c.database}`.events_base"
-                                " WHERE kafka_offset = 3")
+    page_url = ch_scalar(
+        stack, f"SELECT page_url FROM `{c.database}`.events_base WHERE kafka_offset = 3"
+    )
     assert page_url == "/p/3"  # v001 materialized column fills from live inserts
 
 
 def test_missing_database_is_a_rejection_not_an_outage(stack: Settings) -> None:
-    sink = ClickHouseSink(stack.clickhouse)
+    sink = ClickHouseSink(stack.clickhouse, "raw", "t")
     try:
         r = rows("ghost", "client_does_not_exist_db", 3)
         outcome = sink.insert(Batch("client_does_not_exist_db", "ghost", r, "tok"), 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -299,7 +300,7 @@ def assert_accounting(settings: Settings, group: str, routed: dict[str, int]) ->
             if outcome == "routed":
                 totals[client] = totals.get(client, 0) + value
     for partition, spans in by_partition.items():
-        for (_a, b), (c, _d) in zip(spans, spans[1:], strict=False):
+        for (_a, b), (c, _d) in itertools.pairwise(spans):
             assert b == c, f"gap or overlap in partition {partition}: {spans}"
     assert {k: totals.get(k, 0) for k in routed} == routed
 

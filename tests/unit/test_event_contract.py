@@ -144,3 +144,57 @@ def test_json_schema_file_rejects_what_the_parser_rejects(fixture: str) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(json.loads(load(fixture)), SCHEMA)
     assert any(isinstance(o, ContractViolation) for o in parse_message(load(fixture), ORIGIN))
+
+
+def _variants() -> list[object]:
+    base = json.loads(load("valid_single_event.json"))
+    base["timestamp"] = 1795771200000
+    out: list[object] = [base, [1], "x", None]
+    mutations: list[tuple[str, object]] = [
+        ("client_id", "Bad Id"),
+        ("client_id", 7),
+        ("event_id", "ABCDEF00-0000-4000-8000-0000000000AA"),
+        ("event_id", "not-a-uuid"),
+        ("event_id", 12),
+        ("api_key", ""),
+        ("api_key", 5),
+        ("api_key", "k" * 201),
+        ("event_name", ""),
+        ("event_name", None),
+        ("event_name", 3),
+        ("event_type", "alias"),
+        ("user_id", ""),
+        ("user_id", None),
+        ("anonymous_id", "a"),
+        ("timestamp", True),
+        ("timestamp", -5),
+        ("timestamp", "2026-11-27T10:00:00Z"),
+        ("timestamp", 10**14),
+        ("sent_at", "x"),
+        ("sent_at", 5),
+        ("properties", []),
+        ("properties", None),
+        ("api_key_hash", "ab" * 32),
+    ]
+    for key, value in mutations:
+        doc = dict(base)
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+        out.append(doc)
+        both = dict(doc)
+        both.pop("api_key", None)
+        both["api_key_hash"] = hash_api_key("k-acme")
+        out.append(both)
+    return out
+
+
+@pytest.mark.parametrize("doc", _variants())
+def test_fast_path_agrees_with_the_checked_parser(doc: object) -> None:
+    from analytics_core.event_contract import _parse_event_checked, parse_event
+
+    fast, checked = parse_event(doc, 0, ORIGIN), _parse_event_checked(doc, 0, ORIGIN)
+    assert type(fast) is type(checked)
+    if isinstance(fast, ValidEvent):
+        assert fast == checked

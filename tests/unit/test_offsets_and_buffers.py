@@ -7,7 +7,7 @@ from analytics_core.event_contract import Origin, ValidEvent
 from router.buffers import ClientBuffers, dedup_token
 from router.decision import Routed
 from router.offsets import OffsetTracker
-from router.rows import PendingRow, build_row, encode_rows
+from router.rows import PendingRow, encode_rows
 
 T = "shared_raw_events"
 _ = ClientStatus
@@ -56,9 +56,7 @@ def row(partition: int, offset: int, index: int = 0) -> PendingRow:
         {"url": "/a"},
     )
     routed = Routed("acme", "client_acme", ev, Origin(T, partition, offset), 1)
-    return PendingRow(
-        build_row(routed, T, partition, offset, 1000, "r1"), partition, offset, routed, b"raw", 0
-    )
+    return PendingRow(partition, offset, routed, b"raw", 0, 1000)
 
 
 def test_sealed_batches_keep_their_rows_and_token_for_retries() -> None:
@@ -98,7 +96,7 @@ def test_revoked_partitions_are_dropped_from_buffers() -> None:
 
 
 def test_rows_encode_as_json_compact_each_row_with_ingested_time() -> None:
-    encoded = encode_rows([row(0, 1)], ingested_ms=1795771200999)
+    encoded = encode_rows([row(0, 1)], 1795771200999, T, "r1")
     import orjson
 
     values = orjson.loads(encoded)

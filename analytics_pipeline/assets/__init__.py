@@ -1,0 +1,1 @@
+"""Per-client assets, partitioned by `clients` (one module per lifecycle concern)."""

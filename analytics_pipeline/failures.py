@@ -1,0 +1,29 @@
+"""Turning a lifecycle `StepFailed` outcome into a failed Dagster step.
+
+The lifecycle step has already recorded the failure (client status, audit row); this only
+fails the run with the reason. Op retry policies retry transient failures (ClickHouse outages)
+and never deterministic ones (invalid id, refused migration plan, confirmation mismatch).
+"""
+
+from __future__ import annotations
+
+from dagster import Backoff, Failure, RetryPolicy
+
+from analytics_core.lifecycle import StepFailed
+
+# Up to 3 attempts in all: 10 s, then 20 s between them.
+TRANSIENT_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
+
+
+def step_failure(outcome: StepFailed, step: str) -> Failure:
+    kind = "refused" if outcome.refused else "failed"
+    return Failure(
+        description=f"{step} of client {outcome.client_id!r} {kind}: {outcome.reason}",
+        metadata={
+            "client_id": outcome.client_id,
+            "reason": outcome.reason,
+            "refused": outcome.refused,
+            "transient": outcome.transient,
+        },
+        allow_retries=outcome.transient,
+    )

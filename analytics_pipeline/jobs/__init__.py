@@ -1,0 +1,1 @@
+"""Jobs: the per-client asset jobs the sensors launch, and the deprovisioning op job."""

@@ -1,0 +1,89 @@
+"""`trace_event`: trace one event from the Dagster UI (run config: event_id, client_id).
+
+The op runs `analytics_core.trace.run.trace_event` (the code behind
+`python -m analytics_core.trace`), logs the human-readable report and attaches it as output
+metadata (status, counts, the text report, the JSON report). An event that is not found is a
+successful run whose metadata says so; a malformed id or an unknown client fails the run
+with the reason.
+"""
+
+# No `from __future__ import annotations`: Dagster reads these type hints at runtime.
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+from pydantic import Field
+
+from analytics_core.settings import Settings
+from analytics_core.trace.model import TraceError
+from analytics_core.trace.render import text
+from analytics_core.trace.run import DEFAULT_MAX_MESSAGES, TraceOptions, trace_event
+from analytics_pipeline.resources import ClickHouseResource, KafkaResource, PostgresMetadataResource
+
+
+class TraceEventConfig(Config):
+    event_id: str = Field(description="The event id (UUID) to trace.")
+    client_id: str | None = Field(
+        default=None, description="Search only this client's database (default: every client)."
+    )
+    since_hours: float = Field(
+        default=168.0, gt=0, description="Dead letters produced in the last N hours (default 7d)."
+    )
+    max_messages: int = Field(
+        default=DEFAULT_MAX_MESSAGES, ge=1, description="Bound of the dead-letter scan."
+    )
+
+
+@op(description="Report every place an event is or was (rows, Kafka, dead letters, parked).")
+def trace_event_op(
+    context: OpExecutionContext,
+    config: TraceEventConfig,
+    postgres: PostgresMetadataResource,
+    clickhouse: ClickHouseResource,
+    kafka: KafkaResource,
+) -> Output[dict[str, Any]]:
+    settings = replace(
+        Settings.from_env(),
+        postgres=postgres.settings(),
+        clickhouse=clickhouse.settings(),
+        kafka=kafka.settings(),
+    )
+    since = datetime.now(UTC) - timedelta(hours=config.since_hours)
+    report = trace_event(
+        settings,
+        config.event_id,
+        config.client_id,
+        TraceOptions(since=since, max_messages=config.max_messages),
+    )
+    if isinstance(report, TraceError):
+        raise Failure(
+            description=f"can not trace {report.event_id!r}: {report.reason}",
+            metadata={"event_id": report.event_id, "reason": report.reason},
+        )
+    rendered = text(report)
+    context.log.info(rendered)
+    doc = report.to_dict()
+    return Output(
+        doc,
+        metadata={
+            "event_id": MetadataValue.text(report.event_id),
+            "status": MetadataValue.text(report.status),
+            "found": MetadataValue.bool(report.found),
+            "rows": MetadataValue.int(len(report.rows)),
+            "dead_letters": MetadataValue.int(len(report.letters)),
+            "reprocessing_records": MetadataValue.int(len(report.fates)),
+            "report": MetadataValue.md("```\n" + rendered + "\n```"),
+            "report_json": MetadataValue.json(doc),
+        },
+    )
+
+
+@job(
+    name="trace_event",
+    description="Trace one event: set ops.trace_event_op.config.event_id (and client_id).",
+    tags={"analytics/kind": "trace"},
+)
+def trace_event_job() -> None:
+    trace_event_op()

@@ -1,0 +1,1 @@
+"""Sensors: registry -> partitions and provisioning runs; migration files -> migration runs."""

@@ -1,0 +1,217 @@
+"""The Dagster code location loads and holds what the client lifecycle needs (no servers).
+
+Also the pure parts of the sensors (which runs a tick requests), the instance configuration
+(dagster.yaml, workspace.yaml) and a refused deprovisioning, which must touch nothing: its
+resources point at a closed port, so any connection attempt would fail the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance, DynamicPartitionsDefinition
+from dagster._core.instance.config import dagster_instance_config
+
+from analytics_core.migrations.files import MigrationFile, checksum
+from analytics_core.settings import REPO_ROOT, Settings
+from analytics_pipeline import dagster_home
+from analytics_pipeline.definitions import defs, make_definitions
+from analytics_pipeline.resources import (
+    ClickHouseResource,
+    KafkaResource,
+    PostgresMetadataResource,
+    RedisResource,
+    pipeline_settings,
+)
+from analytics_pipeline.sensors import cursor
+from analytics_pipeline.sensors.migrations_plan import plan_migrations, signature
+from analytics_pipeline.sensors.provisioning_plan import (
+    MAX_ATTEMPTS,
+    Attempt,
+    PendingClient,
+    attempts_from_cursor,
+    attempts_to_cursor,
+    plan_provisioning,
+)
+
+
+def test_definitions_hold_the_lifecycle_assets_jobs_and_sensors() -> None:
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+        "client_database",
+        "client_schema",
+    }
+    for key in ("client_database", "client_schema"):
+        partitions = repo.asset_graph.get(AssetKey(key)).partitions_def
+        assert isinstance(partitions, DynamicPartitionsDefinition)
+        assert partitions.name == "clients"
+    assert {"provision_client", "migrate_client", "deprovision_client"} <= {
+        j.name for j in repo.get_all_jobs()
+    }
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {"provisioning_sensor", "migrations_sensor"}
+    assert sensors["provisioning_sensor"].job_name == "provision_client"
+    assert sensors["migrations_sensor"].job_name == "migrate_client"
+    assert set(defs.resources or {}) >= {"postgres", "clickhouse", "redis", "kafka"}
+    assert repo.asset_graph.get(AssetKey("client_schema")).parent_keys == {
+        AssetKey("client_database")
+    }
+
+
+def test_resources_default_to_the_routers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "pg.example")
+    monkeypatch.setenv("CLICKHOUSE_HTTP_PORT", "18123")
+    monkeypatch.setenv("REDIS_DB", "3")
+    monkeypatch.setenv("KAFKA_RAW_TOPIC", "raw_x")
+    env = Settings.from_env()
+    assert PostgresMetadataResource().settings() == env.postgres
+    assert ClickHouseResource().settings() == env.clickhouse
+    assert RedisResource().settings() == env.redis
+    assert KafkaResource().settings() == env.kafka
+    # A configured field wins over the environment, for that field only.
+    pg = PostgresMetadataResource(dbname="other").settings()
+    assert (pg.host, pg.dbname) == ("pg.example", "other")
+    combined = pipeline_settings(
+        postgres=PostgresMetadataResource(port=1),
+        clickhouse=ClickHouseResource(),
+        redis=RedisResource(),
+    )
+    assert combined.postgres.port == 1 and combined.clickhouse.http_port == 18123
+    assert ClickHouseResource(migrations_dir="/m").migrations_path() == Path("/m")
+
+
+def test_dagster_yaml_is_a_valid_instance_config_with_postgres_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = dagster_home.prepare(tmp_path / "home")
+    assert dagster_home.prepare(home) == home  # idempotent
+    assert (home / "dagster.yaml").read_bytes() == (REPO_ROOT / "dagster.yaml").read_bytes()
+    for name, value in dagster_home.dagster_env(Settings.from_env(), home).items():
+        monkeypatch.setenv(name, value)
+    config, _ = dagster_instance_config(str(home))
+    pg = config["storage"]["postgres"]["postgres_db"]
+    assert pg == {
+        "hostname": {"env": "POSTGRES_HOST"},
+        "port": {"env": "POSTGRES_PORT"},
+        "username": {"env": "POSTGRES_USER"},
+        "password": {"env": "POSTGRES_PASSWORD"},
+        "db_name": {"env": "DAGSTER_POSTGRES_DB"},
+        "scheme": "postgresql+psycopg2",
+    }
+    assert config["telemetry"]["enabled"] is False
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["run_retries"] == {
+        "enabled": True,
+        "max_retries": 2,
+        "retry_on_asset_or_op_failure": False,
+    }
+    limits = {
+        lim["key"]: (lim["limit"], lim["value"])
+        for lim in config["concurrency"]["runs"]["tag_concurrency_limits"]
+    }
+    per_value = {"applyLimitPerUniqueValue": True}
+    assert limits == {"analytics/client_id": (1, per_value), "dagster/partition": (1, per_value)}
+
+
+def test_print_env_never_prints_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSTGRES_PASSWORD", "s3cret")
+    lines = dagster_home.export_lines(Settings.from_env(), Path("/h"))
+    assert "export DAGSTER_HOME=/h" in lines
+    assert not any("s3cret" in line for line in lines)
+
+
+def test_workspace_yaml_loads_the_definitions_module() -> None:
+    doc = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    [entry] = doc["load_from"]
+    assert entry["python_module"]["module_name"] == "analytics_pipeline.definitions"
+    assert entry["python_module"]["attribute"] == "defs"
+
+
+def test_deprovisioning_with_a_wrong_confirmation_is_refused_before_any_connection() -> None:
+    closed = {
+        "postgres": PostgresMetadataResource(host="127.0.0.1", port=9),
+        "clickhouse": ClickHouseResource(host="127.0.0.1", http_port=9),
+        "redis": RedisResource(host="127.0.0.1", port=9),
+    }
+    job = make_definitions(closed).resolve_job_def("deprovision_client")
+    for config in (
+        {"client_id": "acme", "confirm": "acme2"},
+        {"client_id": "Bad Id", "confirm": "Bad Id"},
+    ):
+        result = job.execute_in_process(
+            instance=DagsterInstance.ephemeral(),
+            run_config={"ops": {"deprovision": {"config": config}}},
+            raise_on_error=False,
+        )
+        assert not result.success
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        message = failure.step_failure_data.error.message  # type: ignore[union-attr]
+        assert "refused" in message and "Connection refused" not in message
+
+
+# -- provisioning sensor plan ------------------------------------------------------------------
+
+
+def states(mapping: dict[str, str]) -> Callable[[str], str]:
+    return lambda key: mapping.get(key, "none")
+
+
+def test_a_new_pending_client_is_requested_once() -> None:
+    pending = [PendingClient("acme", "t1")]
+    requests, state = plan_provisioning(pending, {}, states({}))
+    assert requests == [("acme", Attempt("t1", 1))]
+    assert Attempt("t1", 1).run_key("acme") == "provision:acme:t1:1"
+    # Next tick: its run not created yet, or still running -> nothing.
+    for key_state in ("none", "in_flight"):
+        again, _ = plan_provisioning(pending, state, states({"provision:acme:t1:1": key_state}))
+        assert again == []
+
+
+def test_a_client_still_pending_after_its_run_finished_gets_a_bounded_new_attempt() -> None:
+    pending = [PendingClient("acme", "t1")]
+    state = {"acme": Attempt("t1", 1)}
+    requests, state = plan_provisioning(pending, state, states({"provision:acme:t1:1": "finished"}))
+    assert requests == [("acme", Attempt("t1", 2))]
+    exhausted = {"acme": Attempt("t1", MAX_ATTEMPTS)}
+    finished = states({Attempt("t1", MAX_ATTEMPTS).run_key("acme"): "finished"})
+    assert plan_provisioning(pending, exhausted, finished)[0] == []
+
+
+def test_a_client_sent_back_to_pending_starts_a_new_attempt_and_others_are_forgotten() -> None:
+    previous = {"acme": Attempt("t1", 3), "gone": Attempt("t0", 1)}
+    requests, state = plan_provisioning([PendingClient("acme", "t2")], previous, states({}))
+    assert requests == [("acme", Attempt("t2", 1))]
+    assert state == {"acme": Attempt("t2", 1)}
+
+
+def test_cursor_round_trip_and_garbage() -> None:
+    state = {"acme": Attempt("2024-01-01T00:00:00+00:00", 2)}
+    raw = cursor.encode(attempts_to_cursor(state))
+    assert attempts_from_cursor(cursor.decode(raw)) == state
+    for bad in (None, "", "not json", '{"v": 99, "clients": {}}', "[1, 2]"):
+        assert cursor.decode(bad) == {}
+    assert attempts_from_cursor({"acme": "bogus"}) == {}
+
+
+# -- migrations sensor plan --------------------------------------------------------------------
+
+
+def mf(version: int, sql: str) -> MigrationFile:
+    return MigrationFile(version, f"m{version}", sql, checksum(sql.encode()))
+
+
+def test_migration_target_changes_with_a_new_or_edited_file() -> None:
+    base = [mf(0, "a"), mf(1, "b")]
+    assert signature(base) == signature(list(reversed(base)))
+    assert signature(base) != signature([*base, mf(2, "c")])
+    assert signature(base) != signature([mf(0, "a"), mf(1, "b edited")])
+
+
+def test_each_client_is_requested_once_per_target() -> None:
+    requests, state = plan_migrations(["a", "b"], {}, "t1")
+    assert (requests, state) == (["a", "b"], {"a": "t1", "b": "t1"})
+    assert plan_migrations(["a", "b"], state, "t1")[0] == []
+    assert plan_migrations(["a"], state, "t2") == (["a"], {"a": "t2"})
