@@ -487,3 +487,50 @@ def test_router_cli_help_and_bad_config_fail_fast() -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "ROUTER_FLUSH_MAX_ROWS" in bad.stderr
+
+
+def test_metrics_health_and_readiness_endpoints(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+    kafka: Kafka,
+    tmp_path: Path,
+) -> None:
+    import urllib.request
+
+    from tests.conftest import _seek_group_to_end, free_port
+
+    c = make_client("met")
+    group = unique_id("router-metrics")
+    _seek_group_to_end(stack, group)
+    port = free_port()
+    proc = _router_process(router_env(group, ROUTER_METRICS_PORT=str(port)), tmp_path / "r.log")
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, ""
+        except OSError:
+            return 0, ""
+
+    try:
+        wait_for(lambda: get("/healthz")[0] == 200, 30, what="/healthz")
+        wait_for(lambda: get("/readyz")[0] == 200, 30, what="/readyz (partitions assigned)")
+        kafka.send_events([event(c) for _ in range(7)] + [event(c, api_key="bad")])
+        wait_rows(stack, c.database, 7)
+
+        def routed_line() -> str:
+            body = get("/metrics")[1]
+            line = f'router_events_routed_total{{client_id="{c.client_id}"}} 7.0'
+            return line if line in body else ""
+
+        wait_for(routed_line, 20, what="routed counter in /metrics")
+        body = get("/metrics")[1]
+        assert 'router_events_dead_lettered_total{reason="invalid_api_key"}' in body
+        assert "router_end_to_end_latency_seconds_count" in body
+        assert "router_consumer_lag" in body
+        assert get("/nope")[0] == 404
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
