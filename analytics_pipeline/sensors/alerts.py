@@ -19,6 +19,7 @@ analytics_core/alerts/__init__.py). Each sensor dedupes with its cursor:
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -63,10 +64,9 @@ class AlertNotDelivered(RuntimeError):
     """A sink refused an alert; raised so the sensor tick shows the failure."""
 
 
-def _send(context_log: object, alerts: Sequence[Alert]) -> list[Outcome]:
-    settings = AlertSettings.from_env()
-    logger = context_log if hasattr(context_log, "log") else None
-    return deliver(alerts, sinks_from_settings(settings, logger))  # type: ignore[arg-type]
+def _send(logger: logging.Logger | None, alerts: Sequence[Alert]) -> list[Outcome]:
+    """Deliver to the configured sinks; the log sink writes to the sensor's Dagster log."""
+    return deliver(alerts, sinks_from_settings(AlertSettings.from_env(), logger))
 
 
 def _failures(outcomes: Sequence[Outcome]) -> str:

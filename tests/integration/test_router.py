@@ -358,6 +358,14 @@ def test_sigkill_mid_batch_then_restart_has_no_loss_and_no_duplicates(
         assert proc.wait(30) == 0
     # Accounting: the replayed ranges replaced the pre-crash ones; every event counted once.
     assert_accounting(stack, group, {c.client_id: n // 3 for c in clients})
+    from analytics_core.reconciliation.model import ReconciliationOptions, Report
+    from analytics_core.reconciliation.run import reconcile_client
+
+    for c in clients:
+        r = reconcile_client(
+            stack, c.client_id, ReconciliationOptions(grace_s=0, lookback_hours=3, groups=(group,))
+        )
+        assert isinstance(r, Report) and r.passed, r
 
 
 def test_sigterm_flushes_commits_and_exits_in_bounded_time(

@@ -1,0 +1,201 @@
+"""What can be observed of a client's events: rows (ClickHouse), dead letters (Kafka) and
+parked dead letters (PostgreSQL). Each function reads one source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import psycopg2
+import psycopg2.errors
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Message
+
+from analytics_core import pg
+from analytics_core.dead_letter import header_map
+from analytics_core.events_table import EVENTS_TABLE
+from analytics_core.naming import quote_identifier
+from analytics_core.reconciliation.accounting import table_ref
+from analytics_core.reconciliation.model import ROUTED, LetterSighting, RowGroup, ScanSummary
+from analytics_core.settings import KafkaSettings, PostgresSettings
+from analytics_core.trace.topic_scan import ScanBounds, scan_topic
+
+PARKED_TABLE = "parked_dead_letters"
+
+
+def read_row_groups(
+    ch: Client,
+    database: str,
+    ops_database: str,
+    client_id: str,
+    *,
+    rows_since: datetime,
+    ranges_since: datetime,
+    topics: Sequence[str],
+    groups: Sequence[str],
+) -> list[RowGroup]:
+    """The client's rows (FINAL: one per event id), each matched by ASOF join to the range
+    at or before its Kafka offset, counted per range group / placement / window.
+
+    The window of a row inside a range is the range's window for the client's routed
+    events (`reconcile.pick_window`, written in SQL): a row re-read after a crash keeps its
+    first received_at, but the range that finally committed it decides.
+    """
+    sql = (
+        "SELECT r.consumer_group AS grp, e.topic AS tp, e.p AS part,"
+        " e.o < r.next_offset AS ranged, r.next_offset AS after_offset,"
+        " if(ranged, if(has(r.windows, e.h), e.h,"
+        "   if(empty(r.windows), e.h, arrayMin(r.windows))), e.h) AS w,"
+        " count(), min(e.o), max(e.o)"
+        " FROM ("
+        "  SELECT kafka_topic AS topic, kafka_partition AS p, kafka_offset AS o,"
+        "   toUInt32(toUnixTimestamp(toStartOfHour(received_at))) AS h"
+        f"  FROM {quote_identifier(database)}.{EVENTS_TABLE} FINAL"
+        "  WHERE received_at >= toDateTime({rows_since:UInt32}, 'UTC')"
+        "   AND kafka_topic IN {topics:Array(String)}"
+        " ) AS e"
+        " ASOF LEFT JOIN ("
+        "  SELECT consumer_group, topic, partition AS p, first_offset AS o, next_offset,"
+        "   arrayMap(k -> toUInt32(splitByChar('|', k)[4]),"
+        "    arrayFilter(k -> startsWith(k, {routed:String}), mapKeys(counts))) AS windows"
+        f"  FROM {table_ref(ops_database)} FINAL"
+        "  WHERE recorded_at >= toDateTime({since:UInt32}, 'UTC')"
+        "   AND consumer_group IN {groups:Array(String)}"
+        " ) AS r"
+        " ON e.topic = r.topic AND e.p = r.p AND e.o >= r.o"
+        " GROUP BY grp, tp, part, ranged, after_offset, w"
+    )
+    params = {
+        "rows_since": int(rows_since.timestamp()),
+        "since": int(ranges_since.timestamp()),
+        "topics": list(topics),
+        # An empty IN list is not valid SQL; '' is never a consumer group.
+        "groups": list(groups) or [""],
+        "routed": f"{client_id}|{ROUTED}|",
+    }
+    rows = ch.query(sql, parameters=params).result_rows
+    return [
+        RowGroup(
+            topic=str(tp),
+            partition=int(part),
+            group=str(grp),
+            ranged=bool(ranged),
+            after_offset=int(after),
+            window=int(w),
+            count=int(n),
+            min_offset=int(lo),
+            max_offset=int(hi),
+        )
+        for grp, tp, part, ranged, after, w, n, lo, hi in rows
+    ]
+
+
+def scan_dead_letters(
+    kafka: KafkaSettings,
+    client_id: str,
+    topics: Sequence[str],
+    *,
+    since: datetime,
+    max_messages: int,
+) -> tuple[list[LetterSighting], ScanSummary]:
+    """The client's dead letters on the dead-letter topic produced since `since`."""
+    wanted = set(topics)
+    found: list[LetterSighting] = []
+
+    def visit(msg: Message) -> None:
+        h = header_map(msg.headers())  # type: ignore[arg-type]
+        if h.get("dl-client-id") != client_id or h.get("dl-source-topic") not in wanted:
+            return
+        try:
+            partition = int(h["dl-source-partition"])
+            offset = int(h["dl-source-offset"])
+            batch_index = int(h["dl-batch-index"]) if h.get("dl-batch-index") else None
+        except (KeyError, ValueError):
+            return
+        ts_ms = msg.timestamp()[1]
+        found.append(
+            LetterSighting(
+                topic=h["dl-source-topic"],
+                partition=partition,
+                offset=offset,
+                batch_index=batch_index,
+                reason=h.get("dl-reason", ""),
+                seen_at=datetime.fromtimestamp(max(ts_ms, 0) / 1000, UTC),
+            )
+        )
+
+    result = scan_topic(
+        kafka, kafka.dead_letter_topic, ScanBounds(since, max_messages=max_messages), visit
+    )
+    detail = result.detail or f"read {result.read} dead letter(s) since {since.isoformat()}"
+    return found, ScanSummary(result.complete, result.read, detail)
+
+
+def read_parked(
+    postgres: PostgresSettings, client_id: str, topics: Sequence[str], *, since: datetime
+) -> tuple[list[LetterSighting], str | None]:
+    """Parked dead letters of the client; the note says why none could be read."""
+    conn = pg.connect(postgres)
+    try:
+        with conn.cursor() as cur:
+            try:
+                cur.execute(
+                    "SELECT source_topic, source_partition, source_offset, batch_index, reason,"
+                    f" COALESCE(first_failed_at, parked_at) FROM {PARKED_TABLE}"
+                    " WHERE client_id = %s AND source_topic = ANY(%s) AND parked_at >= %s"
+                    " AND source_partition IS NOT NULL AND source_offset IS NOT NULL",
+                    (client_id, list(topics), since),
+                )
+            except psycopg2.errors.UndefinedTable:
+                conn.rollback()
+                return [], (
+                    f"table {PARKED_TABLE} does not exist (dead-letter reprocessing not "
+                    "installed): parked records not counted"
+                )
+            rows = cur.fetchall()
+        conn.commit()
+    finally:
+        conn.close()
+    return [
+        LetterSighting(
+            topic=str(t),
+            partition=int(p),
+            offset=int(o),
+            batch_index=None if bi is None else int(bi),
+            reason=str(reason),
+            seen_at=at if at.tzinfo else at.replace(tzinfo=UTC),
+            on_topic=False,
+            parked=True,
+        )
+        for t, p, o, bi, reason, at in rows
+    ], None
+
+
+def merge_sightings(
+    on_topic: Sequence[LetterSighting], parked: Sequence[LetterSighting]
+) -> list[LetterSighting]:
+    """One sighting per failed copy (source coordinates + batch index).
+
+    A crash re-read may dead-letter the same copy twice, and a letter may be both on the
+    topic and parked; the router's accounting counts it once.
+    """
+    merged: dict[tuple[str, int, int, int | None], LetterSighting] = {}
+    for s in on_topic:
+        merged.setdefault(s.key, s)
+    for s in parked:
+        prev = merged.get(s.key)
+        if prev is None:
+            merged[s.key] = s
+        else:
+            merged[s.key] = LetterSighting(
+                prev.topic,
+                prev.partition,
+                prev.offset,
+                prev.batch_index,
+                prev.reason,
+                prev.seen_at,
+                on_topic=prev.on_topic,
+                parked=True,
+            )
+    return list(merged.values())

@@ -1,0 +1,356 @@
+"""The reconciliation itself: accounting + observations -> per-window report (pure).
+
+Rules, per client:
+- a window is judged when the last range counting it was recorded at least `grace_s` ago
+  (every accounted event is durable before its range is written, so a judged window is
+  final); windows before `horizon` are skipped (their ranges may be partly outside the
+  lookback);
+- judged window: rows found must equal routed, dead letters found must equal dead_lettered
+  (when the dead-letter scan was complete); any difference is a problem with its count;
+- rows or letters inside a gap between a group's ranges, or before every range, were
+  consumed without accounting: problems; past the last range they are in flight: ignored;
+- a gap (offsets committed without a range) inside the span where the client's events were
+  consumed is a problem; so are overlapping ranges (the same offsets counted twice).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from analytics_core.reconciliation.model import (
+    DEAD_LETTERED,
+    ROUTED,
+    AccountedCount,
+    DeadRange,
+    Gap,
+    LetterSighting,
+    Observations,
+    OffsetSpan,
+    Problem,
+    ProblemKind,
+    Report,
+    Stream,
+    WindowResult,
+    hour_of,
+    window_label,
+)
+
+
+def pick_window(candidates: Iterable[int], fallback: int) -> int:
+    """The window of an observation inside a range: the range's only window for the client;
+    if it has several (a range across an hour boundary), the observation's own hour when it
+    is one of them, else the earliest. No candidates: the observation's own hour."""
+    found = sorted(set(candidates))
+    if not found:
+        return fallback
+    if len(found) == 1 or fallback not in found:
+        return found[0]
+    return fallback
+
+
+class _Coverage:
+    """Islands of accounted offsets per (topic, partition), over all groups."""
+
+    def __init__(self, islands: Sequence[OffsetSpan]) -> None:
+        self.by_stream: dict[Stream, list[OffsetSpan]] = defaultdict(list)
+        self.by_tp: dict[tuple[str, int], list[OffsetSpan]] = defaultdict(list)
+        for span in islands:
+            self.by_stream[span.stream].append(span)
+            self.by_tp[(span.stream.topic, span.stream.partition)].append(span)
+        for spans in (*self.by_stream.values(), *self.by_tp.values()):
+            spans.sort(key=lambda s: (s.start, s.end))
+
+    def inside(self, topic: str, partition: int, offset: int) -> bool:
+        return any(s.start <= offset < s.end for s in self.by_tp.get((topic, partition), ()))
+
+    def after_all(self, topic: str, partition: int, offset: int) -> bool:
+        spans = self.by_tp.get((topic, partition), ())
+        return not spans or offset >= max(s.end for s in spans)
+
+    def island_starts_at_or_after(self, stream: Stream, offset: int) -> bool:
+        return any(s.start >= offset for s in self.by_stream.get(stream, ()))
+
+    def gaps_and_overlaps(self) -> tuple[list[OffsetSpan], list[OffsetSpan]]:
+        gaps: list[OffsetSpan] = []
+        overlaps: list[OffsetSpan] = []
+        for stream, spans in sorted(self.by_stream.items()):
+            for prev, cur in itertools.pairwise(spans):
+                if cur.start > prev.end:
+                    gaps.append(OffsetSpan(stream, prev.end, cur.start))
+                elif cur.start < prev.end:
+                    overlaps.append(OffsetSpan(stream, cur.start, min(prev.end, cur.end)))
+        return gaps, overlaps
+
+
+def _find_dead_range(
+    by_tp: dict[tuple[str, int], list[DeadRange]], letter: LetterSighting
+) -> DeadRange | None:
+    for dr in by_tp.get((letter.topic, letter.partition), ()):
+        if dr.first_offset <= letter.offset < dr.next_offset:
+            return dr
+    return None
+
+
+def _cross_group_overlaps(spans: Sequence[OffsetSpan]) -> list[tuple[OffsetSpan, OffsetSpan]]:
+    out = []
+    by_tp: dict[tuple[str, int], list[OffsetSpan]] = defaultdict(list)
+    for s in spans:
+        by_tp[(s.stream.topic, s.stream.partition)].append(s)
+    for group in by_tp.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                if a.stream.group != b.stream.group and a.overlaps(b.start, b.end):
+                    out.append((a, b))
+    return out
+
+
+def reconcile(
+    client_id: str,
+    database: str,
+    accounted: Sequence[AccountedCount],
+    obs: Observations,
+    *,
+    now: datetime,
+    horizon: int,
+    grace_s: float,
+) -> Report:
+    # ---- accounting per window
+    routed: dict[int, int] = defaultdict(int)
+    dead: dict[int, int] = defaultdict(int)
+    dead_reasons: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    last: dict[int, datetime] = {}
+    for a in accounted:
+        if a.window < horizon:
+            continue
+        if a.outcome == ROUTED:
+            routed[a.window] += a.count
+        elif a.outcome == DEAD_LETTERED:
+            dead[a.window] += a.count
+            dead_reasons[a.window][a.reason] += a.count
+        else:
+            continue
+        if a.window not in last or a.last_recorded > last[a.window]:
+            last[a.window] = a.last_recorded
+
+    coverage = _Coverage(obs.islands)
+    problems: list[Problem] = []
+
+    # ---- rows
+    found: dict[int, int] = defaultdict(int)
+    unaccounted_rows: dict[int, int] = defaultdict(int)
+    rows_in_gap: dict[tuple[Stream, int], int] = defaultdict(int)
+    in_flight_rows = 0
+    for rg in obs.rows:
+        if rg.ranged:
+            if rg.window >= horizon:
+                found[rg.window] += rg.count
+        elif rg.group == "":
+            # No range precedes these offsets: consumed without accounting (or before the
+            # lookback: rows received before the horizon are not judged).
+            if rg.window >= horizon:
+                unaccounted_rows[rg.window] += rg.count
+        else:
+            stream = Stream(rg.group, rg.topic, rg.partition)
+            if coverage.island_starts_at_or_after(stream, rg.after_offset):
+                rows_in_gap[(stream, rg.after_offset)] += rg.count
+                if rg.window >= horizon:
+                    unaccounted_rows[rg.window] += rg.count
+            else:
+                in_flight_rows += rg.count
+
+    # ---- dead letters (the topic and the parked table, one sighting per failed copy)
+    letters_found: dict[int, int] = defaultdict(int)
+    parked: dict[int, int] = defaultdict(int)
+    unaccounted_letters: dict[int, int] = defaultdict(int)
+    extra_letters: dict[int, int] = defaultdict(int)
+    in_flight_letters = 0
+    dead_by_tp: dict[tuple[str, int], list[DeadRange]] = defaultdict(list)
+    for d in obs.dead_ranges:
+        dead_by_tp[(d.stream.topic, d.stream.partition)].append(d)
+    for letter in obs.letters:
+        own_hour = hour_of(letter.seen_at)
+        dr = _find_dead_range(dead_by_tp, letter)
+        if dr is not None:
+            window = pick_window(dr.windows, own_hour)
+            if window >= horizon:
+                letters_found[window] += 1
+                if letter.parked:
+                    parked[window] += 1
+        elif coverage.inside(letter.topic, letter.partition, letter.offset):
+            # Inside a range that counted no dead letter of this client.
+            if own_hour >= horizon:
+                extra_letters[own_hour] += 1
+        elif coverage.after_all(letter.topic, letter.partition, letter.offset):
+            in_flight_letters += 1
+        elif own_hour >= horizon:
+            unaccounted_letters[own_hour] += 1
+
+    # ---- windows
+    windows: list[WindowResult] = []
+    all_windows = sorted(
+        set(routed) | set(dead) | set(found) | set(letters_found) | set(extra_letters)
+    )
+    verified = obs.letter_scan.complete
+    for w in all_windows:
+        recorded = last.get(w)
+        # Observations inside written ranges that counted nothing for the client in this
+        # window are final at once (a range row never changes but by a crash re-read).
+        judged = recorded is None or (now - recorded).total_seconds() >= grace_s
+        result = WindowResult(
+            window=w,
+            judged=judged,
+            routed_accounted=routed.get(w, 0),
+            dead_lettered_accounted=dead.get(w, 0),
+            dead_lettered_by_reason=dict(dead_reasons.get(w, {})),
+            rows_found=found.get(w, 0),
+            letters_found=letters_found.get(w, 0) + extra_letters.get(w, 0),
+            parked=parked.get(w, 0),
+            letters_verified=verified,
+            last_recorded=recorded,
+        )
+        windows.append(result)
+        if not judged:
+            continue
+        label = window_label(w)
+        table = f"{database}.events_base"
+        if result.missing_rows:
+            problems.append(
+                Problem(
+                    ProblemKind.MISSING_ROWS,
+                    client_id,
+                    w,
+                    result.missing_rows,
+                    f"client {client_id}, window {label}: {result.missing_rows} routed event(s) "
+                    f"missing from {table} (router accounted {result.routed_accounted}, "
+                    f"table has {result.rows_found})",
+                )
+            )
+        if result.extra_rows:
+            problems.append(
+                Problem(
+                    ProblemKind.EXTRA_ROWS,
+                    client_id,
+                    w,
+                    result.extra_rows,
+                    f"client {client_id}, window {label}: {result.extra_rows} row(s) in {table} "
+                    f"more than the router accounted ({result.routed_accounted} routed, "
+                    f"{result.rows_found} rows)",
+                )
+            )
+        if result.missing_letters:
+            problems.append(
+                Problem(
+                    ProblemKind.MISSING_DEAD_LETTERS,
+                    client_id,
+                    w,
+                    result.missing_letters,
+                    f"client {client_id}, window {label}: {result.missing_letters} dead "
+                    f"letter(s) not found on the dead-letter topic nor parked (router accounted "
+                    f"{result.dead_lettered_accounted}, found {result.letters_found})",
+                )
+            )
+        if result.extra_letters:
+            problems.append(
+                Problem(
+                    ProblemKind.EXTRA_DEAD_LETTERS,
+                    client_id,
+                    w,
+                    result.extra_letters,
+                    f"client {client_id}, window {label}: {result.extra_letters} dead letter(s) "
+                    f"more than the router accounted ({result.dead_lettered_accounted})",
+                )
+            )
+
+    for w, n in sorted(unaccounted_rows.items()):
+        problems.append(
+            Problem(
+                ProblemKind.UNACCOUNTED_ROWS,
+                client_id,
+                w,
+                n,
+                f"client {client_id}, window {window_label(w)}: {n} row(s) in "
+                f"{database}.events_base come from offsets no router accounted for",
+            )
+        )
+    for w, n in sorted(unaccounted_letters.items()):
+        problems.append(
+            Problem(
+                ProblemKind.UNACCOUNTED_DEAD_LETTERS,
+                client_id,
+                w,
+                n,
+                f"client {client_id}, window {window_label(w)}: {n} dead letter(s) come from "
+                "offsets no router accounted for",
+            )
+        )
+
+    # ---- offsets
+    raw_gaps, raw_overlaps = coverage.gaps_and_overlaps()
+    spans = {s.stream: s for s in obs.client_spans}
+    gaps: list[Gap] = []
+    for g in raw_gaps:
+        span = spans.get(g.stream)
+        inside = rows_in_gap.get((g.stream, g.start), 0)
+        relevant = bool(inside) or (span is not None and span.overlaps(g.start, g.end))
+        gaps.append(Gap(g.stream, g.start, g.end, relevant, inside))
+        if relevant:
+            problems.append(
+                Problem(
+                    ProblemKind.OFFSET_GAP,
+                    client_id,
+                    None,
+                    g.end - g.start,
+                    f"client {client_id}: offsets {g.start}..{g.end - 1} of "
+                    f"{g.stream.label()} were committed without accounting "
+                    f"({g.end - g.start} offset(s), {inside} row(s) of the client in them)",
+                )
+            )
+    overlaps = [o for o in raw_overlaps if o.stream in spans]
+    for o in overlaps:
+        problems.append(
+            Problem(
+                ProblemKind.OVERLAP,
+                client_id,
+                None,
+                o.end - o.start,
+                f"client {client_id}: offsets {o.start}..{o.end - 1} of {o.stream.label()} are "
+                "counted by two accounting ranges",
+            )
+        )
+    for x, y in _cross_group_overlaps(obs.client_spans):
+        problems.append(
+            Problem(
+                ProblemKind.OVERLAP,
+                client_id,
+                None,
+                min(x.end, y.end) - max(x.start, y.start),
+                f"client {client_id}: {x.stream.topic}[{x.stream.partition}] offsets "
+                f"{max(x.start, y.start)}..{min(x.end, y.end) - 1} were consumed by two "
+                f"consumer groups ({x.stream.group}, {y.stream.group}); their accounting "
+                "counts the same events twice (set RECONCILIATION_CONSUMER_GROUPS)",
+            )
+        )
+
+    notes = list(obs.notes)
+    if not obs.letter_scan.complete:
+        notes.append(f"dead letters not verified: {obs.letter_scan.detail}")
+    return Report(
+        client_id=client_id,
+        database=database,
+        checked_at=now,
+        horizon=horizon,
+        grace_s=grace_s,
+        windows=tuple(windows),
+        gaps=tuple(gaps),
+        overlaps=tuple(overlaps),
+        unaccounted_rows=dict(unaccounted_rows),
+        unaccounted_letters=dict(unaccounted_letters),
+        in_flight_rows=in_flight_rows,
+        in_flight_letters=in_flight_letters,
+        letter_scan=obs.letter_scan,
+        problems=tuple(problems),
+        notes=tuple(notes),
+    )

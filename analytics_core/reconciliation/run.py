@@ -1,0 +1,128 @@
+"""One reconciliation of one client: read accounting and observations, call `reconcile`.
+
+`python -m analytics_core.reconciliation --client ID [--json]` runs it from a shell (exit 0:
+balanced, 1: problems, 2: could not run); the Dagster asset check calls `reconcile_client`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from analytics_core import pg, registry
+from analytics_core.clickhouse import database_exists, http_client
+from analytics_core.reconciliation import accounting, observed
+from analytics_core.reconciliation.model import (
+    WINDOW_SECONDS,
+    Observations,
+    Report,
+    ScanSummary,
+    Unavailable,
+    hour_of,
+)
+from analytics_core.reconciliation.reconcile import reconcile
+from analytics_core.settings import Settings, env_float, env_int, env_str
+
+
+@dataclass(frozen=True)
+class ReconciliationOptions:
+    grace_s: float = 300.0
+    lookback_hours: float = 48.0
+    max_dead_letters: int = 500_000
+    groups: tuple[str, ...] | None = None  # None: every consumer group that counted the client
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReconciliationOptions:
+        e = os.environ if env is None else env
+        groups_raw = env_str(e, "RECONCILIATION_CONSUMER_GROUPS", "")
+        groups = tuple(g.strip() for g in groups_raw.split(",") if g.strip()) or None
+        return cls(
+            grace_s=env_float(e, "RECONCILIATION_GRACE_S", 300.0),
+            lookback_hours=env_float(e, "RECONCILIATION_LOOKBACK_HOURS", 48.0, minimum=1.0),
+            max_dead_letters=env_int(e, "RECONCILIATION_MAX_DEAD_LETTERS", 500_000, minimum=1),
+            groups=groups,
+        )
+
+
+def client_database(settings: Settings, client_id: str) -> str | Unavailable:
+    conn = pg.connect(settings.postgres)
+    try:
+        row = registry.get_client(conn, client_id)
+    finally:
+        conn.close()
+    if row is None:
+        return Unavailable(client_id, f"no client {client_id!r} in the registry", "no_client")
+    if not row.ch_database_name:
+        return Unavailable(
+            client_id, f"client {client_id} has no database (status {row.status})", "no_database"
+        )
+    return row.ch_database_name
+
+
+def reconcile_client(
+    settings: Settings,
+    client_id: str,
+    options: ReconciliationOptions | None = None,
+    *,
+    now: datetime | None = None,
+) -> Report | Unavailable:
+    opts = options or ReconciliationOptions.from_env()
+    moment = now or datetime.now(UTC)
+    database = client_database(settings, client_id)
+    if isinstance(database, Unavailable):
+        return database
+    ops = settings.clickhouse.ops_database
+    horizon = hour_of(moment - timedelta(hours=opts.lookback_hours)) + WINDOW_SECONDS
+    since = datetime.fromtimestamp(horizon, UTC)
+    rows_since = since - timedelta(seconds=WINDOW_SECONDS)
+
+    ch = http_client(settings.clickhouse, timeout_s=300)
+    try:
+        if not database_exists(ch, database):
+            return Unavailable(
+                client_id, f"database {database} of client {client_id} is gone", "no_database"
+            )
+        problem = accounting.accounting_problem(ch, ops)
+        if problem is not None:
+            return Unavailable(client_id, problem)
+        groups = opts.groups
+        accounted = accounting.read_accounted(ch, ops, client_id, since, groups)
+        spans = accounting.read_client_spans(ch, ops, client_id, since, groups)
+        used_groups = sorted({s.stream.group for s in spans})
+        topics = sorted({a.topic for a in accounted} | {settings.kafka.raw_topic})
+        islands = accounting.read_islands(ch, ops, since, used_groups)
+        dead_ranges = accounting.read_dead_ranges(ch, ops, client_id, since, groups)
+        rows = observed.read_row_groups(
+            ch,
+            database,
+            ops,
+            client_id,
+            rows_since=rows_since,
+            ranges_since=since,
+            topics=topics,
+            groups=used_groups,
+        )
+    finally:
+        ch.close()
+
+    letters, scan = observed.scan_dead_letters(
+        settings.kafka, client_id, topics, since=since, max_messages=opts.max_dead_letters
+    )
+    parked, parked_note = observed.read_parked(settings.postgres, client_id, topics, since=since)
+    notes = [parked_note] if parked_note else []
+    if not accounted and not rows:
+        notes.append("nothing to reconcile: no accounting and no rows in the lookback")
+    obs = Observations(
+        islands=tuple(islands),
+        client_spans=tuple(spans),
+        rows=tuple(rows),
+        dead_ranges=tuple(dead_ranges),
+        letters=tuple(observed.merge_sightings(letters, parked)),
+        letter_scan=ScanSummary(scan.complete, scan.read, scan.detail),
+        notes=tuple(notes),
+    )
+    return reconcile(
+        client_id, database, accounted, obs, now=moment, horizon=horizon, grace_s=opts.grace_s
+    )

@@ -1,0 +1,177 @@
+"""deploy/: Prometheus config and rules (promtool when installed, else strict structure),
+the Grafana dashboard, and every metric they name being exported by the router.
+
+promtool comes with Debian's `prometheus` package (bin/setup installs it). Without it the
+structural checks still run and `test_promtool_validates_config_and_rules` is skipped with
+the reason shown in the test summary.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from router.metrics import RouterMetrics
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PROM = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "router-dashboard.json"
+PROMETHEUS_OWN = {"up"}  # written by Prometheus itself for every scrape target
+
+KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+    "bool", "offset", "inf", "nan", "time",
+}  # fmt: skip
+
+
+def exported_sample_names() -> set[str]:
+    """Sample names the router's registry exposes, from the text exposition's TYPE lines."""
+    text = RouterMetrics().exposition().decode()
+    names: set[str] = set()
+    for line in text.splitlines():
+        m = re.match(r"# TYPE (\S+) (\S+)", line)
+        if not m:
+            continue
+        name, kind = m.groups()
+        if kind == "counter":  # the TYPE line may or may not carry the _total suffix
+            base = name.removesuffix("_total")
+            names |= {base + "_total", base + "_created"}
+        elif kind == "histogram":
+            names |= {name + s for s in ("_bucket", "_sum", "_count", "_created")}
+        else:
+            names.add(name)
+    return names
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names referenced by a PromQL expression."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    e = re.sub(r"\{[^}]*\}", "", e)  # label matchers
+    e = re.sub(r"\[[^\]]*\]", "", e)  # range and subquery durations
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)
+    out = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
+        name, rest = m.group(0), e[m.end() :].lstrip()
+        if rest.startswith("(") or name.lower() in KEYWORDS:
+            continue  # a function or a keyword
+        if re.fullmatch(r"\d+[smhdwy]", name):
+            continue
+        out.add(name)
+    return out
+
+
+def rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((PROM / "alerts.yml").read_text())
+    return [r for g in doc["groups"] for r in g["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    doc = json.loads(DASHBOARD.read_text())
+    exprs = []
+    for panel in doc["panels"]:
+        for target in panel.get("targets", []):
+            exprs.append(target["expr"])
+    for var in doc["templating"]["list"]:
+        if var["type"] == "query":
+            exprs.append(re.sub(r"label_values\((\w+),.*", r"\1", var["definition"]))
+    return exprs
+
+
+def test_metric_name_extraction() -> None:
+    assert metric_names(
+        'histogram_quantile(0.99, sum by (instance, le) (rate(a_bucket{x="y"}[5m]))) > 30'
+        " and on (instance) (time() - b_seconds > 300)"
+    ) == {"a_bucket", "b_seconds"}
+
+
+def test_every_metric_in_rules_and_dashboard_is_exported_by_the_router() -> None:
+    exported = exported_sample_names()
+    assert "router_events_routed_total" in exported
+    assert "router_end_to_end_latency_seconds_bucket" in exported
+    used: dict[str, set[str]] = {}
+    for rule in rules():
+        used[f"rule {rule['alert']}"] = metric_names(rule["expr"])
+    for i, expr in enumerate(dashboard_exprs()):
+        used[f"dashboard expr {i}: {expr}"] = metric_names(expr)
+    unknown = {
+        where: names - exported - PROMETHEUS_OWN
+        for where, names in used.items()
+        if names - exported - PROMETHEUS_OWN
+    }
+    assert not unknown, f"metrics not exported by router/metrics.py: {unknown}"
+    assert all(names for names in used.values()), "an expression names no metric"
+
+
+def test_rules_cover_the_required_alerts_and_are_well_formed() -> None:
+    by_name = {r["alert"]: r for r in rules()}
+    for required in (
+        "RouterDown",
+        "RouterConsumerLagGrowing",
+        "RouterDeadLettersRising",
+        "RouterClickHouseInsertErrors",
+        "RouterCommitsStalled",
+    ):
+        assert required in by_name
+    for rule in by_name.values():
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+
+
+def test_scrape_config_targets_the_router() -> None:
+    doc = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert doc["rule_files"] == ["alerts.yml"]
+    (job,) = doc["scrape_configs"]
+    assert job["job_name"] == "analytics-router" and job["metrics_path"] == "/metrics"
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9108"]
+
+
+def test_dashboard_has_the_router_and_per_client_panels() -> None:
+    doc = json.loads(DASHBOARD.read_text())
+    assert doc["uid"] and doc["title"] and isinstance(doc["schemaVersion"], int)
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    joined = "\n".join(dashboard_exprs())
+    for needle in (
+        "router_messages_consumed_total",
+        "sum by (client_id) (rate(router_events_routed_total",
+        "sum by (reason) (rate(router_events_dead_lettered_total",
+        "router_consumer_lag",
+        "histogram_quantile(0.99, sum by (le) (rate(router_end_to_end_latency_seconds_bucket",
+        "router_insert_seconds_bucket",
+        "router_buffered_rows",
+    ):
+        assert needle in joined, needle
+    for panel in doc["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}"
+            assert all(t["refId"] and t["expr"] for t in panel["targets"])
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool not installed (apt-get install prometheus; bin/setup installs it): "
+    "only the structural checks ran",
+)
+def test_promtool_validates_config_and_rules() -> None:
+    assert PROMTOOL is not None
+    for args in (
+        ["check", "config", "prometheus.yml"],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ):
+        done = subprocess.run(
+            [PROMTOOL, *args], cwd=PROM, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}{done.stderr}"
