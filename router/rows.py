@@ -46,7 +46,7 @@ def encode_rows(rows: list[PendingRow], ingested_ms: int, topic: str, instance: 
         routed = r.routed
         ev = routed.event
         origin = routed.origin
-        sent = ev.sent_at_ms
+        produced = r.produced_ms
         out.append(
             dumps(
                 (
@@ -62,7 +62,7 @@ def encode_rows(rows: list[PendingRow], ingested_ms: int, topic: str, instance: 
                     origin.partition,
                     origin.offset,
                     routed.attempt,
-                    None if sent is None else sent / 1000,
+                    produced / 1000 if produced > 0 else None,
                     r.received_ms / 1000,
                     ingested,
                     instance,

@@ -358,8 +358,8 @@ def test_sigkill_mid_batch_then_restart_has_no_loss_and_no_duplicates(
         assert proc.wait(30) == 0
     # Accounting: the replayed ranges replaced the pre-crash ones; every event counted once.
     assert_accounting(stack, group, {c.client_id: n // 3 for c in clients})
-    from analytics_core.reconciliation.model import ReconciliationOptions, Report
-    from analytics_core.reconciliation.run import reconcile_client
+    from analytics_core.reconciliation.model import Report
+    from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
 
     for c in clients:
         r = reconcile_client(

@@ -40,9 +40,10 @@ from analytics_pipeline.sensors.provisioning_plan import (
 
 def test_definitions_hold_the_lifecycle_assets_jobs_and_sensors() -> None:
     repo = defs.get_repository_def()
-    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} == {
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {
         "client_database",
         "client_schema",
+        "client_events",
     }
     for key in ("client_database", "client_schema"):
         partitions = repo.asset_graph.get(AssetKey(key)).partitions_def
@@ -52,7 +53,15 @@ def test_definitions_hold_the_lifecycle_assets_jobs_and_sensors() -> None:
         j.name for j in repo.get_all_jobs()
     }
     sensors = {s.name: s for s in repo.sensor_defs}
-    assert set(sensors) == {"provisioning_sensor", "migrations_sensor"}
+    assert set(sensors) >= {
+        "provisioning_sensor",
+        "migrations_sensor",
+        "alert_on_run_failure",
+        "alert_on_failed_asset_checks",
+        "alert_on_stuck_clients",
+        "alert_on_dead_letter_growth",
+    }
+    assert {"reconcile_client", "trace_event"} <= {j.name for j in repo.get_all_jobs()}
     assert sensors["provisioning_sensor"].job_name == "provision_client"
     assert sensors["migrations_sensor"].job_name == "migrate_client"
     assert set(defs.resources or {}) >= {"postgres", "clickhouse", "redis", "kafka"}
