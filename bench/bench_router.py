@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +116,7 @@ def visible_rows(settings: Settings, prefix: str) -> int:
         ch.close()
 
 
-def wait_rows(count: callable, expected: int, timeout_s: float) -> float:  # type: ignore[valid-type]
+def wait_rows(count: Callable[[], int], expected: int, timeout_s: float) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if count() >= expected:
@@ -191,6 +192,7 @@ def producer_cmd(
         str(events),
         "--pad",
         str(PAD),
+        "--prepare",
     ]
     for cid, _db in clients:
         args += ["--client-id", cid]

@@ -333,11 +333,8 @@ def create_table(settings: Settings, database: str, table: str) -> None:
 def count_rows(settings: Settings, database: str, table: str) -> int:
     ch = http_client(settings.clickhouse)
     try:
-        return int(
-            ch.command(
-                f"SELECT count() FROM {quote_identifier(database)}.{quote_identifier(table)}"
-            )
-        )  # type: ignore[arg-type]
+        sql = f"SELECT count() FROM {quote_identifier(database)}.{quote_identifier(table)}"
+        return int(ch.query(sql).result_rows[0][0])
     finally:
         ch.close()
 
