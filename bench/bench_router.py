@@ -138,6 +138,27 @@ def latency_percentiles(settings: Settings, prefix: str) -> tuple[float, float, 
         ch.close()
 
 
+def commit_group_at_end(settings: Settings, topic: str, group: str) -> None:
+    """Make `group` start at the topic's current end (it skips the preloaded events)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        tps = []
+        for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
+            end = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            tps.append(TopicPartition(topic, p, end))
+        c.commit(offsets=tps, asynchronous=False)
+    finally:
+        c.close()
+
+
 def truncate(settings: Settings, clients: list[tuple[str, str]]) -> None:
     ch = http_client(settings.clickhouse)
     try:
@@ -180,7 +201,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def producer_cmd(
-    topic_env: dict[str, str], clients: list[tuple[str, str]], events: int
+    topic_env: dict[str, str], clients: list[tuple[str, str]], events: int, rate: float = 0
 ) -> list[str]:
     args = [
         sys.executable,
@@ -193,6 +214,8 @@ def producer_cmd(
         "--pad",
         str(PAD),
         "--prepare",
+        "--rate",
+        str(rate),
     ]
     for cid, _db in clients:
         args += ["--client-id", cid]
@@ -244,7 +267,7 @@ def bench_clients(
             f"  {live.seconds:6.1f}s  router peak RSS {mib(rss)}"
         )
         results.append(
-            f"{n_clients:>5} clients  latency sent_at -> ingested_at: p50 {p50:.0f} ms,"
+            f"{n_clients:>5} clients  flood latency (mostly queueing) p50 {p50:.0f} ms,"
             f" p95 {p95:.0f} ms, p99 {p99:.0f} ms   producer: {out[-1] if out else '?'}"
         )
         log(results[-2])
@@ -264,6 +287,32 @@ def bench_clients(
             f"  {drain.seconds:6.1f}s  peak RSS {mib(rss)}"
         )
         log(results[-1])
+
+        # 2a'. steady load below capacity: latency as a user would see it
+        if args.latency_rate > 0:
+            truncate(settings, clients)
+            steady_n = int(args.latency_rate * args.latency_seconds)
+            env_steady = dict(env, ROUTER_GROUP_ID=f"bench-router-steady-{run_id}")
+            commit_group_at_end(settings, topic, env_steady["ROUTER_GROUP_ID"])
+            router = start_router(env_steady, workdir / f"router-steady-{n_clients}.log")
+            time.sleep(2)
+            subprocess.run(
+                producer_cmd(env, clients, steady_n, args.latency_rate),
+                cwd=REPO,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            wait_rows(lambda: visible_rows(settings, prefix), steady_n, args.timeout)
+            stop(router)
+            p50, p95, p99 = latency_percentiles(settings, prefix)
+            results.append(
+                f"{n_clients:>5} clients  steady {args.latency_rate:.0f} ev/s for"
+                f" {args.latency_seconds:.0f}s: latency produce -> ingested p50 {p50:.0f} ms,"
+                f" p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+            )
+            log(results[-1])
+            truncate(settings, clients)
 
         # 2b. baseline (1)
         from bench.baselines import minimal_loop
@@ -378,6 +427,13 @@ def main() -> None:
         help="run the router with ROUTER_RECONCILIATION=off",
     )
     p.add_argument("--keep", action="store_true", help="keep bench clients and topics")
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=10_000,
+        help="steady-load phase rate for latency percentiles (0 skips it)",
+    )
+    p.add_argument("--latency-seconds", type=float, default=20.0)
     args = p.parse_args()
     try:
         counts = [int(x) for x in args.clients.split(",") if x]
