@@ -228,9 +228,11 @@ def parse_csv(
             )
             continue
         if types is None:
-            doc: dict[str, Any] = {n: (v if v != "" else None) for n, v in zip(names, record)}
+            doc: dict[str, Any] = {
+                n: (v if v != "" else None) for n, v in zip(names, record, strict=True)
+            }
         else:
-            doc = {n: convert(v, types.get(n)) for n, v in zip(names, record)}
+            doc = {n: convert(v, types.get(n)) for n, v in zip(names, record, strict=True)}
         keyed = keyed_row(doc, spec)
         if isinstance(keyed, str):
             yield LineProblem(first, keyed)

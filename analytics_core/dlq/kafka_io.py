@@ -1,0 +1,204 @@
+"""Kafka side of the reprocessing: a bounded reader of the dead-letter topic, and the
+producer that re-submits replays.
+
+The reader is bounded: at open it records each partition's end offset and reads up to it,
+so a run always terminates even while the router keeps writing (newer letters are for the
+next run). It assigns partitions explicitly, starting at the consumer group's committed
+offsets, and commits only when told to (after the records' fates are durable).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from analytics_core.dlq.records import Coordinates, LetterRecord, from_message
+from analytics_core.settings import KafkaSettings
+
+DEFAULT_GROUP = "analytics-dlq-reprocessor"
+
+
+class StalledRead(RuntimeError):
+    """The broker stopped delivering before the end offsets were reached: an outage."""
+
+
+class ResubmitFailed(RuntimeError):
+    """Replays were not acknowledged by the broker: nothing of the chunk is recorded."""
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    partition: int
+    start: int
+    end: int  # exclusive: the end offset when the run started
+
+    @property
+    def backlog(self) -> int:
+        return max(0, self.end - self.start)
+
+
+class DeadLetterReader:
+    def __init__(self, kafka: KafkaSettings, group_id: str, *, stall_timeout_s: float = 30.0):
+        self.topic = kafka.dead_letter_topic
+        self.group_id = group_id
+        self.stall_timeout_s = stall_timeout_s
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # Bounded prefetch (per partition): memory stays flat with any backlog.
+                "queued.max.messages.kbytes": 8192,
+                "fetch.max.bytes": 8388608,
+            }
+        )
+        self.ranges: dict[int, PartitionRange] = {}
+
+    def open(self) -> list[PartitionRange]:
+        meta = self.consumer.list_topics(self.topic, timeout=10)
+        topic_meta = meta.topics.get(self.topic)
+        if topic_meta is None or topic_meta.error is not None:
+            raise KafkaException(f"topic {self.topic} is not available: {topic_meta}")
+        tps = [TopicPartition(self.topic, p) for p in sorted(topic_meta.partitions)]
+        committed = self.consumer.committed(tps, timeout=10)
+        assign = []
+        for tp in committed:
+            lo, hi = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, tp.partition), timeout=10, cached=False
+            )
+            start = tp.offset if tp.offset not in (OFFSET_INVALID,) and tp.offset >= 0 else lo
+            start = max(start, lo)  # retention may have removed older records
+            self.ranges[tp.partition] = PartitionRange(tp.partition, start, hi)
+            if start < hi:
+                assign.append(TopicPartition(self.topic, tp.partition, start))
+        if assign:
+            self.consumer.assign(assign)
+        return sorted(self.ranges.values(), key=lambda r: r.partition)
+
+    def chunks(self, size: int, max_records: int) -> Iterator[list[LetterRecord]]:
+        """Records up to the end offsets (or `max_records`), in chunks of at most `size`."""
+        open_parts = {r.partition: r.end for r in self.ranges.values() if r.start < r.end}
+        read = 0
+        last_progress = time.monotonic()
+        while open_parts and read < max_records:
+            want = min(size, max_records - read)
+            msgs = self.consumer.consume(num_messages=want, timeout=1.0)
+            batch: list[LetterRecord] = []
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(err)
+                partition: int = msg.partition()  # type: ignore[assignment]
+                offset: int = msg.offset()  # type: ignore[assignment]
+                end = open_parts.get(partition)
+                if end is None or offset >= end:
+                    continue  # written after the run started: the next run's
+                batch.append(_record(msg, self.topic, partition, offset))
+            self._close_finished(open_parts)
+            if batch:
+                read += len(batch)
+                last_progress = time.monotonic()
+                yield batch
+            elif time.monotonic() - last_progress > self.stall_timeout_s:
+                raise StalledRead(
+                    f"no dead letters delivered for {self.stall_timeout_s:.0f}s before the end "
+                    f"offsets of partitions {sorted(open_parts)}"
+                )
+
+    def _close_finished(self, open_parts: dict[int, int]) -> None:
+        positions = self.consumer.position(
+            [TopicPartition(self.topic, p) for p in list(open_parts)]
+        )
+        done = [tp for tp in positions if tp.offset >= 0 and tp.offset >= open_parts[tp.partition]]
+        for tp in done:
+            del open_parts[tp.partition]
+        if done:
+            self.consumer.pause([TopicPartition(self.topic, tp.partition) for tp in done])
+
+    def commit(self, records: list[LetterRecord]) -> dict[int, int]:
+        """Commit past `records` (their fates are durable); returns partition -> next offset."""
+        nxt: dict[int, int] = {}
+        for r in records:
+            nxt[r.coords.partition] = max(nxt.get(r.coords.partition, 0), r.coords.offset + 1)
+        if nxt:
+            self.consumer.commit(
+                offsets=[TopicPartition(self.topic, p, o) for p, o in sorted(nxt.items())],
+                asynchronous=False,
+            )
+        return nxt
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _record(msg: Message, topic: str, partition: int, offset: int) -> LetterRecord:
+    return from_message(
+        Coordinates(topic, partition, offset),
+        msg.key(),
+        msg.value(),
+        msg.headers(),  # type: ignore[arg-type]
+    )
+
+
+class Resubmitter:
+    """Re-submits replays to the raw topic; `flush` returns only when all are acknowledged
+    by every in-sync replica (acks=all, idempotent: no duplicates from producer retries)."""
+
+    def __init__(self, kafka: KafkaSettings, *, timeout_s: float = 60.0) -> None:
+        self.topic = kafka.raw_topic
+        self.timeout_s = timeout_s
+        self.producer = Producer(
+            {
+                "bootstrap.servers": kafka.bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "message.timeout.ms": int(timeout_s * 1000),
+            }
+        )
+        self.errors: list[str] = []
+        self.sent = 0
+
+    def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    def send(
+        self, value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers),
+                    on_delivery=self._delivered,
+                )
+                self.sent += 1
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def flush(self) -> None:
+        left = self.producer.flush(self.timeout_s)
+        if left:
+            self.errors.append(f"{left} replays not acknowledged within {self.timeout_s:.0f}s")
+        if self.errors:
+            errors, self.errors = self.errors, []
+            raise ResubmitFailed(f"{len(errors)} replay(s) failed, first: {errors[0]}")

@@ -1,0 +1,1 @@
+"""Schedules (one module per concern)."""
