@@ -59,6 +59,11 @@ class Rejected:
 InsertOutcome = Inserted | Outage | Rejected
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc)
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
 class ClickHouseSink:
     def __init__(
         self, settings: ClickHouseSettings, topic: str, instance: str, *, timeout_s: int = 30
@@ -74,6 +79,14 @@ class ClickHouseSink:
             self._client = http_client(self._settings, timeout_s=self._timeout_s)
         return self._client
 
+    def _failed(self, exc: Exception) -> Outage | Rejected:
+        """Classify a failed request; an outage also drops the connection."""
+        code = getattr(exc, "code", None) if isinstance(exc, ClickHouseError) else None
+        if isinstance(exc, OSError) or code is None or code in OUTAGE_CODES:
+            self._reset()
+            return Outage(f"{type(exc).__name__}: {_first_line(exc)}")
+        return Rejected(code, _first_line(exc))
+
     def insert(self, batch: Batch, ingested_ms: int) -> InsertOutcome:
         started = time.perf_counter()
         try:
@@ -86,16 +99,8 @@ class ClickHouseSink:
                 fmt="JSONCompactEachRow",
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": batch.token},
             )
-        except ClickHouseError as exc:
-            code = getattr(exc, "code", None)
-            detail = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-            if code is None or code in OUTAGE_CODES:
-                self._reset()
-                return Outage(detail)
-            return Rejected(code, detail)
-        except OSError as exc:
-            self._reset()
-            return Outage(f"{type(exc).__name__}: {exc}")
+        except (ClickHouseError, OSError) as exc:
+            return self._failed(exc)
         return Inserted(len(batch.rows), time.perf_counter() - started)
 
     def insert_accounting(
@@ -129,16 +134,8 @@ class ClickHouseSink:
                 fmt="JSONEachRow",
                 settings={"async_insert": 0, "insert_deduplication_token": token},
             )
-        except ClickHouseError as exc:
-            code = getattr(exc, "code", None)
-            detail = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-            if code is None or code in OUTAGE_CODES:
-                self._reset()
-                return Outage(detail)
-            return Rejected(code, detail)
-        except OSError as exc:
-            self._reset()
-            return Outage(f"{type(exc).__name__}: {exc}")
+        except (ClickHouseError, OSError) as exc:
+            return self._failed(exc)
         return Inserted(len(rows), time.perf_counter() - started)
 
     def existing_rows(
@@ -153,15 +150,10 @@ class ClickHouseSink:
                 " AND kafka_offset BETWEEN {lo:UInt64} AND {hi:UInt64}",
                 parameters={"t": topic, "p": partition, "lo": lo, "hi": hi},
             )
-        except ClickHouseError as exc:
-            code = getattr(exc, "code", None)
-            if code is None or code in OUTAGE_CODES:
-                self._reset()
-                return Outage(str(exc).splitlines()[0][:500])
-            return set()  # database or table missing: nothing stored; the INSERT will say why
-        except OSError as exc:
-            self._reset()
-            return Outage(str(exc))
+        except (ClickHouseError, OSError) as exc:
+            failed = self._failed(exc)
+            # Rejected: database or table missing, so nothing is stored; the INSERT says why.
+            return failed if isinstance(failed, Outage) else set()
         return {(int(p), int(o), int(b)) for p, o, b in result.result_rows}
 
     def ping(self) -> bool:
