@@ -1,0 +1,135 @@
+"""Registry schema bootstrap and the operator CLI, against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analytics_core import pg, registry
+from analytics_core.event_contract import hash_api_key
+from analytics_core.settings import Settings
+from tests.conftest import ch_scalar, unique_id
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def schema_snapshot(settings: Settings) -> list[tuple[object, ...]]:
+    conn = pg.connect(settings.postgres)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name, column_name, data_type, is_nullable, column_default"
+                " FROM information_schema.columns WHERE table_schema = 'public'"
+                " UNION ALL SELECT tablename, indexname, indexdef, '', '' FROM pg_indexes"
+                " WHERE schemaname = 'public'"
+                " UNION ALL SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid),"
+                " '', '' FROM pg_constraint WHERE connamespace = 'public'::regnamespace"
+                " ORDER BY 1, 2"
+            )
+            rows = cur.fetchall()
+            cur.execute("SELECT count(*) FROM clients")
+            rows.append(("clients rows", cur.fetchone()))
+    finally:
+        conn.close()
+    return rows
+
+
+def test_metadata_bootstrap_twice_changes_nothing(stack: Settings) -> None:
+    before = schema_snapshot(stack)
+    assert any(r[0] == "clients" and r[1] == "api_key_hash" for r in before)
+    assert any(r[0] == "schema_versions" and r[1] == "checksum" for r in before)
+    conn = pg.connect(stack.postgres)
+    try:
+        registry.apply_metadata_schema(conn)
+        registry.apply_metadata_schema(conn)
+    finally:
+        conn.close()
+    assert schema_snapshot(stack) == before
+
+
+def test_registry_constraints_refuse_bad_hashes_and_statuses(stack: Settings) -> None:
+    import psycopg2
+
+    conn = pg.connect(stack.postgres)
+    try:
+        with pytest.raises(psycopg2.IntegrityError):
+            registry.add_client(conn, unique_id("bad"), "not-a-hash")
+        conn.rollback()
+        with pytest.raises(psycopg2.IntegrityError), conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO clients (client_id, status, api_key_hash) VALUES (%s, %s, %s)",
+                (unique_id("bad"), "sleeping", hash_api_key("k")),
+            )
+        conn.rollback()
+    finally:
+        conn.close()
+
+
+def admin(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "analytics_core.admin", *args],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_admin_cli_adds_provisions_and_rotates(stack: Settings) -> None:
+    cid = unique_id("cli")
+    added = admin("add-client", cid, "--api-key", "first-key")
+    assert added.returncode == 0 and "first-key" in added.stdout
+    again = admin("add-client", cid)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    prov = admin("provision", cid)
+    assert prov.returncode == 0, prov.stderr
+    db = "client_" + cid.replace("-", "_")
+    assert (
+        ch_scalar(
+            stack,
+            "SELECT count() FROM system.tables WHERE database = {d:String}"
+            " AND name = 'events_base'",
+            d=db,
+        )
+        == 1
+    )
+    conn = pg.connect(stack.postgres)
+    try:
+        row = registry.get_client(conn, cid)
+        assert row is not None and row.status == "active"
+        rotated = admin("rotate-key", cid, "--api-key", "second-key")
+        assert rotated.returncode == 0
+        row = registry.get_client(conn, cid)
+        assert row is not None and row.api_key_hash == hash_api_key("second-key")
+    finally:
+        conn.close()
+    listed = admin("list-clients")
+    assert cid in listed.stdout and "active" in listed.stdout
+
+
+def test_admin_cli_refuses_bad_ids_and_seeds_the_demo_idempotently(stack: Settings) -> None:
+    bad = admin("add-client", "Robert'); DROP TABLE clients;--")
+    assert bad.returncode == 2 and "client_id" in bad.stderr
+    first, second = admin("seed-demo"), admin("seed-demo")
+    assert first.returncode == second.returncode == 0
+    assert "demo-key-change-me" in second.stdout
+
+
+def test_admin_cli_says_how_to_fix_an_unreachable_registry() -> None:
+    env = dict(os.environ, POSTGRES_PORT="1")
+    out = subprocess.run(
+        [sys.executable, "-m", "analytics_core.admin", "list-clients"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "cannot reach PostgreSQL" in out.stderr
+    assert "devstack up" in out.stderr
