@@ -23,13 +23,12 @@ from dagster import (
 from analytics_core import registry
 from analytics_core.clients import ClientStatus
 from analytics_pipeline.assets.batch_loads import BATCH_ASSET_KEYS
-from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME, clients_partitions
+from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.resources import PostgresMetadataResource
 
 batch_load_clients_job = define_asset_job(
     name="batch_load_clients",
-    selection=AssetSelection.assets(*BATCH_ASSET_KEYS),
-    partitions_def=clients_partitions,
+    selection=AssetSelection.assets(*BATCH_ASSET_KEYS),  # partitioned by clients, inferred
     description="Load new landing-zone files of one client (its partition) with dlt.",
 )
 
