@@ -43,16 +43,36 @@ def dedup_token(database: str, rows: list[PendingRow]) -> str:
 class ClientBuffers:
     open: dict[str, list[PendingRow]] = field(default_factory=dict)
     client_of: dict[str, str] = field(default_factory=dict)
+    opened_at: dict[str, float] = field(default_factory=dict)  # database -> first row's time
     retrying: list[Batch] = field(default_factory=list)
     open_rows: int = 0
 
-    def add(self, database: str, client_id: str, row: PendingRow) -> None:
+    def add(self, database: str, client_id: str, row: PendingRow, now: float = 0.0) -> None:
         bucket = self.open.get(database)
         if bucket is None:
             bucket = self.open[database] = []
             self.client_of[database] = client_id
+            self.opened_at[database] = now
         bucket.append(row)
         self.open_rows += 1
+
+    def seal_ready(self, now: float, min_rows: int, max_wait_s: float) -> list[Batch]:
+        """Seal the buffers worth an INSERT now: at least `min_rows` rows, or a first row
+        older than `max_wait_s`. Small clients wait (bounded), so many clients do not turn
+        into many tiny INSERTs; the rest stay open."""
+        ready = [
+            db
+            for db, rows in self.open.items()
+            if rows and (len(rows) >= min_rows or now - self.opened_at[db] >= max_wait_s)
+        ]
+        batches = []
+        for db in ready:
+            rows = self.open.pop(db)
+            self.opened_at.pop(db, None)
+            batches.append(Batch(db, self.client_of.pop(db), rows, dedup_token(db, rows)))
+            self.open_rows -= len(rows)
+        return batches
+
 
     def total_rows(self) -> int:
         return self.open_rows + sum(len(b.rows) for b in self.retrying)
@@ -66,6 +86,7 @@ class ClientBuffers:
         ]
         self.open = {}
         self.client_of = {}
+        self.opened_at = {}
         self.open_rows = 0
         return batches
 
@@ -83,7 +104,12 @@ class ClientBuffers:
         for db in list(self.open):
             kept = [r for r in self.open[db] if r.partition not in partitions]
             dropped += len(self.open[db]) - len(kept)
-            self.open[db] = kept
+            if kept:
+                self.open[db] = kept
+            else:
+                del self.open[db]
+                self.client_of.pop(db, None)
+                self.opened_at.pop(db, None)
         self.open_rows = sum(len(v) for v in self.open.values())
         for b in self.retrying:
             kept = [r for r in b.rows if r.partition not in partitions]

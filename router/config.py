@@ -22,7 +22,10 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_GROUP_ID", "analytics-router", "Kafka consumer group shared by all router processes"),
     ("ROUTER_INSTANCE_ID", "<hostname>-<pid>", "Name written to each row's router_instance"),
     ("ROUTER_FLUSH_MAX_ROWS", "50000", "Flush all client buffers when this many rows are buffered"),
-    ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or when the oldest buffered row is this old"),
+    ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or every this often, for the clients ready below"),
+    ("ROUTER_CLIENT_MIN_ROWS", "1000", "A client's rows are inserted once it has this many..."),
+    ("ROUTER_CLIENT_MAX_WAIT_MS", "5000", "...or once its oldest buffered row is this old"),
+    ("ROUTER_INSERT_CONCURRENCY", "4", "INSERTs in flight at once (one per client batch)"),
     ("ROUTER_MAX_BUFFERED_ROWS", "100000", "Pause consumption above this many unflushed rows"),
     ("ROUTER_DESTINATION_MAX_ATTEMPTS", "5", "Attempts before a rejected batch is dead-lettered"),
     (
@@ -52,6 +55,9 @@ class RouterSettings:
     flush_max_rows: int = 50_000
     flush_interval_s: float = 1.0
     max_buffered_rows: int = 100_000
+    client_min_rows: int = 1000
+    client_max_wait_s: float = 5.0
+    insert_concurrency: int = 4
     destination_max_attempts: int = 5
     retry_backoff_s: float = 0.5
     retry_backoff_max_s: float = 10.0
@@ -73,6 +79,9 @@ class RouterSettings:
             flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 50_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
             max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 100_000, minimum=1),
+            client_min_rows=env_int(e, "ROUTER_CLIENT_MIN_ROWS", 1000, minimum=1),
+            client_max_wait_s=env_int(e, "ROUTER_CLIENT_MAX_WAIT_MS", 5000, minimum=0) / 1000,
+            insert_concurrency=env_int(e, "ROUTER_INSERT_CONCURRENCY", 4, minimum=1),
             destination_max_attempts=env_int(e, "ROUTER_DESTINATION_MAX_ATTEMPTS", 5, minimum=1),
             retry_backoff_s=env_int(e, "ROUTER_RETRY_BACKOFF_MS", 500, minimum=1) / 1000,
             retry_backoff_max_s=env_int(e, "ROUTER_RETRY_BACKOFF_MAX_MS", 10_000, minimum=1) / 1000,

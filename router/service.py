@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -138,7 +139,17 @@ class Router:
                 "message.timeout.ms": 300000,
             }
         )
-        self.sink = ClickHouseSink(common.clickhouse, self.topic, rs.instance_id)
+        # One sink (HTTP connection) per concurrent INSERT; a sink serves one thread at a time.
+        self._sinks: queue.SimpleQueue[ClickHouseSink] = queue.SimpleQueue()
+        self._all_sinks = [
+            ClickHouseSink(common.clickhouse, self.topic, rs.instance_id)
+            for _ in range(rs.insert_concurrency)
+        ]
+        for sink in self._all_sinks:
+            self._sinks.put(sink)
+        self._insert_pool = ThreadPoolExecutor(
+            rs.insert_concurrency, thread_name_prefix="clickhouse-insert"
+        )
         # Accounting rows are written on the consumer thread: a client of their own.
         self.accounting = Accounting(self.topic) if rs.reconciliation else None
         self.accounting_sink = (
@@ -159,7 +170,7 @@ class Router:
         self.outage_backoff = _Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.outage_until = 0.0
         self.paused_all = False
-        self.oldest_open: float | None = None
+        self.last_flush_round = time.monotonic()
         self.failed_letters: list[
             tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int, int]
         ] = []
@@ -217,7 +228,9 @@ class Router:
             log.warning("exiting with unflushed rows; they will be re-read", extra={"rows": left})
         self.consumer.close()
         self._writer.shutdown(wait=True)
-        self.sink.close()
+        self._insert_pool.shutdown(wait=True)
+        for sink in self._all_sinks:
+            sink.close()
         if self.accounting_sink is not None:
             self.accounting_sink.close()
         self.directory.close()
@@ -264,6 +277,7 @@ class Router:
 
         seen = self.tracker.seen
         add_row = self.buffers.add
+        now_mono = time.monotonic()
         for msg in msgs:
             err = msg.error()
             if err is not None:
@@ -309,7 +323,7 @@ class Router:
                         sent if sent is not None else msg.timestamp()[1],
                         received_ms,
                     )
-                    add_row(fate.database, fate.client_id, row)
+                    add_row(fate.database, fate.client_id, row, now_mono)
                 else:
                     dl = fate.letter  # type: ignore[union-attr]
                     if accounting is not None:
@@ -319,8 +333,6 @@ class Router:
                 accounting.record(partition, offset, keys)
         if consumed_messages:
             self.registry_backoff.reset()
-            if self.oldest_open is None and self.buffers.open_rows:
-                self.oldest_open = time.monotonic()
         m.messages_consumed.inc(consumed_messages)
         m.events_consumed.inc(consumed_events)
 
@@ -410,7 +422,7 @@ class Router:
     def _flush_due(self, now: float) -> bool:
         if self.buffers.open_rows >= self.rs.flush_max_rows:
             return True
-        if self.oldest_open is not None and now - self.oldest_open >= self.rs.flush_interval_s:
+        if self.buffers.open_rows and now - self.last_flush_round >= self.rs.flush_interval_s:
             return True
         return any(b.next_attempt_at <= now for b in self.buffers.retrying)
 
@@ -428,8 +440,14 @@ class Router:
         now = time.monotonic()
         if now < self.outage_until and not force:
             return
-        batches = self.buffers.seal() + self.buffers.due_retries(now if not force else float("inf"))
-        self.oldest_open = None
+        self.last_flush_round = now
+        if force or self.buffers.open_rows >= self.rs.flush_max_rows:
+            sealed = self.buffers.seal()
+        else:
+            sealed = self.buffers.seal_ready(
+                now, self.rs.client_min_rows, self.rs.client_max_wait_s
+            )
+        batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
         if not batches:
             self._commit()
             return
@@ -440,17 +458,21 @@ class Router:
             self._finish_write()
 
     def _write(self, batches: list[Batch], ingested_ms: int) -> list[_WriteResult]:
-        """Writer thread: INSERT each batch; touches only the sink (no shared bookkeeping)."""
-        results: list[_WriteResult] = []
-        for i, batch in enumerate(batches):
-            dropped: list[PendingRow] = []
-            outcome = self._insert(batch, ingested_ms, dropped)
-            results.append(_WriteResult(batch, outcome, dropped, ingested_ms))
-            if isinstance(outcome, Outage):
-                # ClickHouse is away: the remaining batches are not attempted.
-                results += [_WriteResult(b, outcome, [], ingested_ms) for b in batches[i + 1 :]]
-                break
-        return results
+        """Writer thread: INSERT the batches, `insert_concurrency` at a time.
+
+        Touches only sinks (no shared bookkeeping); outcomes are applied by `_finish_write`.
+        """
+
+        def one(batch: Batch) -> _WriteResult:
+            sink = self._sinks.get()
+            try:
+                dropped: list[PendingRow] = []
+                outcome = self._insert(sink, batch, ingested_ms, dropped)
+                return _WriteResult(batch, outcome, dropped, ingested_ms)
+            finally:
+                self._sinks.put(sink)
+
+        return list(self._insert_pool.map(one, batches))
 
     def _finish_write(self) -> None:
         assert self._inflight is not None
@@ -479,17 +501,19 @@ class Router:
             self.on_flush()
 
     def _insert(
-        self, batch: Batch, ingested_ms: int, dropped: list[PendingRow]
+        self, sink: ClickHouseSink, batch: Batch, ingested_ms: int, dropped: list[PendingRow]
     ) -> Inserted | Outage | Rejected:
         if self.suspect and batch.attempts == 0:
-            outcome = self._drop_already_inserted(batch, dropped)
+            outcome = self._drop_already_inserted(sink, batch, dropped)
             if outcome is not None:
                 return outcome
             if not batch.rows:
                 return Inserted(0, 0.0)
-        return self.sink.insert(batch, ingested_ms)
+        return sink.insert(batch, ingested_ms)
 
-    def _drop_already_inserted(self, batch: Batch, dropped: list[PendingRow]) -> Outage | None:
+    def _drop_already_inserted(
+        self, sink: ClickHouseSink, batch: Batch, dropped: list[PendingRow]
+    ) -> Outage | None:
         """Rows of a crash-replayed range that a previous owner already inserted are dropped."""
         suspect = dict(self.suspect)
         ranges: dict[int, tuple[int, int]] = {}
@@ -502,7 +526,7 @@ class Router:
             return None
         present: set[tuple[int, int, int]] = set()
         for partition, (lo, hi) in ranges.items():
-            found = self.sink.existing_rows(batch.database, self.topic, partition, lo, hi)
+            found = sink.existing_rows(batch.database, self.topic, partition, lo, hi)
             if isinstance(found, Outage):
                 return found
             present |= found

@@ -239,6 +239,7 @@ def router_env(group: str, **over: str) -> dict[str, str]:
             "ROUTER_INSTANCE_ID": group,
             "ROUTER_METRICS_PORT": "0",
             "ROUTER_FLUSH_INTERVAL_MS": "200",
+            "ROUTER_CLIENT_MAX_WAIT_MS": "200",
             "ROUTER_CACHE_LOCAL_TTL_S": "0.5",
         }
     )

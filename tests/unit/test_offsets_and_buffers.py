@@ -103,3 +103,18 @@ def test_rows_encode_as_json_compact_each_row_with_ingested_time() -> None:
     assert values[0] == "00000000-0000-0000-0000-000000000001"
     assert values[2] == 1795771200.123 and values[14] == 1795771200.999
     assert len(values) == 16 and values[4] == {"url": "/a"}
+
+
+def test_small_clients_wait_until_they_are_worth_an_insert_or_too_old() -> None:
+    b = ClientBuffers()
+    for i in range(3):
+        b.add("client_big", "big", row(0, i), now=10.0)
+    b.add("client_small", "small", row(1, 1), now=10.0)
+    b.add("client_late", "late", row(2, 1), now=11.5)
+    [big] = b.seal_ready(now=12.0, min_rows=3, max_wait_s=5.0)
+    assert big.database == "client_big" and b.open_rows == 2
+    assert b.seal_ready(now=14.9, min_rows=3, max_wait_s=5.0) == []
+    [small] = b.seal_ready(now=15.0, min_rows=3, max_wait_s=5.0)  # waited its 5 s
+    assert small.database == "client_small"
+    [late] = b.seal()
+    assert late.database == "client_late" and b.total_rows() == 0
