@@ -288,6 +288,23 @@ def bench_clients(
         )
         log(results[-1])
 
+        # 2a+. the same drain with router accounting off: the cost of reconciliation
+        if args.compare_accounting:
+            truncate(settings, clients)
+            env_off = dict(
+                env, ROUTER_GROUP_ID=f"bench-router-drain-off-{run_id}", ROUTER_RECONCILIATION="off"
+            )
+            started = time.monotonic()
+            router = start_router(env_off, workdir / f"router-drain-off-{n_clients}.log")
+            last = wait_rows(lambda: visible_rows(settings, prefix), events, args.timeout)
+            stop(router)
+            off = Run("router drain, accounting off", events, last - started)
+            results.append(
+                f"{n_clients:>5} clients  {off.label:<36} {off.rate:>9.0f} ev/s"
+                f"  {off.seconds:6.1f}s  -> accounting on/off = {drain.rate / off.rate:.3f}"
+            )
+            log(results[-1])
+
         # 2a'. steady load below capacity: latency as a user would see it
         if args.latency_rate > 0:
             truncate(settings, clients)
@@ -434,6 +451,11 @@ def main() -> None:
         help="steady-load phase rate for latency percentiles (0 skips it)",
     )
     p.add_argument("--latency-seconds", type=float, default=20.0)
+    p.add_argument(
+        "--compare-accounting",
+        action="store_true",
+        help="also drain with ROUTER_RECONCILIATION=off and print the on/off ratio",
+    )
     args = p.parse_args()
     try:
         counts = [int(x) for x in args.clients.split(",") if x]
