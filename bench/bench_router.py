@@ -248,7 +248,6 @@ def bench_clients(
         # 1. live run
         router = start_router(env, workdir / f"router-{n_clients}.log")
         time.sleep(1.5)  # let it join the group; its start-up is not part of the figure
-        first_produce = time.monotonic()
         producer = subprocess.Popen(
             producer_cmd(env, clients, events),
             cwd=REPO,
@@ -256,6 +255,12 @@ def bench_clients(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
+        assert producer.stdout is not None
+        # The clock starts when the producer starts sending (messages are built before).
+        for line in producer.stdout:
+            if line.startswith(b"prepared "):
+                break
+        first_produce = time.monotonic()
         last = wait_rows(lambda: visible_rows(settings, prefix), events, args.timeout)
         out = producer.communicate(timeout=120)[0].decode().strip().splitlines()
         rss = peak_rss_mib(router.pid)

@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     source: Iterable[tuple[bytes, bytes]] = messages(args)
     if args.prepare:
         source = list(source)
+        print(f"prepared {len(source)} messages; sending", flush=True)
     started = time.monotonic()
     sent = 0
     for key, value in source:

@@ -9,32 +9,26 @@ assets); another is provisioned by the daemon's provisioning sensor on its own.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from dagster import DagsterRun, RunsFilter
 
 from analytics_core.clients import ClientStatus
-from analytics_core.settings import REPO_ROOT, Settings
+from analytics_core.settings import Settings
 from analytics_pipeline.testing import Sandbox, sandbox
 from devstack import api
+from tests.dagster_dev_support import (
+    LOCATION,
+    REPOSITORY,
+    GraphQL,
+    running_dagster_dev,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-DAGSTER = Path(REPO_ROOT) / ".venv" / "bin" / "dagster"
-LOCATION = "analytics_pipeline"
-REPOSITORY = "__repository__"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,82 +42,10 @@ def sb(tmp_path: Path) -> Iterator[Sandbox]:
         yield box
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class GraphQL:
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/graphql"
-
-    def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        req = urllib.request.Request(
-            self.url, body, {"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            doc = json.loads(resp.read())
-        assert not doc.get("errors"), doc["errors"]
-        return dict(doc["data"])
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 @pytest.fixture
 def dagster_dev(sb: Sandbox, tmp_path: Path) -> Iterator[GraphQL]:
-    port = free_port()
-    log_path = tmp_path / "dagster_dev.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [str(DAGSTER), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO_ROOT,
-        env={**os.environ, **sb.env()},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: webserver, daemon, code servers
-    )
-    gql = GraphQL(port)
-    try:
-        wait_for(lambda: proc.poll() is not None or gql("{ version }"), "the webserver", 120)
-        assert proc.poll() is None, log_path.read_text()[-3000:]
-        wait_for(lambda: location_loaded(gql), "the code location", 120)
+    with running_dagster_dev(sb.env(), tmp_path / "dagster_dev.log") as gql:
         yield gql
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
-
-
-def location_loaded(gql: GraphQL) -> bool:
-    data = gql(
-        """{ workspaceOrError { ... on Workspace { locationEntries {
-             name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
-        } } } }"""
-    )
-    for entry in data["workspaceOrError"]["locationEntries"]:
-        if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
-            loaded = entry["locationOrLoadError"]
-            assert loaded["__typename"] == "RepositoryLocation", loaded
-            return True
-    return False
 
 
 ADD_PARTITION = """

@@ -1,0 +1,97 @@
+"""Running `dagster dev` in a test and talking to it through GraphQL, as the UI does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from analytics_core.settings import REPO_ROOT
+from tests.conftest import free_port
+
+DAGSTER = Path(REPO_ROOT) / ".venv" / "bin" / "dagster"
+LOCATION = "analytics_pipeline"
+REPOSITORY = "__repository__"
+
+
+class GraphQL:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/graphql"
+
+    def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        req = urllib.request.Request(
+            self.url, body, {"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            doc = json.loads(resp.read())
+        assert not doc.get("errors"), doc["errors"]
+        return dict(doc["data"])
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float) -> Any:
+    """Poll once a second; connection errors (server still starting) count as not yet."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def location_loaded(gql: GraphQL) -> bool:
+    data = gql(
+        """{ workspaceOrError { ... on Workspace { locationEntries {
+             name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
+        } } } }"""
+    )
+    for entry in data["workspaceOrError"]["locationEntries"]:
+        if entry["name"] == LOCATION and entry["loadStatus"] == "LOADED":
+            loaded = entry["locationOrLoadError"]
+            assert loaded["__typename"] == "RepositoryLocation", loaded
+            return True
+    return False
+
+
+@contextmanager
+def running_dagster_dev(
+    env: Mapping[str, str], log_path: Path, workspace: Path = REPO_ROOT / "workspace.yaml"
+) -> Iterator[GraphQL]:
+    """`dagster dev` on a free port until the code location is loaded; stopped on exit."""
+    port = free_port()
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [str(DAGSTER), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: webserver, daemon, code servers
+    )
+    gql = GraphQL(port)
+    try:
+        wait_for(lambda: proc.poll() is not None or gql("{ version }"), "the webserver", 120)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        wait_for(lambda: location_loaded(gql), "the code location", 120)
+        yield gql
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
