@@ -73,7 +73,6 @@ class ClientBuffers:
             self.open_rows -= len(rows)
         return batches
 
-
     def total_rows(self) -> int:
         return self.open_rows + sum(len(b.rows) for b in self.retrying)
 
