@@ -252,8 +252,7 @@ def start_router(stack: Settings) -> Iterator[Callable[..., RouterThread]]:
     """Start routers in threads; each test gets a fresh consumer group that starts at the
     end of the topic's history known at fixture time (older messages belong to other tests)."""
     started: list[RouterThread] = []
-    group = unique_id("router-test")
-    _seek_group_to_end(stack, group)
+    group = fresh_group(stack, "router-test")
 
     def start(**over: str) -> RouterThread:
         r = RouterThread(router_env(group, **over)).start()
@@ -264,6 +263,14 @@ def start_router(stack: Settings) -> Iterator[Callable[..., RouterThread]]:
     for r in started:
         if r.thread is not None and r.thread.is_alive():
             r.stop()
+
+
+def fresh_group(settings: Settings, prefix: str) -> str:
+    """A new consumer group that starts at the raw topic's current end (older messages
+    belong to other tests)."""
+    group = unique_id(prefix)
+    _seek_group_to_end(settings, group)
+    return group
 
 
 def _seek_group_to_end(settings: Settings, group: str) -> None:

@@ -26,6 +26,7 @@ from tests.conftest import (
     Kafka,
     ch_scalar,
     event,
+    fresh_group,
     router_env,
     set_status,
     unique_id,
@@ -323,10 +324,7 @@ def test_sigkill_mid_batch_then_restart_has_no_loss_and_no_duplicates(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     clients = [make_client("kill") for _ in range(3)]
-    group = unique_id("router-kill")
-    from tests.conftest import _seek_group_to_end
-
-    _seek_group_to_end(stack, group)
+    group = fresh_group(stack, "router-kill")
     # Small batches and a small buffer: many INSERT/commit cycles to be killed in the middle of.
     env = router_env(
         group,
@@ -381,10 +379,7 @@ def test_sigterm_flushes_commits_and_exits_in_bounded_time(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     c = make_client("term")
-    group = unique_id("router-term")
-    from tests.conftest import _seek_group_to_end
-
-    _seek_group_to_end(stack, group)
+    group = fresh_group(stack, "router-term")
     env = router_env(
         group,
         ROUTER_FLUSH_INTERVAL_MS="60000",
@@ -511,11 +506,10 @@ def test_metrics_health_and_readiness_endpoints(
 ) -> None:
     import urllib.request
 
-    from tests.conftest import _seek_group_to_end, free_port
+    from tests.conftest import free_port
 
     c = make_client("met")
-    group = unique_id("router-metrics")
-    _seek_group_to_end(stack, group)
+    group = fresh_group(stack, "router-metrics")
     port = free_port()
     proc = _router_process(router_env(group, ROUTER_METRICS_PORT=str(port)), tmp_path / "r.log")
 

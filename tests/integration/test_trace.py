@@ -31,8 +31,8 @@ from tests.conftest import (
     ClientFixture,
     Kafka,
     RouterThread,
-    _seek_group_to_end,
     event,
+    fresh_group,
     router_env,
     unique_id,
     wait_for,
@@ -88,8 +88,7 @@ def scenario(stack: Settings) -> Iterator[Scenario]:
     kafka = Kafka(settings)
     active = _client(settings, "trc", provision=True)
     late = _client(settings, "trl", provision=False)
-    group = unique_id("router-trace")
-    _seek_group_to_end(settings, group)
+    group = fresh_group(settings, "router-trace")
     router = RouterThread(router_env(group)).start()
     try:
         routed = event(active)
