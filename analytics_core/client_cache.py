@@ -202,6 +202,40 @@ class ClientDirectory:
         self._remember(client_id, result, now)
         return result
 
+    def refresh_ahead(self) -> int:
+        """Re-read from Redis, in one round trip per thousand, the known clients whose local
+        entry is past half its TTL, so hot-path lookups stay local hits.
+
+        An entry is never older than `local_ttl_s` either way: this only moves the Redis
+        reads off the hot path. Unknown-client entries are left to expire (a flood of bad
+        ids must not grow the refresh). Returns how many entries were refreshed.
+        """
+        now = time.monotonic()
+        if now < self._redis_down_until:
+            return 0
+        half = self.local_ttl_s / 2
+        with self._lock:
+            due = [
+                cid
+                for cid, e in self._local.items()
+                if type(e.result) is ClientFound and now - e.fetched_at >= half
+            ]
+        refreshed = 0
+        for start in range(0, len(due), 1000):
+            chunk = due[start : start + 1000]
+            try:
+                raws = self._redis.mget([cache_key(c) for c in chunk])
+            except (redis.RedisError, OSError) as exc:
+                self._redis_failed(exc, now)
+                return refreshed
+            for cid, raw in zip(chunk, raws, strict=True):
+                # Expired in Redis (or unreadable): the next lookup goes to PostgreSQL.
+                found = None if raw is None else decode(cid, bytes(raw))
+                if found is not None:
+                    self._remember(cid, found, now)
+                    refreshed += 1
+        return refreshed
+
     def _remember(self, client_id: str, result: ClientFound | ClientMissing, now: float) -> None:
         with self._lock:
             self._local[client_id] = _Local(result, now)

@@ -4,7 +4,9 @@ Invariants:
 - a batch, once sealed, never changes: a retry re-sends exactly the same rows
   with the same deduplication token, so an INSERT that succeeded but whose
   answer was lost is dropped by ClickHouse instead of duplicated;
-- rows arriving while a client's batch is being retried go to a new batch.
+- rows arriving while a client's batch is being retried go to a new batch;
+- `open_rows`/`open_bytes` are the sums over the open buffers, and a batch keeps the
+  bytes it was sealed with, so `total_bytes` bounds the memory the rows hold.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Batch:
     client_id: str
     rows: list[PendingRow]
     token: str
+    nbytes: int = 0
     attempts: int = 0
     next_attempt_at: float = 0.0
     first_error: str | None = None
@@ -44,17 +47,33 @@ class ClientBuffers:
     open: dict[str, list[PendingRow]] = field(default_factory=dict)
     client_of: dict[str, str] = field(default_factory=dict)
     opened_at: dict[str, float] = field(default_factory=dict)  # database -> first row's time
+    open_bytes_of: dict[str, int] = field(default_factory=dict)
     retrying: list[Batch] = field(default_factory=list)
     open_rows: int = 0
+    open_bytes: int = 0
 
-    def add(self, database: str, client_id: str, row: PendingRow, now: float = 0.0) -> None:
+    def add(
+        self, database: str, client_id: str, row: PendingRow, now: float = 0.0, nbytes: int = 0
+    ) -> None:
         bucket = self.open.get(database)
         if bucket is None:
             bucket = self.open[database] = []
             self.client_of[database] = client_id
             self.opened_at[database] = now
+            self.open_bytes_of[database] = 0
         bucket.append(row)
         self.open_rows += 1
+        self.open_bytes += nbytes
+        self.open_bytes_of[database] += nbytes
+
+    def _seal_one(self, database: str) -> Batch:
+        rows = self.open.pop(database)
+        nbytes = self.open_bytes_of.pop(database, 0)
+        self.opened_at.pop(database, None)
+        self.open_rows -= len(rows)
+        self.open_bytes -= nbytes
+        client_id = self.client_of.pop(database)
+        return Batch(database, client_id, rows, dedup_token(database, rows), nbytes)
 
     def seal_ready(self, now: float, min_rows: int, max_wait_s: float) -> list[Batch]:
         """Seal the buffers worth an INSERT now: at least `min_rows` rows, or a first row
@@ -65,29 +84,27 @@ class ClientBuffers:
             for db, rows in self.open.items()
             if rows and (len(rows) >= min_rows or now - self.opened_at[db] >= max_wait_s)
         ]
+        return [self._seal_one(db) for db in ready]
+
+    def seal_largest(self, keep_rows: int, keep_bytes: int) -> list[Batch]:
+        """Seal the biggest buffers until at most `keep_rows` rows and `keep_bytes` bytes
+        stay open: under memory pressure the rows go out in the fewest, largest INSERTs."""
         batches = []
-        for db in ready:
-            rows = self.open.pop(db)
-            self.opened_at.pop(db, None)
-            batches.append(Batch(db, self.client_of.pop(db), rows, dedup_token(db, rows)))
-            self.open_rows -= len(rows)
+        for db in sorted(self.open_bytes_of, key=self.open_bytes_of.__getitem__, reverse=True):
+            if self.open_rows <= keep_rows and self.open_bytes <= keep_bytes:
+                break
+            batches.append(self._seal_one(db))
         return batches
 
     def total_rows(self) -> int:
         return self.open_rows + sum(len(b.rows) for b in self.retrying)
 
+    def total_bytes(self) -> int:
+        return self.open_bytes + sum(b.nbytes for b in self.retrying)
+
     def seal(self) -> list[Batch]:
         """Turn every open buffer into a batch; the buffers start empty again."""
-        batches = [
-            Batch(db, self.client_of[db], rows, dedup_token(db, rows))
-            for db, rows in self.open.items()
-            if rows
-        ]
-        self.open = {}
-        self.client_of = {}
-        self.opened_at = {}
-        self.open_rows = 0
-        return batches
+        return [self._seal_one(db) for db in list(self.open)]
 
     def due_retries(self, now: float) -> list[Batch]:
         due = [b for b in self.retrying if b.next_attempt_at <= now]
@@ -101,19 +118,27 @@ class ClientBuffers:
         """Forget rows of revoked partitions (their new owner re-reads them)."""
         dropped = 0
         for db in list(self.open):
-            kept = [r for r in self.open[db] if r.partition not in partitions]
-            dropped += len(self.open[db]) - len(kept)
+            rows = self.open[db]
+            kept = [r for r in rows if r.partition not in partitions]
+            if len(kept) == len(rows):
+                continue
+            dropped += len(rows) - len(kept)
+            share = self.open_bytes_of[db] // len(rows)  # rows of one client are alike
             if kept:
                 self.open[db] = kept
+                self.open_bytes_of[db] = share * len(kept)
             else:
                 del self.open[db]
+                del self.open_bytes_of[db]
                 self.client_of.pop(db, None)
                 self.opened_at.pop(db, None)
         self.open_rows = sum(len(v) for v in self.open.values())
+        self.open_bytes = sum(self.open_bytes_of.values())
         for b in self.retrying:
             kept = [r for r in b.rows if r.partition not in partitions]
             dropped += len(b.rows) - len(kept)
             if len(kept) != len(b.rows):
+                b.nbytes = b.nbytes // len(b.rows) * len(kept)
                 b.rows = kept
                 b.token = dedup_token(b.database, kept)
         self.retrying = [b for b in self.retrying if b.rows]

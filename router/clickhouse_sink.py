@@ -22,7 +22,7 @@ from analytics_core.ops_schema import CONSUMPTION_TABLE
 from analytics_core.settings import ClickHouseSettings
 from router.accounting import RangeRow
 from router.buffers import Batch
-from router.rows import INSERT_SETTINGS, encode_rows
+from router.rows import INSERT_SETTINGS, encode_batch
 
 # Server codes that mean "the server is busy or going away", not "this database is broken".
 ACCOUNTING_COLUMNS = (
@@ -91,7 +91,7 @@ class ClickHouseSink:
         started = time.perf_counter()
         try:
             client = self._get()
-            block = encode_rows(batch.rows, ingested_ms, self._topic, self._instance)
+            block = encode_batch(batch.rows, ingested_ms, self._instance)
             client.raw_insert(
                 f"{quote_identifier(batch.database)}.{EVENTS_TABLE}",
                 EVENT_COLUMNS,

@@ -27,6 +27,11 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_CLIENT_MAX_WAIT_MS", "5000", "...or once its oldest buffered row is this old"),
     ("ROUTER_INSERT_CONCURRENCY", "4", "INSERTs in flight at once (one per client batch)"),
     ("ROUTER_MAX_BUFFERED_ROWS", "100000", "Pause consumption above this many unflushed rows"),
+    (
+        "ROUTER_MAX_BUFFERED_MB",
+        "256",
+        "...or above this much encoded row data; the biggest clients flush at half of it",
+    ),
     ("ROUTER_DESTINATION_MAX_ATTEMPTS", "5", "Attempts before a rejected batch is dead-lettered"),
     (
         "ROUTER_RETRY_BACKOFF_MS",
@@ -55,6 +60,7 @@ class RouterSettings:
     flush_max_rows: int = 50_000
     flush_interval_s: float = 1.0
     max_buffered_rows: int = 100_000
+    max_buffered_bytes: int = 256 * 2**20
     client_min_rows: int = 1000
     client_max_wait_s: float = 5.0
     insert_concurrency: int = 4
@@ -79,6 +85,7 @@ class RouterSettings:
             flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 50_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
             max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 100_000, minimum=1),
+            max_buffered_bytes=env_int(e, "ROUTER_MAX_BUFFERED_MB", 256, minimum=1) * 2**20,
             client_min_rows=env_int(e, "ROUTER_CLIENT_MIN_ROWS", 1000, minimum=1),
             client_max_wait_s=env_int(e, "ROUTER_CLIENT_MAX_WAIT_MS", 5000, minimum=0) / 1000,
             insert_concurrency=env_int(e, "ROUTER_INSERT_CONCURRENCY", 4, minimum=1),

@@ -72,6 +72,9 @@ class RouterMetrics:
             "router_consumer_lag", "Messages behind the partition end", ["partition"], registry=r
         )
         self.buffered_rows = Gauge("router_buffered_rows", "Rows waiting for INSERT", registry=r)
+        self.buffered_bytes = Gauge(
+            "router_buffered_bytes", "Encoded bytes of the rows waiting for INSERT", registry=r
+        )
         self.paused = Gauge(
             "router_paused", "1 while consumption is paused (back-pressure)", registry=r
         )

@@ -1,72 +1,107 @@
 """Turning a routed event into an `events_base` row (pure).
 
-Rows are JSONCompactEachRow arrays in `EVENT_COLUMNS` order, serialised with
-orjson: ClickHouse parses them server-side, which is several times cheaper for
-this process than client-side binary encoding. DateTime64 values travel as
-decimal seconds (ms / 1000), which ClickHouse reads exactly to the millisecond.
-`properties` travels as a JSON object and is stored as its compact JSON text in
-the `event_properties String` column (input_format_json_read_objects_as_strings),
-so it is serialised exactly once.
+A row is encoded once, when its event is routed, and buffered as bytes: the parsed
+event is dropped at once, so a buffered row costs about its encoded size. Rows are
+JSONCompactEachRow arrays in `EVENT_COLUMNS` order, serialised with orjson: ClickHouse
+parses them server-side, which is several times cheaper for this process than
+client-side binary encoding.
+
+Invariants:
+- `PendingRow.line` is the row's array up to and including `received_at`, without the
+  closing bracket; `encode_batch` appends `ingested_at` and `router_instance`, the only
+  values not known when the event is routed;
+- DateTime64 values travel as decimal seconds (ms / 1000), read exactly to the ms;
+- `properties` travels as a JSON object and is stored as its compact JSON text in the
+  `event_properties String` column (input_format_json_read_objects_as_strings).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from analytics_core.event_contract import Origin
 from router.decision import Routed
 
 # async_insert is on by default in recent ClickHouse and ignores deduplication tokens
 # (async_insert_deduplicate=0): the router already batches, so it inserts synchronously.
 INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "async_insert": 0}
 
+# Positions in the encoded row (EVENT_COLUMNS order).
+_EVENT_ID = 0
+_ATTEMPT = 11
+
 
 @dataclass(slots=True)
 class PendingRow:
-    """A routed event waiting for its INSERT, with what is needed to ack or dead-letter it.
-
-    The row itself is built only when the batch is encoded, straight from the event.
-    """
+    """A routed event waiting for its INSERT, with what is needed to ack or dead-letter it."""
 
     partition: int
     offset: int
-    routed: Routed
-    raw: bytes | None
+    batch_index: int
     produced_ms: int  # event sent_at, else Kafka produce timestamp: for end-to-end latency
-    received_ms: int
+    line: bytes  # the encoded row without ingested_at and router_instance (see module doc)
+    raw: bytes | None  # the original message, for a destination_error dead letter
+    origin: Origin | None  # where the event first entered; None: this very message
+
+    @property
+    def size(self) -> int:
+        """Bytes this row holds on its own (a batch message's `raw` is shared: not counted)."""
+        return len(self.line)
+
+    def fields(self) -> list[Any]:
+        """The encoded values (rare paths only: dead-lettering a rejected batch)."""
+        values: list[Any] = orjson.loads(self.line + b"]")
+        return values
+
+    def event_id(self) -> str:
+        return str(self.fields()[_EVENT_ID])
+
+    def attempt(self) -> int:
+        return int(self.fields()[_ATTEMPT])
+
+    def source_origin(self, topic: str) -> Origin:
+        return self.origin or Origin(topic, self.partition, self.offset)
 
 
-def encode_rows(rows: list[PendingRow], ingested_ms: int, topic: str, instance: str) -> bytes:
-    """JSONCompactEachRow lines in EVENT_COLUMNS order."""
-    ingested = ingested_ms / 1000
-    dumps = orjson.dumps
-    out = []
-    for r in rows:
-        routed = r.routed
-        ev = routed.event
-        origin = routed.origin
-        produced = r.produced_ms
-        out.append(
-            dumps(
-                (
-                    ev.event_id,
-                    ev.event_name,
-                    ev.timestamp_ms / 1000,
-                    ev.user_id,
-                    ev.properties,  # a JSON object; ClickHouse keeps its text (INSERT_SETTINGS)
-                    topic,
-                    r.partition,
-                    r.offset,
-                    ev.batch_index,
-                    origin.partition,
-                    origin.offset,
-                    routed.attempt,
-                    produced / 1000 if produced > 0 else None,
-                    r.received_ms / 1000,
-                    ingested,
-                    instance,
-                )
-            )
+def pending_row(
+    routed: Routed,
+    topic: str,
+    partition: int,
+    offset: int,
+    raw: bytes | None,
+    produced_ms: int,
+    received_ms: int,
+) -> PendingRow:
+    ev = routed.event
+    origin = routed.origin
+    line = orjson.dumps(
+        (
+            ev.event_id,
+            ev.event_name,
+            ev.timestamp_ms / 1000,
+            ev.user_id,
+            ev.properties,  # a JSON object; ClickHouse keeps its text (INSERT_SETTINGS)
+            topic,
+            partition,
+            offset,
+            ev.batch_index,
+            origin.partition,
+            origin.offset,
+            routed.attempt,
+            produced_ms / 1000 if produced_ms > 0 else None,
+            received_ms / 1000,
         )
-    return b"\n".join(out)
+    )[:-1]
+    same = origin.offset == offset and origin.partition == partition and origin.topic == topic
+    return PendingRow(
+        partition, offset, ev.batch_index, produced_ms, line, raw, None if same else origin
+    )
+
+
+def encode_batch(rows: list[PendingRow], ingested_ms: int, instance: str) -> bytes:
+    """JSONCompactEachRow lines in EVENT_COLUMNS order, ingested_at set for the whole batch."""
+    tail = b"," + orjson.dumps(ingested_ms / 1000) + b"," + orjson.dumps(instance) + b"]"
+    return (tail + b"\n").join([r.line for r in rows]) + tail

@@ -50,7 +50,7 @@ from router.config import RouterSettings
 from router.decision import RawMessage, Retry, Routed, decide
 from router.metrics import RouterMetrics
 from router.offsets import OffsetTracker
-from router.rows import PendingRow
+from router.rows import PendingRow, pending_row
 
 log = logging.getLogger("router")
 
@@ -160,6 +160,10 @@ class Router:
         self.ops_ready = False
         self.tracker = OffsetTracker()
         self.buffers = ClientBuffers()
+        # The biggest buffers are flushed at half the memory budget, so rows keep flowing
+        # in while they are inserted and consumption pauses only if ClickHouse falls behind.
+        self.flush_bytes = rs.max_buffered_bytes // 2
+        self.last_cache_refresh = 0.0
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
         self.suspect: dict[int, tuple[int, int]] = {}  # partition -> offsets maybe in ClickHouse
@@ -249,6 +253,9 @@ class Router:
         if self._inflight is not None and self._inflight.done():
             self._finish_write()
         now = time.monotonic()
+        if now - self.last_cache_refresh >= self.rs.cache_local_ttl_s / 4:
+            self.last_cache_refresh = now
+            self.directory.refresh_ahead()
         if self._flush_due(now):
             self._flush()
         self._apply_backpressure()
@@ -310,20 +317,23 @@ class Router:
             consumed_events += len(decision)
             seen((topic, partition), offset, len(decision))
             keys: list[FateKey] = []
+            # Buffered bytes: each row's encoding plus its share of the original message.
+            raw_share = len(value) // len(decision) if value and decision else 0
             for fate in decision:
                 if type(fate) is Routed:
                     if accounting is not None:
                         keys.append((fate.client_id, ROUTED, "", window))
                     sent = fate.event.sent_at_ms
-                    row = PendingRow(
+                    row = pending_row(
+                        fate,
+                        topic,
                         partition,
                         offset,
-                        fate,
                         value,
                         sent if sent is not None else msg.timestamp()[1],
                         received_ms,
                     )
-                    add_row(fate.database, fate.client_id, row, now_mono)
+                    add_row(fate.database, fate.client_id, row, now_mono, len(row.line) + raw_share)
                 else:
                     dl = fate.letter  # type: ignore[union-attr]
                     if accounting is not None:
@@ -419,8 +429,12 @@ class Router:
             self._produce_letter(value, key, headers, partition, offset)
 
     # ------------------------------------------------------------------ flushing
+    def _under_pressure(self) -> bool:
+        b = self.buffers
+        return b.open_rows >= self.rs.flush_max_rows or b.open_bytes >= self.flush_bytes
+
     def _flush_due(self, now: float) -> bool:
-        if self.buffers.open_rows >= self.rs.flush_max_rows:
+        if self._under_pressure():
             return True
         if self.buffers.open_rows and now - self.last_flush_round >= self.rs.flush_interval_s:
             return True
@@ -441,12 +455,18 @@ class Router:
         if now < self.outage_until and not force:
             return
         self.last_flush_round = now
-        if force or self.buffers.open_rows >= self.rs.flush_max_rows:
+        if force:
             sealed = self.buffers.seal()
         else:
             sealed = self.buffers.seal_ready(
                 now, self.rs.client_min_rows, self.rs.client_max_wait_s
             )
+            if self._under_pressure():
+                # The biggest clients go first, down to half the thresholds: few, large
+                # INSERTs however many clients share the buffer.
+                sealed += self.buffers.seal_largest(
+                    self.rs.flush_max_rows // 2, self.flush_bytes // 2
+                )
         batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
         if not batches:
             self._commit()
@@ -534,7 +554,7 @@ class Router:
             return None
         kept: list[PendingRow] = []
         for r in batch.rows:
-            key = (r.partition, r.offset, r.routed.event.batch_index)
+            key = (r.partition, r.offset, r.batch_index)
             (dropped if key in present else kept).append(r)
         log.info(
             "skipped rows already inserted before a restart",
@@ -621,21 +641,20 @@ class Router:
         )
         now_iso = _now_iso()
         for r in batch.rows:
-            routed = r.routed
             if self.accounting is not None:
                 self.accounting.reclassify(
-                    r.partition, r.offset, routed.client_id, Reason.DESTINATION_ERROR.value
+                    r.partition, r.offset, batch.client_id, Reason.DESTINATION_ERROR.value
                 )
             letter = DeadLetter(
                 reason=Reason.DESTINATION_ERROR,
                 detail=f"database {batch.database}: {outcome.detail}",
-                origin=routed.origin,
+                origin=r.source_origin(self.topic),
                 source=Origin(self.topic, r.partition, r.offset),
-                batch_index=routed.event.batch_index,
-                client_id=routed.client_id,
-                event_id=routed.event.event_id,
+                batch_index=r.batch_index,
+                client_id=batch.client_id,
+                event_id=r.event_id(),
                 first_failed_at=now_iso,
-                attempt=routed.attempt,
+                attempt=r.attempt(),
                 router_version=VERSION,
             )
             self._dead_letter(r.raw, letter, r.partition, r.offset)
@@ -704,13 +723,22 @@ class Router:
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
         total = self.buffers.total_rows()
+        nbytes = self.buffers.total_bytes()
         self.metrics.buffered_rows.set(total)
-        if not self.paused_all and total >= self.rs.max_buffered_rows:
+        self.metrics.buffered_bytes.set(nbytes)
+        rs = self.rs
+        if not self.paused_all and (
+            total >= rs.max_buffered_rows or nbytes >= rs.max_buffered_bytes
+        ):
             self._set_paused(True)
-            log.warning("buffer full; pausing consumption", extra={"rows": total})
-        elif self.paused_all and total < self.rs.max_buffered_rows // 2:
+            log.warning("buffer full; pausing consumption", extra={"rows": total, "bytes": nbytes})
+        elif (
+            self.paused_all
+            and total < rs.max_buffered_rows // 2
+            and nbytes < rs.max_buffered_bytes // 2
+        ):
             self._set_paused(False)
-            log.info("buffer drained; resuming consumption", extra={"rows": total})
+            log.info("buffer drained; resuming consumption", extra={"rows": total, "bytes": nbytes})
 
     def _set_paused(self, paused: bool) -> None:
         tps = [TopicPartition(self.topic, p) for p in self.assigned]

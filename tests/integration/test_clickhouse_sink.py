@@ -9,7 +9,7 @@ from analytics_core.settings import Settings
 from router.buffers import Batch, dedup_token
 from router.clickhouse_sink import ClickHouseSink, Inserted, Rejected
 from router.decision import Routed
-from router.rows import PendingRow
+from router.rows import PendingRow, pending_row
 from tests.conftest import ch_scalar
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def rows(client_id: str, database: str, n: int, first_offset: int = 0) -> list[P
             {"url": f"/p/{i}", "nested": {"a": [1]}},
         )
         routed = Routed(client_id, database, ev, Origin("raw", 0, off), 1)
-        out.append(PendingRow(0, off, routed, None, 0, 1795771200000))
+        out.append(pending_row(routed, "raw", 0, off, None, 0, 1795771200000))
     return out
 
 

@@ -7,7 +7,7 @@ from analytics_core.event_contract import Origin, ValidEvent
 from router.buffers import ClientBuffers, dedup_token
 from router.decision import Routed
 from router.offsets import OffsetTracker
-from router.rows import PendingRow, encode_rows
+from router.rows import PendingRow, encode_batch, pending_row
 
 T = "shared_raw_events"
 _ = ClientStatus
@@ -56,7 +56,7 @@ def row(partition: int, offset: int, index: int = 0) -> PendingRow:
         {"url": "/a"},
     )
     routed = Routed("acme", "client_acme", ev, Origin(T, partition, offset), 1)
-    return PendingRow(partition, offset, routed, b"raw", 0, 1000)
+    return pending_row(routed, T, partition, offset, b"raw", 0, 1000)
 
 
 def test_sealed_batches_keep_their_rows_and_token_for_retries() -> None:
@@ -96,13 +96,52 @@ def test_revoked_partitions_are_dropped_from_buffers() -> None:
 
 
 def test_rows_encode_as_json_compact_each_row_with_ingested_time() -> None:
-    encoded = encode_rows([row(0, 1)], 1795771200999, T, "r1")
     import orjson
 
-    values = orjson.loads(encoded)
+    encoded = encode_batch([row(0, 1), row(0, 2, index=3)], 1795771200999, 'r"1')
+    lines = encoded.split(b"\n")
+    assert len(lines) == 2
+    values = orjson.loads(lines[0])
     assert values[0] == "00000000-0000-0000-0000-000000000001"
     assert values[2] == 1795771200.123 and values[14] == 1795771200.999
     assert len(values) == 16 and values[4] == {"url": "/a"}
+    assert values[12] is None and values[13] == 1.0  # no sent_at; received_at
+    assert values[15] == 'r"1'  # the instance name is JSON-escaped
+    second = orjson.loads(lines[1])
+    assert second[7] == 2 and second[8] == 3 and second[14] == 1795771200.999
+
+
+def test_a_buffered_row_keeps_what_a_dead_letter_needs_without_the_parsed_event() -> None:
+    r = row(2, 7, index=4)
+    assert r.event_id() == "00000000-0000-0000-0000-000000000007" and r.attempt() == 1
+    assert r.origin is None and r.source_origin(T) == Origin(T, 2, 7)
+    assert r.raw == b"raw" and r.batch_index == 4
+    ev = ValidEvent(
+        0, "acme", "h", "00000000-0000-0000-0000-000000000009", False, "pv", 1, None, "u", {}
+    )
+    replayed = Routed("acme", "client_acme", ev, Origin("other", 0, 99), 3)
+    rr = pending_row(replayed, T, 1, 5, b"x", 0, 1000)
+    assert rr.origin == Origin("other", 0, 99) and rr.source_origin(T) == Origin("other", 0, 99)
+    assert rr.attempt() == 3 and not hasattr(rr, "routed")
+
+
+def test_under_memory_pressure_the_biggest_clients_are_sealed_first() -> None:
+    b = ClientBuffers()
+    for i in range(5):
+        b.add("client_big", "big", row(0, i), now=1.0, nbytes=100)
+    for i in range(2):
+        b.add("client_mid", "mid", row(1, i), now=1.0, nbytes=100)
+    b.add("client_small", "small", row(2, 0), now=1.0, nbytes=100)
+    assert (b.open_rows, b.open_bytes) == (8, 800)
+    sealed = b.seal_largest(keep_rows=100, keep_bytes=300)
+    assert [x.database for x in sealed] == ["client_big"] and sealed[0].nbytes == 500
+    assert b.open_bytes == 300 and b.total_bytes() == 300
+    sealed = b.seal_largest(keep_rows=0, keep_bytes=10_000)  # the row bound binds too
+    assert [x.database for x in sealed] == ["client_mid", "client_small"]
+    assert (b.open_rows, b.open_bytes) == (0, 0)
+    b.park_for_retry(sealed[0])
+    assert b.total_bytes() == 200 and b.total_rows() == 2
+    assert b.drop_partitions({1}) == 2 and b.total_bytes() == 0
 
 
 def test_small_clients_wait_until_they_are_worth_an_insert_or_too_old() -> None:
