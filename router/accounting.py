@@ -8,7 +8,10 @@ Invariants:
   (a routed event that ends as a `destination_error` dead letter is re-counted
   by `reclassify` before its offset can be committed);
 - the range row is written before the offset commit, with a deduplication token;
-  after a crash the replayed range starts at the same offset and replaces it.
+  after a crash the replayed range starts at the same offset and replaces it;
+- a message's fates are kept until its offset is committed: one shared key tuple
+  for the usual one-event message, a list only for batches (memory per buffered
+  row counts, see router.rows.ROW_OVERHEAD_BYTES).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class RangeRow:
 @dataclass
 class _Partition:
     start: int | None = None
-    pending: dict[int, list[FateKey]] = field(default_factory=dict)
+    pending: dict[int, FateKey | list[FateKey]] = field(default_factory=dict)
 
 
 class Accounting:
@@ -71,7 +74,7 @@ class Accounting:
             state = self._parts[partition] = _Partition()
         if state.start is None:
             state.start = offset
-        state.pending[offset] = fates
+        state.pending[offset] = fates[0] if len(fates) == 1 else fates
 
     def reclassify(self, partition: int, offset: int, client_id: str, reason: str) -> None:
         """One routed event of this message became a dead letter (destination_error)."""
@@ -79,6 +82,13 @@ class Accounting:
         fates = state.pending.get(offset) if state else None
         if not fates:
             return
+        assert state is not None
+        if type(fates) is tuple:
+            client, outcome, _reason, window = fates
+            if client == client_id and outcome == ROUTED:
+                state.pending[offset] = (client, DEAD_LETTERED, reason, window)
+            return
+        assert isinstance(fates, list)
         for i, (client, outcome, _reason, window) in enumerate(fates):
             if client == client_id and outcome == ROUTED:
                 fates[i] = (client, DEAD_LETTERED, reason, window)
@@ -97,6 +107,11 @@ class Accounting:
                 if offset >= next_offset:
                     continue
                 messages += 1
+                if type(fates) is tuple:
+                    events += 1
+                    tally[fates] = tally.get(fates, 0) + 1
+                    continue
+                assert isinstance(fates, list)
                 events += len(fates)
                 for k in fates:
                     tally[k] = tally.get(k, 0) + 1

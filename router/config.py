@@ -21,16 +21,21 @@ from analytics_core.settings import (
 ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_GROUP_ID", "analytics-router", "Kafka consumer group shared by all router processes"),
     ("ROUTER_INSTANCE_ID", "<hostname>-<pid>", "Name written to each row's router_instance"),
-    ("ROUTER_FLUSH_MAX_ROWS", "50000", "Flush all client buffers when this many rows are buffered"),
+    ("ROUTER_FLUSH_MAX_ROWS", "1000000", "Flush the biggest clients when this many rows are open"),
     ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or every this often, for the clients ready below"),
     ("ROUTER_CLIENT_MIN_ROWS", "1000", "A client's rows are inserted once it has this many..."),
     ("ROUTER_CLIENT_MAX_WAIT_MS", "5000", "...or once its oldest buffered row is this old"),
+    (
+        "ROUTER_CATCHUP_MAX_WAIT_MS",
+        "30000",
+        "...or, while a Kafka backlog is drained, this old: fewer, bigger INSERTs",
+    ),
     ("ROUTER_INSERT_CONCURRENCY", "4", "INSERTs in flight at once (one per client batch)"),
-    ("ROUTER_MAX_BUFFERED_ROWS", "100000", "Pause consumption above this many unflushed rows"),
+    ("ROUTER_MAX_BUFFERED_ROWS", "2000000", "Pause consumption while holding this many rows"),
     (
         "ROUTER_MAX_BUFFERED_MB",
-        "256",
-        "...or above this much encoded row data; the biggest clients flush at half of it",
+        "512",
+        "...or when rows held take this much memory; the biggest clients flush at 2/3 of it",
     ),
     ("ROUTER_DESTINATION_MAX_ATTEMPTS", "5", "Attempts before a rejected batch is dead-lettered"),
     (
@@ -57,12 +62,13 @@ class RouterSettings:
     common: Settings = field(default_factory=Settings)
     group_id: str = "analytics-router"
     instance_id: str = "router"
-    flush_max_rows: int = 50_000
+    flush_max_rows: int = 1_000_000
     flush_interval_s: float = 1.0
-    max_buffered_rows: int = 100_000
-    max_buffered_bytes: int = 256 * 2**20
+    max_buffered_rows: int = 2_000_000
+    max_buffered_bytes: int = 512 * 2**20
     client_min_rows: int = 1000
     client_max_wait_s: float = 5.0
+    catchup_max_wait_s: float = 30.0
     insert_concurrency: int = 4
     destination_max_attempts: int = 5
     retry_backoff_s: float = 0.5
@@ -82,12 +88,13 @@ class RouterSettings:
             common=Settings.from_env(e),
             group_id=env_str(e, "ROUTER_GROUP_ID", "analytics-router"),
             instance_id=env_str(e, "ROUTER_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
-            flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 50_000, minimum=1),
+            flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 1_000_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
-            max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 100_000, minimum=1),
-            max_buffered_bytes=env_int(e, "ROUTER_MAX_BUFFERED_MB", 256, minimum=1) * 2**20,
+            max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 2_000_000, minimum=1),
+            max_buffered_bytes=env_int(e, "ROUTER_MAX_BUFFERED_MB", 512, minimum=1) * 2**20,
             client_min_rows=env_int(e, "ROUTER_CLIENT_MIN_ROWS", 1000, minimum=1),
             client_max_wait_s=env_int(e, "ROUTER_CLIENT_MAX_WAIT_MS", 5000, minimum=0) / 1000,
+            catchup_max_wait_s=env_int(e, "ROUTER_CATCHUP_MAX_WAIT_MS", 30_000, minimum=0) / 1000,
             insert_concurrency=env_int(e, "ROUTER_INSERT_CONCURRENCY", 4, minimum=1),
             destination_max_attempts=env_int(e, "ROUTER_DESTINATION_MAX_ATTEMPTS", 5, minimum=1),
             retry_backoff_s=env_int(e, "ROUTER_RETRY_BACKOFF_MS", 500, minimum=1) / 1000,

@@ -72,6 +72,11 @@ class RouterMetrics:
             "router_consumer_lag", "Messages behind the partition end", ["partition"], registry=r
         )
         self.buffered_rows = Gauge("router_buffered_rows", "Rows waiting for INSERT", registry=r)
+        self.catching_up = Gauge(
+            "router_catching_up",
+            "1 while a Kafka backlog is drained (ROUTER_CATCHUP_MAX_WAIT_MS applies)",
+            registry=r,
+        )
         self.buffered_bytes = Gauge(
             "router_buffered_bytes", "Encoded bytes of the rows waiting for INSERT", registry=r
         )

@@ -42,12 +42,14 @@ from analytics_core.dead_letter import DeadLetter
 from analytics_core.event_contract import Origin
 from analytics_core.ops_schema import ensure_ops_schema
 from analytics_core.reasons import Reason
+from analytics_core.trace.topic_scan import read_messages
 from router import VERSION
 from router.accounting import DEAD_LETTERED, ROUTED, Accounting, FateKey, window_of
 from router.buffers import Batch, ClientBuffers
 from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
 from router.config import RouterSettings
 from router.decision import RawMessage, Retry, Routed, decide
+from router.flush_policy import FlushLimits, seal_due, under_pressure
 from router.metrics import RouterMetrics
 from router.offsets import OffsetTracker
 from router.rows import PendingRow, pending_row
@@ -55,6 +57,7 @@ from router.rows import PendingRow, pending_row
 log = logging.getLogger("router")
 
 CONSUME_BATCH = 2000
+BEHIND_FOR_S = 2.0  # a full poll means a backlog for at least this long
 LATENCY_SAMPLE = 8
 HW_PREFIX = "hw="
 
@@ -160,9 +163,9 @@ class Router:
         self.ops_ready = False
         self.tracker = OffsetTracker()
         self.buffers = ClientBuffers()
-        # The biggest buffers are flushed at half the memory budget, so rows keep flowing
-        # in while they are inserted and consumption pauses only if ClickHouse falls behind.
-        self.flush_bytes = rs.max_buffered_bytes // 2
+        self.limits = FlushLimits.from_settings(rs)
+        # Catching up: a backlog in Kafka (full polls) or paused by back-pressure.
+        self.behind_until = 0.0
         self.last_cache_refresh = 0.0
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
@@ -183,6 +186,10 @@ class Router:
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
         self._inflight: Future[list[_WriteResult]] | None = None
+        # Accounting keeps each buffered message's fate key: one shared tuple per key.
+        self._fate_keys: dict[FateKey, FateKey] = {}
+        self._inflight_rows = 0
+        self._inflight_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
     def ready(self) -> bool:
@@ -246,6 +253,8 @@ class Router:
         now = time.monotonic()
         self._resume_due(now)
         msgs = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1)
+        if len(msgs) >= CONSUME_BATCH:
+            self.behind_until = now + BEHIND_FOR_S
         if msgs:
             self._process(msgs)
         self.producer.poll(0)
@@ -275,6 +284,9 @@ class Router:
         window = window_of(received_ms)
         directory_lookup = self.directory.lookup
         memo: dict[str, LookupResult] = {}
+        fate_keys = self._fate_keys
+        if len(fate_keys) > 100_000:  # keys of past windows / gone clients
+            fate_keys.clear()
 
         def lookup(client_id: str) -> LookupResult:
             found = memo.get(client_id)
@@ -317,23 +329,21 @@ class Router:
             consumed_events += len(decision)
             seen((topic, partition), offset, len(decision))
             keys: list[FateKey] = []
-            # Buffered bytes: each row's encoding plus its share of the original message.
-            raw_share = len(value) // len(decision) if value and decision else 0
             for fate in decision:
                 if type(fate) is Routed:
                     if accounting is not None:
-                        keys.append((fate.client_id, ROUTED, "", window))
+                        key = (fate.client_id, ROUTED, "", window)
+                        keys.append(fate_keys.setdefault(key, key))  # one tuple per client
                     sent = fate.event.sent_at_ms
                     row = pending_row(
                         fate,
                         topic,
                         partition,
                         offset,
-                        value,
                         sent if sent is not None else msg.timestamp()[1],
                         received_ms,
                     )
-                    add_row(fate.database, fate.client_id, row, now_mono, len(row.line) + raw_share)
+                    add_row(fate.database, fate.client_id, row, now_mono, row.memory())
                 else:
                     dl = fate.letter  # type: ignore[union-attr]
                     if accounting is not None:
@@ -429,12 +439,15 @@ class Router:
             self._produce_letter(value, key, headers, partition, offset)
 
     # ------------------------------------------------------------------ flushing
-    def _under_pressure(self) -> bool:
-        b = self.buffers
-        return b.open_rows >= self.rs.flush_max_rows or b.open_bytes >= self.flush_bytes
+    def _catching_up(self, now: float) -> bool:
+        behind = self.paused_all or now < self.behind_until
+        self.metrics.catching_up.set(1 if behind else 0)
+        return behind
 
     def _flush_due(self, now: float) -> bool:
-        if self._under_pressure():
+        if under_pressure(self.buffers, self.limits):
+            return True
+        if self.paused_all and self.buffers.open_rows:
             return True
         if self.buffers.open_rows and now - self.last_flush_round >= self.rs.flush_interval_s:
             return True
@@ -458,21 +471,21 @@ class Router:
         if force:
             sealed = self.buffers.seal()
         else:
-            sealed = self.buffers.seal_ready(
-                now, self.rs.client_min_rows, self.rs.client_max_wait_s
+            sealed = seal_due(
+                self.buffers,
+                self.limits,
+                now,
+                catching_up=self._catching_up(now),
+                paused=self.paused_all,
             )
-            if self._under_pressure():
-                # The biggest clients go first, down to half the thresholds: few, large
-                # INSERTs however many clients share the buffer.
-                sealed += self.buffers.seal_largest(
-                    self.rs.flush_max_rows // 2, self.flush_bytes // 2
-                )
         batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
         if not batches:
             self._commit()
             return
         self._mark_high_water(batches)
         ingested_ms = int(time.time() * 1000)
+        self._inflight_rows = sum(len(b.rows) for b in batches)
+        self._inflight_bytes = sum(b.nbytes for b in batches)
         self._inflight = self._writer.submit(self._write, batches, ingested_ms)
         if force:
             self._finish_write()
@@ -498,6 +511,7 @@ class Router:
         assert self._inflight is not None
         results = self._inflight.result()
         self._inflight = None
+        self._inflight_rows = self._inflight_bytes = 0
         outage: list[Batch] = []
         last_outage: Outage | None = None
         for res in results:
@@ -630,6 +644,11 @@ class Router:
             )
             self.buffers.park_for_retry(batch)
             return
+        originals = self._read_originals(batch)
+        if originals is None:
+            batch.next_attempt_at = time.monotonic() + self.rs.retry_backoff_max_s
+            self.buffers.park_for_retry(batch)
+            return
         log.error(
             "client database kept rejecting rows; dead-lettering them",
             extra={
@@ -640,14 +659,21 @@ class Router:
             },
         )
         now_iso = _now_iso()
+        detail = f"database {batch.database}: {outcome.detail}"
         for r in batch.rows:
             if self.accounting is not None:
                 self.accounting.reclassify(
                     r.partition, r.offset, batch.client_id, Reason.DESTINATION_ERROR.value
                 )
+            key = (r.partition, r.offset)
+            if key in originals:
+                value, why = originals[key], detail
+            else:  # gone from Kafka (retention) before its dead letter: keep what we have
+                value = r.line + b"]"
+                why = f"{detail}; original message no longer in Kafka, value is the routed row"
             letter = DeadLetter(
                 reason=Reason.DESTINATION_ERROR,
-                detail=f"database {batch.database}: {outcome.detail}",
+                detail=why,
                 origin=r.source_origin(self.topic),
                 source=Origin(self.topic, r.partition, r.offset),
                 batch_index=r.batch_index,
@@ -657,7 +683,22 @@ class Router:
                 attempt=r.attempt(),
                 router_version=VERSION,
             )
-            self._dead_letter(r.raw, letter, r.partition, r.offset)
+            self._dead_letter(value, letter, r.partition, r.offset)
+
+    def _read_originals(self, batch: Batch) -> dict[tuple[int, int], bytes | None] | None:
+        """The original messages of a batch's rows, read back from the (uncommitted) topic;
+        None when Kafka can not be read now (the batch is retried later)."""
+        wanted: dict[int, set[int]] = {}
+        for r in batch.rows:
+            wanted.setdefault(r.partition, set()).add(r.offset)
+        try:
+            return read_messages(self.rs.common.kafka, self.topic, wanted)
+        except KafkaException as exc:
+            log.warning(
+                "could not read rejected rows' original messages back; will retry",
+                extra={"client_id": batch.client_id, "error": str(exc)},
+            )
+            return None
 
     def _mark_high_water(self, batches: list[Batch]) -> None:
         """Commit, before inserting, the highest offset per partition that may reach ClickHouse."""
@@ -722,8 +763,9 @@ class Router:
 
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
-        total = self.buffers.total_rows()
-        nbytes = self.buffers.total_bytes()
+        # Every row the router holds counts: open buffers, the write in flight, retries.
+        total = self.buffers.total_rows() + self._inflight_rows
+        nbytes = self.buffers.total_bytes() + self._inflight_bytes
         self.metrics.buffered_rows.set(total)
         self.metrics.buffered_bytes.set(nbytes)
         rs = self.rs

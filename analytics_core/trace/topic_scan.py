@@ -1,17 +1,19 @@
-"""A bounded read of a Kafka topic: from a point in time to the end offsets seen at start.
+"""Bounded reads of a Kafka topic: from a point in time to the end offsets seen at start
+(`scan_topic`), or a given set of offsets (`read_messages`).
 
-Used to find dead letters (trace, reconciliation, alerts). It never joins a consumer group
-(partitions are assigned explicitly, nothing is committed), so it can run at any time beside
-the router and the reprocessing job. Bounds: `since` (found with offsets_for_times), the end
-offsets at start (newer messages are left alone), `max_messages`, and a stall timeout; the
-result says whether the scan was complete.
+Used to find dead letters (trace, reconciliation, alerts) and, by the router, to fetch
+the original bytes of events it dead-letters after ClickHouse rejected them. It never
+joins a consumer group (partitions are assigned explicitly, nothing is committed), so it
+can run at any time beside the router and the reprocessing job. Scan bounds: `since` (found
+with offsets_for_times), the end offsets at start (newer messages are left alone),
+`max_messages`, and a stall timeout; the result says whether the scan was complete.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -39,9 +41,10 @@ class ScanResult:
 Visitor = Callable[[Message], None]
 
 
-def _consumer(kafka: KafkaSettings) -> Consumer:
+def _consumer(kafka: KafkaSettings, extra: dict[str, object] | None = None) -> Consumer:
     return Consumer(
-        {
+        (extra or {})
+        | {
             "bootstrap.servers": kafka.bootstrap_servers,
             # Never used to commit; required by librdkafka.
             "group.id": f"scan-{uuid.uuid4().hex[:12]}",
@@ -133,5 +136,58 @@ def scan_topic(kafka: KafkaSettings, topic: str, bounds: ScanBounds, visit: Visi
                 )
                 break
         return result
+    finally:
+        consumer.close()
+
+
+def read_messages(
+    kafka: KafkaSettings,
+    topic: str,
+    wanted: Mapping[int, Collection[int]],
+    *,
+    stall_timeout_s: float = 15.0,
+) -> dict[tuple[int, int], bytes | None]:
+    """The values of the messages at `wanted` offsets ({partition: offsets}).
+
+    Offsets no longer in the topic (retention) are absent from the result. Raises
+    KafkaException when the broker can not be reached or stops delivering.
+    """
+    remaining = {p: set(offsets) for p, offsets in wanted.items() if offsets}
+    found: dict[tuple[int, int], bytes | None] = {}
+    if not remaining:
+        return found
+    last = {p: max(offsets) for p, offsets in remaining.items()}
+    consumer = _consumer(kafka, {"enable.partition.eof": True})
+    try:
+        consumer.assign([TopicPartition(topic, p, min(o)) for p, o in remaining.items()])
+        last_progress = time.monotonic()
+        while remaining:
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.pop(msg.partition(), None)  # type: ignore[arg-type]
+                        continue
+                    raise KafkaException(err)
+                partition: int = msg.partition()  # type: ignore[assignment]
+                offset: int = msg.offset()  # type: ignore[assignment]
+                last_progress = time.monotonic()
+                left = remaining.get(partition)
+                if left is None:
+                    continue
+                if offset in left:
+                    found[(partition, offset)] = msg.value()
+                    left.discard(offset)
+                if not left or offset >= last[partition]:
+                    del remaining[partition]
+            if remaining and time.monotonic() - last_progress > stall_timeout_s:
+                raise KafkaException(
+                    KafkaError(
+                        KafkaError._TIMED_OUT,
+                        f"no messages for {stall_timeout_s:.0f}s from {topic} partitions "
+                        f"{sorted(remaining)}",
+                    )
+                )
+        return found
     finally:
         consumer.close()

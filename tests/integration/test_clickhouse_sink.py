@@ -32,7 +32,7 @@ def rows(client_id: str, database: str, n: int, first_offset: int = 0) -> list[P
             {"url": f"/p/{i}", "nested": {"a": [1]}},
         )
         routed = Routed(client_id, database, ev, Origin("raw", 0, off), 1)
-        out.append(pending_row(routed, "raw", 0, off, None, 0, 1795771200000))
+        out.append(pending_row(routed, "raw", 0, off, 0, 1795771200000))
     return out
 
 

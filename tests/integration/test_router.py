@@ -166,14 +166,20 @@ def test_one_broken_client_database_does_not_stop_the_others(
     ch.close()
     since = kafka.end_offsets(stack.kafka.dead_letter_topic)
     start_router(ROUTER_DESTINATION_MAX_ATTEMPTS="2", ROUTER_RETRY_BACKOFF_MS="100")
-    kafka.send_events([event(broken) for _ in range(5)] + [event(healthy) for _ in range(40)])
-    wait_rows(stack, healthy.database, 40)
+    singles = [orjson.dumps(event(broken)) for _ in range(5)]
+    batch = orjson.dumps([event(broken), event(healthy), event(broken)])
+    kafka.send(singles + [batch] + [orjson.dumps(event(healthy)) for _ in range(40)])
+    wait_rows(stack, healthy.database, 41)
     letters = kafka.read_dead_letters(
-        since, lambda dl, _v: dl.client_id == broken.client_id, expect=5
+        since, lambda dl, _v: dl.client_id == broken.client_id, expect=7
     )
-    assert len(letters) == 5
+    assert len(letters) == 7
     assert {letter.reason for letter, _ in letters} == {Reason.DESTINATION_ERROR}
-    assert counts(stack, healthy.database) == (40, 40)
+    # Buffered rows do not keep the original bytes: they are read back from Kafka, unchanged.
+    assert sorted(v for _l, v in letters if v != batch) == sorted(singles)
+    assert sorted(letter.batch_index for letter, v in letters if v == batch) == [0, 2]
+    assert all(letter.event_id and letter.attempt == 1 for letter, _ in letters)
+    assert counts(stack, healthy.database) == (41, 41)
 
 
 def test_clickhouse_outage_loses_nothing_and_duplicates_nothing(
@@ -542,3 +548,57 @@ def test_metrics_health_and_readiness_endpoints(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_a_backlog_drains_within_the_memory_budget_in_catch_up_mode(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    import re
+    import urllib.request
+
+    from tests.conftest import free_port
+
+    clients = [make_client("bklg") for _ in range(20)]
+    group = fresh_group(stack, "router-backlog")
+    n = 20_000
+    kafka.send_events([event(clients[i % 20], n=i) for i in range(n)])  # a backlog first
+    port = free_port()
+    env = router_env(
+        group,
+        ROUTER_METRICS_PORT=str(port),
+        ROUTER_CLIENT_MIN_ROWS="100000",  # never written for its size: time or memory only
+        # Longer than the test waits: a pause that only a client's time limit ends fails it.
+        ROUTER_CATCHUP_MAX_WAIT_MS="600000",
+        ROUTER_MAX_BUFFERED_MB="4",  # ~6 000 rows of these events: pressure flushes
+    )
+    proc = _router_process(env, tmp_path / "router.log")
+
+    def metric(text: str, name: str) -> float:
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    samples: list[tuple[float, float]] = []  # (catching_up, buffered_bytes)
+
+    def drained() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return False
+        samples.append((metric(text, "router_catching_up"), metric(text, "router_buffered_bytes")))
+        return sum(counts(stack, c.database)[0] for c in clients) >= n
+
+    try:
+        wait_for(drained, 120, every_s=0.1, what="the backlog in ClickHouse")
+        wait_for(lambda: drained() and samples[-1][0] == 0, 30, what="catch-up mode to end")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    for c in clients:
+        assert counts(stack, c.database) == (n // 20, n // 20)
+    assert any(up == 1 for up, _ in samples), "the backlog never put the router in catch-up"
+    # The budget holds, give or take the one poll (2000 messages) that crosses it.
+    assert max(b for _, b in samples) <= 4 * 2**20 * 1.5

@@ -1,0 +1,64 @@
+"""When client buffers become INSERTs (pure: thresholds in, sealed batches out).
+
+Invariants:
+- a client is written once it has `min_rows` rows or its oldest row waited `max_wait_s`;
+  while the router catches up on a backlog, `catchup_max_wait_s` replaces that wait
+  (never shorter): each INSERT creates a part in the client's table, and ClickHouse's
+  cost per part is what limits many clients, while latency is the backlog's anyway;
+- under memory pressure (open rows or bytes at the flush thresholds) the biggest buffers
+  are sealed first, down to half the thresholds, so the rows go out in the fewest,
+  largest INSERTs however many clients share the budget;
+- the flush thresholds sit at 2/3 of the pause thresholds: rows keep flowing in while a
+  write is in flight, and consumption pauses only when ClickHouse falls behind;
+- while consumption is paused the pressure rule applies whatever the open rows: it seals
+  down to 1/3 of the budget, below the 1/2 at which consumption resumes, so a pause
+  always ends with the next write (never waits for a client's time limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router.buffers import Batch, ClientBuffers
+from router.config import RouterSettings
+
+
+@dataclass(frozen=True)
+class FlushLimits:
+    min_rows: int
+    max_wait_s: float
+    catchup_max_wait_s: float
+    flush_rows: int
+    flush_bytes: int
+
+    @classmethod
+    def from_settings(cls, rs: RouterSettings) -> FlushLimits:
+        return cls(
+            min_rows=rs.client_min_rows,
+            max_wait_s=rs.client_max_wait_s,
+            catchup_max_wait_s=max(rs.client_max_wait_s, rs.catchup_max_wait_s),
+            flush_rows=min(rs.flush_max_rows, rs.max_buffered_rows * 2 // 3),
+            flush_bytes=rs.max_buffered_bytes * 2 // 3,
+        )
+
+    def wait_s(self, catching_up: bool) -> float:
+        return self.catchup_max_wait_s if catching_up else self.max_wait_s
+
+
+def under_pressure(buffers: ClientBuffers, limits: FlushLimits) -> bool:
+    return buffers.open_rows >= limits.flush_rows or buffers.open_bytes >= limits.flush_bytes
+
+
+def seal_due(
+    buffers: ClientBuffers,
+    limits: FlushLimits,
+    now: float,
+    *,
+    catching_up: bool,
+    paused: bool = False,
+) -> list[Batch]:
+    """The batches to write now (they leave the open buffers)."""
+    sealed = buffers.seal_ready(now, limits.min_rows, limits.wait_s(catching_up))
+    if paused or under_pressure(buffers, limits):
+        sealed += buffers.seal_largest(limits.flush_rows // 2, limits.flush_bytes // 2)
+    return sealed
