@@ -2,7 +2,8 @@
 
 Invariants:
 - a client is written once it has `min_rows` rows or its oldest row waited `max_wait_s`;
-  while the router catches up on a backlog, `catchup_max_wait_s` replaces that wait
+  while the router catches up on a backlog (in Kafka: full polls; or in the writer: a
+  slow write round; or paused), `catchup_max_wait_s` replaces that wait
   (never shorter): each INSERT creates a part in the client's table, and ClickHouse's
   cost per part is what limits many clients, while latency is the backlog's anyway;
 - under memory pressure (open rows or bytes at the flush thresholds) the biggest buffers

@@ -27,7 +27,9 @@ class OffsetTracker:
 
     def seen(self, tp: TopicPartition, offset: int, parts: int) -> None:
         """Record a consumed message and how many acknowledgements it needs."""
-        state = self._parts.setdefault(tp, _PartitionState())
+        state = self._parts.get(tp)
+        if state is None:
+            state = self._parts[tp] = _PartitionState()
         if parts > 0:
             state.outstanding[offset] = state.outstanding.get(offset, 0) + parts
         if state.next_offset is None or offset + 1 > state.next_offset:

@@ -57,7 +57,7 @@ from router.rows import PendingRow, pending_row
 log = logging.getLogger("router")
 
 CONSUME_BATCH = 2000
-BEHIND_FOR_S = 2.0  # a full poll means a backlog for at least this long
+BEHIND_FOR_S = 2.0  # a full poll, or a write this long, means a backlog for this long
 LATENCY_SAMPLE = 8
 HW_PREFIX = "hw="
 
@@ -189,6 +189,7 @@ class Router:
         # Accounting keeps each buffered message's fate key: one shared tuple per key.
         self._fate_keys: dict[FateKey, FateKey] = {}
         self._inflight_rows = 0
+        self._inflight_since = 0.0
         self._inflight_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -486,6 +487,7 @@ class Router:
         ingested_ms = int(time.time() * 1000)
         self._inflight_rows = sum(len(b.rows) for b in batches)
         self._inflight_bytes = sum(b.nbytes for b in batches)
+        self._inflight_since = time.monotonic()
         self._inflight = self._writer.submit(self._write, batches, ingested_ms)
         if force:
             self._finish_write()
@@ -512,6 +514,11 @@ class Router:
         results = self._inflight.result()
         self._inflight = None
         self._inflight_rows = self._inflight_bytes = 0
+        now = time.monotonic()
+        if now - self._inflight_since >= BEHIND_FOR_S:
+            # The writer, not Kafka, is behind (many clients, each INSERT a part): also
+            # a backlog, worth fewer, bigger INSERTs.
+            self.behind_until = now + BEHIND_FOR_S
         outage: list[Batch] = []
         last_outage: Outage | None = None
         for res in results:
