@@ -602,3 +602,60 @@ def test_a_backlog_drains_within_the_memory_budget_in_catch_up_mode(
     assert any(up == 1 for up, _ in samples), "the backlog never put the router in catch-up"
     # The budget holds, give or take the one poll (2000 messages) that crosses it.
     assert max(b for _, b in samples) <= 4 * 2**20 * 1.5
+
+
+def test_a_rejected_row_whose_original_left_kafka_is_dead_lettered_as_its_routed_row(
+    stack: Settings, kafka: Kafka
+) -> None:
+    """The rare case behind reading originals back: retention removed the message first."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from analytics_core.event_contract import Origin, ValidEvent
+    from router.buffers import Batch, dedup_token
+    from router.clickhouse_sink import Rejected
+    from router.config import RouterSettings
+    from router.decision import Routed
+    from router.rows import pending_row
+    from router.service import Router
+
+    topic = unique_id("gone").replace("-", "_")
+    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        f.result(30)
+    client_id = unique_id("gone")
+    try:
+        for i in range(3):
+            kafka.producer.produce(topic, value=f"original-{i}".encode(), partition=0)
+        kafka.producer.flush(30)
+        since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+        env = router_env(fresh_group(stack, "router-gone"), KAFKA_RAW_TOPIC=topic)
+        router = Router(RouterSettings.from_env(env))
+
+        def row(offset: int):  # type: ignore[no-untyped-def]
+            ev = ValidEvent(
+                0, client_id, "h", f"00000000-0000-4000-8000-{offset:012d}", False, "pv",
+                1795771200000, None, "u", {"url": "/x"},
+            )  # fmt: skip
+            routed = Routed(client_id, "client_gone", ev, Origin(topic, 0, offset), 1)
+            return pending_row(routed, topic, 0, offset, 0, 1795771200000)
+
+        rows = [row(1), row(50)]  # offset 1 is in the topic; offset 50 never was
+        batch = Batch("client_gone", client_id, rows, dedup_token("client_gone", rows))
+        batch.attempts = router.rs.destination_max_attempts - 1
+        try:
+            router._rejected(batch, Rejected(81, "Database client_gone does not exist"))
+            router.producer.flush(30)
+        finally:
+            router.consumer.close()
+            router.directory.close()
+        letters = kafka.read_dead_letters(since, lambda dl, _v: dl.client_id == client_id, expect=2)
+        by_offset = {letter.source.offset: (letter, v) for letter, v in letters}
+        kept, value = by_offset[1]
+        assert value == b"original-1" and "no longer in Kafka" not in kept.detail
+        gone, value = by_offset[50]
+        assert value == rows[1].line + b"]" and "no longer in Kafka" in gone.detail
+        assert gone.reason is Reason.DESTINATION_ERROR
+        assert gone.event_id == "00000000-0000-4000-8000-000000000050"
+    finally:
+        for f in admin.delete_topics([topic]).values():
+            f.result(30)
