@@ -196,6 +196,19 @@ class Service(ABC):
         """Stop the process devstack started (data is kept). True if something was stopped."""
         pid = self.pid()
         if pid is None:
+            other = process.read_pid(self.pid_path)
+            if other is not None and process.is_alive(other):
+                # Alive but not matching this configuration (e.g. other ports than at `up`):
+                # never signal it, and keep the pid file so the right settings still can.
+                log.warning(
+                    "%s: pid file %s names running process %d, which does not match these "
+                    "settings (%s); not stopping it. Run down with the settings used for up.",
+                    self.name,
+                    self.pid_path,
+                    other,
+                    self.address(),
+                )
+                return False
             process.remove_file(self.pid_path)
             return False
         t0 = time.monotonic()

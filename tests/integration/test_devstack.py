@@ -8,6 +8,7 @@ state dir on free ports, which is wiped at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -249,6 +250,23 @@ def test_stop_and_start_one_service(scratch: Settings, name: str) -> None:
     up = _managed(settings)
     assert up[name].healthy and up[name].pid is not None
     assert {n: s.pid for n, s in up.items() if n != name} == others
+
+
+def test_down_with_other_ports_leaves_the_server_and_its_pid_file_alone(
+    scratch: Settings,
+) -> None:
+    if "redis" not in _managed(scratch):
+        pytest.skip("redis is external (DEVSTACK_SERVICES)")
+    pid = _managed(scratch)["redis"].pid
+    assert pid is not None
+    moved = dataclasses.replace(
+        scratch, redis=dataclasses.replace(scratch.redis, port=_free_ports(1)[0])
+    )
+    assert api.stop_service(moved, "redis") is False  # not ours under these settings
+    assert _managed(scratch)["redis"].pid == pid  # still running, pid file kept
+    assert _redis(scratch).ping()
+    assert api.stop_service(scratch, "redis") is True  # the settings used for up stop it
+    api.start_service(scratch, "redis")
 
 
 @pytest.mark.timeout(60)
