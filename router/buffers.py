@@ -43,11 +43,18 @@ def dedup_token(database: str, rows: list[PendingRow]) -> str:
 
 
 @dataclass
+class _Open:
+    """One client database's open buffer."""
+
+    client_id: str
+    opened_at: float  # the first row's time
+    rows: list[PendingRow] = field(default_factory=list)
+    nbytes: int = 0
+
+
+@dataclass
 class ClientBuffers:
-    open: dict[str, list[PendingRow]] = field(default_factory=dict)
-    client_of: dict[str, str] = field(default_factory=dict)
-    opened_at: dict[str, float] = field(default_factory=dict)  # database -> first row's time
-    open_bytes_of: dict[str, int] = field(default_factory=dict)
+    open: dict[str, _Open] = field(default_factory=dict)  # database -> its open buffer
     retrying: list[Batch] = field(default_factory=list)
     open_rows: int = 0
     open_bytes: int = 0
@@ -55,25 +62,20 @@ class ClientBuffers:
     def add(
         self, database: str, client_id: str, row: PendingRow, now: float = 0.0, nbytes: int = 0
     ) -> None:
-        bucket = self.open.get(database)
-        if bucket is None:
-            bucket = self.open[database] = []
-            self.client_of[database] = client_id
-            self.opened_at[database] = now
-            self.open_bytes_of[database] = 0
-        bucket.append(row)
+        buf = self.open.get(database)
+        if buf is None:
+            buf = self.open[database] = _Open(client_id, now)
+        buf.rows.append(row)
+        buf.nbytes += nbytes
         self.open_rows += 1
         self.open_bytes += nbytes
-        self.open_bytes_of[database] += nbytes
 
     def _seal_one(self, database: str) -> Batch:
-        rows = self.open.pop(database)
-        nbytes = self.open_bytes_of.pop(database, 0)
-        self.opened_at.pop(database, None)
-        self.open_rows -= len(rows)
-        self.open_bytes -= nbytes
-        client_id = self.client_of.pop(database)
-        return Batch(database, client_id, rows, dedup_token(database, rows), nbytes)
+        buf = self.open.pop(database)
+        self.open_rows -= len(buf.rows)
+        self.open_bytes -= buf.nbytes
+        token = dedup_token(database, buf.rows)
+        return Batch(database, buf.client_id, buf.rows, token, buf.nbytes)
 
     def seal_ready(self, now: float, min_rows: int, max_wait_s: float) -> list[Batch]:
         """Seal the buffers worth an INSERT now: at least `min_rows` rows, or a first row
@@ -81,8 +83,8 @@ class ClientBuffers:
         into many tiny INSERTs; the rest stay open."""
         ready = [
             db
-            for db, rows in self.open.items()
-            if rows and (len(rows) >= min_rows or now - self.opened_at[db] >= max_wait_s)
+            for db, buf in self.open.items()
+            if len(buf.rows) >= min_rows or now - buf.opened_at >= max_wait_s
         ]
         return [self._seal_one(db) for db in ready]
 
@@ -90,7 +92,7 @@ class ClientBuffers:
         """Seal the biggest buffers until at most `keep_rows` rows and `keep_bytes` bytes
         stay open: under memory pressure the rows go out in the fewest, largest INSERTs."""
         batches = []
-        for db in sorted(self.open_bytes_of, key=self.open_bytes_of.__getitem__, reverse=True):
+        for db in sorted(self.open, key=lambda db: self.open[db].nbytes, reverse=True):
             if self.open_rows <= keep_rows and self.open_bytes <= keep_bytes:
                 break
             batches.append(self._seal_one(db))
@@ -118,22 +120,18 @@ class ClientBuffers:
         """Forget rows of revoked partitions (their new owner re-reads them)."""
         dropped = 0
         for db in list(self.open):
-            rows = self.open[db]
-            kept = [r for r in rows if r.partition not in partitions]
-            if len(kept) == len(rows):
+            buf = self.open[db]
+            kept = [r for r in buf.rows if r.partition not in partitions]
+            if len(kept) == len(buf.rows):
                 continue
-            dropped += len(rows) - len(kept)
-            share = self.open_bytes_of[db] // len(rows)  # rows of one client are alike
+            dropped += len(buf.rows) - len(kept)
             if kept:
-                self.open[db] = kept
-                self.open_bytes_of[db] = share * len(kept)
+                buf.nbytes = buf.nbytes // len(buf.rows) * len(kept)  # a client's rows are alike
+                buf.rows = kept
             else:
                 del self.open[db]
-                del self.open_bytes_of[db]
-                self.client_of.pop(db, None)
-                self.opened_at.pop(db, None)
-        self.open_rows = sum(len(v) for v in self.open.values())
-        self.open_bytes = sum(self.open_bytes_of.values())
+        self.open_rows = sum(len(buf.rows) for buf in self.open.values())
+        self.open_bytes = sum(buf.nbytes for buf in self.open.values())
         for b in self.retrying:
             kept = [r for r in b.rows if r.partition not in partitions]
             dropped += len(b.rows) - len(kept)

@@ -65,11 +65,8 @@ def _first_line(exc: Exception) -> str:
 
 
 class ClickHouseSink:
-    def __init__(
-        self, settings: ClickHouseSettings, topic: str, instance: str, *, timeout_s: int = 30
-    ) -> None:
+    def __init__(self, settings: ClickHouseSettings, instance: str, *, timeout_s: int = 30) -> None:
         self._settings = settings
-        self._topic = topic
         self._instance = instance
         self._timeout_s = timeout_s
         self._client: Client | None = None

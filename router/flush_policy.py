@@ -46,7 +46,10 @@ class FlushLimits:
         return self.catchup_max_wait_s if catching_up else self.max_wait_s
 
 
-def under_pressure(buffers: ClientBuffers, limits: FlushLimits) -> bool:
+def under_pressure(buffers: ClientBuffers, limits: FlushLimits, *, paused: bool = False) -> bool:
+    """Open rows at the flush thresholds, or any open row while consumption is paused."""
+    if paused and buffers.open_rows:
+        return True
     return buffers.open_rows >= limits.flush_rows or buffers.open_bytes >= limits.flush_bytes
 
 
@@ -60,6 +63,6 @@ def seal_due(
 ) -> list[Batch]:
     """The batches to write now (they leave the open buffers)."""
     sealed = buffers.seal_ready(now, limits.min_rows, limits.wait_s(catching_up))
-    if paused or under_pressure(buffers, limits):
+    if under_pressure(buffers, limits, paused=paused):
         sealed += buffers.seal_largest(limits.flush_rows // 2, limits.flush_bytes // 2)
     return sealed

@@ -57,16 +57,11 @@ class PendingRow:
         """Bytes this row keeps alive while buffered (what the memory budget counts)."""
         return len(self.line) + ROW_OVERHEAD_BYTES
 
-    def fields(self) -> list[Any]:
-        """The encoded values (rare paths only: dead-lettering a rejected batch)."""
+    def letter_fields(self) -> tuple[str, int]:
+        """(event_id, attempt), read back from the encoded row: only the rare dead letter of
+        a rejected row needs them, so they are not kept beside it."""
         values: list[Any] = orjson.loads(self.line + b"]")
-        return values
-
-    def event_id(self) -> str:
-        return str(self.fields()[_EVENT_ID])
-
-    def attempt(self) -> int:
-        return int(self.fields()[_ATTEMPT])
+        return str(values[_EVENT_ID]), int(values[_ATTEMPT])
 
     def source_origin(self, topic: str) -> Origin:
         return self.origin or Origin(topic, self.partition, self.offset)

@@ -84,6 +84,16 @@ class _WriteResult:
 
 
 @dataclass
+class _InFlight:
+    """The one write handed to the writer thread, and the rows it holds meanwhile."""
+
+    future: Future[list[_WriteResult]]
+    rows: int
+    nbytes: int
+    started: float
+
+
+@dataclass
 class _Backoff:
     base: float
     cap: float
@@ -145,8 +155,7 @@ class Router:
         # One sink (HTTP connection) per concurrent INSERT; a sink serves one thread at a time.
         self._sinks: queue.SimpleQueue[ClickHouseSink] = queue.SimpleQueue()
         self._all_sinks = [
-            ClickHouseSink(common.clickhouse, self.topic, rs.instance_id)
-            for _ in range(rs.insert_concurrency)
+            ClickHouseSink(common.clickhouse, rs.instance_id) for _ in range(rs.insert_concurrency)
         ]
         for sink in self._all_sinks:
             self._sinks.put(sink)
@@ -156,9 +165,7 @@ class Router:
         # Accounting rows are written on the consumer thread: a client of their own.
         self.accounting = Accounting(self.topic) if rs.reconciliation else None
         self.accounting_sink = (
-            ClickHouseSink(common.clickhouse, self.topic, rs.instance_id)
-            if rs.reconciliation
-            else None
+            ClickHouseSink(common.clickhouse, rs.instance_id) if rs.reconciliation else None
         )
         self.ops_ready = False
         self.tracker = OffsetTracker()
@@ -185,12 +192,9 @@ class Router:
         self.last_lag_check = 0.0
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
-        self._inflight: Future[list[_WriteResult]] | None = None
+        self._inflight: _InFlight | None = None
         # Accounting keeps each buffered message's fate key: one shared tuple per key.
         self._fate_keys: dict[FateKey, FateKey] = {}
-        self._inflight_rows = 0
-        self._inflight_since = 0.0
-        self._inflight_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
     def ready(self) -> bool:
@@ -260,7 +264,7 @@ class Router:
             self._process(msgs)
         self.producer.poll(0)
         self._reproduce_failed_letters()
-        if self._inflight is not None and self._inflight.done():
+        if self._inflight is not None and self._inflight.future.done():
             self._finish_write()
         now = time.monotonic()
         if now - self.last_cache_refresh >= self.rs.cache_local_ttl_s / 4:
@@ -446,9 +450,7 @@ class Router:
         return behind
 
     def _flush_due(self, now: float) -> bool:
-        if under_pressure(self.buffers, self.limits):
-            return True
-        if self.paused_all and self.buffers.open_rows:
+        if under_pressure(self.buffers, self.limits, paused=self.paused_all):
             return True
         if self.buffers.open_rows and now - self.last_flush_round >= self.rs.flush_interval_s:
             return True
@@ -462,7 +464,7 @@ class Router:
         `force` waits for the write to finish (shutdown, rebalance).
         """
         if self._inflight is not None:
-            if not (force or self._inflight.done()):
+            if not (force or self._inflight.future.done()):
                 return
             self._finish_write()
         now = time.monotonic()
@@ -485,10 +487,12 @@ class Router:
             return
         self._mark_high_water(batches)
         ingested_ms = int(time.time() * 1000)
-        self._inflight_rows = sum(len(b.rows) for b in batches)
-        self._inflight_bytes = sum(b.nbytes for b in batches)
-        self._inflight_since = time.monotonic()
-        self._inflight = self._writer.submit(self._write, batches, ingested_ms)
+        self._inflight = _InFlight(
+            self._writer.submit(self._write, batches, ingested_ms),
+            rows=sum(len(b.rows) for b in batches),
+            nbytes=sum(b.nbytes for b in batches),
+            started=time.monotonic(),
+        )
         if force:
             self._finish_write()
 
@@ -511,11 +515,11 @@ class Router:
 
     def _finish_write(self) -> None:
         assert self._inflight is not None
-        results = self._inflight.result()
+        results = self._inflight.future.result()
+        started = self._inflight.started
         self._inflight = None
-        self._inflight_rows = self._inflight_bytes = 0
         now = time.monotonic()
-        if now - self._inflight_since >= BEHIND_FOR_S:
+        if now - started >= BEHIND_FOR_S:
             # The writer, not Kafka, is behind (many clients, each INSERT a part): also
             # a backlog, worth fewer, bigger INSERTs.
             self.behind_until = now + BEHIND_FOR_S
@@ -678,6 +682,7 @@ class Router:
             else:  # gone from Kafka (retention) before its dead letter: keep what we have
                 value = r.line + b"]"
                 why = f"{detail}; original message no longer in Kafka, value is the routed row"
+            event_id, attempt = r.letter_fields()
             letter = DeadLetter(
                 reason=Reason.DESTINATION_ERROR,
                 detail=why,
@@ -685,9 +690,9 @@ class Router:
                 source=Origin(self.topic, r.partition, r.offset),
                 batch_index=r.batch_index,
                 client_id=batch.client_id,
-                event_id=r.event_id(),
+                event_id=event_id,
                 first_failed_at=now_iso,
-                attempt=r.attempt(),
+                attempt=attempt,
                 router_version=VERSION,
             )
             self._dead_letter(value, letter, r.partition, r.offset)
@@ -771,8 +776,9 @@ class Router:
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
         # Every row the router holds counts: open buffers, the write in flight, retries.
-        total = self.buffers.total_rows() + self._inflight_rows
-        nbytes = self.buffers.total_bytes() + self._inflight_bytes
+        write = self._inflight
+        total = self.buffers.total_rows() + (write.rows if write else 0)
+        nbytes = self.buffers.total_bytes() + (write.nbytes if write else 0)
         self.metrics.buffered_rows.set(total)
         self.metrics.buffered_bytes.set(nbytes)
         rs = self.rs

@@ -40,7 +40,7 @@ def test_retried_batch_with_the_same_token_is_stored_once(stack: Settings, make_
     c = make_client("sink")
     batch_rows = rows(c.client_id, c.database, 500)
     batch = Batch(c.database, c.client_id, batch_rows, dedup_token(c.database, batch_rows))
-    sink = ClickHouseSink(stack.clickhouse, "raw", "t")
+    sink = ClickHouseSink(stack.clickhouse, "t")
     try:
         assert isinstance(sink.insert(batch, 1795771201000), Inserted)
         # The answer was "lost": the router re-sends the same sealed batch.
@@ -60,7 +60,7 @@ def test_retried_batch_with_the_same_token_is_stored_once(stack: Settings, make_
 
 
 def test_missing_database_is_a_rejection_not_an_outage(stack: Settings) -> None:
-    sink = ClickHouseSink(stack.clickhouse, "raw", "t")
+    sink = ClickHouseSink(stack.clickhouse, "t")
     try:
         r = rows("ghost", "client_does_not_exist_db", 3)
         outcome = sink.insert(Batch("client_does_not_exist_db", "ghost", r, "tok"), 0)

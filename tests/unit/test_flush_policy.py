@@ -88,7 +88,7 @@ def test_a_paused_router_writes_down_below_the_resume_level_whatever_the_wait() 
     b = ClientBuffers()
     for i in range(3):
         fill(b, f"client_{i}", 20, at=0.0, nbytes=100)  # 6 000 bytes: below flush_bytes
-    assert not under_pressure(b, LIMITS)
+    assert not under_pressure(b, LIMITS) and under_pressure(b, LIMITS, paused=True)
     assert seal_due(b, LIMITS, now=1.0, catching_up=True) == []
     sealed = seal_due(b, LIMITS, now=1.0, catching_up=True, paused=True)
     # Down to flush_bytes / 2 = 1/3 of the budget: below the 1/2 at which consumption resumes.
