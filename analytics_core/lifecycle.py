@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import psycopg2
 import redis
@@ -89,13 +89,13 @@ def _database_of(row: registry.ClientRow) -> str:
 
 
 def _available(
-    migrations: Sequence[MigrationFile] | None, migrations_dir: Path | None
+    migrations: Sequence[MigrationFile] | None, migrations_dir: Traversable | None
 ) -> list[MigrationFile] | str:
     """The migrations to plan with, or why the migration files can not be read."""
     if migrations is not None:
         return list(migrations)
     try:
-        return files.load(migrations_dir) if migrations_dir is not None else files.load()
+        return files.load(migrations_dir)
     except (files.MigrationFileError, OSError, UnicodeDecodeError) as exc:
         return f"migration files: {exc}"
 
@@ -106,11 +106,12 @@ def provision(
     *,
     run_id: str | None = None,
     migrations: Sequence[MigrationFile] | None = None,
-    migrations_dir: Path | None = None,
+    migrations_dir: Traversable | None = None,
 ) -> Provisioned | StepFailed:
     """Create the client's database with every migration, then mark it active.
 
-    `migrations` (already loaded) wins over `migrations_dir` (default: clickhouse/migrations).
+    `migrations` (already loaded) wins over `migrations_dir` (default: the shipped
+    clickhouse/migrations).
     """
     conn = pg.connect(settings.postgres)
     try:
@@ -177,7 +178,7 @@ def migrate(
     *,
     run_id: str | None = None,
     migrations: Sequence[MigrationFile] | None = None,
-    migrations_dir: Path | None = None,
+    migrations_dir: Traversable | None = None,
 ) -> Migrated | StepFailed:
     """Apply pending migrations to an active client; refuses tampered history."""
     conn = pg.connect(settings.postgres)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from analytics_core import package_data
 from analytics_core.clickhouse import create_database, http_client
 from analytics_core.migrations.files import split_statements
 from analytics_core.naming import validate_identifier
-from analytics_core.settings import REPO_ROOT, Settings
+from analytics_core.settings import Settings
 
-OPS_SQL_DIR = REPO_ROOT / "clickhouse" / "ops"
 CONSUMPTION_TABLE = "router_consumption"
 
 
@@ -21,8 +21,8 @@ def ensure_ops_schema(settings: Settings) -> str:
         admin.close()
     client = http_client(settings.clickhouse, database=database)
     try:
-        for path in sorted(OPS_SQL_DIR.glob("*.sql")):
-            for statement in split_statements(path.read_text()):
+        for path in package_data.sql_files(package_data.clickhouse_ops()):
+            for statement in split_statements(path.read_text(encoding="utf-8")):
                 client.command(statement)
     finally:
         client.close()

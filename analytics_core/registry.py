@@ -11,31 +11,30 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import psycopg2.extensions
 
+from analytics_core import package_data
 from analytics_core.clients import ClientRecord, ClientStatus
-from analytics_core.settings import REPO_ROOT
-
-METADATA_SQL_DIR = REPO_ROOT / "postgres" / "sql"
 
 Conn = psycopg2.extensions.connection
 
 
-def metadata_files(directory: Path = METADATA_SQL_DIR) -> list[Path]:
-    return sorted(p for p in directory.glob("*.sql"))
+def metadata_files(directory: Traversable | None = None) -> list[Traversable]:
+    """The registry schema files (`postgres/sql/*.sql`, shipped in the package) in name order."""
+    return package_data.sql_files(directory or package_data.postgres_metadata())
 
 
-def apply_metadata_schema(conn: Conn, directory: Path = METADATA_SQL_DIR) -> list[str]:
+def apply_metadata_schema(conn: Conn, directory: Traversable | None = None) -> list[str]:
     """Apply every postgres/sql file in name order; each is idempotent."""
     applied = []
     with conn.cursor() as cur:
         # Serialises concurrent bootstraps (router + dagster starting together).
         cur.execute("SELECT pg_advisory_xact_lock(7424001)")
         for path in metadata_files(directory):
-            cur.execute(path.read_text())
+            cur.execute(path.read_text(encoding="utf-8"))
             applied.append(path.name)
     conn.commit()
     return applied

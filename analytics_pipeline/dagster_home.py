@@ -6,7 +6,8 @@
                                                             ...and run a command with them
 
 DAGSTER_HOME defaults to <PIPELINE_STATE_DIR>/dagster (.state/dagster). The repository's
-dagster.yaml is copied there whenever it differs, so the copy never goes stale; running this
+dagster.yaml (shipped in the package as `analytics_pipeline/dagster.yaml`, a link to it) is
+copied there whenever it differs, so the copy never goes stale; running this
 again changes nothing. dagster.yaml reads its PostgreSQL connection from POSTGRES_HOST/PORT/
 USER/PASSWORD and DAGSTER_POSTGRES_DB, which Dagster requires to be set: the values exported
 here are those of `analytics_core.settings.Settings` (the environment, else its defaults).
@@ -18,22 +19,27 @@ import argparse
 import os
 import shlex
 import sys
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from analytics_core.settings import REPO_ROOT, Settings, SettingsError
+from analytics_core.settings import Settings, SettingsError
 
-INSTANCE_CONFIG = REPO_ROOT / "dagster.yaml"
+
+def instance_config() -> Traversable:
+    """The repository's dagster.yaml, as shipped in the package."""
+    return files("analytics_pipeline") / "dagster.yaml"
 
 
 def default_home(settings: Settings) -> Path:
     return settings.state_dir / "dagster"
 
 
-def prepare(home: Path, source: Path = INSTANCE_CONFIG) -> Path:
+def prepare(home: Path, source: Traversable | None = None) -> Path:
     """Create `home` and make `home/dagster.yaml` a copy of `source`; idempotent."""
     home.mkdir(parents=True, exist_ok=True)
     target = home / "dagster.yaml"
-    data = source.read_bytes()
+    data = (source or instance_config()).read_bytes()
     if not target.exists() or target.read_bytes() != data:
         tmp = target.with_suffix(".yaml.tmp")
         tmp.write_bytes(data)

@@ -1,7 +1,8 @@
 """`python -m analytics_core.batch.seed_sample CLIENT_ID [--dir DIR]`: drop the sample data.
 
-Copies `samples/landing/` (users and page_views in JSONL, CSV and Parquet) into the
-client's landing zone, so a batch load has something to load on a fresh machine.
+Copies `samples/landing/` (users and page_views in JSONL, CSV and Parquet; shipped in the
+package, see `analytics_core.package_data`) into the client's landing zone, so a batch
+load has something to load on a fresh machine.
 
 Where: `--dir` if given (a directory or fsspec URL), else the client's
 `clients.batch_source_url`, else `<PIPELINE_STATE_DIR>/landing/<client_id>`. When the
@@ -14,16 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import fsspec
 import psycopg2
 
-from analytics_core import pg, registry
+from analytics_core import package_data, pg, registry
 from analytics_core.naming import client_id_problem
-from analytics_core.settings import REPO_ROOT, Settings, SettingsError
-
-SAMPLES_DIR = REPO_ROOT / "samples" / "landing"
+from analytics_core.settings import Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -45,15 +44,15 @@ def default_landing_url(settings: Settings, client_id: str) -> str:
     return str(settings.state_dir / "landing" / client_id)
 
 
-def copy_samples(url: str, samples: Path = SAMPLES_DIR) -> list[str]:
+def copy_samples(url: str, samples: Traversable | None = None) -> list[str]:
+    """Copy every sample file under `url` (same relative paths); returns those paths."""
     fs, root = fsspec.core.url_to_fs(url)
     root = str(root).rstrip("/")
     copied = []
-    for path in sorted(p for p in samples.rglob("*") if p.is_file()):
-        rel = path.relative_to(samples).as_posix()
+    for rel, source in package_data.walk_files(samples or package_data.sample_landing()):
         target = f"{root}/{rel}"
         fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        fs.put_file(str(path), target)
+        fs.pipe_file(target, source.read_bytes())
         copied.append(rel)
     return copied
 

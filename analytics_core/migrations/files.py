@@ -1,7 +1,8 @@
 """Migration files: naming, checksums and statement splitting (pure, plus one reader).
 
 Version 0 is the base schema `clickhouse/schemas/01_events_base.sql`; later
-versions are `clickhouse/migrations/vNNN_<name>.sql` with NNN >= 1.
+versions are `clickhouse/migrations/vNNN_<name>.sql` with NNN >= 1. Both ship in the package
+(`analytics_core.package_data`); a directory given by the caller replaces the shipped one.
 The checksum is sha256 of the file's bytes: any edit to an applied file is
 detected and refused by the planner.
 """
@@ -11,12 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
-from analytics_core.settings import REPO_ROOT
+from analytics_core import package_data
 
-BASE_SCHEMA = REPO_ROOT / "clickhouse" / "schemas" / "01_events_base.sql"
-MIGRATIONS_DIR = REPO_ROOT / "clickhouse" / "migrations"
+BASE_SCHEMA_FILE = "01_events_base.sql"
 FILENAME_PATTERN = re.compile(r"^v(\d{3,6})_([a-z0-9_]+)\.sql$")
 
 
@@ -87,13 +87,15 @@ def split_statements(sql: str) -> list[str]:
 
 
 def load(
-    migrations_dir: Path = MIGRATIONS_DIR, base_schema: Path = BASE_SCHEMA
+    migrations_dir: Traversable | None = None, base_schema: Traversable | None = None
 ) -> list[MigrationFile]:
-    """The base schema and every migration file, in version order."""
-    base = base_schema.read_bytes()
+    """The base schema and every migration file, in version order (default: the shipped ones)."""
+    base_file = base_schema or package_data.clickhouse_schemas() / BASE_SCHEMA_FILE
+    directory = migrations_dir or package_data.clickhouse_migrations()
+    base = base_file.read_bytes()
     files = [MigrationFile(0, "base_events", base.decode("utf-8"), checksum(base))]
     seen: dict[int, str] = {}
-    for path in sorted(migrations_dir.glob("*.sql")):
+    for path in package_data.sql_files(directory):
         version, name = parse_filename(path.name)
         if version in seen:
             raise MigrationFileError(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 from pydantic import Field
 
+from analytics_core import package_data
 from analytics_core.clickhouse import http_client
 from analytics_core.migrations import files
 from analytics_core.migrations.files import MigrationFile
@@ -31,8 +33,11 @@ class ClickHouseResource(EnvDefaultsResource):
     def settings(self) -> ClickHouseSettings:
         return self._overlay(Settings.from_env().clickhouse)
 
-    def migrations_path(self) -> Path:
-        return Path(self.migrations_dir) if self.migrations_dir else files.MIGRATIONS_DIR
+    def migrations_path(self) -> Traversable:
+        """The configured directory, else the migrations shipped in the package."""
+        if self.migrations_dir:
+            return Path(self.migrations_dir)
+        return package_data.clickhouse_migrations()
 
     def load_migrations(self) -> list[MigrationFile]:
         """Base schema + migration files in version order; raises MigrationFileError."""

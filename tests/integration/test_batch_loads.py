@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from dagster import DagsterInstance, materialize
 
-from analytics_core import pg
-from analytics_core.batch.seed_sample import SAMPLES_DIR, seed
+from analytics_core import package_data, pg
+from analytics_core.batch.seed_sample import seed
 from analytics_core.clickhouse import http_client
 from analytics_core.settings import Settings
 from analytics_pipeline.assets.batch_loads import BATCH_ASSETS, BATCH_RESOURCES
@@ -296,7 +296,7 @@ def test_seed_sample_sets_the_batch_source_once(
     assert first.__class__.__name__ == "Seeded"
     assert first.url == str(stack.state_dir / "landing" / client.client_id)  # type: ignore[union-attr]
     assert first.source_set  # type: ignore[union-attr]
-    assert len(first.files) == sum(1 for p in SAMPLES_DIR.rglob("*") if p.is_file())  # type: ignore[union-attr]
+    assert len(first.files) == len(package_data.walk_files(package_data.sample_landing()))  # type: ignore[union-attr]
     other = seed(stack, client.client_id, str(tmp_path / "elsewhere"))
     assert not other.source_set and other.source_url == first.url  # type: ignore[union-attr]
     shutil.rmtree(first.url)  # type: ignore[union-attr]

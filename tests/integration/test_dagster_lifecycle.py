@@ -7,7 +7,6 @@ dagster.yaml, real ClickHouse and Redis. Client ids are unique (`t3-<uuid8>`).
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +15,9 @@ from typing import Any
 import pytest
 from dagster import DagsterEventType, ExecuteInProcessResult, RunRequest
 
-from analytics_core import client_cache, lifecycle
+from analytics_core import client_cache, lifecycle, package_data
 from analytics_core.clickhouse import database_exists, http_client
 from analytics_core.clients import ClientStatus
-from analytics_core.migrations.files import MIGRATIONS_DIR
 from analytics_core.settings import Settings
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.testing import Sandbox, launch, sandbox, tick
@@ -55,7 +53,9 @@ def sb(tmp_path: Path) -> Iterator[Sandbox]:
 def migrations_dir(tmp_path: Path) -> Path:
     """A migrations directory holding a copy of the repository's migrations."""
     d = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, d)
+    d.mkdir()
+    for f in package_data.sql_files(package_data.clickhouse_migrations()):
+        (d / f.name).write_bytes(f.read_bytes())
     return d
 
 

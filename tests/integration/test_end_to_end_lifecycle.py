@@ -12,7 +12,6 @@ testing), and this test's own raw and dead-letter topics, so the router sees onl
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,10 +25,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from analytics_core import package_data
 from analytics_core.clickhouse import database_exists, http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.dead_letter import read_dead_letter
-from analytics_core.migrations.files import MIGRATIONS_DIR
 from analytics_core.reasons import Reason
 from analytics_core.settings import REPO_ROOT, Settings
 from analytics_pipeline.testing import Sandbox, launch, sandbox, tick
@@ -193,7 +192,8 @@ def test_client_from_pending_to_deprovisioned_through_the_router(
     )
 
     # A new migration file -> migrations sensor -> migration run; new rows get page_url.
-    shutil.copy(MIGRATIONS_DIR / "v001_page_url_column.sql", migrations)
+    v001 = package_data.clickhouse_migrations() / "v001_page_url_column.sql"
+    (migrations / v001.name).write_bytes(v001.read_bytes())
     [request] = tick(sb, defs, "migrations_sensor", None).run_requests
     migrated = launch(sb, defs, "migrations_sensor", request)
     assert migrated is not None and migrated.success
