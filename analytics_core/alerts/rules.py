@@ -7,7 +7,6 @@ against a baseline of end offsets that moves after an alert or after the window.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -196,25 +195,7 @@ def dead_letter_alert(
     )
 
 
-# ------------------------------------------------------------------ cursors
-
-
-def encode_cursor(body: Mapping[str, Any]) -> str:
-    return json.dumps({"v": CURSOR_VERSION, **body}, sort_keys=True, separators=(",", ":"))
-
-
-def decode_cursor(raw: str | None) -> dict[str, Any]:
-    """The cursor body; {} for none or an unreadable one (treated as a first tick)."""
-    if not raw:
-        return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        return {}
-    if not isinstance(doc, dict) or doc.get("v") != CURSOR_VERSION:
-        return {}
-    doc.pop("v")
-    return doc
+# ------------------------------------------------------------------ cursor state
 
 
 def baseline_to_json(b: Baseline) -> dict[str, Any]:

@@ -19,19 +19,11 @@ from dagster import Definitions
 from analytics_core import lifecycle
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
-from analytics_pipeline.assets.reconciliation import (
-    client_events,
-    reconcile_tags,
-    reconciliation_check,
-    reconciliation_job,
-    reconciliation_schedule,
-)
 from analytics_pipeline.definitions import make_definitions
-from analytics_pipeline.jobs_trace import trace_event_job
+from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags
 from analytics_pipeline.resources import KafkaResource
-from analytics_pipeline.sensors.alerts import ALERT_SENSORS
-from analytics_pipeline.testing import Sandbox, sandbox, tick
 from devstack import api
+from tests.dagster_sandbox import Sandbox, sandbox, tick
 
 pytestmark = pytest.mark.integration
 
@@ -80,22 +72,8 @@ def sb(tmp_path: Path) -> Iterator[Sandbox]:
 
 
 def definitions(**resources: Any) -> Definitions:
-    """The code location with issue 5's checks, jobs, schedule and sensors: as they are once
-    definitions.py lists them, added here while it does not."""
-    base = make_definitions(resources or None)
-    jobs = {getattr(j, "name", None) for j in base.jobs or []}
-    if "reconcile_client" in jobs and "trace_event" in jobs:
-        return base
-    return Definitions.merge(
-        base,
-        Definitions(
-            assets=[client_events],
-            asset_checks=[reconciliation_check],
-            jobs=[reconciliation_job, trace_event_job],
-            schedules=[reconciliation_schedule],
-            sensors=ALERT_SENSORS,
-        ),
-    )
+    """The code location, with some resources replaced."""
+    return make_definitions(resources or None)
 
 
 def test_failed_run_alert_reaches_the_webhook_once(sb: Sandbox, hook: Hook) -> None:

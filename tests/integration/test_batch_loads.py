@@ -16,7 +16,7 @@ from analytics_core import package_data, pg
 from analytics_core.batch.seed_sample import seed
 from analytics_core.clickhouse import http_client
 from analytics_core.settings import Settings
-from analytics_pipeline.assets.batch_loads import BATCH_ASSETS, BATCH_RESOURCES
+from analytics_pipeline.defs.batch_loads.assets import BATCH_ASSETS, BATCH_RESOURCES
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.resources import default_resources
 
@@ -309,8 +309,8 @@ def test_schedule_requests_one_run_per_active_client_with_a_batch_source(
 
     from dagster import Definitions, build_schedule_context
 
+    from analytics_pipeline.defs.batch_loads.schedules import BATCH_SCHEDULES, batch_loads_schedule
     from analytics_pipeline.resources import PostgresMetadataResource
-    from analytics_pipeline.schedules.batch_loads import BATCH_SCHEDULES, batch_loads_schedule
 
     defs = Definitions(
         assets=BATCH_ASSETS,

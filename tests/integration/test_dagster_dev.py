@@ -1,7 +1,7 @@
 """`dagster dev` with the repository's workspace.yaml and dagster.yaml, against the local stack.
 
 DAGSTER_HOME is prepared like `python -m analytics_pipeline.dagster_home` does; Dagster's
-storage and the registry are sandbox databases (analytics_pipeline.testing), so the running
+storage and the registry are sandbox databases (tests/dagster_sandbox.py), so the running
 sensors see only this test's clients. One pending client is provisioned by a run launched
 through GraphQL as the UI does (add the partition, launch a materialization of the per-client
 assets); another is provisioned by the daemon's provisioning sensor on its own.
@@ -18,7 +18,6 @@ from dagster import DagsterRun, RunsFilter
 
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
-from analytics_pipeline.testing import Sandbox, sandbox
 from devstack import api
 from tests.dagster_dev_support import (
     LOCATION,
@@ -27,6 +26,7 @@ from tests.dagster_dev_support import (
     running_dagster_dev,
     wait_for,
 )
+from tests.dagster_sandbox import Sandbox, sandbox
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 reprocessing job appear with the per-client partitions, and a backfill launched through
 GraphQL for two clients succeeds (twice, without duplicating a row).
 
-Dagster's storage and the registry are sandbox databases (analytics_pipeline.testing). The
+Dagster's storage and the registry are sandbox databases (tests/dagster_sandbox.py). The
 code location is the repository's workspace.yaml.
 """
 
@@ -19,7 +19,6 @@ from analytics_core import lifecycle
 from analytics_core.batch.seed_sample import seed
 from analytics_core.clickhouse import http_client
 from analytics_core.settings import Settings
-from analytics_pipeline.testing import Sandbox, sandbox
 from devstack import api
 from tests.dagster_dev_support import (
     LOCATION,
@@ -28,6 +27,7 @@ from tests.dagster_dev_support import (
     running_dagster_dev,
     wait_for,
 )
+from tests.dagster_sandbox import Sandbox, sandbox
 
 pytestmark = pytest.mark.integration
 

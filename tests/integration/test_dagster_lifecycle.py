@@ -1,6 +1,6 @@
 """The client lifecycle in Dagster on the real stack: sensors evaluated, their runs executed.
 
-Each test gets a sandbox (analytics_pipeline.testing): fresh registry and Dagster storage
+Each test gets a sandbox (tests/dagster_sandbox.py): fresh registry and Dagster storage
 databases on the local PostgreSQL, a DagsterInstance loaded from the repository's
 dagster.yaml, real ClickHouse and Redis. Client ids are unique (`t3-<uuid8>`).
 """
@@ -20,8 +20,8 @@ from analytics_core.clickhouse import database_exists, http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
-from analytics_pipeline.testing import Sandbox, launch, sandbox, tick
 from devstack import api
+from tests.dagster_sandbox import Sandbox, launch, sandbox, tick
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,9 @@ client's events into its new database -> a new migration file -> migrations sens
 migration run (v001's materialized page_url reaches new rows) -> deprovisioning run -> the
 router dead-letters the client's later events as client_inactive.
 
-Isolation on the shared stack: a sandbox registry and Dagster storage (analytics_pipeline.
-testing), and this test's own raw and dead-letter topics, so the router sees only its events.
+Isolation on the shared stack: a sandbox registry and Dagster storage
+(tests/dagster_sandbox.py), and this test's own raw and dead-letter topics, so the router
+sees only its events.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from analytics_core.clients import ClientStatus
 from analytics_core.dead_letter import read_dead_letter
 from analytics_core.reasons import Reason
 from analytics_core.settings import REPO_ROOT, Settings
-from analytics_pipeline.testing import Sandbox, launch, sandbox, tick
 from devstack import api
 from router.send_events import valid_event
+from tests.dagster_sandbox import Sandbox, launch, sandbox, tick
 
 pytestmark = pytest.mark.integration
 

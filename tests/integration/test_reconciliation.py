@@ -20,7 +20,7 @@ from analytics_core.clickhouse import http_client
 from analytics_core.reconciliation.model import ProblemKind, Report, window_label
 from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
 from analytics_core.settings import Settings
-from analytics_pipeline.assets.reconciliation import reconcile_tags
+from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags
 from tests.conftest import ClientFixture, Kafka, RouterThread, event, wait_for
 from tests.integration.test_alerts import definitions
 

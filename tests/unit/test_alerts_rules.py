@@ -21,8 +21,6 @@ from analytics_core.alerts.rules import (
     check_failure_alert,
     dead_letter_alert,
     dead_letter_growth,
-    decode_cursor,
-    encode_cursor,
     run_failure_alert,
     stuck_clients,
 )
@@ -35,6 +33,8 @@ from analytics_core.alerts.sinks import (
     sinks_from_settings,
 )
 from analytics_core.settings import SettingsError
+from analytics_pipeline.sensor_cursor import decode as decode_cursor
+from analytics_pipeline.sensor_cursor import encode as encode_cursor
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=UTC)
 

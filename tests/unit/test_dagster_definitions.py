@@ -18,23 +18,23 @@ from dagster._core.instance.config import dagster_instance_config
 from analytics_core.migrations.files import MigrationFile, checksum
 from analytics_core.settings import REPO_ROOT, Settings
 from analytics_pipeline import dagster_home
+from analytics_pipeline import sensor_cursor as cursor
 from analytics_pipeline.definitions import defs, make_definitions
-from analytics_pipeline.resources import (
-    ClickHouseResource,
-    KafkaResource,
-    PostgresMetadataResource,
-    RedisResource,
-    pipeline_settings,
-)
-from analytics_pipeline.sensors import cursor
-from analytics_pipeline.sensors.migrations_plan import plan_migrations, signature
-from analytics_pipeline.sensors.provisioning_plan import (
+from analytics_pipeline.defs.client_lifecycle.migrations_plan import plan_migrations, signature
+from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
     MAX_ATTEMPTS,
     Attempt,
     PendingClient,
     attempts_from_cursor,
     attempts_to_cursor,
     plan_provisioning,
+)
+from analytics_pipeline.resources import (
+    ClickHouseResource,
+    KafkaResource,
+    PostgresMetadataResource,
+    RedisResource,
+    pipeline_settings,
 )
 
 
@@ -198,10 +198,10 @@ def test_a_client_sent_back_to_pending_starts_a_new_attempt_and_others_are_forgo
 
 def test_cursor_round_trip_and_garbage() -> None:
     state = {"acme": Attempt("2024-01-01T00:00:00+00:00", 2)}
-    raw = cursor.encode(attempts_to_cursor(state))
-    assert attempts_from_cursor(cursor.decode(raw)) == state
+    raw = cursor.encode({"clients": attempts_to_cursor(state)})
+    assert attempts_from_cursor(cursor.clients_state(raw)) == state
     for bad in (None, "", "not json", '{"v": 99, "clients": {}}', "[1, 2]"):
-        assert cursor.decode(bad) == {}
+        assert cursor.decode(bad) == {} and cursor.clients_state(bad) == {}
     assert attempts_from_cursor({"acme": "bogus"}) == {}
 
 

@@ -17,11 +17,9 @@ from analytics_core.reconciliation.model import (
     Unavailable,
 )
 from analytics_core.reconciliation.reconcile import reconcile
-from analytics_pipeline.assets.reconciliation import (
-    check_result,
-    reconcile_tags,
-    reconciliation_schedule,
-)
+from analytics_pipeline.defs.reconciliation.assets import check_result
+from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags
+from analytics_pipeline.defs.reconciliation.schedules import reconciliation_schedule
 
 W = 1_795_788_000
 NOW = datetime.fromtimestamp(W + 1800, UTC)

@@ -47,14 +47,14 @@ from analytics_core.alerts.rules import (
     check_failure_alert,
     dead_letter_alert,
     dead_letter_growth,
-    decode_cursor,
-    encode_cursor,
     run_failure_alert,
     stuck_clients,
 )
 from analytics_core.alerts.sinks import Outcome, deliver, sinks_from_settings
 from analytics_core.clients import ClientStatus
 from analytics_pipeline.resources import KafkaResource, PostgresMetadataResource
+from analytics_pipeline.sensor_cursor import decode as decode_cursor
+from analytics_pipeline.sensor_cursor import encode as encode_cursor
 from analytics_pipeline.tags import CLIENT_TAG, PARTITION_TAG
 
 CHECK_BATCH = 200

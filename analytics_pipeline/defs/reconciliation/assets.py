@@ -3,10 +3,9 @@ a dead letter or a parked record, per closed hour window.
 
 `client_events` stands for the client's routed events (`<database>.events_base`); the router
 writes it, Dagster never materializes it, so it is declared as an external asset
-(AssetSpec) partitioned by client. The check runs per partition through
-`reconciliation_job` (checks only; the client travels as the `dagster/partition` run tag,
-see `reconcile_tags`) and `reconciliation_schedule` (hourly, one run per client); it can
-also be launched from the UI on any partition of `client_events`.
+(AssetSpec) partitioned by client. The check runs per partition through `reconcile_client`
+(jobs.py) and the hourly schedule (schedules.py); it can also be launched from the UI on any
+partition of `client_events`.
 
 A failed check names the client, each window and how many events, with the numbers as
 metadata (a Markdown table per window and the whole report as JSON). A client that can not
@@ -16,37 +15,28 @@ Settings: RECONCILIATION_* (see analytics_core/reconciliation/__init__.py).
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
-    AssetSelection,
     AssetSpec,
-    DefaultScheduleStatus,
     MetadataValue,
-    RunRequest,
-    ScheduleEvaluationContext,
-    SkipReason,
     asset_check,
-    define_asset_job,
-    schedule,
 )
 
 from analytics_core.reconciliation.model import Report, Unavailable, window_label
 from analytics_core.reconciliation.render import markdown_table, summary
 from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
 from analytics_core.settings import Settings
-from analytics_pipeline.assets.provisioning import client_database
-from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME, clients_partitions
+from analytics_pipeline.defs.client_lifecycle.assets import client_database
+from analytics_pipeline.partitions import clients_partitions
 from analytics_pipeline.resources import (
     ClickHouseResource,
     KafkaResource,
     PostgresMetadataResource,
 )
-from analytics_pipeline.tags import PARTITION_TAG, client_tags
 
 CHECK_NAME = "reconciliation"
 
@@ -122,43 +112,3 @@ def reconciliation_check(
     report = reconcile_client(settings, client_id, ReconciliationOptions.from_env())
     context.log.info(summary(report))
     return check_result(report)
-
-
-def reconcile_tags(client_id: str) -> dict[str, str]:
-    """Run tags of a reconciliation of one client.
-
-    A checks-only job has no partitions definition of its own, so the partition travels as
-    the `dagster/partition` tag (what the check's context reads, and what dagster.yaml's
-    one-run-per-client limit keys on).
-    """
-    return {PARTITION_TAG: client_id, **client_tags(client_id, "reconcile")}
-
-
-reconciliation_job = define_asset_job(
-    name="reconcile_client",
-    selection=AssetSelection.checks(reconciliation_check),
-    description="Reconcile one client (its partition): the reconciliation asset check.",
-)
-
-
-@schedule(
-    name="reconciliation_schedule",
-    job=reconciliation_job,
-    cron_schedule="10 * * * *",
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Hourly, ten minutes past: reconcile every client partition.",
-)
-def reconciliation_schedule(
-    context: ScheduleEvaluationContext,
-) -> Iterator[RunRequest | SkipReason]:
-    keys = context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)
-    if not keys:
-        yield SkipReason("no client partitions")
-        return
-    stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
-    for key in sorted(keys):
-        yield RunRequest(run_key=f"reconcile:{key}:{stamp}", tags=reconcile_tags(key))
-
-
-RECONCILIATION_ASSETS = [client_events]
-RECONCILIATION_CHECKS = [reconciliation_check]

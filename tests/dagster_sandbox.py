@@ -1,5 +1,5 @@
-"""Test support on the real local stack: an isolated registry and Dagster instance, and a
-sensor driver that does what the sensor daemon does.
+"""Test support for the Dagster tests on the real local stack: an isolated registry and Dagster
+instance, and a sensor driver that does what the sensor daemon does.
 
 `sandbox()` creates two fresh PostgreSQL databases on the configured server (a metadata
 registry with the schema applied, and Dagster's storage), points POSTGRES_DB and

@@ -10,7 +10,7 @@ from the launchpad.
 
 from dagster import DefaultScheduleStatus, ScheduleDefinition, define_asset_job
 
-from analytics_pipeline.assets.dead_letters import dead_letter_reprocessing
+from analytics_pipeline.defs.dead_letters.assets import dead_letter_reprocessing
 
 reprocess_dead_letters_job = define_asset_job(
     name="reprocess_dead_letters",

@@ -1,20 +1,26 @@
-"""`deprovision_client`: a job launched from the UI to remove one client.
+"""The client lifecycle jobs.
 
-Config names the client and repeats it in `confirm`; a mismatch (or an invalid id) is refused
-before anything happens. Otherwise `analytics_core.lifecycle.deprovision` marks the client
-deprovisioning (the router stops routing it at once: cache invalidated), records the row
-counts, drops its ClickHouse database, marks it deprovisioned and writes the audit row with
-who asked and this run's id; then the client's partition is removed. Running it again on a
-deprovisioned client changes nothing but adds an audit row saying so.
+- `provision_client`: provisions one client (its partition) and reports its schema;
+- `migrate_client`: applies pending ClickHouse migrations to one client (its partition);
+- `deprovision_client`: launched from the UI to remove one client.
+
+Deprovisioning config names the client and repeats it in `confirm`; a mismatch (or an
+invalid id) is refused before anything happens. Otherwise
+`analytics_core.lifecycle.deprovision` marks the client deprovisioning (the router stops
+routing it at once: cache invalidated), records the row counts, drops its ClickHouse
+database, marks it deprovisioned and writes the audit row with who asked and this run's id;
+then the client's partition is removed. Running it again on a deprovisioned client changes
+nothing but adds an audit row saying so.
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from dagster import Config, MetadataValue, OpExecutionContext, job, op
+from dagster import Config, MetadataValue, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
 from analytics_core import lifecycle
 from analytics_core.naming import client_id_problem
+from analytics_pipeline.defs.client_lifecycle.assets import client_database, client_schema
 from analytics_pipeline.failures import TRANSIENT_RETRY, step_failure
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.resources import (
@@ -27,6 +33,20 @@ from analytics_pipeline.run_history import running_runs_for_client
 from analytics_pipeline.tags import STEP_TAG
 
 USER_TAGS = ("dagster/user", "user")
+
+# client_schema runs after client_database and finds nothing pending: provisioning already
+# applied every migration. It is in the job so the UI shows the schema of a new client.
+provision_client_job = define_asset_job(
+    name="provision_client",
+    selection=[client_database, client_schema],
+    description="Provision a client: ClickHouse database, schema, status active.",
+)
+
+migrate_client_job = define_asset_job(
+    name="migrate_client",
+    selection=[client_schema],
+    description="Apply a client's pending ClickHouse migrations, in version order.",
+)
 
 
 class DeprovisionConfig(Config):

@@ -22,7 +22,7 @@ from dagster import (
 
 from analytics_core import registry
 from analytics_core.clients import ClientStatus
-from analytics_pipeline.assets.batch_loads import BATCH_ASSET_KEYS
+from analytics_pipeline.defs.batch_loads.assets import BATCH_ASSET_KEYS
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.resources import PostgresMetadataResource
 

@@ -49,7 +49,7 @@ from analytics_core.batch.report import TableReport
 from analytics_core.batch.source import landing_zone_source
 from analytics_core.batch.tables import TABLES
 from analytics_core.settings import Settings
-from analytics_pipeline.assets.provisioning import client_database
+from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.partitions import clients_partitions
 from analytics_pipeline.resources import ClickHouseResource, PostgresMetadataResource
 

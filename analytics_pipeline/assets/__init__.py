@@ -1,1 +1,0 @@
-"""Per-client assets, partitioned by `clients` (one module per lifecycle concern)."""

@@ -1,0 +1,1 @@
+"""Alerts: run failures, failed checks, stuck clients and dead-letter growth."""

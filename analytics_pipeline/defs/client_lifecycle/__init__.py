@@ -1,0 +1,1 @@
+"""Client lifecycle: provisioning, schema migrations and deprovisioning of each client."""

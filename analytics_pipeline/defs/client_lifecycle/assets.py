@@ -1,0 +1,123 @@
+"""The per-client lifecycle assets, partitioned by `clients`.
+
+- `client_database`: a client's ClickHouse database, created by provisioning. Materializing a
+  partition calls `analytics_core.lifecycle.provision`: database, base schema, every migration
+  (recorded in schema_versions), status active, router cache invalidated, audit row with this
+  run's id. On an active client it changes nothing. A failure has already marked the client
+  failed (and audited) when the run fails with its reason.
+- `client_schema`: the ClickHouse schema version of a client's database. Materializing a
+  partition calls `analytics_core.lifecycle.migrate`: pending migrations are applied in
+  version order and recorded with their checksums; an applied file that changed (or
+  disappeared) refuses the whole plan before anything runs, and the run fails with that
+  reason. Each client is its own partition, so one client's failure never stops another's.
+"""
+
+# No `from __future__ import annotations`: Dagster reads these type hints at runtime.
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from analytics_core import lifecycle, registry
+from analytics_core.clickhouse import table_row_counts
+from analytics_pipeline.defs.client_lifecycle.metadata import tables_metadata, versions_metadata
+from analytics_pipeline.failures import TRANSIENT_RETRY, step_failure
+from analytics_pipeline.partitions import clients_partitions
+from analytics_pipeline.resources import (
+    ClickHouseResource,
+    PostgresMetadataResource,
+    RedisResource,
+    pipeline_settings,
+)
+
+GROUP = "client_lifecycle"
+
+
+@asset(
+    partitions_def=clients_partitions,
+    group_name=GROUP,
+    kinds={"clickhouse"},
+    retry_policy=TRANSIENT_RETRY,
+    description=(
+        "The client's ClickHouse database with the base schema and every migration; "
+        "materializing a partition provisions that client (idempotent)."
+    ),
+)
+def client_database(
+    context: AssetExecutionContext,
+    postgres: PostgresMetadataResource,
+    clickhouse: ClickHouseResource,
+    redis: RedisResource,
+) -> MaterializeResult:
+    client_id = context.partition_key
+    settings = pipeline_settings(postgres=postgres, clickhouse=clickhouse, redis=redis)
+    outcome = lifecycle.provision(
+        settings,
+        client_id,
+        run_id=context.run.run_id,
+        migrations_dir=clickhouse.migrations_path(),
+    )
+    if isinstance(outcome, lifecycle.StepFailed):
+        raise step_failure(outcome, "provisioning")
+    context.log.info(
+        f"client {client_id} active in {outcome.database}, schema version "
+        f"{outcome.schema_version}" + (" (already active)" if outcome.was_active else "")
+    )
+    return MaterializeResult(
+        metadata={
+            "client_id": MetadataValue.text(client_id),
+            "database": MetadataValue.text(outcome.database),
+            "schema_version": MetadataValue.int(outcome.schema_version),
+            "applied_versions": MetadataValue.json(outcome.applied_versions),
+            "was_already_active": MetadataValue.bool(outcome.was_active),
+            **tables_metadata(outcome.tables),
+        }
+    )
+
+
+@asset(
+    partitions_def=clients_partitions,
+    deps=[client_database],
+    group_name=GROUP,
+    kinds={"clickhouse"},
+    retry_policy=TRANSIENT_RETRY,
+    description=(
+        "The client's schema at the latest migration in clickhouse/migrations; "
+        "materializing a partition applies that client's pending migrations."
+    ),
+)
+def client_schema(
+    context: AssetExecutionContext,
+    postgres: PostgresMetadataResource,
+    clickhouse: ClickHouseResource,
+    redis: RedisResource,
+) -> MaterializeResult:
+    client_id = context.partition_key
+    settings = pipeline_settings(postgres=postgres, clickhouse=clickhouse, redis=redis)
+    outcome = lifecycle.migrate(
+        settings,
+        client_id,
+        run_id=context.run.run_id,
+        migrations_dir=clickhouse.migrations_path(),
+    )
+    if isinstance(outcome, lifecycle.StepFailed):
+        raise step_failure(outcome, "migration")
+    context.log.info(
+        f"client {client_id}: applied {outcome.applied_versions or 'nothing'}, "
+        f"schema version {outcome.schema_version}"
+    )
+    with postgres.connect() as conn:
+        applied = registry.applied_versions(conn, client_id)
+    ch = clickhouse.client()
+    try:
+        row_counts = table_row_counts(ch, outcome.database)
+    finally:
+        ch.close()
+    return MaterializeResult(
+        metadata={
+            "client_id": MetadataValue.text(client_id),
+            "database": MetadataValue.text(outcome.database),
+            "schema_version": MetadataValue.int(outcome.schema_version),
+            "applied_now": MetadataValue.json(outcome.applied_versions),
+            **versions_metadata(applied),
+            **tables_metadata(row_counts),
+        }
+    )

@@ -1,0 +1,1 @@
+"""Dead letters: reprocessing `shared_dead_letter` (replay, park or defer each letter)."""

@@ -1,0 +1,1 @@
+"""Trace: every place one event is or was, from the Dagster UI."""

@@ -1,1 +1,0 @@
-"""Jobs: the per-client asset jobs the sensors launch, and the deprovisioning op job."""

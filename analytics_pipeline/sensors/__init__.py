@@ -1,1 +1,0 @@
-"""Sensors: registry -> partitions and provisioning runs; migration files -> migration runs."""
