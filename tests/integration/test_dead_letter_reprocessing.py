@@ -24,7 +24,7 @@ from analytics_core.dlq.reprocess import LOCK_CLASS, ReprocessOptions, reprocess
 from analytics_core.event_contract import Origin
 from analytics_core.reasons import Reason
 from analytics_core.settings import Settings
-from analytics_pipeline.assets.dead_letters import DEAD_LETTER_ASSETS
+from analytics_pipeline.defs.dead_letters.assets import DEAD_LETTER_ASSETS
 from analytics_pipeline.resources import KafkaResource, default_resources
 from tests.conftest import event, wait_for
 
