@@ -1,0 +1,103 @@
+"""`python -m capture`: run the HTTP capture endpoint (see --help for every setting)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from analytics_core.settings import SettingsError, describe
+from capture import VERSION
+from capture.config import CAPTURE_ENV, CaptureSettings
+from router.logging_setup import configure
+
+COMMON_ENV = (
+    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092", "Kafka brokers"),
+    ("KAFKA_RAW_TOPIC", "shared_raw_events", "Topic the events are produced to"),
+    (
+        "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
+        "127.0.0.1/55432/analytics_meta/analytics/",
+        "Registry (clients, quotas)",
+    ),
+    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/56379/0/", "Client cache and quota buckets"),
+    ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
+)
+
+ENDPOINTS = """
+Endpoints (POST; gzip bodies accepted; CORS for any allowed origin):
+  Segment / RudderStack  /v1/batch /v1/track /v1/identify /v1/page /v1/screen /v1/group
+                         /v1/alias (write key: HTTP Basic user, or writeKey in the body)
+  PostHog                /batch/ /capture/ /e/ (api_key or token in the body)
+  Operations             GET /healthz /readyz (Kafka reachable) /metrics (Prometheus)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    lines = [
+        f"  {name:<36} default {default!s:<24} {meaning}"
+        for name, default, meaning in (*COMMON_ENV, *CAPTURE_ENV)
+    ]
+    return argparse.ArgumentParser(
+        prog="python -m capture",
+        description=(
+            "HTTP capture endpoint for analytics SDKs (Segment, RudderStack, PostHog): "
+            "authenticates the write key, maps events to contract v1 and answers 200 only "
+            "once Kafka has them. Configured only by environment variables:"
+        ),
+        epilog="\n".join(lines) + "\n" + ENDPOINTS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def check_kafka(settings: CaptureSettings) -> str | None:
+    """Why the service can not start (Kafka unreachable, topic missing), or None."""
+    kafka = settings.common.kafka
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    try:
+        meta = admin.list_topics(timeout=10)
+    except KafkaException as exc:
+        return f"Kafka at {kafka.bootstrap_servers} is unreachable: {exc}"
+    if kafka.raw_topic not in meta.topics:
+        return (
+            f"Kafka topic {kafka.raw_topic!r} does not exist; "
+            "create it (python -m devstack up does)"
+        )
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    parser.add_argument("--version", action="version", version=f"capture {VERSION}")
+    parser.parse_args(argv)
+    level = os.environ.get("LOG_LEVEL", "INFO")
+    configure(level)
+    log = logging.getLogger("capture")
+    try:
+        settings = CaptureSettings.from_env()
+    except SettingsError as exc:
+        print(f"capture: configuration error: {exc}", file=sys.stderr)
+        return 2
+    log.info("configuration", extra={"settings": describe(settings)})
+    problem = check_kafka(settings)
+    if problem:
+        log.error(problem)
+        return 2
+    from capture.server import build_server
+
+    try:
+        build_server(settings, level).serve()
+    except OSError as exc:
+        log.error(
+            f"cannot listen on {settings.host}:{settings.port}: {exc}; "
+            "set CAPTURE_PORT to a free port"
+        )
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

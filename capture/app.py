@@ -1,0 +1,358 @@
+"""The capture service as an ASGI application (served by granian; see capture.server).
+
+This module is the I/O shell: it reads request bodies within the size, memory and time
+bounds, answers CORS preflights, serves /healthz, /readyz and /metrics, and hands capture
+requests to `capture.handler.Capture`. Invariants:
+- a body is never held beyond CAPTURE_MAX_BODY_BYTES, and all bodies held at once stay
+  under CAPTURE_MAX_INFLIGHT_MB (else 503 at once): memory is bounded under overload;
+- an exception inside a request is logged and answered 500; the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qsl
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from analytics_core.client_cache import ClientDirectory
+from capture import responses
+from capture.auth import Authenticator, KeyIndex
+from capture.config import CaptureSettings
+from capture.handler import Capture, Incoming
+from capture.kafka_sink import KafkaSink
+from capture.metrics import CaptureMetrics
+from capture.quota import QuotaBook, RateLimiter
+from capture.responses import Response
+from capture.retry_memory import RetryMemory
+from capture.routes import CaptureRoute, route_for
+
+log = logging.getLogger("capture")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PROBE_EVERY_S = 2.0
+DRAIN_LIMIT_BYTES = 64 * 2**20  # read and drop at most this much of a refused body
+PREFLIGHT_HEADERS = "content-type, content-encoding, authorization, x-retry-count"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class CaptureApp:
+    def __init__(self, settings: CaptureSettings | None = None) -> None:
+        self._settings = settings
+        self.metrics = CaptureMetrics()
+        self.capture: Capture | None = None
+        self._sink: KafkaSink | None = None
+        self._kafka_problem: str | None = "not started"
+        self._inflight_bytes = 0
+        self._inflight = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], object]] = []
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def startup(self) -> None:
+        s = self._settings = self._settings or CaptureSettings.from_env()
+        loop = asyncio.get_running_loop()
+        registry_thread = ThreadPoolExecutor(1, thread_name_prefix="registry")
+        self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-probe")
+        directory = ClientDirectory(
+            s.common.redis,
+            s.common.postgres,
+            local_ttl_s=s.cache_local_ttl_s,
+            redis_ttl_s=s.cache_ttl_s,
+            negative_ttl_s=s.cache_negative_ttl_s,
+        )
+        directory.start_invalidation_listener()
+        index = KeyIndex(
+            s.common.redis,
+            s.common.postgres,
+            local_ttl_s=s.cache_local_ttl_s,
+            redis_ttl_s=s.cache_ttl_s,
+            negative_ttl_s=s.cache_negative_ttl_s,
+        )
+        # Verdicts are cached on the loop for at most 1 s: a deprovisioned client or a
+        # rotated key stops being accepted within that (plus the directory's own TTLs).
+        auth = Authenticator(
+            index, directory, registry_thread, front_ttl_s=min(1.0, s.cache_local_ttl_s)
+        )
+        book = QuotaBook(s.common.postgres, s.default_quota, s.quota_cache_s)
+        limiter = RateLimiter(s.common.redis, book, registry_thread)
+        self._sink = KafkaSink(s, loop)
+        memory = RetryMemory(s.retry_memory_s, s.retry_memory_events)
+        self.capture = Capture(s, self._sink, auth, limiter, memory, self.metrics)
+        self._closers = [directory.close, index.close, book.close, registry_thread.shutdown]
+        self._limiter = limiter
+        self._memory = memory
+        await self._probe_once()
+        self._tasks = [asyncio.create_task(self._housekeeping())]
+        self.metrics.up.set(1)
+        log.info(
+            "capture ready",
+            extra={"host": s.host, "port": s.port, "kafka": self._kafka_problem or "reachable"},
+        )
+
+    async def shutdown(self) -> None:
+        """Drain: wait (bounded) for requests in flight, then flush the producer."""
+        s = self._settings
+        assert s is not None
+        self.metrics.up.set(0)
+        deadline = time.monotonic() + s.shutdown_timeout_s
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for t in self._tasks:
+            t.cancel()
+        if self._sink is not None:
+            loop = asyncio.get_running_loop()
+            left = await loop.run_in_executor(
+                None, self._sink.close, max(1.0, deadline - time.monotonic())
+            )
+            log.info("capture stopped", extra={"unflushed_messages": left})
+        await self._limiter.close()
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                close()
+        self._probe_thread.shutdown(wait=False)
+
+    async def _probe_once(self) -> None:
+        assert self._sink is not None
+        loop = asyncio.get_running_loop()
+        self._kafka_problem = await loop.run_in_executor(self._probe_thread, self._sink.probe, 2.0)
+        self.metrics.kafka_up.set(0 if self._kafka_problem else 1)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_EVERY_S)
+            try:
+                await self._probe_once()
+                self._memory.expire()
+                assert self._sink is not None
+                self.metrics.kafka_queue.set(self._sink.queued())
+                self.metrics.retry_memory.set(len(self._memory))
+                self.metrics.quota_local_fallback.set(1 if self._limiter.local_fallback else 0)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # -- ASGI -------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        self._inflight += 1
+        self.metrics.inflight_requests.set(self._inflight)
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            self._inflight -= 1
+            self.metrics.inflight_requests.set(self._inflight)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("capture failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.shutdown()
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope["method"]
+        route = route_for(scope["path"])
+        cors = self._cors_headers(headers.get("origin"))
+        if route is None:
+            await self._send(send, responses.error(404, "not_found", "no such path"), cors)
+            return
+        if isinstance(route, str):
+            await self._send(send, self._service(route, method), cors)
+            return
+        if method == "OPTIONS":
+            await self._send(send, self._preflight(headers), cors)
+            return
+        if method != "POST":
+            await self._send(
+                send,
+                responses.error(405, "method_not_allowed", "use POST"),
+                cors,
+                extra=(("allow", "POST, OPTIONS"),),
+            )
+            return
+        await self._capture(route, scope, headers, receive, send, cors)
+
+    async def _capture(
+        self,
+        route: CaptureRoute,
+        scope: Scope,
+        headers: dict[str, str],
+        receive: Receive,
+        send: Send,
+        cors: tuple[tuple[str, str], ...],
+    ) -> None:
+        s = self._settings
+        assert s is not None and self.capture is not None
+        started = time.monotonic()
+        length_header = headers.get("content-length", "")
+        declared = int(length_header) if length_header.isdigit() else None
+        too_large = responses.error(
+            413, "payload_too_large", f"request body is larger than {s.max_body_bytes} bytes"
+        )
+        if declared is not None and declared > s.max_body_bytes:
+            await self._drain(receive)
+            await self._finish(route, send, too_large, cors, started)
+            return
+        reserve = declared or 0
+        if self._inflight_bytes + reserve > s.max_inflight_bytes:
+            self.metrics.unavailable.labels("overload").inc()
+            busy = responses.error(
+                503,
+                "overloaded",
+                "too many requests in flight; retry later",
+                retry_after_s=s.retry_after_s,
+            )
+            await self._drain(receive)
+            await self._finish(route, send, busy, cors, started)
+            return
+        self._inflight_bytes += reserve
+        self.metrics.inflight_bytes.set(self._inflight_bytes)
+        try:
+            try:
+                async with asyncio.timeout(s.body_timeout_s):
+                    body = await self._read_body(receive, s.max_body_bytes)
+            except TimeoutError:
+                slow = responses.error(
+                    408, "request_timeout", f"body not received within {s.body_timeout_s}s"
+                )
+                await self._finish(route, send, slow, cors, started)
+                return
+            except _BodyTooLarge:
+                await self._drain(receive)
+                await self._finish(route, send, too_large, cors, started)
+                return
+            self.metrics.request_bytes.labels(route.label).inc(len(body))
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            try:
+                answer = await self.capture.handle(Incoming(route, headers, query, body))
+            except Exception:
+                log.exception("capture request failed", extra={"route": route.label})
+                answer = responses.error(500, "internal_error", "internal error; retry later")
+            await self._finish(route, send, answer, cors, started)
+        finally:
+            self._inflight_bytes -= reserve
+            self.metrics.inflight_bytes.set(self._inflight_bytes)
+
+    async def _read_body(self, receive: Receive, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _BodyTooLarge
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(parts)
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop a refused body (bounded), so the client can read our answer."""
+        dropped = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while dropped < DRAIN_LIMIT_BYTES:
+                    message = await receive()
+                    dropped += len(message.get("body", b""))
+                    if message["type"] == "http.disconnect" or not message.get("more_body"):
+                        return
+
+    async def _finish(
+        self,
+        route: CaptureRoute,
+        send: Send,
+        answer: Response,
+        cors: tuple[tuple[str, str], ...],
+        started: float,
+    ) -> None:
+        await self._send(send, answer, cors)
+        self.metrics.requests.labels(route.label, str(answer.status)).inc()
+        self.metrics.request_seconds.labels(route.fmt).observe(time.monotonic() - started)
+
+    def _service(self, name: str, method: str) -> Response:
+        if method not in ("GET", "HEAD"):
+            return responses.error(405, "method_not_allowed", "use GET")
+        if name == "healthz":
+            return responses.plain(200, "ok\n")
+        if name == "readyz":
+            if self._kafka_problem is None:
+                return responses.plain(200, "ready\n")
+            return responses.plain(503, f"not ready: {self._kafka_problem}\n")
+        return Response(200, self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
+
+    def _cors_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
+        if not origin:
+            return ()
+        s = self._settings
+        assert s is not None
+        if "*" not in s.cors_origins and origin not in s.cors_origins:
+            return ()
+        return (
+            ("access-control-allow-origin", origin),
+            ("access-control-allow-credentials", "true"),
+            ("vary", "Origin"),
+        )
+
+    def _preflight(self, headers: dict[str, str]) -> Response:
+        asked = headers.get("access-control-request-headers", "")
+        return Response(
+            204,
+            b"",
+            (
+                ("access-control-allow-methods", "POST, OPTIONS"),
+                ("access-control-allow-headers", asked or PREFLIGHT_HEADERS),
+                ("access-control-max-age", "86400"),
+            ),
+        )
+
+    async def _send(
+        self,
+        send: Send,
+        answer: Response,
+        cors: tuple[tuple[str, str], ...],
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        raw = [
+            (b"content-type", answer.content_type.encode()),
+            (b"content-length", str(len(answer.body)).encode()),
+        ]
+        raw.extend((k.encode(), v.encode()) for k, v in (*answer.headers, *cors, *extra))
+        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+def create_app() -> CaptureApp:
+    """The factory granian calls in its worker process: settings are read there, once."""
+    return CaptureApp()

@@ -1,0 +1,251 @@
+"""Authentication at the edge: write key -> client, through the router's own client lookup.
+
+SDKs send only a write key. `KeyIndex` finds the client id by the key's sha256 (in-process
+-> Redis -> PostgreSQL, unknown keys negatively cached like unknown clients), then
+`ClientDirectory.lookup` (the router's lookup) gives the client's status and current key
+hash, compared in constant time. So a rotated key stops working as soon as the directory
+sees the new hash, whatever the index still caches.
+
+`verdict` is the pure decision; `Authenticator` runs the blocking lookups on one worker
+thread (ClientDirectory is not thread-safe) and keeps a short-lived cache of verdicts on
+the event loop, so the hot path never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg2
+import redis
+
+from analytics_core import pg
+from analytics_core.client_cache import ClientDirectory, redis_client
+from analytics_core.clients import (
+    ClientFound,
+    ClientStatus,
+    LookupResult,
+    RegistryUnavailable,
+)
+from analytics_core.event_contract import hash_api_key
+from analytics_core.settings import PostgresSettings, RedisSettings
+
+log = logging.getLogger("capture.auth")
+
+KEY_INDEX_PREFIX = "capture:key:v1:"
+# Statuses whose events are accepted: pending clients are being provisioned, and the
+# router keeps their events as recoverable `client_inactive` dead letters until then.
+ACCEPTING = frozenset({ClientStatus.ACTIVE, ClientStatus.PENDING})
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    client_id: str
+    key_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    status: int  # 401 (unknown or wrong key) or 403 (client no longer accepts events)
+    code: str
+    message: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUnavailable:
+    detail: str
+
+
+AuthOutcome = Authenticated | Refused | AuthUnavailable
+
+_UNKNOWN_KEY = Refused(401, "invalid_write_key", "unknown write key")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUnknown:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAmbiguous:
+    pass
+
+
+KeyResult = str | KeyUnknown | KeyAmbiguous | RegistryUnavailable
+
+
+def verdict(key_hash: str, by_key: KeyResult, lookup: LookupResult | None) -> AuthOutcome:
+    """The pure decision from the key index's answer and the directory's record."""
+    if isinstance(by_key, RegistryUnavailable):
+        return AuthUnavailable(by_key.detail)
+    if isinstance(by_key, KeyUnknown):
+        return _UNKNOWN_KEY
+    if isinstance(by_key, KeyAmbiguous):
+        return Refused(401, "invalid_write_key", "write key matches several clients; rotate it")
+    if isinstance(lookup, RegistryUnavailable):
+        return AuthUnavailable(lookup.detail)
+    if not isinstance(lookup, ClientFound):
+        return _UNKNOWN_KEY
+    record = lookup.record
+    if not hmac.compare_digest(record.api_key_hash, key_hash):
+        return _UNKNOWN_KEY
+    if record.status not in ACCEPTING:
+        return Refused(
+            403,
+            "client_inactive",
+            f"client {record.client_id!r} is {record.status.value}; it accepts no events",
+            record.client_id,
+        )
+    return Authenticated(record.client_id, key_hash)
+
+
+class KeyIndex:
+    """key hash -> client id: in-process (TTL) -> Redis (TTL, negative TTL) -> PostgreSQL."""
+
+    def __init__(
+        self,
+        redis_settings: RedisSettings,
+        pg_settings: PostgresSettings,
+        *,
+        local_ttl_s: float,
+        redis_ttl_s: int,
+        negative_ttl_s: int,
+        max_local: int = 100_000,
+    ) -> None:
+        self._redis = redis_client(redis_settings, timeout_s=0.5)
+        self._pg_settings = pg_settings
+        self._pg: psycopg2.extensions.connection | None = None
+        self._local: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._local_ttl_s = local_ttl_s
+        self._redis_ttl_s = redis_ttl_s
+        self._negative_ttl_s = negative_ttl_s
+        self._max_local = max_local
+        self._redis_down_until = 0.0
+        self._pg_down_until = 0.0
+
+    def client_for(self, key_hash: str) -> KeyResult:
+        now = time.monotonic()
+        hit = self._local.get(key_hash)
+        if hit is not None and now - hit[1] < self._local_ttl_s:
+            return hit[0] if hit[0] is not None else KeyUnknown()
+        cached = self._from_redis(key_hash, now)
+        if cached is not None:
+            found: str | None = cached or None
+        else:
+            result = self._from_pg(key_hash, now)
+            if isinstance(result, RegistryUnavailable | KeyAmbiguous):
+                return result
+            found = result if isinstance(result, str) else None
+            self._to_redis(key_hash, found, now)
+        self._local[key_hash] = (found, now)
+        self._local.move_to_end(key_hash)
+        while len(self._local) > self._max_local:
+            self._local.popitem(last=False)
+        return found if found is not None else KeyUnknown()
+
+    def _from_redis(self, key_hash: str, now: float) -> str | None:
+        if now < self._redis_down_until:
+            return None
+        try:
+            raw = self._redis.get(KEY_INDEX_PREFIX + key_hash)
+        except (redis.RedisError, OSError) as exc:
+            self._redis_down_until = now + 2.0
+            log.warning("redis unavailable for the write-key index", extra={"error": str(exc)})
+            return None
+        return None if raw is None else bytes(raw).decode()  # "" = known unknown
+
+    def _to_redis(self, key_hash: str, client_id: str | None, now: float) -> None:
+        if now < self._redis_down_until:
+            return
+        ttl = self._redis_ttl_s if client_id else self._negative_ttl_s
+        try:
+            self._redis.set(KEY_INDEX_PREFIX + key_hash, client_id or "", ex=ttl)
+        except (redis.RedisError, OSError):
+            self._redis_down_until = now + 2.0
+
+    def _from_pg(
+        self, key_hash: str, now: float
+    ) -> str | KeyUnknown | KeyAmbiguous | RegistryUnavailable:
+        if now < self._pg_down_until:
+            return RegistryUnavailable("PostgreSQL unreachable (write-key lookup)")
+        try:
+            if self._pg is None or self._pg.closed:
+                self._pg = pg.connect(self._pg_settings, timeout_s=2)
+            with self._pg.cursor() as cur:
+                cur.execute(
+                    "SELECT client_id FROM clients WHERE api_key_hash = %s LIMIT 2", (key_hash,)
+                )
+                rows = cur.fetchall()
+            self._pg.commit()
+        except psycopg2.Error as exc:
+            self._pg_down_until = now + 1.0
+            if self._pg is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    self._pg.close()
+                self._pg = None
+            log.warning("postgres unavailable for the write-key index", extra={"error": str(exc)})
+            return RegistryUnavailable("PostgreSQL unreachable (write-key lookup)")
+        if len(rows) > 1:
+            return KeyAmbiguous()
+        return str(rows[0][0]) if rows else KeyUnknown()
+
+    def close(self) -> None:
+        self._redis.close()
+        if self._pg is not None:
+            self._pg.close()
+
+
+class Authenticator:
+    """Async front: verdicts cached on the loop for `front_ttl_s`; misses resolved on one
+    worker thread that owns the KeyIndex and the ClientDirectory."""
+
+    def __init__(
+        self,
+        index: KeyIndex,
+        directory: ClientDirectory,
+        executor: ThreadPoolExecutor,
+        *,
+        front_ttl_s: float,
+        max_front: int = 100_000,
+    ) -> None:
+        self._index = index
+        self._directory = directory
+        self._executor = executor
+        self._front: dict[str, tuple[AuthOutcome, float]] = {}
+        self._hashes: dict[str, str] = {}
+        self._front_ttl_s = front_ttl_s
+        self._max_front = max_front
+
+    def key_hash(self, key: str) -> str:
+        h = self._hashes.get(key)
+        if h is None:
+            if len(self._hashes) >= self._max_front:
+                self._hashes.clear()
+            h = self._hashes[key] = hash_api_key(key)
+        return h
+
+    async def authenticate(self, key: str) -> AuthOutcome:
+        key_hash = self.key_hash(key)
+        now = time.monotonic()
+        hit = self._front.get(key_hash)
+        if hit is not None and now - hit[1] < self._front_ttl_s:
+            return hit[0]
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(self._executor, self._resolve, key_hash)
+        if not isinstance(outcome, AuthUnavailable):
+            if len(self._front) >= self._max_front:
+                self._front.clear()
+            self._front[key_hash] = (outcome, time.monotonic())
+        return outcome
+
+    def _resolve(self, key_hash: str) -> AuthOutcome:
+        by_key = self._index.client_for(key_hash)
+        lookup = self._directory.lookup(by_key) if isinstance(by_key, str) else None
+        return verdict(key_hash, by_key, lookup)

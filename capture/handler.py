@@ -1,0 +1,212 @@
+"""One capture request, from its body to the answer: decode -> authenticate -> map ->
+quota -> produce -> wait for Kafka -> answer.
+
+Every step returns a value; the answer follows from the first step that refuses. Rules:
+- 200 only when every accepted event of the request is acknowledged by Kafka (acks=all);
+- a request with some invalid events keeps the valid ones: 200 lists the rejected ones by
+  index with a reason; when no event is valid the whole request is refused with 400;
+- 503 + Retry-After when Kafka, the producer queue or the registry cannot take it; what
+  was already produced is remembered (capture.retry_memory) so the SDK's retry does not
+  produce it twice;
+- the client comes from the authenticated write key only; any client id, key or token in
+  the body is ignored (and never stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from capture import posthog_format, responses, segment_format
+from capture.auth import Authenticated, Authenticator, AuthUnavailable
+from capture.body import BodyProblem, decode_body
+from capture.chunks import chunk, message_value
+from capture.config import CaptureSettings
+from capture.credentials import header_key
+from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink, QueueFull
+from capture.mapping import EventRejected, MapContext, MappedEvent, Unmappable, time_ms
+from capture.metrics import CaptureMetrics
+from capture.quota import OverQuota, RateLimiter
+from capture.responses import Response
+from capture.retry_memory import RetryMemory
+from capture.routes import SEGMENT, CaptureRoute
+
+log = logging.getLogger("capture")
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    route: CaptureRoute
+    headers: Mapping[str, str]  # lower-case names
+    query: Mapping[str, str]
+    body: bytes
+
+
+class Capture:
+    def __init__(
+        self,
+        settings: CaptureSettings,
+        sink: KafkaSink,
+        auth: Authenticator,
+        limiter: RateLimiter,
+        memory: RetryMemory,
+        metrics: CaptureMetrics,
+    ) -> None:
+        self.s = settings
+        self.sink = sink
+        self.auth = auth
+        self.limiter = limiter
+        self.memory = memory
+        self.metrics = metrics
+
+    async def handle(self, req: Incoming) -> Response:
+        started = time.monotonic()
+        received_ms = int(time.time() * 1000)
+        decoded = decode_body(
+            req.body,
+            content_type=req.headers.get("content-type", ""),
+            content_encoding=req.headers.get("content-encoding", ""),
+            compression=req.query.get("compression", ""),
+            max_decoded_bytes=self.s.max_decoded_bytes,
+        )
+        if isinstance(decoded, BodyProblem):
+            return responses.error(decoded.status, decoded.code, decoded.message)
+        self.metrics.decoded_bytes.labels(req.route.label).inc(decoded.decoded_bytes)
+        doc = decoded.doc
+        fmt = segment_format if req.route.fmt == SEGMENT else posthog_format
+        msgs = fmt.messages(doc, req.route.kind)
+        if isinstance(msgs, str):
+            return responses.error(400, "invalid_request", msgs)
+
+        key = header_key(req.headers.get("authorization", "")) or fmt.body_key(doc, msgs)
+        if isinstance(key, Unmappable):
+            return responses.error(400, key.code, key.message)
+        if not key:
+            self.metrics.auth_failures.labels("missing_write_key").inc()
+            return responses.error(
+                401, "missing_write_key", "no write key: send it as HTTP Basic user or in the body"
+            )
+        outcome = await self.auth.authenticate(key)
+        if isinstance(outcome, AuthUnavailable):
+            self.metrics.unavailable.labels("registry").inc()
+            return responses.error(
+                503,
+                "registry_unavailable",
+                "client registry unavailable; retry later",
+                retry_after_s=self.s.retry_after_s,
+            )
+        if not isinstance(outcome, Authenticated):
+            self.metrics.auth_failures.labels(outcome.code).inc()
+            return responses.error(outcome.status, outcome.code, outcome.message)
+        client_id = outcome.client_id
+
+        if req.route.fmt == SEGMENT:
+            raw_sent = segment_format.batch_sent_at(doc)
+        else:
+            raw_sent = posthog_format.batch_sent_at(doc, req.query.get("_", ""))
+        try:
+            sent_ms = time_ms(raw_sent, "sentAt")
+        except Unmappable:
+            sent_ms = None  # a bad batch send time is not worth an event: it is dropped
+        ctx = MapContext(client_id, outcome.key_hash, received_ms, sent_ms, self.s.max_event_bytes)
+        accepted: list[MappedEvent] = []
+        rejected: list[EventRejected] = []
+        for i, m in enumerate(msgs):
+            mapped = fmt.map_message(m, i, ctx)
+            if isinstance(mapped, MappedEvent):
+                accepted.append(mapped)
+            else:
+                rejected.append(mapped)
+        for r in rejected:
+            self.metrics.events_rejected.labels(r.code).inc()
+        if not accepted:
+            return responses.error(
+                400, "invalid_events", "no event of the request is valid", rejected=rejected
+            )
+
+        to_produce, earlier = self._split_retried(accepted)
+        if to_produce:
+            if self.sink.brokers_down:
+                return self._unavailable("kafka", "Kafka is unavailable; retry later")
+            verdict = await self.limiter.take(client_id, len(to_produce))
+            if isinstance(verdict, OverQuota):
+                self.metrics.quota_refusals.labels(client_id).inc()
+                self.metrics.quota_refused_events.labels(client_id).inc(len(to_produce))
+                return responses.error(
+                    429,
+                    "rate_limited",
+                    f"client {client_id!r} is over its quota; retry after {verdict.retry_after_s}s",
+                    retry_after_s=verdict.retry_after_s,
+                )
+        delivered = await self._deliver(client_id, to_produce, earlier, started)
+        if delivered is not None:
+            return delivered
+        self.metrics.events_accepted.labels(client_id).inc(len(accepted))
+        return responses.ok(len(accepted), rejected)
+
+    def _split_retried(
+        self, accepted: list[MappedEvent]
+    ) -> tuple[list[MappedEvent], list[asyncio.Future[DeliveryOutcome]]]:
+        """Events to produce, and the fates of events whose first copy is (or will be) in
+        Kafka already (an SDK retry)."""
+        if not self.memory:
+            return accepted, []
+        fresh: list[MappedEvent] = []
+        earlier: dict[int, asyncio.Future[DeliveryOutcome]] = {}
+        for ev in accepted:
+            fate = self.memory.fate(ev.event_id)
+            if fate is None:
+                fresh.append(ev)
+            else:
+                earlier[id(fate)] = fate
+        deduplicated = len(accepted) - len(fresh)
+        if deduplicated:
+            self.metrics.events_deduplicated.inc(deduplicated)
+        return fresh, list(earlier.values())
+
+    async def _deliver(
+        self,
+        client_id: str,
+        events: list[MappedEvent],
+        earlier: list[asyncio.Future[DeliveryOutcome]],
+        started: float,
+    ) -> Response | None:
+        """Produce and wait for Kafka; None when everything is acknowledged."""
+        key = client_id.encode()
+        sent: list[tuple[list[MappedEvent], asyncio.Future[DeliveryOutcome]]] = []
+        queue_full = False
+        for part in chunk(events):
+            try:
+                sent.append((part, self.sink.produce(message_value(part), key)))
+            except QueueFull:
+                queue_full = True
+                break
+        waits = [f for _p, f in sent] + earlier
+        if waits and not queue_full:
+            await asyncio.wait(waits, timeout=self.s.ack_timeout_s)
+        all_acked = not queue_full and all(
+            f.done() and isinstance(f.result(), Delivered) for f in waits
+        )
+        if not all_acked or time.monotonic() - started > self.s.retry_memory_after_s:
+            for part, fut in sent:
+                self.memory.remember((ev.event_id for ev in part), fut)
+        if all_acked:
+            return None
+        if queue_full:
+            return self._unavailable("overload", "the Kafka producer queue is full; retry later")
+        failed = [f.result() for f in waits if f.done() and not isinstance(f.result(), Delivered)]
+        detail = str(failed[0]) if failed else "no acknowledgement in time"
+        log.warning(
+            "kafka did not acknowledge a request",
+            extra={"client_id": client_id, "detail": detail},
+        )
+        return self._unavailable("kafka", "Kafka did not acknowledge the events; retry later")
+
+    def _unavailable(self, cause: str, message: str) -> Response:
+        self.metrics.unavailable.labels(cause).inc()
+        return responses.error(
+            503, f"{cause}_unavailable", message, retry_after_s=self.s.retry_after_s
+        )

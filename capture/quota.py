@@ -1,0 +1,212 @@
+"""Per-client rate limits, enforced across every capture process through Redis.
+
+A token bucket per client (`events_per_s` refill, `burst` capacity) lives in one Redis hash
+and is updated by one Lua script, atomically, with Redis's own clock: every process sees
+the same bucket. A request costs its number of events; it is admitted when the bucket
+holds at least min(cost, burst) tokens, and the full cost is taken (the bucket may go
+negative), so a batch larger than the burst is still admitted once the bucket is full and
+the average rate holds.
+
+When Redis is unreachable, durability comes first: each process enforces the same bucket
+locally (so one process still limits a flood to the quota; N processes admit up to N times
+it) and goes back to Redis after `redis_retry_after_s`. Events are never refused because
+Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg2
+import redis
+import redis.asyncio as aioredis
+
+from analytics_core import pg
+from analytics_core.quotas import Quota, get_quota
+from analytics_core.settings import PostgresSettings, RedisSettings
+
+log = logging.getLogger("capture.quota")
+
+BUCKET_PREFIX = "capture:bucket:v1:"
+
+# KEYS[1] bucket; ARGV rate (events/s), burst, cost. Returns {admitted 0/1, wait_ms}.
+TOKEN_BUCKET_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(s[1])
+local ts = tonumber(s[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local need = math.min(cost, burst)
+local admitted = 0
+local wait_ms = 0
+if tokens >= need then
+  tokens = tokens - cost
+  admitted = 1
+else
+  wait_ms = math.ceil((need - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
+return {admitted, wait_ms}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OverQuota:
+    retry_after_s: int
+
+
+QuotaOutcome = Admitted | OverQuota
+
+
+class TokenBucket:
+    """The same bucket as TOKEN_BUCKET_LUA, in process (the Redis-down fallback)."""
+
+    def __init__(self, quota: Quota, now_s: float) -> None:
+        self.tokens = float(quota.burst)
+        self.ts = now_s
+
+    def take(self, quota: Quota, cost: int, now_s: float) -> QuotaOutcome:
+        self.tokens = min(quota.burst, self.tokens + max(0.0, now_s - self.ts) * quota.events_per_s)
+        self.ts = now_s
+        need = min(cost, quota.burst)
+        if self.tokens >= need:
+            self.tokens -= cost
+            return Admitted()
+        return OverQuota(retry_after_s(need - self.tokens, quota.events_per_s))
+
+
+def retry_after_s(missing_tokens: float, rate: float) -> int:
+    return max(1, math.ceil(missing_tokens / rate))
+
+
+class QuotaBook:
+    """Each client's effective quota, read from PostgreSQL and cached for `cache_s`.
+
+    PostgreSQL down: the last known quota (or the default) stays in force.
+    """
+
+    def __init__(self, pg_settings: PostgresSettings, default: Quota, cache_s: float) -> None:
+        self._pg_settings = pg_settings
+        self.default = default
+        self._cache_s = cache_s
+        self._known: dict[str, tuple[Quota, float]] = {}
+        self._pg: psycopg2.extensions.connection | None = None
+        self._pg_down_until = 0.0
+
+    def cached(self, client_id: str) -> Quota | None:
+        hit = self._known.get(client_id)
+        if hit is not None and time.monotonic() - hit[1] < self._cache_s:
+            return hit[0]
+        return None
+
+    def load(self, client_id: str) -> Quota:
+        """Blocking read (run it on the registry thread)."""
+        now = time.monotonic()
+        previous = self._known.get(client_id)
+        fallback = previous[0] if previous else self.default
+        if now < self._pg_down_until:
+            return fallback
+        try:
+            if self._pg is None or self._pg.closed:
+                self._pg = pg.connect(self._pg_settings, timeout_s=2)
+            stored = get_quota(self._pg, client_id)
+        except psycopg2.Error as exc:
+            self._pg_down_until = now + 2.0
+            self._pg = None
+            log.warning("postgres unavailable for quotas", extra={"error": str(exc)})
+            return fallback
+        quota = self.default if stored is None else stored.effective(self.default)
+        if len(self._known) > 100_000:
+            self._known.clear()
+        self._known[client_id] = (quota, now)
+        return quota
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis_settings: RedisSettings,
+        book: QuotaBook,
+        executor: ThreadPoolExecutor,
+        *,
+        redis_retry_after_s: float = 2.0,
+    ) -> None:
+        self._redis = aioredis.Redis(
+            host=redis_settings.host,
+            port=redis_settings.port,
+            db=redis_settings.db,
+            password=redis_settings.password or None,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+        )
+        self._script = self._redis.register_script(TOKEN_BUCKET_LUA)
+        self._book = book
+        self._executor = executor
+        self._redis_retry_after_s = redis_retry_after_s
+        self._redis_down_until = 0.0
+        self._local: dict[str, TokenBucket] = {}
+        self.redis_errors = 0
+
+    @property
+    def local_fallback(self) -> bool:
+        return time.monotonic() < self._redis_down_until
+
+    async def quota(self, client_id: str) -> Quota:
+        cached = self._book.cached(client_id)
+        if cached is not None:
+            return cached
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._book.load, client_id)
+
+    async def take(self, client_id: str, cost: int) -> QuotaOutcome:
+        quota = await self.quota(client_id)
+        now = time.monotonic()
+        if now >= self._redis_down_until:
+            try:
+                admitted, wait_ms = await self._script(
+                    keys=[BUCKET_PREFIX + client_id],
+                    args=[repr(quota.events_per_s), quota.burst, cost],
+                )
+            except (redis.RedisError, OSError) as exc:
+                self.redis_errors += 1
+                self._redis_down_until = now + self._redis_retry_after_s
+                log.warning(
+                    "redis unavailable: quotas enforced per process",
+                    extra={"error": str(exc)},
+                )
+            else:
+                if int(admitted):
+                    return Admitted()
+                return OverQuota(max(1, math.ceil(int(wait_ms) / 1000)))
+        bucket = self._local.get(client_id)
+        if bucket is None:
+            if len(self._local) > 100_000:
+                self._local.clear()
+            bucket = self._local[client_id] = TokenBucket(quota, now)
+        return bucket.take(quota, cost, now)
+
+    async def close(self) -> None:
+        await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

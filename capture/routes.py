@@ -1,0 +1,38 @@
+"""Which wire format a path speaks (pure). Trailing slashes are optional everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capture import posthog_format, segment_format
+
+SEGMENT = "segment"
+POSTHOG = "posthog"
+SERVICE_PATHS = frozenset({"healthz", "readyz", "metrics"})
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRoute:
+    fmt: str  # SEGMENT or POSTHOG
+    kind: str  # the path's meaning inside its format ("batch", "track", "e"...)
+
+    @property
+    def label(self) -> str:
+        return f"{self.fmt}:{self.kind}"
+
+
+_ROUTES: dict[str, CaptureRoute] = {
+    **{
+        f"v1/{kind}": CaptureRoute(SEGMENT, kind)
+        for kind in (*segment_format.BATCH_PATHS, *segment_format.SINGLE_PATHS)
+    },
+    **{path: CaptureRoute(POSTHOG, path) for path in posthog_format.BATCH_PATHS},
+}
+
+
+def route_for(path: str) -> CaptureRoute | str | None:
+    """A capture route, a service path name ("healthz", "readyz", "metrics"), or None."""
+    key = path.strip("/")
+    if key in SERVICE_PATHS:
+        return key
+    return _ROUTES.get(key)

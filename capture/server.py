@@ -1,0 +1,70 @@
+"""Serving the ASGI app with granian (chosen by measurement: see bench/bench_capture.py).
+
+granian's HTTP/1 parser is hyper's (Rust): request headers must arrive within
+CAPTURE_HEADER_TIMEOUT_MS and fit its read buffer, so slow-header and huge-header clients
+are cut off before any Python runs. At most CAPTURE_MAX_CONCURRENT_REQUESTS requests run
+at once (granian's backpressure); the rest wait in the accept queue. SIGTERM stops
+accepting, lets requests in flight finish (CAPTURE_SHUTDOWN_TIMEOUT_S), then the app's
+lifespan shutdown flushes the Kafka producer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from granian.constants import HTTPModes, Interfaces, Loops
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server.mp import MPServer
+
+from capture.config import CaptureSettings
+
+HEADER_BUFFER_BYTES = 64 * 1024  # request line + headers; larger is refused by the parser
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """granian's logging as JSON lines on stderr, like every other log line of ours."""
+    json_handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "router.logging_setup.JsonFormatter"}},
+        "handlers": {"console": json_handler, "access": json_handler},
+        "root": {"handlers": ["console"], "level": level.upper()},
+        "loggers": {
+            "_granian": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+            "granian.access": {"handlers": ["access"], "level": "WARNING", "propagate": False},
+        },
+    }
+
+
+def build_server(settings: CaptureSettings, log_level: str) -> MPServer:
+    # granian's process server (what `granian.Granian` is on a GIL build of Python).
+    return MPServer(
+        "capture.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=2048,
+        backpressure=settings.max_concurrent_requests,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=settings.header_timeout_ms,
+            keep_alive=True,
+            max_buffer_size=HEADER_BUFFER_BYTES,
+        ),
+        log_enabled=True,
+        log_level=LogLevels(log_level.lower()),
+        log_dictconfig=log_config(log_level),
+        log_access=False,
+        workers_kill_timeout=math.ceil(settings.shutdown_timeout_s) + 5,
+    )
