@@ -1,0 +1,104 @@
+"""Request bodies: every encoding the supported SDKs send, and hostile ones."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import zlib
+from urllib.parse import quote
+
+import pytest
+
+from capture.body import BodyProblem, Decoded, decode_body
+from capture.credentials import header_key
+
+LIMIT = 1024 * 1024
+DOC = b'{"batch":[{"type":"track","event":"e","userId":"u"}]}'
+
+
+def decode(raw: bytes, ctype: str = "application/json", enc: str = "", comp: str = "") -> object:
+    return decode_body(
+        raw, content_type=ctype, content_encoding=enc, compression=comp, max_decoded_bytes=LIMIT
+    )
+
+
+def doc_of(outcome: object) -> object:
+    assert isinstance(outcome, Decoded), outcome
+    return outcome.doc
+
+
+def problem(outcome: object) -> tuple[int, str]:
+    assert isinstance(outcome, BodyProblem), outcome
+    return outcome.status, outcome.code
+
+
+def test_plain_json_with_the_content_types_sdks_use() -> None:
+    for ctype in ("application/json", "application/json; charset=utf-8", "text/plain", ""):
+        assert doc_of(decode(DOC, ctype))["batch"][0]["event"] == "e"  # type: ignore[index]
+
+
+def test_gzip_by_header_by_magic_bytes_and_posthog_gzip_js() -> None:
+    packed = gzip.compress(DOC)
+    assert doc_of(decode(packed, enc="gzip")) == doc_of(decode(DOC))
+    assert doc_of(decode(packed)) == doc_of(decode(DOC))  # no header: magic bytes
+    assert doc_of(decode(packed, "text/plain", comp="gzip-js")) == doc_of(decode(DOC))
+    assert doc_of(decode(zlib.compress(DOC), enc="deflate")) == doc_of(decode(DOC))
+
+
+def test_posthog_base64_form_bodies() -> None:
+    b64 = base64.b64encode(DOC).decode()
+    form = ("data=" + quote(b64)).encode()
+    assert doc_of(decode(form, "application/x-www-form-urlencoded", comp="base64")) == doc_of(
+        decode(DOC)
+    )
+    assert doc_of(decode(form, "application/x-www-form-urlencoded")) == doc_of(decode(DOC))
+    plain_form = ("data=" + quote(DOC.decode())).encode()
+    assert doc_of(decode(plain_form, "application/x-www-form-urlencoded")) == doc_of(decode(DOC))
+
+
+def test_invalid_and_truncated_gzip_are_400() -> None:
+    assert problem(decode(b"\x1f\x8bnot gzip at all", enc="gzip")) == (400, "invalid_compression")
+    truncated = gzip.compress(DOC)[:-12]
+    assert problem(decode(truncated, enc="gzip")) == (400, "invalid_compression")
+
+
+def test_a_gzip_bomb_stops_at_the_decoded_limit() -> None:
+    bomb = gzip.compress(b"[" + b" " * (50 * LIMIT) + b"]")
+    assert len(bomb) < LIMIT // 10
+    assert problem(decode(bomb, enc="gzip")) == (413, "payload_too_large")
+
+
+def test_truncated_or_non_json_bodies_are_400_with_the_parser_reason() -> None:
+    out = decode(DOC[:-5])
+    assert problem(out) == (400, "invalid_json")
+    assert isinstance(out, BodyProblem) and "JSON" in out.message
+    assert problem(decode(os.urandom(64).replace(b"\x1f", b"x"))) == (400, "invalid_json")
+    assert problem(decode(b"")) == (400, "invalid_request")
+    assert problem(decode(b"[" * 5000 + b"]" * 5000)) == (400, "invalid_json")  # too deep
+
+
+@pytest.mark.parametrize("ctype", ["image/png", "multipart/form-data; boundary=x", "text/html"])
+def test_wrong_content_types_are_415(ctype: str) -> None:
+    assert problem(decode(DOC, ctype)) == (415, "unsupported_media_type")
+
+
+def test_unsupported_encodings_are_415() -> None:
+    assert problem(decode(DOC, enc="br")) == (415, "unsupported_encoding")
+    assert problem(decode(DOC, comp="lz64")) == (415, "unsupported_encoding")
+
+
+def test_form_without_data_and_bad_base64_are_400() -> None:
+    assert problem(decode(b"x=1", "application/x-www-form-urlencoded")) == (400, "invalid_request")
+    bad = decode(b"data=%%%%", "application/x-www-form-urlencoded", comp="base64")
+    assert isinstance(bad, BodyProblem) and bad.status == 400
+
+
+def test_write_key_from_basic_and_bearer_headers() -> None:
+    basic = "Basic " + base64.b64encode(b"wk-123:").decode()
+    assert header_key(basic) == "wk-123"
+    assert header_key("Basic " + base64.b64encode(b":wk-456").decode()) == "wk-456"
+    assert header_key("Bearer tok") == "tok"
+    assert header_key("") is None
+    assert header_key("Basic !!!notbase64") is None
+    assert header_key("Digest abc") is None

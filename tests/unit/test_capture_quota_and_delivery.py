@@ -1,0 +1,137 @@
+"""Pure parts of quotas, authentication, chunking, retry memory, routes and settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from analytics_core.clients import (
+    ClientFound,
+    ClientMissing,
+    ClientRecord,
+    ClientStatus,
+    RegistryUnavailable,
+)
+from analytics_core.event_contract import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
+from analytics_core.quotas import Quota, QuotaError, StoredQuota, validate
+from analytics_core.settings import SettingsError
+from capture.auth import Authenticated, AuthUnavailable, KeyAmbiguous, KeyUnknown, Refused, verdict
+from capture.chunks import chunk, message_value
+from capture.config import CaptureSettings
+from capture.kafka_sink import Delivered, NotDelivered
+from capture.mapping import MappedEvent
+from capture.quota import Admitted, OverQuota, TokenBucket
+from capture.retry_memory import RetryMemory
+from capture.routes import CaptureRoute, route_for
+
+QUOTA = Quota(events_per_s=100.0, burst=200)
+
+
+def test_token_bucket_admits_the_burst_then_the_rate() -> None:
+    bucket = TokenBucket(QUOTA, now_s=0.0)
+    assert isinstance(bucket.take(QUOTA, 150, 0.0), Admitted)
+    assert isinstance(bucket.take(QUOTA, 50, 0.0), Admitted)
+    refused = bucket.take(QUOTA, 50, 0.0)
+    assert isinstance(refused, OverQuota) and refused.retry_after_s == 1
+    assert isinstance(bucket.take(QUOTA, 50, 0.5), Admitted)  # 0.5 s refilled 50 tokens
+
+
+def test_a_batch_bigger_than_the_burst_passes_when_full_and_leaves_a_debt() -> None:
+    bucket = TokenBucket(QUOTA, now_s=0.0)
+    assert isinstance(bucket.take(QUOTA, 500, 0.0), Admitted)
+    later = bucket.take(QUOTA, 1, 2.0)  # -300 + 200 refilled = -100: still in debt
+    assert isinstance(later, OverQuota) and later.retry_after_s == 2
+    assert isinstance(bucket.take(QUOTA, 1, 3.1), Admitted)
+
+
+def test_stored_quota_defaults_and_validation() -> None:
+    default = Quota(2000.0, 20_000)
+    assert StoredQuota("c", None, None).effective(default) == default
+    assert StoredQuota("c", 50.0, None).effective(default) == Quota(50.0, 20_000)
+    assert StoredQuota("c", 50_000.0, None).effective(default) == Quota(50_000.0, 50_000)
+    assert StoredQuota("c", 10.0, 5).effective(default) == Quota(10.0, 5)
+    for rate, burst in ((0.0, None), (-1.0, None), (float("nan"), None), (None, 0)):
+        with pytest.raises(QuotaError):
+            validate(rate, burst)
+
+
+def record(status: ClientStatus, key_hash: str = "a" * 64) -> ClientFound:
+    return ClientFound(ClientRecord("acme", status, key_hash, "client_acme"))
+
+
+def test_auth_verdicts() -> None:
+    h = "a" * 64
+    assert verdict(h, "acme", record(ClientStatus.ACTIVE)) == Authenticated("acme", h)
+    assert isinstance(verdict(h, "acme", record(ClientStatus.PENDING)), Authenticated)
+    for status in (ClientStatus.DEPROVISIONED, ClientStatus.DEPROVISIONING, ClientStatus.FAILED):
+        out = verdict(h, "acme", record(status))
+        assert isinstance(out, Refused) and out.status == 403 and out.code == "client_inactive"
+    rotated = verdict(h, "acme", record(ClientStatus.ACTIVE, "b" * 64))
+    assert isinstance(rotated, Refused) and rotated.status == 401
+    assert isinstance(verdict(h, KeyUnknown(), None), Refused)
+    assert isinstance(verdict(h, KeyAmbiguous(), None), Refused)
+    assert isinstance(verdict(h, "acme", ClientMissing("acme")), Refused)
+    assert isinstance(verdict(h, RegistryUnavailable("pg down"), None), AuthUnavailable)
+    assert isinstance(verdict(h, "acme", RegistryUnavailable("pg down")), AuthUnavailable)
+
+
+def events(n: int, size: int = 100) -> list[MappedEvent]:
+    return [MappedEvent(i, f"id-{i}", b'"' + b"x" * (size - 2) + b'"') for i in range(n)]
+
+
+def test_chunks_respect_the_contracts_event_and_byte_limits() -> None:
+    assert [len(c) for c in chunk(events(1201))] == [MAX_BATCH_EVENTS, MAX_BATCH_EVENTS, 201]
+    big = chunk(events(30, size=100_000))
+    assert all(len(message_value(c)) <= MAX_MESSAGE_BYTES for c in big)
+    assert sum(len(c) for c in big) == 30
+    assert [e.index for c in big for e in c] == list(range(30))  # request order kept
+    assert orjson.loads(message_value(events(3))) == ["x" * 98] * 3
+
+
+def test_retry_memory_knows_delivered_and_pending_copies_and_forgets_failed_ones() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        memory = RetryMemory(ttl_s=60, max_events=3)
+        delivered, pending, failed = (loop.create_future() for _ in range(3))
+        delivered.set_result(Delivered(0, 1))
+        failed.set_result(NotDelivered("timed out"))
+        memory.remember(["a"], delivered)
+        memory.remember(["b"], pending)
+        memory.remember(["c"], failed)
+        assert memory.fate("a") is delivered
+        assert memory.fate("b") is pending
+        assert memory.fate("c") is None  # its first copy failed: produce it again
+        assert memory.fate("zzz") is None
+        memory.remember(["d", "e"], delivered)  # bounded: the oldest id goes
+        assert memory.fate("a") is None and len(memory) == 3
+        expiring = RetryMemory(ttl_s=0, max_events=10)
+        expiring.remember(["x"], delivered)
+        expiring.expire()
+        assert len(expiring) == 0
+
+    asyncio.run(scenario())
+
+
+def test_routes() -> None:
+    assert route_for("/v1/batch") == CaptureRoute("segment", "batch")
+    assert route_for("/v1/track/") == CaptureRoute("segment", "track")
+    assert route_for("/batch/") == CaptureRoute("posthog", "batch")
+    assert route_for("/e/") == CaptureRoute("posthog", "e")
+    assert route_for("/i/v0/e/") == CaptureRoute("posthog", "i/v0/e")
+    assert route_for("/metrics") == "metrics"
+    assert route_for("/admin") is None and route_for("/v1/nope") is None
+
+
+def test_settings_defaults_and_fail_fast_errors() -> None:
+    s = CaptureSettings.from_env({})
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.default_quota == Quota(2000.0, 20_000)
+    assert CaptureSettings.from_env({"CAPTURE_PORT": "9999"}).port == 9999
+    with pytest.raises(SettingsError, match="CAPTURE_PORT"):
+        CaptureSettings.from_env({"CAPTURE_PORT": "http"})
+    with pytest.raises(SettingsError, match="CAPTURE_MAX_EVENT_BYTES"):
+        CaptureSettings.from_env({"CAPTURE_MAX_EVENT_BYTES": str(MAX_MESSAGE_BYTES)})
+    with pytest.raises(SettingsError, match="CAPTURE_MAX_DECODED_BYTES"):
+        CaptureSettings.from_env({"CAPTURE_MAX_DECODED_BYTES": "2048"})
