@@ -1,0 +1,197 @@
+"""Hostile HTTP against a real capture process: the right 4xx every time, the service
+stays up, and nothing reaches the wrong client's database."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+import time
+
+import pytest
+import requests
+
+from analytics_core.clients import ClientStatus
+from analytics_core.settings import Settings
+from tests.conftest import ClientFixture, set_status
+from tests.integration.capture.conftest import CaptureProcess, rows, settle
+
+pytestmark = pytest.mark.integration
+
+
+def batch(*events: dict[str, object]) -> bytes:
+    return json.dumps({"batch": list(events)}).encode()
+
+
+def track(name: str = "e", **extra: object) -> dict[str, object]:
+    return {"type": "track", "event": name, "userId": "u1", **extra}
+
+
+def raw_exchange(port: int, data: bytes, *, read_timeout_s: float = 10) -> bytes:
+    """Send raw bytes, return whatever the server answers before closing (or timing out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout_s) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while True:
+                part = sock.recv(65536)
+                if not part:
+                    break
+                chunks.append(part)
+                if b"\r\n\r\n" in b"".join(chunks):
+                    break
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
+def status_of(answer: bytes) -> int | None:
+    if not answer.startswith(b"HTTP/1.1 "):
+        return None
+    return int(answer[9:12])
+
+
+def test_hostile_bodies_get_the_right_4xx_and_nothing_reaches_another_client(
+    stack: Settings,
+    capture: CaptureProcess,
+    make_client,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    owner: ClientFixture = make_client("hown")
+    victim: ClientFixture = make_client("hvic")
+    start_router()
+    auth = (owner.api_key, "")
+    json_ct = {"Content-Type": "application/json"}
+
+    def post(body: bytes, **kw: object) -> requests.Response:
+        kw.setdefault("headers", json_ct)
+        return capture.post("/v1/batch", body, auth=auth, **kw)  # type: ignore[arg-type]
+
+    cases = {
+        "invalid gzip": post(
+            b"\x1f\x8b\x08garbage", headers={**json_ct, "Content-Encoding": "gzip"}
+        ),
+        "truncated gzip": post(
+            gzip.compress(batch(track()))[:-10], headers={**json_ct, "Content-Encoding": "gzip"}
+        ),
+        "truncated JSON": post(batch(track())[:-7]),
+        "not JSON": post(b"\xff\xfe<html>"),
+        "10 MB body": post(b"[" + b" " * (10 * 2**20) + b"]"),
+        "10 MB chunked body": post(iter([b" " * 2**20] * 10)),  # type: ignore[arg-type]
+        "image content type": post(batch(track()), headers={"Content-Type": "image/png"}),
+        "multipart": post(batch(track()), headers={"Content-Type": "multipart/form-data; b=x"}),
+        "brotli": post(batch(track()), headers={**json_ct, "Content-Encoding": "br"}),
+        "batch not an array": post(b'{"batch": {"a": 1}}'),
+        "every event invalid": post(batch({"type": "track"}, "x", {"type": "nope"})),
+    }
+    expected = {
+        "invalid gzip": 400,
+        "truncated gzip": 400,
+        "truncated JSON": 400,
+        "not JSON": 400,
+        "10 MB body": 413,
+        "10 MB chunked body": 413,
+        "image content type": 415,
+        "multipart": 415,
+        "brotli": 415,
+        "batch not an array": 400,
+        "every event invalid": 400,
+    }
+    assert {k: r.status_code for k, r in cases.items()} == expected
+    for name, r in cases.items():
+        body = r.json()
+        assert body["code"] and body["message"] == body["detail"], name  # readable by all SDKs
+    assert [x["index"] for x in cases["every event invalid"].json()["rejected"]] == [0, 1, 2]
+
+    # Credentials: wrong key for an existing client, unknown key, none at all.
+    wrong = capture.post("/v1/batch", batch(track()), auth=(victim.api_key + "x", ""))
+    assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_write_key"
+    assert capture.post("/v1/batch", batch(track()), headers=json_ct).status_code == 401
+    body_key = json.dumps({"batch": [track()], "writeKey": "nope"}).encode()
+    assert capture.post("/v1/batch", body_key, headers=json_ct).status_code == 401
+
+    # Another client's id, key and routing fields in the body: the event is the owner's.
+    forged = track(
+        "forged",
+        client_id=victim.client_id,
+        api_key=victim.api_key,
+        writeKey=victim.api_key,
+        ch_database_name=victim.database,
+    )
+    ok = post(batch(forged, track("fine")))
+    assert ok.status_code == 200 and ok.json()["accepted"] == 2
+    # A PostHog body naming the victim's key inside events, with the owner's key in front.
+    ph = {
+        "api_key": owner.api_key,
+        "batch": [
+            {"event": "ph-forged", "distinct_id": "u", "properties": {"token": victim.api_key}}
+        ],
+    }
+    assert capture.post("/batch/", json.dumps(ph), headers=json_ct).status_code == 200
+    # One bad event among good ones: the good ones are kept, the bad one is named.
+    partial = post(batch(track("good-1"), {"type": "track", "userId": "u"}, track("good-2")))
+    assert partial.status_code == 200
+    assert partial.json()["accepted"] == 2
+    assert [x["index"] for x in partial.json()["rejected"]] == [1]
+
+    assert settle(stack, owner.database, 5) == (5, 5)
+    names = sorted(r["event_name"] for r in rows(stack, owner.database))
+    assert names == ["fine", "forged", "good-1", "good-2", "ph-forged"]
+    assert rows(stack, victim.database) == []
+    assert capture.alive()
+    assert requests.get(capture.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_inactive_unknown_and_pending_clients(
+    stack: Settings,
+    capture: CaptureProcess,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    gone: ClientFixture = make_client("hgone")
+    set_status(stack, gone.client_id, ClientStatus.DEPROVISIONED)
+    time.sleep(1.5)  # past the capture's 0.5 s local cache and 1 s verdict cache
+    refused = capture.post("/v1/batch", batch(track()), auth=(gone.api_key, ""))
+    assert refused.status_code == 403 and refused.json()["code"] == "client_inactive"
+    # A pending client is being provisioned: its events are kept (the router holds them as
+    # recoverable client_inactive dead letters until it is active).
+    pending: ClientFixture = make_client("hpend", active=False)
+    assert capture.post("/v1/batch", batch(track()), auth=(pending.api_key, "")).status_code == 200
+
+
+def test_http_level_abuse_is_cut_off_and_the_service_stays_up(
+    stack: Settings,
+    start_capture,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    client: ClientFixture = make_client("habuse")
+    cap: CaptureProcess = start_capture(
+        CAPTURE_BODY_TIMEOUT_S="1", CAPTURE_HEADER_TIMEOUT_MS="1000"
+    )
+    port = cap.port
+    # Huge headers: refused by the HTTP parser before any Python runs.
+    huge = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1024 * 1024) + b"\r\n\r\n"
+    answer = raw_exchange(port, huge)
+    assert status_of(answer) in (None, 400, 413, 431), answer[:200]
+    # Not HTTP at all.
+    assert status_of(raw_exchange(port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")) in (None, 400)
+    # Slow headers (slowloris): the connection is closed after the header timeout.
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n")
+        data = sock.recv(1024)  # blocks until the server gives up on us
+    assert time.monotonic() - started < 10
+    assert status_of(data) in (None, 408)
+    # A slow body: 408 after CAPTURE_BODY_TIMEOUT_S.
+    head = (
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 1000\r\n\r\n{"batch": ['
+    )
+    assert status_of(raw_exchange(port, head, read_timeout_s=15)) == 408
+    # Wrong methods and paths.
+    assert requests.get(cap.url + "/v1/batch", timeout=5).status_code == 405
+    assert cap.post("/admin", b"{}").status_code == 404
+    # Still serving real traffic.
+    assert cap.alive()
+    good = cap.post("/v1/track", json.dumps(track()), auth=(client.api_key, ""))
+    assert good.status_code == 200
+    assert cap.metric("capture_requests_total", route="segment:batch", status="408") == 1
