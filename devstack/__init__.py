@@ -7,6 +7,7 @@ the application reads.
 
     python -m devstack up [--services pg,redis,kafka,clickhouse]   # idempotent, waits for health
     python -m devstack status | logs SERVICE | down [--wipe] | reset
+    eval "$(python -m devstack env)"     # point this shell at the topology (all brokers, targets)
 
 Python: `devstack.api.ensure_up(settings)`, `stop`, `status`, `start_service`, `stop_service`.
 
@@ -16,8 +17,15 @@ run locally (default: all four: postgres,redis,kafka,clickhouse; aliases pg, ch)
 pointing at external Kafka and ClickHouse. Services left out are never started or stopped;
 `status` still probes them at the configured address.
 
+Topology (topology.py has the port rules):
+  DEVSTACK_KAFKA_BROKERS       1 (default), 3 or 5 KRaft nodes kafka-1..N, each a broker and a
+                               controller; topics get replication factor 3, min.insync.replicas 2
+  DEVSTACK_CLICKHOUSE_SERVERS  1 (default) to 4 ClickHouse servers: the default target, then
+                               ch2 (clickhouse-ch2), ... on CLICKHOUSE_CH2_HTTP_PORT/_NATIVE_PORT
+`--services`, `logs` and `start_service`/`stop_service` also take one server (kafka-2).
+
 Other knobs:
-  DEVSTACK_START_TIMEOUT  seconds to wait for each service to answer (default 90)
+  DEVSTACK_START_TIMEOUT  seconds to wait for the services to answer (default 90)
   KAFKA_JARS_DIR          Kafka jar cache (default ~/.cache/analytics-pipeline/kafka-<version>,
                           fetched once with Maven from devstack/kafka/pom.xml)
   DEVSTACK_PG_OS_USER     OS user that owns the PostgreSQL cluster when run as root

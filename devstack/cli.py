@@ -1,4 +1,4 @@
-"""`python -m devstack {up,down,status,logs,reset}`: the local stack from the command line."""
+"""`python -m devstack {up,down,status,logs,reset,env}`: the local stack from the command line."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from analytics_core.settings import Settings, SettingsError
 
 from . import api
+from .environment import render_sh
 from .options import ALL_SERVICES
 
 SERVICES_HELP = (
-    "comma list of services (" + ",".join(ALL_SERVICES) + "; aliases pg, ch); "
-    "default: $DEVSTACK_SERVICES, else all"
+    "comma list of services (" + ",".join(ALL_SERVICES) + "; aliases pg, ch) or single "
+    "servers (kafka-2, clickhouse-ch2); default: $DEVSTACK_SERVICES, else all"
 )
 
 
@@ -29,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Ports come from the same variables as the application (POSTGRES_PORT, "
             "REDIS_PORT, KAFKA_BOOTSTRAP_SERVERS, KAFKA_CONTROLLER_PORT, CLICKHOUSE_HTTP_PORT, "
             "CLICKHOUSE_NATIVE_PORT). DEVSTACK_SERVICES=pg,redis leaves the others to "
-            "external servers."
+            "external servers. DEVSTACK_KAFKA_BROKERS=3 runs a three-node Kafka cluster "
+            "(kafka-1..3, replication factor 3, min.insync.replicas 2); "
+            "DEVSTACK_CLICKHOUSE_SERVERS=2 runs a second ClickHouse server as the target ch2. "
+            '`eval "$(python -m devstack env)"` points a shell at the chosen topology.'
         ),
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,12 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="each service: address, pid, health, memory")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
-    lg = sub.add_parser("logs", help="print the tail of one service's log file")
-    lg.add_argument("service", help="one of " + ", ".join(ALL_SERVICES))
+    lg = sub.add_parser("logs", help="print the tail of one service's log file(s)")
+    lg.add_argument(
+        "service",
+        help="one of " + ", ".join(ALL_SERVICES) + ", or one server (kafka-2, clickhouse-ch2)",
+    )
     lg.add_argument("-n", "--lines", type=int, default=50, help="number of lines (default 50)")
 
     rs = sub.add_parser("reset", help="stop the services and delete their state")
     rs.add_argument("--services", help=SERVICES_HELP)
+
+    sub.add_parser(
+        "env",
+        help="print `export NAME=value` lines that point a process at this topology "
+        "(all Kafka brokers, every ClickHouse target; no passwords)",
+    )
     return parser
 
 
@@ -77,14 +90,14 @@ def _print_status(settings: Settings, as_json: bool) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"state dir: {settings.state_dir}")
-        print(f"{'SERVICE':<11} {'MODE':<8} {'PID':>7} {'RSS':>9}  {'HEALTH':<8} ADDRESS / DETAIL")
+        print(f"{'SERVICE':<15} {'MODE':<8} {'PID':>7} {'RSS':>9}  {'HEALTH':<8} ADDRESS / DETAIL")
         for r in rows:
             mode = "local" if r.managed else "external"
             pid = str(r.pid) if r.pid else "-"
             rss = f"{r.rss_bytes / 2**20:.0f} MiB" if r.rss_bytes else "-"
             health = "ok" if r.healthy else "DOWN"
             detail = "" if r.healthy else f"  ({r.detail})"
-            print(f"{r.name:<11} {mode:<8} {pid:>7} {rss:>9}  {health:<8} {r.address}{detail}")
+            print(f"{r.name:<15} {mode:<8} {pid:>7} {rss:>9}  {health:<8} {r.address}{detail}")
         total = sum(r.rss_bytes for r in rows)
         if total:
             print(f"total RSS of local services: {total / 2**20:.0f} MiB")
@@ -114,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _print_status(settings, args.json)
         if args.command == "logs":
             print(api.logs(settings, args.service, args.lines))
+            return 0
+        if args.command == "env":
+            sys.stdout.write(render_sh(api.environment(settings)))
             return 0
     except (api.StackError, SettingsError) as exc:
         print(f"devstack: error: {exc}", file=sys.stderr)

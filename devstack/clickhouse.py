@@ -1,4 +1,8 @@
-"""The local ClickHouse server under <state>/clickhouse (the process: clickhouse_server.py)."""
+"""A local ClickHouse server under <state>/<name> (the process: clickhouse_server.py).
+
+`clickhouse` serves the default target; with DEVSTACK_CLICKHOUSE_SERVERS > 1 the servers
+`clickhouse-ch2`, ... serve the targets ch2, ... (see topology.py).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,18 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
+from analytics_core.settings import Settings
+
 from . import process
+from .options import Options
 from .service import Port, Service, StackError
+from .topology import DEFAULT_TARGET, ClickHouseServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ClickHouseService(Service):
-    name = "clickhouse"
+    family = "clickhouse"
     stop_timeout: ClassVar[float] = 30.0
     fatal_patterns: ClassVar[tuple[str, ...]] = (
         r"Code: 76\..*",  # data dir locked by another server
@@ -28,6 +36,11 @@ class ClickHouseService(Service):
         r"clickhouse_server: query failed",
         r"clickhouse-local returned",
     )
+
+    def __init__(self, settings: Settings, options: Options, server: ClickHouseServer) -> None:
+        super().__init__(settings, options)
+        self.server = server
+        self.name = server.name
 
     @property
     def data_dir(self) -> Path:
@@ -38,14 +51,15 @@ class ClickHouseService(Service):
         return self.dir / "keepalive.token"
 
     def address(self) -> str:
-        ch = self.settings.clickhouse
-        return f"http://{ch.host}:{ch.http_port} native {ch.host}:{ch.native_port}"
+        ch = self.server
+        where = f"http://{ch.host}:{ch.http_port} native {ch.host}:{ch.native_port}"
+        return where if ch.target == DEFAULT_TARGET else f"{where} (target {ch.target})"
 
     def ports(self) -> list[Port]:
-        ch = self.settings.clickhouse
+        ch = self.server
         return [
-            Port(ch.http_port, "CLICKHOUSE_HTTP_PORT"),
-            Port(ch.native_port, "CLICKHOUSE_NATIVE_PORT"),
+            Port(ch.http_port, f"{ch.env_prefix}HTTP_PORT"),
+            Port(ch.native_port, f"{ch.env_prefix}NATIVE_PORT"),
         ]
 
     def markers(self) -> list[str]:
@@ -59,7 +73,7 @@ class ClickHouseService(Service):
             )
 
     def launch(self) -> None:
-        ch = self.settings.clickhouse
+        ch = self.server
         self.data_dir.mkdir(parents=True, exist_ok=True)
         token = f"devstack_keepalive_{secrets.token_hex(8)}"
         self.token_path.write_text(token + "\n")
@@ -92,8 +106,8 @@ class ClickHouseService(Service):
             return None
 
     def http(self, query: str, timeout: float = 3.0) -> str:
-        """Run one query over HTTP with the settings' host/credentials; return the body."""
-        ch = self.settings.clickhouse
+        """Run one query over HTTP with the server's host/credentials; return the body."""
+        ch = self.server
         scheme = "https" if ch.secure else "http"
         req = urllib.request.Request(
             f"{scheme}://{ch.host}:{ch.http_port}/", data=query.encode(), method="POST"
@@ -108,7 +122,7 @@ class ClickHouseService(Service):
         token = self._token()
         if token is None:
             return "no keep-alive token (not started by devstack)"
-        ch = self.settings.clickhouse
+        ch = self.server
         if not process.port_open(ch.host, ch.http_port):
             return f"nothing listens on {ch.host}:{ch.http_port}"
         query = (

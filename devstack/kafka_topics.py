@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
 from analytics_core.settings import Settings
 
@@ -29,34 +29,41 @@ def ensure_topics(
     *,
     topics: list[str] | None = None,
     partitions: int | None = None,
+    bootstrap_servers: str | None = None,
+    replication_factor: int = 1,
+    min_insync_replicas: int = 1,
     timeout: float = 30.0,
 ) -> list[str]:
     """Create `topics` (default: the raw and dead-letter topics) if missing; return those created.
 
-    Existing topics are left as they are; a partition count different from the wanted one is
+    New topics get `replication_factor` replicas and `min.insync.replicas`. Existing topics are
+    left as they are; a partition count or replication factor different from the wanted one is
     logged as a warning, never changed.
     """
     k = settings.kafka
     wanted = topics if topics is not None else [k.raw_topic, k.dead_letter_topic]
     count = partitions if partitions is not None else k.topic_partitions
-    admin = admin_client(k.bootstrap_servers)
+    admin = admin_client(bootstrap_servers or k.bootstrap_servers)
     deadline = time.monotonic() + timeout
     created: list[str] = []
     while True:
         meta = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
         missing = [t for t in wanted if t not in meta.topics]
         for t in wanted:
-            if t in meta.topics and len(meta.topics[t].partitions) != count:
-                log.warning(
-                    "topic %s has %d partitions, settings want %d (left unchanged)",
-                    t,
-                    len(meta.topics[t].partitions),
-                    count,
-                )
+            if t in meta.topics:
+                _warn_if_different(meta.topics[t], count, replication_factor)
         if not missing:
             return created
         futures = admin.create_topics(
-            [NewTopic(t, num_partitions=count, replication_factor=1) for t in missing],
+            [
+                NewTopic(
+                    t,
+                    num_partitions=count,
+                    replication_factor=replication_factor,
+                    config={"min.insync.replicas": str(min_insync_replicas)},
+                )
+                for t in missing
+            ],
             operation_timeout=10,
         )
         retry = False
@@ -64,14 +71,43 @@ def ensure_topics(
             try:
                 fut.result(timeout=max(1.0, deadline - time.monotonic()))
                 created.append(topic)
-                log.info("created topic %s (%d partitions)", topic, count)
+                log.info(
+                    "created topic %s (%d partitions, replication factor %d, "
+                    "min.insync.replicas %d)",
+                    topic,
+                    count,
+                    replication_factor,
+                    min_insync_replicas,
+                )
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                     continue
-                if not err.retriable() or time.monotonic() >= deadline:
+                # A broker that registered a moment ago may not count yet for the replicas.
+                transient = err.retriable() or err.code() == KafkaError.INVALID_REPLICATION_FACTOR
+                if not transient or time.monotonic() >= deadline:
                     raise
                 retry = True
         if not retry:
             return created
         time.sleep(0.5)
+
+
+def _warn_if_different(topic: TopicMetadata, partitions: int, replication_factor: int) -> None:
+    have = len(topic.partitions)
+    if have != partitions:
+        log.warning(
+            "topic %s has %d partitions, settings want %d (left unchanged)",
+            topic.topic,
+            have,
+            partitions,
+        )
+    replicas = min((len(p.replicas) for p in topic.partitions.values()), default=0)
+    if replicas and replicas < replication_factor:
+        log.warning(
+            "topic %s has %d replicas per partition, this cluster wants %d (left unchanged; "
+            "recreate it or reassign its partitions)",
+            topic.topic,
+            replicas,
+            replication_factor,
+        )

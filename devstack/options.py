@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from analytics_core.settings import SettingsError, env_float, env_str
+from analytics_core.settings import SettingsError, env_float, env_int, env_port, env_str
 
 from .service import StackError
 
 ALL_SERVICES: tuple[str, ...] = ("postgres", "redis", "kafka", "clickhouse")
 ALIASES: dict[str, str] = {"pg": "postgres", "postgresql": "postgres", "ch": "clickhouse"}
+# Local Kafka nodes / ClickHouse servers one machine may run (each JVM/engine costs ~0.3 GiB).
+MAX_KAFKA_BROKERS = 5
+MAX_CLICKHOUSE_SERVERS = 4
 
 
 def parse_services(raw: str | Iterable[str] | None) -> list[str]:
@@ -36,6 +39,19 @@ def parse_services(raw: str | Iterable[str] | None) -> list[str]:
     return [s for s in ALL_SERVICES if s in chosen]
 
 
+def extra_target_names(servers: int) -> tuple[str, ...]:
+    """The ClickHouse target names of the local servers after the first: ch2, ch3, ..."""
+    return tuple(f"ch{k}" for k in range(2, servers + 1))
+
+
+@dataclass(frozen=True)
+class TargetPorts:
+    """Ports one extra local ClickHouse server was given (None: derived from the default's)."""
+
+    http_port: int | None
+    native_port: int | None
+
+
 @dataclass(frozen=True)
 class Options:
     managed: tuple[str, ...]
@@ -43,6 +59,31 @@ class Options:
     kafka_jars_dir: Path | None
     pg_os_user: str
     pg_bin_dir: str
+    kafka_brokers: int = 1
+    clickhouse_servers: int = 1
+    # Keyed by the names of extra_target_names(clickhouse_servers), from CLICKHOUSE_<NAME>_*.
+    target_ports: Mapping[str, TargetPorts] = field(default_factory=dict)
+
+
+def _bounded(e: Mapping[str, str], name: str, maximum: int) -> int:
+    value = env_int(e, name, 1, minimum=1)
+    if value > maximum:
+        raise SettingsError(f"{name}={value} is above the maximum {maximum} for one machine")
+    return value
+
+
+def _quorum_size(e: Mapping[str, str], name: str) -> int:
+    value = _bounded(e, name, MAX_KAFKA_BROKERS)
+    if value % 2 == 0:
+        raise SettingsError(
+            f"{name}={value}: use an odd number (1, 3 or 5); every node is a KRaft controller "
+            f"and a quorum of {value} survives no more failures than one of {value - 1}"
+        )
+    return value
+
+
+def _optional_port(e: Mapping[str, str], name: str) -> int | None:
+    return env_port(e, name, 1) if e.get(name) else None
 
 
 def load_options(env: Mapping[str, str] | None = None) -> Options:
@@ -50,12 +91,22 @@ def load_options(env: Mapping[str, str] | None = None) -> Options:
     raw = e.get("DEVSTACK_SERVICES")
     jars = e.get("KAFKA_JARS_DIR")
     try:
+        servers = _bounded(e, "DEVSTACK_CLICKHOUSE_SERVERS", MAX_CLICKHOUSE_SERVERS)
         return Options(
             managed=tuple(parse_services(raw if raw not in (None, "") else None)),
             start_timeout=env_float(e, "DEVSTACK_START_TIMEOUT", 90.0, minimum=1.0),
             kafka_jars_dir=Path(jars).expanduser() if jars else None,
             pg_os_user=env_str(e, "DEVSTACK_PG_OS_USER", "postgres"),
             pg_bin_dir=env_str(e, "DEVSTACK_PG_BIN", ""),
+            kafka_brokers=_quorum_size(e, "DEVSTACK_KAFKA_BROKERS"),
+            clickhouse_servers=servers,
+            target_ports={
+                name: TargetPorts(
+                    _optional_port(e, f"CLICKHOUSE_{name.upper()}_HTTP_PORT"),
+                    _optional_port(e, f"CLICKHOUSE_{name.upper()}_NATIVE_PORT"),
+                )
+                for name in extra_target_names(servers)
+            },
         )
     except SettingsError as exc:
         raise StackError(str(exc)) from None

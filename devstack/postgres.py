@@ -56,6 +56,7 @@ def find_bin_dir(override: str) -> Path:
 
 class PostgresService(Service):
     name = "postgres"
+    family = "postgres"
     stop_signal: ClassVar[int] = signal.SIGINT  # "fast" shutdown
     stop_timeout: ClassVar[float] = 60.0
 

@@ -16,6 +16,7 @@ from .service import Port, Service, StackError
 
 class RedisService(Service):
     name = "redis"
+    family = "redis"
     fatal_patterns: ClassVar[tuple[str, ...]] = (
         r"aborting",
         r"Fatal error",

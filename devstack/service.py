@@ -8,6 +8,8 @@ import shutil
 import signal
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -45,7 +47,10 @@ class Port:
 
 
 class Service(ABC):
-    name: ClassVar[str]
+    # The instance name (directory, pid and log file, status row): the family name for
+    # one-instance services, e.g. "kafka-2" or "clickhouse-ch2" for the others.
+    name: str
+    family: ClassVar[str]  # postgres, redis, kafka or clickhouse
     stop_signal: ClassVar[int] = signal.SIGTERM
     stop_timeout: ClassVar[float] = 30.0
     # Lines in the log (written since launch) that mean start-up failed for good.
@@ -55,6 +60,7 @@ class Service(ABC):
         self.settings = settings
         self.options = options
         self._log_offset = 0
+        self._t0 = time.monotonic()
 
     # -- layout -------------------------------------------------------------------------------
     @property
@@ -128,50 +134,29 @@ class Service(ABC):
                     with_log=False,
                 )
 
-    def start(self) -> bool:
-        """Start (or adopt the running instance) and wait until ready. True if newly started."""
-        timeout = self.options.start_timeout
-        t0 = time.monotonic()
-        pid = self.pid()
-        if pid is not None:
-            ok = process.wait_until(lambda: self.probe() is None, timeout=timeout, interval=0.2)
-            if not ok:
-                raise self.fail(
-                    f"already running (pid {pid}) but not answering on {self.address()}: "
-                    f"{self.probe()}; try `python -m devstack down --services {self.name}`"
-                )
-            self.after_ready()
-            log.info("%s already running at %s (pid %d)", self.name, self.address(), pid)
-            return False
+    def begin(self) -> bool:
+        """Launch the server unless it already runs (then it is adopted); never waits.
 
+        True if launched now. `wait_all` then waits for readiness.
+        """
+        self._t0 = time.monotonic()
+        if self.pid() is not None:
+            return False
         self.check_can_start()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log.info("starting %s at %s ...", self.name, self.address())
         self.launch()
-        try:
-            ok = process.wait_until(
-                lambda: self.probe() is None, timeout=timeout, interval=0.1, abort=self._abort
-            )
-        except RuntimeError as exc:
-            self._cleanup_failed_start()
-            raise self.fail(f"failed to start: {exc}") from None
-        if not ok:
-            reason = self.probe()
-            self._cleanup_failed_start()
-            raise self.fail(f"not ready after {timeout:.0f}s: {reason}")
-        self.after_ready()
-        log.info("%s ready in %.1fs (pid %s)", self.name, time.monotonic() - t0, self.pid())
         return True
 
-    def _cleanup_failed_start(self) -> None:
+    def cleanup_failed_start(self) -> None:
         """Do not leave a half-started server behind (it would hold ports and locks)."""
         pid = self.pid()
         if pid is not None:
             process.terminate(pid, sig=self.stop_signal, timeout=self.stop_timeout)
         process.remove_file(self.pid_path)
 
-    def _abort(self) -> str | None:
+    def startup_failure(self) -> str | None:
         text = self._new_log_text()
         for pattern in self.fatal_patterns:
             m = re.search(pattern, text, re.MULTILINE)
@@ -246,3 +231,57 @@ class Service(ABC):
         """The server process and its children (for memory totals)."""
         pid = self.pid()
         return [] if pid is None else [pid, *process.descendants(pid)]
+
+
+def start_all(services: Sequence[Service]) -> list[bool]:
+    """Launch every service at once, then wait until all answer; True per newly launched one.
+
+    Parallel, because a KRaft quorum of several nodes elects no leader until a majority
+    runs, and independent servers start faster side by side. Readiness is polled for all of
+    them together, so one that dies during start-up fails the whole call at once (its name,
+    reason and log file in the StackError) instead of after the others' timeout. Provisioning
+    (`after_ready`) runs in the given order once every service answers.
+    """
+    with ThreadPoolExecutor(max(1, len(services)), thread_name_prefix="devstack-start") as pool:
+        futures = [pool.submit(svc.begin) for svc in services]
+        errors = [f.exception() for f in futures]
+    for svc, err in zip(services, errors, strict=True):
+        if err is not None:
+            for other, other_err in zip(services, errors, strict=True):
+                if other_err is None and other is not svc:
+                    log.info("%s was started; `python -m devstack down` stops it", other.name)
+            raise err
+    launched = [f.result() for f in futures]
+    timeout = max(svc.options.start_timeout for svc in services) if services else 0.0
+    deadline = time.monotonic() + timeout
+    pending = list(zip(services, launched, strict=True))
+    while pending:
+        still = []
+        for svc, new in pending:
+            if svc.probe() is None:
+                continue
+            reason = svc.startup_failure() if new else None
+            if reason:
+                svc.cleanup_failed_start()
+                raise svc.fail(f"failed to start: {reason}")
+            still.append((svc, new))
+        pending = still
+        if pending and time.monotonic() >= deadline:
+            svc, new = pending[0]
+            reason = svc.probe()
+            if new:
+                svc.cleanup_failed_start()
+                raise svc.fail(f"not ready after {timeout:.0f}s: {reason}")
+            raise svc.fail(
+                f"already running (pid {svc.pid()}) but not answering on {svc.address()}: "
+                f"{reason}; try `python -m devstack down --services {svc.name}`"
+            )
+        if pending:
+            time.sleep(0.2)
+    for svc, new in zip(services, launched, strict=True):
+        svc.after_ready()
+        if new:
+            log.info("%s ready in %.1fs (pid %s)", svc.name, time.monotonic() - svc._t0, svc.pid())
+        else:
+            log.info("%s already running at %s (pid %s)", svc.name, svc.address(), svc.pid())
+    return launched

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -28,6 +29,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
+from devstack.options import load_options
+from tests.integration.local_topology import free_port_block, scratch_env, scratch_topology
 
 pytestmark = pytest.mark.integration
 
@@ -357,3 +360,119 @@ def test_clickhouse_locked_data_dir_fails_loudly(tmp_path: Path) -> None:
     assert str(scratch.state_dir / "clickhouse" / "clickhouse.log") in msg
     assert elapsed < 20
     api.reset(scratch)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _exports(text: str) -> dict[str, str]:
+    """`export NAME=value` lines as a shell would read them."""
+    words = [shlex.split(line) for line in text.splitlines()]
+    assert all(w[0] == "export" and len(w) == 2 for w in words), text
+    return dict(w[1].split("=", 1) for w in words)
+
+
+@pytest.mark.timeout(180)
+def test_two_clickhouse_servers_are_two_targets_with_their_own_data(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    with scratch_topology(
+        state, ["clickhouse"], scratch_env(state, clickhouse_servers=2)
+    ) as scratch:
+        rows = {r.name: r for r in api.status(scratch.settings, options=scratch.options)}
+        default, ch2 = rows["clickhouse"], rows["clickhouse-ch2"]
+        assert default.healthy and ch2.healthy, (default, ch2)
+        assert default.pid and ch2.pid and default.pid != ch2.pid
+        assert ch2.log_path == state / "clickhouse-ch2" / "clickhouse-ch2.log"
+
+        # `devstack env` names ch2 as a target with the interface's variable names.
+        env = _exports(_cli(scratch.env, "env").stdout)
+        assert env["CLICKHOUSE_TARGETS"] == "ch2"
+        ports = {
+            t: (int(env[f"{p}HTTP_PORT"]), int(env[f"{p}NATIVE_PORT"]))
+            for t, p in (("default", "CLICKHOUSE_"), ("ch2", "CLICKHOUSE_CH2_"))
+        }
+        assert ports["default"] == (
+            scratch.settings.clickhouse.http_port,
+            scratch.settings.clickhouse.native_port,
+        )
+        assert ports["ch2"] == (ports["default"][0] + 1, ports["default"][1] + 1)
+        assert env["CLICKHOUSE_CH2_HOST"] == "127.0.0.1" and env["CLICKHOUSE_CH2_USER"]
+
+        # Each target is its own server: a table on ch2 is not on the default one.
+        tag = uuid.uuid4().hex[:10]
+        ch2_client = clickhouse_connect.get_client(
+            host="127.0.0.1", port=ports["ch2"][0], username=env["CLICKHOUSE_CH2_USER"]
+        )
+        ch2_client.command(f"CREATE DATABASE IF NOT EXISTS only_on_ch2_{tag}")
+        ch2_client.command(
+            f"CREATE TABLE only_on_ch2_{tag}.t (x String) ENGINE = MergeTree ORDER BY x"
+        )
+        ch2_client.insert(f"only_on_ch2_{tag}.t", [[tag]], column_names=["x"])
+        ch2_client.close()
+        default_client = _ch(scratch.settings)
+        assert default_client.command(f"EXISTS DATABASE only_on_ch2_{tag}") == 0
+        default_client.close()
+
+        # Stopping ch2 leaves the default serving; ch2 comes back with its data.
+        assert api.stop_service(scratch.settings, "clickhouse-ch2", options=scratch.options)
+        rows = {r.name: r for r in api.status(scratch.settings, options=scratch.options)}
+        assert rows["clickhouse"].healthy and rows["clickhouse"].pid == default.pid
+        assert not rows["clickhouse-ch2"].healthy and rows["clickhouse-ch2"].pid is None
+        api.start_service(scratch.settings, "clickhouse-ch2", options=scratch.options)
+        ch2_client = clickhouse_connect.get_client(host="127.0.0.1", port=ports["ch2"][0])
+        assert ch2_client.command(f"SELECT count() FROM only_on_ch2_{tag}.t") == 1
+        ch2_client.close()
+
+        logs = _cli(scratch.env, "logs", "clickhouse-ch2", "-n", "3")
+        assert logs.returncode == 0 and "clickhouse_server" in logs.stdout, logs.stderr
+        unknown = _cli(scratch.env, "logs", "clickhouse-ch3")
+        assert unknown.returncode == 1
+        assert "unknown service 'clickhouse-ch3'" in unknown.stderr
+        assert "clickhouse-ch2" in unknown.stderr  # the valid choices are listed
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("overrides", "blocked_var", "server"),
+    [
+        ({"DEVSTACK_CLICKHOUSE_SERVERS": "2"}, "CLICKHOUSE_CH2_HTTP_PORT", "clickhouse-ch2"),
+        ({"DEVSTACK_KAFKA_BROKERS": "3"}, "KAFKA_BOOTSTRAP_SERVERS", "kafka-2"),
+    ],
+)
+def test_up_names_the_server_whose_port_is_taken(
+    tmp_path: Path, overrides: dict[str, str], blocked_var: str, server: str
+) -> None:
+    env = {**os.environ, **_full_scratch_env(tmp_path / "state"), **overrides}
+    # Consecutive free ports, so the derived ones (+1 for ClickHouse, +2 for Kafka) are free.
+    base = free_port_block(4)
+    env.update(
+        CLICKHOUSE_HTTP_PORT=str(base),
+        CLICKHOUSE_NATIVE_PORT=str(base + 2),
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port_block(6)}",
+    )
+    env["KAFKA_CONTROLLER_PORT"] = str(int(env["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]) + 1)
+    options = load_options(env)
+    settings = Settings.from_env(env)
+    topo = api.topology(settings, options=options)
+    family = server.split("-")[0]
+    second = topo.kafka.nodes[1].broker_port, topo.clickhouse[1].http_port
+    port = second[0] if family == "kafka" else second[1]
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        t0 = time.monotonic()
+        proc = _cli(env, "up", "--services", family)
+        elapsed = time.monotonic() - t0
+    assert proc.returncode == 1
+    assert f"{server}: port {port} is already in use" in proc.stderr
+    assert f"move {server} with {blocked_var}" in proc.stderr
+    assert elapsed < 30
+    assert all(s.pid is None for s in api.status(settings, options=options))
