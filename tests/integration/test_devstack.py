@@ -189,7 +189,7 @@ def test_down_then_up_keeps_data(scratch: Settings) -> None:
     bootstrap = settings.kafka.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
     for i in range(5):
         producer.produce(topic, value=str(i).encode())
     assert producer.flush(30) == 0
