@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import psycopg2
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from analytics_core import pg
 from analytics_core.quotas import Quota, get_quota
@@ -161,6 +163,8 @@ class RateLimiter:
             password=redis_settings.password or None,
             socket_timeout=0.5,
             socket_connect_timeout=0.5,
+            # One attempt: an unreachable Redis must cost one timeout, not a retry series.
+            retry=Retry(NoBackoff(), 0),
         )
         self._script = self._redis.register_script(TOKEN_BUCKET_LUA)
         self._book = book
@@ -192,6 +196,7 @@ class RateLimiter:
                 )
             except (redis.RedisError, OSError) as exc:
                 self.redis_errors += 1
+                now = time.monotonic()
                 self._redis_down_until = now + self._redis_retry_after_s
                 log.warning(
                     "redis unavailable: quotas enforced per process",
