@@ -19,6 +19,7 @@ import psycopg2
 
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import open_connections
 from analytics_core.event_contract import hash_api_key
 from analytics_core.naming import client_id_problem
 from analytics_core.settings import Settings, SettingsError
@@ -122,7 +123,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"demo client {DEMO_CLIENT!r} {state}; API key: {DEMO_API_KEY}")
         return 0
     if cmd == "provision":
-        outcome = lifecycle.provision(settings, args.client_id, run_id=None)
+        with open_connections(settings) as connections:
+            outcome = lifecycle.provision(connections, args.client_id, run_id=None)
         if isinstance(outcome, lifecycle.StepFailed):
             print(f"provisioning failed: {outcome.reason}", file=sys.stderr)
             return 1
