@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import open_connections
 from analytics_core.dead_letter import DeadLetter, read_dead_letter
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
@@ -75,7 +76,8 @@ def make_client(stack: Settings) -> Callable[..., ClientFixture]:
             conn.close()
         database = "client_" + client_id.replace("-", "_")
         if active:
-            outcome = lifecycle.provision(stack, client_id)
+            with open_connections(stack) as connections:
+                outcome = lifecycle.provision(connections, client_id)
             assert isinstance(outcome, lifecycle.Provisioned), outcome
             database = outcome.database
         return ClientFixture(client_id, key, database)
