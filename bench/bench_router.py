@@ -33,6 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
+from analytics_core.connections import open_connections
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
 
@@ -82,7 +83,8 @@ def make_clients(settings: Settings, prefix: str, n: int) -> list[tuple[str, str
         conn.close()
 
     def provision(cid: str) -> tuple[str, str]:
-        outcome = lifecycle.provision(settings, cid)
+        with open_connections(settings) as connections:
+            outcome = lifecycle.provision(connections, cid)
         assert isinstance(outcome, lifecycle.Provisioned), outcome
         return cid, outcome.database
 
@@ -92,7 +94,8 @@ def make_clients(settings: Settings, prefix: str, n: int) -> list[tuple[str, str
 
 def drop_clients(settings: Settings, clients: list[tuple[str, str]]) -> None:
     def drop(cid: str) -> None:
-        lifecycle.deprovision(settings, cid, cid, actor="bench")
+        with open_connections(settings) as connections:
+            lifecycle.deprovision(connections, cid, cid, actor="bench")
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(drop, [c for c, _ in clients]))
