@@ -18,6 +18,7 @@ from dagster import DagsterInstance, materialize
 
 from analytics_core import lifecycle, pg
 from analytics_core.clickhouse import http_client
+from analytics_core.connections import open_connections
 from analytics_core.dead_letter import DeadLetter, read_dead_letter
 from analytics_core.dlq.kafka_io import DeadLetterReader
 from analytics_core.dlq.reprocess import LOCK_CLASS, ReprocessOptions, reprocess
@@ -162,7 +163,9 @@ def test_pending_client_event_is_replayed_exactly_once_after_provisioning(
     second = event(client)  # dead-lettered after the first run: read from the topic next time
     topics.send([orjson.dumps(second)])
     wait_for(lambda: topics.end(topics.dead) == 2, what="the second dead letter")
-    assert isinstance(lifecycle.provision(stack, client.client_id), lifecycle.Provisioned)
+    with open_connections(stack) as connections:
+        provisioned = lifecycle.provision(connections, client.client_id)
+    assert isinstance(provisioned, lifecycle.Provisioned)
 
     replayed = run_asset(instance, topics)
     assert replayed["replayed"] == 2 and replayed["replays_sent"] == 2
@@ -329,7 +332,9 @@ def test_replay_of_one_event_of_a_batch_never_duplicates_its_neighbours(
     wait_for(lambda: topics.end(topics.dead) == 1, what="the pending client's dead letter")
     [(letter, _value)] = topics.letters()
     assert letter.batch_index == 1
-    assert isinstance(lifecycle.provision(stack, pending.client_id), lifecycle.Provisioned)
+    with open_connections(stack) as connections:
+        provisioned = lifecycle.provision(connections, pending.client_id)
+    assert isinstance(provisioned, lifecycle.Provisioned)
     assert run_asset(instance, topics)["replayed"] == 1
     wait_for(lambda: len(rows(stack, pending.database)) == 1, what="the replayed event")
     time.sleep(1.5)
