@@ -17,6 +17,7 @@ import pytest
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import open_connections
 from analytics_core.event_contract import hash_api_key
 from analytics_core.reasons import Reason
 from analytics_core.settings import Settings
@@ -197,7 +198,8 @@ def test_clickhouse_outage_loses_nothing_and_duplicates_nothing(
     finally:
         conn.close()
     # Provision into the private ClickHouse; PostgreSQL/Redis/Kafka are the shared ones.
-    outcome = lifecycle.provision(private, client_id)
+    with open_connections(private) as connections:
+        outcome = lifecycle.provision(connections, client_id)
     assert isinstance(outcome, lifecycle.Provisioned)
     c = ClientFixture(client_id, "k", outcome.database)
     since = kafka.end_offsets(stack.kafka.dead_letter_topic)
@@ -258,7 +260,8 @@ def test_registry_outage_holds_events_and_serves_cached_clients(
         conn.close()
     dbs = {}
     for cid in (known, unseen):
-        outcome = lifecycle.provision(private, cid)
+        with open_connections(private) as connections:
+            outcome = lifecycle.provision(connections, cid)
         assert isinstance(outcome, lifecycle.Provisioned)
         dbs[cid] = outcome.database
     k, u = ClientFixture(known, "k", dbs[known]), ClientFixture(unseen, "k", dbs[unseen])
