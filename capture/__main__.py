@@ -58,7 +58,7 @@ def check_kafka(settings: CaptureSettings) -> str | None:
     kafka = settings.common.kafka
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
     try:
-        meta = admin.list_topics(timeout=10)
+        meta = admin.list_topics(timeout=5)
     except KafkaException as exc:
         return f"Kafka at {kafka.bootstrap_servers} is unreachable: {exc}"
     if kafka.raw_topic not in meta.topics:

@@ -1,0 +1,113 @@
+"""Operating the capture service: --help, fail-fast configuration, health and readiness,
+/metrics, CORS preflight, and SIGTERM draining the requests in flight."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from analytics_core.settings import Settings
+from tests.conftest import ClientFixture, free_port
+from tests.integration.capture.conftest import REPO, CaptureProcess, rows, settle
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "capture", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_and_fail_fast_configuration(stack: Settings) -> None:
+    helped = run_cli("--help")
+    assert helped.returncode == 0
+    for name in ("CAPTURE_PORT", "CAPTURE_QUOTA_EVENTS_PER_S", "/v1/batch", "/readyz"):
+        assert name in helped.stdout
+    bad = run_cli(CAPTURE_PORT="eighty")
+    assert bad.returncode == 2 and "CAPTURE_PORT" in bad.stderr
+    no_kafka = run_cli(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}")
+    assert no_kafka.returncode == 2 and "unreachable" in no_kafka.stderr
+
+
+def test_health_metrics_and_cors(
+    stack: Settings,
+    capture: CaptureProcess,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    client: ClientFixture = make_client("ops")
+    assert requests.get(capture.url + "/healthz", timeout=5).text == "ok\n"
+    assert requests.get(capture.url + "/readyz", timeout=5).status_code == 200
+    origin = "http://app.example.test"
+    pre = requests.options(
+        capture.url + "/e/",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+        timeout=5,
+    )
+    assert pre.status_code == 204
+    assert pre.headers["Access-Control-Allow-Origin"] == origin
+    assert "POST" in pre.headers["Access-Control-Allow-Methods"]
+    assert pre.headers["Access-Control-Allow-Headers"] == "content-type"
+    body = json.dumps({"event": "cors", "distinct_id": "u", "api_key": client.api_key})
+    sent = capture.post("/capture/", body, headers={"Origin": origin})
+    assert sent.status_code == 200 and sent.headers["Access-Control-Allow-Origin"] == origin
+    text = capture.metrics()
+    for name in (
+        "capture_requests_total",
+        "capture_request_duration_seconds_bucket",
+        "capture_request_bytes_total",
+        "capture_events_accepted_total",
+        "capture_kafka_up",
+        "capture_up",
+    ):
+        assert name in text, name
+    assert capture.metric("capture_events_accepted_total", client_id=client.client_id) == 1
+    assert capture.metric("capture_requests_total", route="posthog:capture", status="200") >= 1
+
+
+def test_sigterm_drains_requests_in_flight(
+    stack: Settings,
+    start_capture,
+    make_client,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    client: ClientFixture = make_client("drain")
+    start_router()
+    cap: CaptureProcess = start_capture()
+    body = json.dumps({"batch": [{"type": "track", "event": "drained", "userId": "u"}]}).encode()
+    head = (
+        f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+        f"Authorization: Basic "
+    ).encode()
+    import base64
+
+    head += base64.b64encode(f"{client.api_key}:".encode()) + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", cap.port), timeout=30) as sock:
+        sock.sendall(head + body[:10])  # the request is in flight, its body half sent
+        time.sleep(0.5)
+        cap.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        sock.sendall(body[10:])
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert cap.proc.wait(40) == 0
+    assert settle(stack, client.database, 1, quiet_s=0.5) == (1, 1)
+    assert rows(stack, client.database)[0]["event_name"] == "drained"
