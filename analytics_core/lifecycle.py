@@ -4,6 +4,9 @@ Each step is idempotent and returns a typed outcome; expected failures (invalid
 id, refused migration plan, a database error) are values, and every action
 leaves an audit row. Steps invalidate the router's cache entry for the client
 so a status change takes effect within seconds.
+
+Steps take open connections (`analytics_core.connections.Connections`), never settings:
+the Dagster assets pass their resources' connections, the CLI opens them once.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 
 import psycopg2
-import redis
+from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from analytics_core import client_cache, pg, registry
-from analytics_core.clickhouse import database_exists, drop_database, http_client, table_row_counts
+from analytics_core import registry
+from analytics_core.clickhouse import database_exists, drop_database, table_row_counts
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import Connections, cache_invalidator
 from analytics_core.migrations import files, planning
 from analytics_core.migrations.apply import apply_plan
 from analytics_core.migrations.files import MigrationFile
@@ -72,11 +76,8 @@ class StepFailed:
 
 
 def invalidate_cache(settings: Settings, client_id: str) -> None:
-    try:
-        client_cache.invalidate(settings.redis, client_id)
-    except (redis.RedisError, OSError) as exc:
-        # The cache TTL still bounds how long the old entry lives.
-        log.warning("cache invalidation failed for %s: %s", client_id, exc)
+    """Drop a client's router cache entry (operator commands); never raises."""
+    cache_invalidator(settings.redis)(client_id)
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -101,7 +102,7 @@ def _available(
 
 
 def provision(
-    settings: Settings,
+    c: Connections,
     client_id: str,
     *,
     run_id: str | None = None,
@@ -113,67 +114,64 @@ def provision(
     `migrations` (already loaded) wins over `migrations_dir` (default: the shipped
     clickhouse/migrations).
     """
-    conn = pg.connect(settings.postgres)
-    try:
-        row = registry.get_client(conn, client_id)
-        if row is None:
-            return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
-        if row.status in (ClientStatus.DEPROVISIONING, ClientStatus.DEPROVISIONED):
-            return StepFailed(
-                client_id, f"client is {row.status}; it can not be provisioned again", refused=True
-            )
-        was_active = row.status == ClientStatus.ACTIVE
-
-        def fail(reason: str, *, transient: bool = False) -> StepFailed:
-            if not was_active:
-                registry.set_status(conn, client_id, ClientStatus.FAILED, reason)
-                invalidate_cache(settings, client_id)
-            registry.audit(conn, client_id, "provision_failed", {"error": reason}, run_id=run_id)
-            return StepFailed(client_id, reason, transient=transient)
-
-        problem = client_id_problem(client_id)
-        if problem is not None:
-            return fail(problem)
-        try:
-            database = _database_of(row)
-        except InvalidIdentifier as exc:
-            return fail(f"ch_database_name: {exc}")
-        available = _available(migrations, migrations_dir)
-        if isinstance(available, str):
-            return fail(available)
-        outcome = _apply(settings, conn, client_id, database, available, run_id)
-        if isinstance(outcome, StepFailed):
-            return fail(outcome.reason, transient=outcome.transient)
-        if not was_active:
-            try:
-                registry.set_status(
-                    conn, client_id, ClientStatus.ACTIVE, None, ch_database_name=database
-                )
-            except psycopg2.IntegrityError:
-                conn.rollback()
-                return fail(f"ClickHouse database {database} is already used by another client")
-            registry.audit(
-                conn,
-                client_id,
-                "provisioned",
-                {"database": database, "schema_version": outcome.schema_version},
-                run_id=run_id,
-            )
-            invalidate_cache(settings, client_id)
-        return Provisioned(
-            client_id,
-            database,
-            outcome.applied_versions,
-            outcome.schema_version,
-            was_active,
-            tables=_row_counts(settings, database),
+    conn = c.registry
+    row = registry.get_client(conn, client_id)
+    if row is None:
+        return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
+    if row.status in (ClientStatus.DEPROVISIONING, ClientStatus.DEPROVISIONED):
+        return StepFailed(
+            client_id, f"client is {row.status}; it can not be provisioned again", refused=True
         )
-    finally:
-        conn.close()
+    was_active = row.status == ClientStatus.ACTIVE
+
+    def fail(reason: str, *, transient: bool = False) -> StepFailed:
+        if not was_active:
+            registry.set_status(conn, client_id, ClientStatus.FAILED, reason)
+            c.invalidate_cache(client_id)
+        registry.audit(conn, client_id, "provision_failed", {"error": reason}, run_id=run_id)
+        return StepFailed(client_id, reason, transient=transient)
+
+    problem = client_id_problem(client_id)
+    if problem is not None:
+        return fail(problem)
+    try:
+        database = _database_of(row)
+    except InvalidIdentifier as exc:
+        return fail(f"ch_database_name: {exc}")
+    available = _available(migrations, migrations_dir)
+    if isinstance(available, str):
+        return fail(available)
+    outcome = _apply(c, client_id, database, available, run_id)
+    if isinstance(outcome, StepFailed):
+        return fail(outcome.reason, transient=outcome.transient)
+    if not was_active:
+        try:
+            registry.set_status(
+                conn, client_id, ClientStatus.ACTIVE, None, ch_database_name=database
+            )
+        except psycopg2.IntegrityError:
+            conn.rollback()
+            return fail(f"ClickHouse database {database} is already used by another client")
+        registry.audit(
+            conn,
+            client_id,
+            "provisioned",
+            {"database": database, "schema_version": outcome.schema_version},
+            run_id=run_id,
+        )
+        c.invalidate_cache(client_id)
+    return Provisioned(
+        client_id,
+        database,
+        outcome.applied_versions,
+        outcome.schema_version,
+        was_active,
+        tables=_row_counts(c.clickhouse, database),
+    )
 
 
 def migrate(
-    settings: Settings,
+    c: Connections,
     client_id: str,
     *,
     run_id: str | None = None,
@@ -181,38 +179,35 @@ def migrate(
     migrations_dir: Traversable | None = None,
 ) -> Migrated | StepFailed:
     """Apply pending migrations to an active client; refuses tampered history."""
-    conn = pg.connect(settings.postgres)
-    try:
-        row = registry.get_client(conn, client_id)
-        if row is None or row.status != ClientStatus.ACTIVE:
-            status = "missing" if row is None else row.status
-            return StepFailed(
-                client_id, f"client is {status}; only active clients migrate", refused=True
-            )
-        database = _database_of(row)
-        available = _available(migrations, migrations_dir)
-        outcome = (
-            StepFailed(client_id, available, refused=True)
-            if isinstance(available, str)
-            else _apply(settings, conn, client_id, database, available, run_id)
+    conn = c.registry
+    row = registry.get_client(conn, client_id)
+    if row is None or row.status != ClientStatus.ACTIVE:
+        status = "missing" if row is None else row.status
+        return StepFailed(
+            client_id, f"client is {status}; only active clients migrate", refused=True
         )
-        if isinstance(outcome, StepFailed):
-            registry.audit(
-                conn, client_id, "migration_failed", {"error": outcome.reason}, run_id=run_id
-            )
-        return outcome
-    finally:
-        conn.close()
+    database = _database_of(row)
+    available = _available(migrations, migrations_dir)
+    outcome = (
+        StepFailed(client_id, available, refused=True)
+        if isinstance(available, str)
+        else _apply(c, client_id, database, available, run_id)
+    )
+    if isinstance(outcome, StepFailed):
+        registry.audit(
+            conn, client_id, "migration_failed", {"error": outcome.reason}, run_id=run_id
+        )
+    return outcome
 
 
 def _apply(
-    settings: Settings,
-    conn: registry.Conn,
+    c: Connections,
     client_id: str,
     database: str,
     available: Sequence[MigrationFile],
     run_id: str | None,
 ) -> Migrated | StepFailed:
+    conn = c.registry
     applied = registry.applied_versions(conn, client_id)
     plan = planning.plan(available, applied)
     if isinstance(plan, planning.Refused):
@@ -230,7 +225,7 @@ def _apply(
             )
 
     try:
-        done = apply_plan(settings.clickhouse, database, plan, record)
+        done = apply_plan(c.clickhouse, database, plan, record)
     except (ClickHouseError, OSError) as exc:
         reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
         return StepFailed(client_id, reason, transient=_is_outage(exc))
@@ -239,7 +234,7 @@ def _apply(
 
 
 def deprovision(
-    settings: Settings,
+    c: Connections,
     client_id: str,
     confirm: str,
     *,
@@ -252,58 +247,50 @@ def deprovision(
             f"confirmation {confirm!r} does not match client id {client_id!r}; nothing was changed",
             refused=True,
         )
-    conn = pg.connect(settings.postgres)
+    conn = c.registry
+    row = registry.get_client(conn, client_id)
+    if row is None:
+        return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
     try:
-        row = registry.get_client(conn, client_id)
-        if row is None:
-            return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
-        try:
-            database = _database_of(row)
-        except InvalidIdentifier as exc:
-            return StepFailed(client_id, f"ch_database_name: {exc}", refused=True)
-        already = row.status == ClientStatus.DEPROVISIONED
-        if not already:
-            registry.set_status(conn, client_id, ClientStatus.DEPROVISIONING, "deprovision started")
-            invalidate_cache(settings, client_id)
-        ch = http_client(settings.clickhouse)
-        try:
-            rows_before: dict[str, int] = {}
-            if database_exists(ch, database):
-                rows_before = table_row_counts(ch, database)
-                if "events_base" in rows_before:
-                    # total_rows counts unmerged replays; the audit records distinct events.
-                    q = f"SELECT count() FROM {quote_identifier(database)}.events_base FINAL"
-                    rows_before["events_base"] = int(ch.query(q).result_rows[0][0])
-            drop_database(ch, database)
-        except (ClickHouseError, OSError) as exc:
-            reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
-            registry.audit(
-                conn, client_id, "deprovision_failed", {"error": reason}, run_id=run_id, actor=actor
-            )
-            return StepFailed(client_id, reason, transient=_is_outage(exc))
-        finally:
-            ch.close()
-        if not already:
-            registry.set_status(conn, client_id, ClientStatus.DEPROVISIONED, None)
+        database = _database_of(row)
+    except InvalidIdentifier as exc:
+        return StepFailed(client_id, f"ch_database_name: {exc}", refused=True)
+    already = row.status == ClientStatus.DEPROVISIONED
+    if not already:
+        registry.set_status(conn, client_id, ClientStatus.DEPROVISIONING, "deprovision started")
+        c.invalidate_cache(client_id)
+    try:
+        ch = c.clickhouse
+        rows_before: dict[str, int] = {}
+        if database_exists(ch, database):
+            rows_before = table_row_counts(ch, database)
+            if "events_base" in rows_before:
+                # total_rows counts unmerged replays; the audit records distinct events.
+                q = f"SELECT count() FROM {quote_identifier(database)}.events_base FINAL"
+                rows_before["events_base"] = int(ch.query(q).result_rows[0][0])
+        drop_database(ch, database)
+    except (ClickHouseError, OSError) as exc:
+        reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
         registry.audit(
-            conn,
-            client_id,
-            "deprovisioned",
-            {"database": database, "rows_before": rows_before, "already": already},
-            run_id=run_id,
-            actor=actor,
+            conn, client_id, "deprovision_failed", {"error": reason}, run_id=run_id, actor=actor
         )
-        invalidate_cache(settings, client_id)
-        return Deprovisioned(client_id, database, rows_before, already)
-    finally:
-        conn.close()
+        return StepFailed(client_id, reason, transient=_is_outage(exc))
+    if not already:
+        registry.set_status(conn, client_id, ClientStatus.DEPROVISIONED, None)
+    registry.audit(
+        conn,
+        client_id,
+        "deprovisioned",
+        {"database": database, "rows_before": rows_before, "already": already},
+        run_id=run_id,
+        actor=actor,
+    )
+    c.invalidate_cache(client_id)
+    return Deprovisioned(client_id, database, rows_before, already)
 
 
-def _row_counts(settings: Settings, database: str) -> dict[str, int]:
-    ch = http_client(settings.clickhouse)
+def _row_counts(ch: Client, database: str) -> dict[str, int]:
     try:
         return table_row_counts(ch, database)
     except (ClickHouseError, OSError):
         return {}
-    finally:
-        ch.close()

@@ -1,33 +1,54 @@
-"""The code location: merges the domains' definitions and adds the shared resources.
+"""The code location: merges the domains' definitions and adds the resources.
 
 Entry point (workspace.yaml, `dagster api grpc -m analytics_pipeline.definitions -a defs`):
-`defs`. Each domain under `defs/` lists its own assets, checks, jobs, schedules and sensors.
+`defs`, loaded lazily (`@dg.definitions`), so importing this module reads no environment
+and creates nothing; Dagster builds the definitions when it loads the code location, in
+each process that needs them (code server, run worker). Each domain under `defs/` lists
+its own assets, checks, jobs, schedules and sensors, and its own resources if any.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dagster import Definitions
+import dagster as dg
 
+from analytics_core.batch.pipeline import pipelines_dir
+from analytics_core.settings import Settings
 from analytics_pipeline.defs.alerts import definitions as alerts
 from analytics_pipeline.defs.batch_loads import definitions as batch_loads
-from analytics_pipeline.defs.batch_loads.assets import BATCH_RESOURCES
 from analytics_pipeline.defs.client_lifecycle import definitions as client_lifecycle
 from analytics_pipeline.defs.dead_letters import definitions as dead_letters
 from analytics_pipeline.defs.reconciliation import definitions as reconciliation
 from analytics_pipeline.defs.trace import definitions as trace
-from analytics_pipeline.resources import default_resources
-
-DOMAINS = (client_lifecycle, batch_loads, dead_letters, reconciliation, alerts, trace)
+from analytics_pipeline.resources import default_resources, process_settings
 
 
-def make_definitions(resources: Mapping[str, object] | None = None) -> Definitions:
-    """The Definitions; `resources` replaces default ones by key (tests, other deployments)."""
-    return Definitions.merge(
-        *(domain.defs for domain in DOMAINS),
-        Definitions(resources={**default_resources(), **BATCH_RESOURCES, **(resources or {})}),
+def make_definitions(
+    resources: Mapping[str, object] | None = None, settings: Settings | None = None
+) -> dg.Definitions:
+    """The Definitions; `resources` replaces default ones by key (tests, other deployments).
+    `settings` (default: the process's) only places dlt's working directory."""
+    working_dir = pipelines_dir(settings or process_settings())
+    return dg.Definitions.merge(
+        client_lifecycle.defs,
+        batch_loads.build_defs(working_dir),
+        dead_letters.defs,
+        reconciliation.defs,
+        alerts.defs,
+        trace.defs,
+        dg.Definitions(
+            resources={
+                **default_resources(),
+                **batch_loads.RESOURCES,
+                **reconciliation.RESOURCES,
+                **alerts.RESOURCES,
+                **(resources or {}),
+            }
+        ),
     )
 
 
-defs = make_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return make_definitions()

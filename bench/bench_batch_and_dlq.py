@@ -38,6 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
+from analytics_core.connections import open_connections
 from analytics_core.dead_letter import DeadLetter
 from analytics_core.event_contract import Origin, hash_api_key
 from analytics_core.reasons import Reason
@@ -66,12 +67,19 @@ def peak_rss_mib() -> float:
 
 def child_load(client_id: str) -> dict[str, Any]:
     from analytics_core.batch.client_load import LoadPlan, plan_client_load, run_plan
+    from analytics_core.batch.pipeline import pipelines_dir
 
     settings = Settings.from_env()
     out: dict[str, Any] = {}
     for label in ("first", "second"):
         start = time.perf_counter()
-        plan = plan_client_load(settings, client_id)
+        with open_connections(settings) as c:
+            plan = plan_client_load(
+                c,
+                client_id,
+                destination=settings.clickhouse,
+                working_dir=pipelines_dir(settings),
+            )
         assert isinstance(plan, LoadPlan), plan
         summary = run_plan(plan)
         out[label] = {
@@ -125,7 +133,8 @@ def make_client(settings: Settings, prefix: str) -> tuple[str, str]:
         registry.add_client(conn, client_id, hash_api_key("bench"), name="bench")
     finally:
         conn.close()
-    outcome = lifecycle.provision(settings, client_id)
+    with open_connections(settings) as c:
+        outcome = lifecycle.provision(c, client_id)
     assert isinstance(outcome, lifecycle.Provisioned), outcome
     return client_id, outcome.database
 
@@ -231,7 +240,8 @@ def bench_batch(settings: Settings, rows: int, files: int, timeout: float) -> No
         )
     finally:
         shutil.rmtree(landing, ignore_errors=True)
-        lifecycle.deprovision(settings, client_id, client_id)
+        with open_connections(settings) as c:
+            lifecycle.deprovision(c, client_id, client_id)
 
 
 def bench_dlq(settings: Settings, count: int, timeout: float) -> None:
@@ -281,7 +291,8 @@ def bench_dlq(settings: Settings, count: int, timeout: float) -> None:
             conn.commit()
         finally:
             conn.close()
-        lifecycle.deprovision(settings, client_id, client_id)
+        with open_connections(settings) as c:
+            lifecycle.deprovision(c, client_id, client_id)
 
 
 def main(argv: list[str] | None = None) -> int:

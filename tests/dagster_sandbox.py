@@ -33,12 +33,17 @@ from psycopg2 import sql
 from analytics_core import pg, registry
 from analytics_core.clickhouse import drop_database, http_client
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import Connections, open_connections
 from analytics_core.event_contract import hash_api_key
 from analytics_core.naming import client_id_problem, database_name_for
 from analytics_core.settings import Settings
 from analytics_pipeline.dagster_home import dagster_env, prepare
 from analytics_pipeline.definitions import make_definitions
-from analytics_pipeline.resources import ClickHouseResource
+from analytics_pipeline.resources import (
+    ClickHouseResource,
+    PostgresMetadataResource,
+    process_settings,
+)
 from analytics_pipeline.tags import RUN_KEY
 
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -74,12 +79,24 @@ class Sandbox:
         assert row is not None, client_id
         return row
 
-    def definitions(self, migrations_dir: Path | None = None) -> Definitions:
-        if migrations_dir is None:
-            return make_definitions()
-        return make_definitions(
-            {"clickhouse": ClickHouseResource(migrations_dir=str(migrations_dir))}
-        )
+    def definitions(self, migrations_dir: Path | None = None, **resources: object) -> Definitions:
+        """The code location on the sandbox's registry (its resources configured for it:
+        resources read the environment once per process, not the sandbox's variables)."""
+        pg = self.settings.postgres
+        configured: dict[str, object] = {
+            "postgres": PostgresMetadataResource(
+                dbname=pg.dbname, dagster_dbname=pg.dagster_dbname
+            ),
+        }
+        if migrations_dir is not None:
+            configured["clickhouse"] = ClickHouseResource(migrations_dir=str(migrations_dir))
+        return make_definitions({**configured, **resources}, settings=self.settings)
+
+    @contextmanager
+    def connections(self) -> Iterator[Connections]:
+        """The core's connections to the sandbox's registry and the stack."""
+        with open_connections(self.settings) as c:
+            yield c
 
 
 def _admin(settings: Settings) -> psycopg2.extensions.connection:
@@ -159,12 +176,16 @@ def sandbox(home: Path, prefix: str = "t3") -> Iterator[Sandbox]:
         finally:
             conn.close()
         prepare(home)
+        # The code location's settings are read once per process: never under the sandbox's
+        # variables (a later test would keep the dropped databases).
+        process_settings.cache_clear()
         with _environ(dagster_env(settings, home)):
             instance = DagsterInstance.from_config(str(home))
             try:
                 yield Sandbox(settings, home, instance)
             finally:
                 instance.dispose()
+                process_settings.cache_clear()
                 _drop_client_databases(settings)
     finally:
         _drop_db(settings, dagster_db)

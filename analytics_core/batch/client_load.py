@@ -15,15 +15,16 @@ import dlt
 from dlt.common.pipeline import LoadInfo
 from dlt.extract.source import DltSource
 
-from analytics_core import pg, registry
+from analytics_core import registry
 from analytics_core.batch.landing_zone import LandingZone
 from analytics_core.batch.pipeline import client_pipeline
 from analytics_core.batch.report import LoadReport
 from analytics_core.batch.source import landing_zone_source
-from analytics_core.clickhouse import database_exists, http_client
+from analytics_core.clickhouse import database_exists
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import Connections
 from analytics_core.naming import InvalidIdentifier, client_id_problem, validate_identifier
-from analytics_core.settings import Settings
+from analytics_core.settings import ClickHouseSettings
 
 
 @dataclass(frozen=True)
@@ -57,15 +58,19 @@ class LoadSummary:
     report: LoadReport
 
 
-def plan_client_load(settings: Settings, client_id: str) -> LoadPlan | Skipped | Broken:
+def plan_client_load(
+    c: Connections,
+    client_id: str,
+    *,
+    destination: ClickHouseSettings,
+    working_dir: str,
+) -> LoadPlan | Skipped | Broken:
+    """The client's load, or why it does not load. `destination` is the ClickHouse dlt writes
+    to (its credentials; the database is the client's), `working_dir` dlt's local state."""
     problem = client_id_problem(client_id)
     if problem is not None:
         return Skipped(str(client_id), problem)
-    conn = pg.connect(settings.postgres)
-    try:
-        row = registry.get_client(conn, client_id)
-    finally:
-        conn.close()
+    row = registry.get_client(c.registry, client_id)
     if row is None:
         return Skipped(client_id, f"client {client_id} is not in the registry; nothing to load")
     if row.status != ClientStatus.ACTIVE:
@@ -82,14 +87,10 @@ def plan_client_load(settings: Settings, client_id: str) -> LoadPlan | Skipped |
         database = validate_identifier(row.ch_database_name)
     except InvalidIdentifier as exc:
         return Broken(client_id, f"client {client_id} is active but ch_database_name: {exc}")
-    ch = http_client(settings.clickhouse)
-    try:
-        if not database_exists(ch, database):
-            return Broken(
-                client_id, f"client {client_id} is active but its database {database} is missing"
-            )
-    finally:
-        ch.close()
+    if not database_exists(c.clickhouse, database):
+        return Broken(
+            client_id, f"client {client_id} is active but its database {database} is missing"
+        )
     zone = LandingZone(row.batch_source_url)
     report = LoadReport()
     if not zone.exists():
@@ -99,7 +100,7 @@ def plan_client_load(settings: Settings, client_id: str) -> LoadPlan | Skipped |
         database=database,
         source_url=row.batch_source_url,
         zone=zone,
-        pipeline=client_pipeline(settings, client_id, database),
+        pipeline=client_pipeline(destination, working_dir, client_id, database),
         source=landing_zone_source(zone, report),
         report=report,
     )

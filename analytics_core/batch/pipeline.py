@@ -19,8 +19,11 @@ from analytics_core.settings import ClickHouseSettings, Settings
 
 PIPELINE_PREFIX = "batch_load__"
 
-# dlt reads this from the environment (it has no other switch); we only set a default.
-os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+
+def telemetry_off_by_default() -> None:
+    """dlt reads its telemetry switch from the environment only; default it to off (an
+    explicit RUNTIME__DLTHUB_TELEMETRY wins). Called before a pipeline is made."""
+    os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 
 def pipeline_name_for(client_id: str) -> str:
@@ -46,10 +49,14 @@ def pipelines_dir(settings: Settings) -> str:
     return str(settings.state_dir / "dlt" / "pipelines")
 
 
-def client_pipeline(settings: Settings, client_id: str, database: str) -> dlt.Pipeline:
+def client_pipeline(
+    destination: ClickHouseSettings, working_dir: str, client_id: str, database: str
+) -> dlt.Pipeline:
+    """The client's pipeline; `working_dir` holds dlt's disposable local state."""
+    telemetry_off_by_default()
     return dlt.pipeline(
         pipeline_name=pipeline_name_for(client_id),
-        destination=clickhouse_destination(settings.clickhouse, database),
+        destination=clickhouse_destination(destination, database),
         dataset_name="",
-        pipelines_dir=pipelines_dir(settings),
+        pipelines_dir=working_dir,
     )

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 
+from analytics_core.connections import open_connections
 from analytics_core.reconciliation.model import Unavailable
 from analytics_core.reconciliation.render import text
 from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         options = dataclasses.replace(options, grace_s=args.grace_s)
     if args.lookback_hours is not None:
         options = dataclasses.replace(options, lookback_hours=args.lookback_hours)
-    report = reconcile_client(settings, args.client, options)
+    with open_connections(settings) as connections:
+        report = reconcile_client(connections, args.client, options)
     if args.json:
         doc = (
             {"client_id": report.client_id, "unavailable": report.reason}

@@ -12,13 +12,13 @@ import psycopg2.errors
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Message
 
-from analytics_core import pg
 from analytics_core.dead_letter import header_map
 from analytics_core.events_table import EVENTS_TABLE
 from analytics_core.naming import quote_identifier
 from analytics_core.reconciliation.accounting import table_ref
 from analytics_core.reconciliation.model import ROUTED, LetterSighting, RowGroup, ScanSummary
-from analytics_core.settings import KafkaSettings, PostgresSettings
+from analytics_core.registry import Conn
+from analytics_core.settings import KafkaSettings
 from analytics_core.trace.topic_scan import ScanBounds, scan_topic
 
 PARKED_TABLE = "parked_dead_letters"
@@ -133,30 +133,26 @@ def scan_dead_letters(
 
 
 def read_parked(
-    postgres: PostgresSettings, client_id: str, topics: Sequence[str], *, since: datetime
+    conn: Conn, client_id: str, topics: Sequence[str], *, since: datetime
 ) -> tuple[list[LetterSighting], str | None]:
     """Parked dead letters of the client; the note says why none could be read."""
-    conn = pg.connect(postgres)
-    try:
-        with conn.cursor() as cur:
-            try:
-                cur.execute(
-                    "SELECT source_topic, source_partition, source_offset, batch_index, reason,"
-                    f" COALESCE(first_failed_at, parked_at) FROM {PARKED_TABLE}"
-                    " WHERE client_id = %s AND source_topic = ANY(%s) AND parked_at >= %s"
-                    " AND source_partition IS NOT NULL AND source_offset IS NOT NULL",
-                    (client_id, list(topics), since),
-                )
-            except psycopg2.errors.UndefinedTable:
-                conn.rollback()
-                return [], (
-                    f"table {PARKED_TABLE} does not exist (dead-letter reprocessing not "
-                    "installed): parked records not counted"
-                )
-            rows = cur.fetchall()
-        conn.commit()
-    finally:
-        conn.close()
+    with conn.cursor() as cur:
+        try:
+            cur.execute(
+                "SELECT source_topic, source_partition, source_offset, batch_index, reason,"
+                f" COALESCE(first_failed_at, parked_at) FROM {PARKED_TABLE}"
+                " WHERE client_id = %s AND source_topic = ANY(%s) AND parked_at >= %s"
+                " AND source_partition IS NOT NULL AND source_offset IS NOT NULL",
+                (client_id, list(topics), since),
+            )
+        except psycopg2.errors.UndefinedTable:
+            conn.rollback()
+            return [], (
+                f"table {PARKED_TABLE} does not exist (dead-letter reprocessing not "
+                "installed): parked records not counted"
+            )
+        rows = cur.fetchall()
+    conn.commit()
     return [
         LetterSighting(
             topic=str(t),

@@ -1,7 +1,8 @@
 """One reconciliation of one client: read accounting and observations, call `reconcile`.
 
 `python -m analytics_core.reconciliation --client ID [--json]` runs it from a shell (exit 0:
-balanced, 1: problems, 2: could not run); the Dagster asset check calls `reconcile_client`.
+balanced, 1: problems, 2: could not run); the Dagster asset check calls `reconcile_client`
+with its resources' connections.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from analytics_core import pg, registry
-from analytics_core.clickhouse import database_exists, http_client
+from analytics_core import registry
+from analytics_core.clickhouse import database_exists
+from analytics_core.connections import Connections
 from analytics_core.reconciliation import accounting, observed
 from analytics_core.reconciliation.model import (
     WINDOW_SECONDS,
@@ -23,7 +25,7 @@ from analytics_core.reconciliation.model import (
     hour_of,
 )
 from analytics_core.reconciliation.reconcile import reconcile
-from analytics_core.settings import Settings, env_float, env_int, env_str
+from analytics_core.settings import env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,8 @@ class ReconciliationOptions:
         )
 
 
-def client_database(settings: Settings, client_id: str) -> str | Unavailable:
-    conn = pg.connect(settings.postgres)
-    try:
-        row = registry.get_client(conn, client_id)
-    finally:
-        conn.close()
+def client_database(conn: registry.Conn, client_id: str) -> str | Unavailable:
+    row = registry.get_client(conn, client_id)
     if row is None:
         return Unavailable(client_id, f"no client {client_id!r} in the registry", "no_client")
     if not row.ch_database_name:
@@ -62,7 +60,7 @@ def client_database(settings: Settings, client_id: str) -> str | Unavailable:
 
 
 def reconcile_client(
-    settings: Settings,
+    c: Connections,
     client_id: str,
     options: ReconciliationOptions | None = None,
     *,
@@ -70,47 +68,43 @@ def reconcile_client(
 ) -> Report | Unavailable:
     opts = options or ReconciliationOptions.from_env()
     moment = now or datetime.now(UTC)
-    database = client_database(settings, client_id)
+    database = client_database(c.registry, client_id)
     if isinstance(database, Unavailable):
         return database
-    ops = settings.clickhouse.ops_database
+    ops = c.ops_database
     horizon = hour_of(moment - timedelta(hours=opts.lookback_hours)) + WINDOW_SECONDS
     since = datetime.fromtimestamp(horizon, UTC)
     rows_since = since - timedelta(seconds=WINDOW_SECONDS)
 
-    ch = http_client(settings.clickhouse, timeout_s=300)
-    try:
-        if not database_exists(ch, database):
-            return Unavailable(
-                client_id, f"database {database} of client {client_id} is gone", "no_database"
-            )
-        problem = accounting.accounting_problem(ch, ops)
-        if problem is not None:
-            return Unavailable(client_id, problem)
-        groups = opts.groups
-        accounted = accounting.read_accounted(ch, ops, client_id, since, groups)
-        spans = accounting.read_client_spans(ch, ops, client_id, since, groups)
-        used_groups = sorted({s.stream.group for s in spans})
-        topics = sorted({a.topic for a in accounted} | {settings.kafka.raw_topic})
-        islands = accounting.read_islands(ch, ops, since, used_groups)
-        dead_ranges = accounting.read_dead_ranges(ch, ops, client_id, since, groups)
-        rows = observed.read_row_groups(
-            ch,
-            database,
-            ops,
-            client_id,
-            rows_since=rows_since,
-            ranges_since=since,
-            topics=topics,
-            groups=used_groups,
+    ch = c.clickhouse
+    if not database_exists(ch, database):
+        return Unavailable(
+            client_id, f"database {database} of client {client_id} is gone", "no_database"
         )
-    finally:
-        ch.close()
-
-    letters, scan = observed.scan_dead_letters(
-        settings.kafka, client_id, topics, since=since, max_messages=opts.max_dead_letters
+    problem = accounting.accounting_problem(ch, ops)
+    if problem is not None:
+        return Unavailable(client_id, problem)
+    groups = opts.groups
+    accounted = accounting.read_accounted(ch, ops, client_id, since, groups)
+    spans = accounting.read_client_spans(ch, ops, client_id, since, groups)
+    used_groups = sorted({s.stream.group for s in spans})
+    topics = sorted({a.topic for a in accounted} | {c.kafka.raw_topic})
+    islands = accounting.read_islands(ch, ops, since, used_groups)
+    dead_ranges = accounting.read_dead_ranges(ch, ops, client_id, since, groups)
+    rows = observed.read_row_groups(
+        ch,
+        database,
+        ops,
+        client_id,
+        rows_since=rows_since,
+        ranges_since=since,
+        topics=topics,
+        groups=used_groups,
     )
-    parked, parked_note = observed.read_parked(settings.postgres, client_id, topics, since=since)
+    letters, scan = observed.scan_dead_letters(
+        c.kafka, client_id, topics, since=since, max_messages=opts.max_dead_letters
+    )
+    parked, parked_note = observed.read_parked(c.registry, client_id, topics, since=since)
     notes = [parked_note] if parked_note else []
     if not accounted and not rows:
         notes.append("nothing to reconcile: no accounting and no rows in the lookback")

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from analytics_core.connections import open_connections
 from analytics_core.settings import Settings, SettingsError
 from analytics_core.trace.model import TraceError
 from analytics_core.trace.render import text
@@ -45,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    report = trace_event(
-        settings, args.event_id, args.client, TraceOptions(since, args.max_messages)
-    )
+    with open_connections(settings) as connections:
+        report = trace_event(
+            connections, args.event_id, args.client, TraceOptions(since, args.max_messages)
+        )
     if args.json:
         doc = (
             {"event_id": report.event_id, "error": report.reason}

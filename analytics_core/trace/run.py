@@ -7,10 +7,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from analytics_core import pg, registry
-from analytics_core.clickhouse import http_client
+from analytics_core import registry
 from analytics_core.clients import ClientStatus
-from analytics_core.settings import Settings
+from analytics_core.connections import Connections
 from analytics_core.trace import clickhouse_io, kafka_io, postgres_io
 from analytics_core.trace.model import Coords, RawCopy, TraceError, TraceReport
 from analytics_core.trace.topic_scan import ScanBounds
@@ -48,19 +47,15 @@ def normalise_event_id(text: str) -> str | None:
         return None
 
 
-def _databases(settings: Settings, client_id: str | None) -> dict[str, str | None] | str:
-    conn = pg.connect(settings.postgres)
-    try:
-        if client_id is not None:
-            row = registry.get_client(conn, client_id)
-            if row is None:
-                return f"no client {client_id!r} in the registry"
-            if not row.ch_database_name:
-                return f"client {client_id} has no database (status {row.status})"
-            return {row.ch_database_name: client_id}
-        rows = registry.list_clients(conn)
-    finally:
-        conn.close()
+def _databases(conn: registry.Conn, client_id: str | None) -> dict[str, str | None] | str:
+    if client_id is not None:
+        row = registry.get_client(conn, client_id)
+        if row is None:
+            return f"no client {client_id!r} in the registry"
+        if not row.ch_database_name:
+            return f"client {client_id} has no database (status {row.status})"
+        return {row.ch_database_name: client_id}
+    rows = registry.list_clients(conn)
     return {
         r.ch_database_name: r.client_id
         for r in rows
@@ -69,7 +64,7 @@ def _databases(settings: Settings, client_id: str | None) -> dict[str, str | Non
 
 
 def trace_event(
-    settings: Settings,
+    c: Connections,
     event_id: str,
     client_id: str | None = None,
     options: TraceOptions | None = None,
@@ -78,28 +73,24 @@ def trace_event(
     normal = normalise_event_id(event_id)
     if normal is None:
         return TraceError(event_id, f"{event_id!r} is not an event id (a UUID)")
-    dbs = _databases(settings, client_id)
+    dbs = _databases(c.registry, client_id)
     if isinstance(dbs, str):
         return TraceError(normal, dbs)
     notes: list[str] = []
-    ch = http_client(settings.clickhouse, timeout_s=120)
-    try:
-        present = clickhouse_io.existing_databases(ch, sorted(dbs))
-        missing = sorted(set(dbs) - set(present))
-        if missing:
-            notes.append(f"databases not found in ClickHouse: {', '.join(missing[:10])}")
-        rows = clickhouse_io.find_rows(ch, {d: dbs[d] for d in present}, normal)
-    finally:
-        ch.close()
+    present = clickhouse_io.existing_databases(c.clickhouse, sorted(dbs))
+    missing = sorted(set(dbs) - set(present))
+    if missing:
+        notes.append(f"databases not found in ClickHouse: {', '.join(missing[:10])}")
+    rows = clickhouse_io.find_rows(c.clickhouse, {d: dbs[d] for d in present}, normal)
 
     since = opts.since or datetime.now(UTC) - DEFAULT_SINCE
     letters, scan = kafka_io.find_dead_letters(
-        settings.kafka, normal, ScanBounds(since, max_messages=opts.max_messages)
+        c.kafka, normal, ScanBounds(since, max_messages=opts.max_messages)
     )
     scan_note = f"scanned {scan.read} dead letter(s) produced since {since.isoformat()}"
     if not scan.complete:
         scan_note += f"; INCOMPLETE: {scan.detail}"
-    fates, fate_notes = postgres_io.find_fates(settings.postgres, normal, [x.dl for x in letters])
+    fates, fate_notes = postgres_io.find_fates(c.registry, normal, [x.dl for x in letters])
     notes += fate_notes
 
     raw: list[RawCopy] = []
@@ -117,7 +108,7 @@ def trace_event(
             [Coords(r.kafka_topic, r.kafka_partition, r.kafka_offset) for r in rows],
             "routed copy",
         )
-        raw = kafka_io.fetch_raw_copies(settings.kafka, dict(list(wanted.items())[:20]))
+        raw = kafka_io.fetch_raw_copies(c.kafka, dict(list(wanted.items())[:20]))
     return TraceReport(
         event_id=normal,
         client_id=client_id,

@@ -1,7 +1,9 @@
-"""ClickHouse (the per-client databases) and the migration files applied to them."""
+"""ClickHouse (the per-client databases, the ops database) and the migration files."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
@@ -12,12 +14,13 @@ from analytics_core import package_data
 from analytics_core.clickhouse import http_client
 from analytics_core.migrations import files
 from analytics_core.migrations.files import MigrationFile
-from analytics_core.settings import ClickHouseSettings, Settings
-from analytics_pipeline.resources.env_defaults import EnvDefaultsResource
+from analytics_core.settings import ClickHouseSettings
+from analytics_pipeline.resources.env_defaults import EnvDefaultsResource, process_settings
 
 
 class ClickHouseResource(EnvDefaultsResource):
-    """Unset fields come from CLICKHOUSE_*; `migrations_dir` defaults to clickhouse/migrations."""
+    """Unset fields come from CLICKHOUSE_* and PIPELINE_OPS_DATABASE; `migrations_dir`
+    defaults to the migrations shipped in the package (clickhouse/migrations)."""
 
     host: str | None = Field(default=None, description="CLICKHOUSE_HOST when unset")
     http_port: int | None = Field(default=None, description="CLICKHOUSE_HTTP_PORT when unset")
@@ -25,13 +28,16 @@ class ClickHouseResource(EnvDefaultsResource):
     user: str | None = Field(default=None, description="CLICKHOUSE_USER when unset")
     password: str | None = Field(default=None, description="CLICKHOUSE_PASSWORD when unset")
     secure: bool | None = Field(default=None, description="CLICKHOUSE_SECURE when unset")
+    ops_database: str | None = Field(
+        default=None, description="PIPELINE_OPS_DATABASE when unset (router accounting)"
+    )
     migrations_dir: str | None = Field(
         default=None,
         description="Directory of vNNN_<name>.sql migration files (default: clickhouse/migrations)",
     )
 
     def settings(self) -> ClickHouseSettings:
-        return self._overlay(Settings.from_env().clickhouse)
+        return self._overlay(process_settings().clickhouse)
 
     def migrations_path(self) -> Traversable:
         """The configured directory, else the migrations shipped in the package."""
@@ -43,6 +49,15 @@ class ClickHouseResource(EnvDefaultsResource):
         """Base schema + migration files in version order; raises MigrationFileError."""
         return files.load(self.migrations_path())
 
-    def client(self, database: str | None = None) -> Client:
-        """An HTTP client; the caller closes it."""
-        return http_client(self.settings(), database=database)
+    def open_client(self, *, timeout_s: int = 300) -> Client:
+        """An HTTP client for any database; the caller closes it."""
+        return http_client(self.settings(), timeout_s=timeout_s)
+
+    @contextmanager
+    def connect(self, *, timeout_s: int = 300) -> Iterator[Client]:
+        """An HTTP client for any database (closed on exit)."""
+        client = self.open_client(timeout_s=timeout_s)
+        try:
+            yield client
+        finally:
+            client.close()

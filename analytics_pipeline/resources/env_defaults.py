@@ -1,18 +1,31 @@
-"""The rule every resource follows: a field left unset takes its value from the environment.
+"""The rule every resource follows: a field left unset takes its value from the process's
+settings, read from the environment once per process.
 
-Defaults come from `analytics_core.settings.Settings.from_env()` (the one place environment
-variables are read), so a resource with no configuration talks to exactly the servers the
-router talks to. A field set in Dagster config overrides the environment for that field only.
+`process_settings()` is `analytics_core.settings.Settings.from_env()` read on first use (never
+at import) and kept for the life of the process: the code server reads it when it first
+needs a connection, each run worker when its run starts. A resource with no configuration
+therefore talks to exactly the servers the router talks to; a field set in Dagster config
+overrides the environment for that field only. Secrets stay unset in Dagster config, so the
+UI never shows them.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from dagster import ConfigurableResource
 
+from analytics_core.settings import Settings
+
 S = TypeVar("S")
+
+
+@functools.cache
+def process_settings() -> Settings:
+    """The environment's settings, read once per process (tests: `cache_clear()`)."""
+    return Settings.from_env()
 
 
 class EnvDefaultsResource(ConfigurableResource):

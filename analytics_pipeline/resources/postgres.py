@@ -10,8 +10,8 @@ import psycopg2.extensions
 from pydantic import Field
 
 from analytics_core import pg, registry
-from analytics_core.settings import PostgresSettings, Settings
-from analytics_pipeline.resources.env_defaults import EnvDefaultsResource
+from analytics_core.settings import PostgresSettings
+from analytics_pipeline.resources.env_defaults import EnvDefaultsResource, process_settings
 
 # Databases whose metadata schema this process has already ensured (host, port, dbname).
 _schema_ready: set[tuple[str, int, str]] = set()
@@ -31,7 +31,7 @@ class PostgresMetadataResource(EnvDefaultsResource):
     )
 
     def settings(self) -> PostgresSettings:
-        return self._overlay(Settings.from_env().postgres)
+        return self._overlay(process_settings().postgres)
 
     @contextmanager
     def connect(self) -> Iterator[psycopg2.extensions.connection]:

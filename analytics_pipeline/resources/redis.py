@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from analytics_core import client_cache
-from analytics_core.settings import RedisSettings, Settings
-from analytics_pipeline.resources.env_defaults import EnvDefaultsResource
+from analytics_core.connections import CacheInvalidator, cache_invalidator
+from analytics_core.settings import RedisSettings
+from analytics_pipeline.resources.env_defaults import EnvDefaultsResource, process_settings
 
 
 class RedisResource(EnvDefaultsResource):
@@ -18,8 +18,8 @@ class RedisResource(EnvDefaultsResource):
     password: str | None = Field(default=None, description="REDIS_PASSWORD when unset")
 
     def settings(self) -> RedisSettings:
-        return self._overlay(Settings.from_env().redis)
+        return self._overlay(process_settings().redis)
 
-    def invalidate(self, client_id: str) -> None:
-        """Drop the client's cache entry in Redis and in every router's local map."""
-        client_cache.invalidate(self.settings(), client_id)
+    def invalidator(self) -> CacheInvalidator:
+        """Drops a client's entry in Redis and in every router's local map (never raises)."""
+        return cache_invalidator(self.settings())

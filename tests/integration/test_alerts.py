@@ -20,8 +20,9 @@ from analytics_core import lifecycle
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
 from analytics_pipeline.definitions import make_definitions
+from analytics_pipeline.defs.alerts.resources import AlertsResource
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags
-from analytics_pipeline.resources import KafkaResource
+from analytics_pipeline.resources import ClickHouseResource, KafkaResource
 from devstack import api
 from tests.dagster_sandbox import Sandbox, sandbox, tick
 
@@ -33,6 +34,11 @@ class Hook:
         self.bodies: list[dict[str, Any]] = []
         self.status = 200
         self.lock = threading.Lock()
+        self.url = ""
+
+    def alerts(self, **settings: Any) -> AlertsResource:
+        """The `alerts` resource delivering JSON to this webhook."""
+        return AlertsResource(webhook_url=self.url, webhook_format="json", **settings)
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -40,7 +46,7 @@ class Hook:
 
 
 @pytest.fixture
-def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
+def hook() -> Iterator[Hook]:
     state = Hook()
 
     class Handler(BaseHTTPRequestHandler):
@@ -57,8 +63,7 @@ def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/a")
-    monkeypatch.setenv("ALERT_WEBHOOK_FORMAT", "json")
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/a"
     yield state
     server.shutdown()
     server.server_close()
@@ -77,7 +82,7 @@ def definitions(**resources: Any) -> Definitions:
 
 
 def test_failed_run_alert_reaches_the_webhook_once(sb: Sandbox, hook: Hook) -> None:
-    defs = definitions()
+    defs = sb.definitions(alerts=hook.alerts())
     first = tick(sb, defs, "alert_on_run_failure", None)  # the sensor starts: sets its cursor
     job = defs.resolve_job_def("trace_event")
     result = job.execute_in_process(
@@ -97,16 +102,18 @@ def test_failed_run_alert_reaches_the_webhook_once(sb: Sandbox, hook: Hook) -> N
     assert len(hook.of_kind("run_failure")) == 1, "a failed run is alerted once"
 
 
-def test_failed_asset_check_and_stuck_client_alerts(
-    sb: Sandbox, hook: Hook, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    defs = definitions()
+def test_failed_asset_check_and_stuck_client_alerts(sb: Sandbox, hook: Hook) -> None:
+    # No accounting database: the reconciliation can not prove anything -> a WARN failure.
+    ops_missing = f"ops_missing_{uuid.uuid4().hex[:8]}"
+    defs = sb.definitions(
+        alerts=hook.alerts(stuck_client_minutes=30),
+        clickhouse=ClickHouseResource(ops_database=ops_missing),
+    )
     client_id = f"t5-{uuid.uuid4().hex[:8]}"
     sb.add_client(client_id, "key")
-    assert isinstance(lifecycle.provision(sb.settings, client_id), lifecycle.Provisioned)
+    with sb.connections() as c:
+        assert isinstance(lifecycle.provision(c, client_id), lifecycle.Provisioned)
     start = tick(sb, defs, "alert_on_failed_asset_checks", None)
-    # No accounting database: the reconciliation can not prove anything -> a WARN failure.
-    monkeypatch.setenv("PIPELINE_OPS_DATABASE", f"ops_missing_{uuid.uuid4().hex[:8]}")
     sb.instance.add_dynamic_partitions("clients", [client_id])
     result = defs.resolve_job_def("reconcile_client").execute_in_process(
         instance=sb.instance, tags=reconcile_tags(client_id), raise_on_error=False
@@ -135,7 +142,6 @@ def test_failed_asset_check_and_stuck_client_alerts(
             (stuck,),
         )
         conn.commit()
-    monkeypatch.setenv("ALERT_STUCK_CLIENT_MINUTES", "30")
     t1 = tick(sb, defs, "alert_on_stuck_clients", None)
     (alert,) = hook.of_kind("client_stuck")
     assert alert["fields"]["client_id"] == stuck and alert["fields"]["status"] == "pending"
@@ -143,17 +149,17 @@ def test_failed_asset_check_and_stuck_client_alerts(
     assert len(hook.of_kind("client_stuck")) == 1, "a stuck client is alerted once"
 
 
-def test_dead_letter_growth_alert_with_reasons(
-    sb: Sandbox, hook: Hook, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dead_letter_growth_alert_with_reasons(sb: Sandbox, hook: Hook) -> None:
     settings = Settings.from_env()
     topic = f"t5_dead_{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     for f in admin.create_topics([NewTopic(topic, num_partitions=2)]).values():
         f.result(30)
     try:
-        monkeypatch.setenv("ALERT_DEAD_LETTER_THRESHOLD", "5")
-        defs = definitions(kafka=KafkaResource(dead_letter_topic=topic))
+        defs = sb.definitions(
+            alerts=hook.alerts(dead_letter_threshold=5),
+            kafka=KafkaResource(dead_letter_topic=topic),
+        )
         base = tick(sb, defs, "alert_on_dead_letter_growth", None)
         producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
 

@@ -3,6 +3,7 @@ landing zone into its own ClickHouse database; incremental, idempotent, per clie
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -10,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, materialize
+from dagster import AssetsDefinition, DagsterInstance, materialize
 
 from analytics_core import package_data, pg
+from analytics_core.batch.pipeline import pipelines_dir
 from analytics_core.batch.seed_sample import seed
 from analytics_core.clickhouse import http_client
 from analytics_core.settings import Settings
-from analytics_pipeline.defs.batch_loads.assets import BATCH_ASSETS, BATCH_RESOURCES
+from analytics_pipeline.defs.batch_loads.assets import build_batch_assets
+from analytics_pipeline.defs.batch_loads.definitions import RESOURCES as BATCH_RESOURCES
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.resources import default_resources
 
@@ -28,6 +31,12 @@ SAMPLE_USERS, SAMPLE_USER_ROWS, SAMPLE_PAGE_VIEWS = 7, 8, 42  # distinct users, 
 @pytest.fixture(scope="module")
 def instance() -> DagsterInstance:
     return DagsterInstance.ephemeral()
+
+
+@functools.cache
+def batch_assets() -> list[AssetsDefinition]:
+    """The dlt assets, built as the code location builds them (once per test process)."""
+    return [build_batch_assets(pipelines_dir(Settings.from_env()))]
 
 
 @dataclass
@@ -42,7 +51,7 @@ def load(instance: DagsterInstance, client_id: str) -> Loaded:
     if not instance.has_dynamic_partition(CLIENTS_PARTITIONS_NAME, client_id):
         instance.add_dynamic_partitions(CLIENTS_PARTITIONS_NAME, [client_id])
     result = materialize(
-        BATCH_ASSETS,
+        batch_assets(),
         partition_key=client_id,
         instance=instance,
         resources={**default_resources(), **BATCH_RESOURCES},
@@ -313,7 +322,7 @@ def test_schedule_requests_one_run_per_active_client_with_a_batch_source(
     from analytics_pipeline.resources import PostgresMetadataResource
 
     defs = Definitions(
-        assets=BATCH_ASSETS,
+        assets=batch_assets(),
         schedules=BATCH_SCHEDULES,
         resources={**default_resources(), **BATCH_RESOURCES},
     )
@@ -348,7 +357,7 @@ def test_materializing_one_table_loads_only_that_table(
     client, _landing = batch_client()
     instance.add_dynamic_partitions(CLIENTS_PARTITIONS_NAME, [client.client_id])
     result = materialize(
-        BATCH_ASSETS,
+        batch_assets(),
         selection=[AssetKey(["batch", "users"])],
         partition_key=client.client_id,
         instance=instance,

@@ -143,7 +143,8 @@ def test_backfill_over_two_clients_through_graphql(
     databases = {}
     for c in clients:
         sb.add_client(c, f"key-{c}")
-        provisioned = lifecycle.provision(sb.settings, c)
+        with sb.connections() as conns:
+            provisioned = lifecycle.provision(conns, c)
         assert isinstance(provisioned, lifecycle.Provisioned), provisioned
         databases[c] = provisioned.database
         seeded = seed(sb.settings, c, str(tmp_path / "landing" / c))

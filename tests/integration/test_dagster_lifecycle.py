@@ -368,7 +368,8 @@ def test_client_provisioned_outside_dagster_gets_a_partition_and_migrations(
     client_id = new_id()
     sb.add_client(client_id, "k")
     # `python -m analytics_core.admin provision` path: no Dagster run, no partition.
-    outcome = lifecycle.provision(sb.settings, client_id, migrations_dir=migrations_dir)
+    with sb.connections() as c:
+        outcome = lifecycle.provision(c, client_id, migrations_dir=migrations_dir)
     assert isinstance(outcome, lifecycle.Provisioned)
     assert sb.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME) == []
 

@@ -17,10 +17,12 @@ import pytest
 from dagster import DagsterInstance
 
 from analytics_core.clickhouse import http_client
+from analytics_core.connections import open_connections
 from analytics_core.reconciliation.model import ProblemKind, Report, window_label
 from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
 from analytics_core.settings import Settings
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags
+from analytics_pipeline.defs.reconciliation.resources import ReconciliationResource
 from tests.conftest import ClientFixture, Kafka, RouterThread, event, wait_for
 from tests.integration.test_alerts import definitions
 
@@ -52,9 +54,10 @@ def route_mixed_traffic(
 
 
 def reconcile(stack: Settings, client_id: str, group: str) -> Report:
-    report = reconcile_client(
-        stack, client_id, ReconciliationOptions(grace_s=0, lookback_hours=3, groups=(group,))
-    )
+    with open_connections(stack) as c:
+        report = reconcile_client(
+            c, client_id, ReconciliationOptions(grace_s=0, lookback_hours=3, groups=(group,))
+        )
     assert isinstance(report, Report), report
     return report
 
@@ -117,10 +120,11 @@ def test_rows_deleted_behind_the_pipelines_back_fail_the_check(
     )
 
     # The same through Dagster: the partitioned asset check fails and says so in metadata.
-    monkeypatch.setenv("RECONCILIATION_GRACE_S", "0")
-    monkeypatch.setenv("RECONCILIATION_LOOKBACK_HOURS", "3")
-    monkeypatch.setenv("RECONCILIATION_CONSUMER_GROUPS", router.settings.group_id)
-    defs = definitions()
+    defs = definitions(
+        reconciliation=ReconciliationResource(
+            grace_s=0, lookback_hours=3, groups=[router.settings.group_id]
+        )
+    )
     with DagsterInstance.ephemeral(tempdir=str(tmp_path)) as instance:
         instance.add_dynamic_partitions("clients", [client.client_id])
         result = defs.resolve_job_def("reconcile_client").execute_in_process(

@@ -20,6 +20,7 @@ from dagster import DagsterInstance
 
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
+from analytics_core.connections import open_connections
 from analytics_core.dlq.classify import Selection
 from analytics_core.dlq.reprocess import ReprocessOptions, reprocess
 from analytics_core.event_contract import hash_api_key
@@ -62,7 +63,8 @@ def _client(settings: Settings, prefix: str, *, provision: bool) -> ClientFixtur
         conn.close()
     database = "client_" + client_id.replace("-", "_")
     if provision:
-        outcome = lifecycle.provision(settings, client_id)
+        with open_connections(settings) as c:
+            outcome = lifecycle.provision(c, client_id)
         assert isinstance(outcome, lifecycle.Provisioned), outcome
         database = outcome.database
     return ClientFixture(client_id, key, database)
@@ -104,7 +106,8 @@ def scenario(stack: Settings) -> Iterator[Scenario]:
         )
         seen = sorted((dl.reason.value, dl.client_id or "", dl.detail) for dl, _v in letters)
         assert [r for r, _c, _d in seen] == ["client_inactive", "invalid_api_key"], seen
-        provisioned = lifecycle.provision(settings, late.client_id)
+        with open_connections(settings) as c:
+            provisioned = lifecycle.provision(c, late.client_id)
         assert isinstance(provisioned, lifecycle.Provisioned), provisioned
         late = ClientFixture(late.client_id, late.api_key, provisioned.database)
         dlq_group = unique_id("dlq-trace")
@@ -133,7 +136,8 @@ def scenario(stack: Settings) -> Iterator[Scenario]:
 
 
 def trace(s: Scenario, event_id: str, client_id: str | None = None) -> TraceReport:
-    report = trace_event(s.settings, event_id, client_id, TraceOptions(max_messages=200_000))
+    with open_connections(s.settings) as c:
+        report = trace_event(c, event_id, client_id, TraceOptions(max_messages=200_000))
     assert isinstance(report, TraceReport), report
     return report
 

@@ -7,7 +7,11 @@ resources point at a closed port, so any connection attempt would fail the test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,7 @@ from analytics_core.settings import REPO_ROOT, Settings
 from analytics_pipeline import dagster_home
 from analytics_pipeline import sensor_cursor as cursor
 from analytics_pipeline.definitions import defs, make_definitions
+from analytics_pipeline.defs.alerts.resources import AlertsResource, process_alert_settings
 from analytics_pipeline.defs.client_lifecycle.migrations_plan import plan_migrations, signature
 from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
     MAX_ATTEMPTS,
@@ -29,17 +34,33 @@ from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
     attempts_to_cursor,
     plan_provisioning,
 )
+from analytics_pipeline.defs.reconciliation.resources import (
+    ReconciliationResource,
+    process_reconciliation_options,
+)
 from analytics_pipeline.resources import (
     ClickHouseResource,
     KafkaResource,
     PostgresMetadataResource,
     RedisResource,
-    pipeline_settings,
+    process_settings,
 )
 
 
+@pytest.fixture
+def fresh_process_settings() -> Iterator[None]:
+    """Settings are read once per process: forget them around a test that changes the env."""
+    caches = (process_settings, process_alert_settings, process_reconciliation_options)
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()
+
+
 def test_definitions_hold_the_lifecycle_assets_jobs_and_sensors() -> None:
-    repo = defs.get_repository_def()
+    loaded = defs()  # what Dagster does with the lazy entry point
+    repo = loaded.get_repository_def()
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {
         "client_database",
         "client_schema",
@@ -64,32 +85,102 @@ def test_definitions_hold_the_lifecycle_assets_jobs_and_sensors() -> None:
     assert {"reconcile_client", "trace_event"} <= {j.name for j in repo.get_all_jobs()}
     assert sensors["provisioning_sensor"].job_name == "provision_client"
     assert sensors["migrations_sensor"].job_name == "migrate_client"
-    assert set(defs.resources or {}) >= {"postgres", "clickhouse", "redis", "kafka"}
+    assert set(loaded.resources or {}) >= {"postgres", "clickhouse", "redis", "kafka"}
     assert repo.asset_graph.get(AssetKey("client_schema")).parent_keys == {
         AssetKey("client_database")
     }
 
 
-def test_resources_default_to_the_routers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resources_default_to_the_routers_environment(
+    monkeypatch: pytest.MonkeyPatch, fresh_process_settings: None
+) -> None:
     monkeypatch.setenv("POSTGRES_HOST", "pg.example")
     monkeypatch.setenv("CLICKHOUSE_HTTP_PORT", "18123")
     monkeypatch.setenv("REDIS_DB", "3")
     monkeypatch.setenv("KAFKA_RAW_TOPIC", "raw_x")
+    monkeypatch.setenv("ALERT_DEAD_LETTER_THRESHOLD", "7")
+    monkeypatch.setenv("RECONCILIATION_GRACE_S", "12")
     env = Settings.from_env()
     assert PostgresMetadataResource().settings() == env.postgres
     assert ClickHouseResource().settings() == env.clickhouse
     assert RedisResource().settings() == env.redis
     assert KafkaResource().settings() == env.kafka
+    assert AlertsResource().settings().dead_letter_threshold == 7
+    assert ReconciliationResource().options().grace_s == 12
     # A configured field wins over the environment, for that field only.
     pg = PostgresMetadataResource(dbname="other").settings()
     assert (pg.host, pg.dbname) == ("pg.example", "other")
-    combined = pipeline_settings(
-        postgres=PostgresMetadataResource(port=1),
-        clickhouse=ClickHouseResource(),
-        redis=RedisResource(),
-    )
-    assert combined.postgres.port == 1 and combined.clickhouse.http_port == 18123
+    assert PostgresMetadataResource(port=1).settings().port == 1
+    assert ClickHouseResource(ops_database="ops2").settings().http_port == 18123
+    assert ReconciliationResource(groups=["g"]).options().groups == ("g",)
     assert ClickHouseResource(migrations_dir="/m").migrations_path() == Path("/m")
+    # Read once per process: a later change of the environment is not seen.
+    monkeypatch.setenv("POSTGRES_HOST", "elsewhere.example")
+    assert PostgresMetadataResource().settings().host == "pg.example"
+
+
+IMPORT_PROBE = """
+import os, sys
+# The variables our settings are made of (the libraries' own variables are theirs).
+VARIABLES = ("POSTGRES_", "CLICKHOUSE_", "KAFKA_", "REDIS_", "PIPELINE_", "ALERT_",
+             "RECONCILIATION_", "DAGSTER_POSTGRES_DB", "ROUTER_", "RUNTIME__DLTHUB")
+CODE = ("/analytics_core/", "/analytics_pipeline/")
+Env = type(os.environ)
+original = Env.__getitem__
+reads = []
+
+def ours():
+    # Our code is on the stack before another module's import-time code (a library that
+    # copies the environment while it is imported is not us).
+    frame = sys._getframe(2)
+    while frame is not None:
+        if any(c in frame.f_code.co_filename for c in CODE):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        if frame.f_code.co_name == "<module>":
+            return None
+        frame = frame.f_back
+    return None
+
+def recording(self, key):
+    where = ours() if key.startswith(VARIABLES) else None
+    if where:
+        reads.append(f"{key} at {where}")
+    return original(self, key)
+
+Env.__getitem__ = recording
+import analytics_pipeline.definitions as definitions
+Env.__getitem__ = original
+from analytics_pipeline.resources import process_settings
+print({"reads": reads, "settings_read": process_settings.cache_info().currsize,
+       "state_dir_made": os.path.exists(os.environ["PIPELINE_STATE_DIR"]),
+       "lazy": type(definitions.defs).__name__})
+repo = definitions.defs().get_repository_def()
+made = os.path.exists(os.environ["PIPELINE_STATE_DIR"])
+print({"jobs": len(repo.get_all_jobs()), "state_dir_made": made})
+"""
+
+
+def test_importing_the_code_location_reads_no_environment(tmp_path: Path) -> None:
+    """Importing `analytics_pipeline.definitions` reads no variable and creates nothing; the
+    settings are read (once) when Dagster loads `defs`."""
+    state = tmp_path / "state"
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PIPELINE_STATE_DIR": str(state)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    at_import, loaded = (ast.literal_eval(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert at_import == {
+        "reads": [],
+        "settings_read": 0,
+        "state_dir_made": False,
+        "lazy": "LazyDefinitions",
+    }
+    assert loaded["jobs"] > 5 and loaded["state_dir_made"] is True
 
 
 def test_dagster_yaml_is_a_valid_instance_config_with_postgres_storage(

@@ -1,8 +1,9 @@
 """Alerting sensors: run failures, failed asset checks, stuck clients, dead-letter growth.
 
 What to say is decided by `analytics_core.alerts.rules` (pure); where it goes by
-`analytics_core.alerts.sinks` (log, stdout, webhook; ALERT_* variables, see
-analytics_core/alerts/__init__.py). Each sensor dedupes with its cursor:
+`analytics_core.alerts.sinks` (log, stdout, webhook), configured by the `alerts` resource
+(ALERT_* variables, see analytics_core/alerts/__init__.py). Each sensor dedupes with its
+cursor:
 
 - `alert_on_run_failure` (run_failure_sensor, every code location): Dagster's own cursor
   reports each failed run once. A webhook that does not accept the alert fails the tick
@@ -19,7 +20,6 @@ analytics_core/alerts/__init__.py). Each sensor dedupes with its cursor:
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -38,8 +38,6 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 
 from analytics_core import registry
 from analytics_core.alerts import kafka_io
-from analytics_core.alerts.config import AlertSettings
-from analytics_core.alerts.model import Alert
 from analytics_core.alerts.rules import (
     ClientState,
     baseline_from_json,
@@ -50,8 +48,9 @@ from analytics_core.alerts.rules import (
     run_failure_alert,
     stuck_clients,
 )
-from analytics_core.alerts.sinks import Outcome, deliver, sinks_from_settings
+from analytics_core.alerts.sinks import Outcome
 from analytics_core.clients import ClientStatus
+from analytics_pipeline.defs.alerts.resources import AlertsResource
 from analytics_pipeline.resources import KafkaResource, PostgresMetadataResource
 from analytics_pipeline.sensor_cursor import decode as decode_cursor
 from analytics_pipeline.sensor_cursor import encode as encode_cursor
@@ -62,11 +61,6 @@ CHECK_BATCH = 200
 
 class AlertNotDelivered(RuntimeError):
     """A sink refused an alert; raised so the sensor tick shows the failure."""
-
-
-def _send(logger: logging.Logger | None, alerts: Sequence[Alert]) -> list[Outcome]:
-    """Deliver to the configured sinks; the log sink writes to the sensor's Dagster log."""
-    return deliver(alerts, sinks_from_settings(AlertSettings.from_env(), logger))
 
 
 def _failures(outcomes: Sequence[Outcome]) -> str:
@@ -80,7 +74,7 @@ def _failures(outcomes: Sequence[Outcome]) -> str:
     default_status=DefaultSensorStatus.RUNNING,
     description="Alerts (log / webhook) once per failed run, with its step errors.",
 )
-def alert_on_run_failure(context: RunFailureSensorContext) -> None:
+def alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertsResource) -> None:
     run = context.dagster_run
     errors = []
     for event in context.get_step_failure_events():
@@ -94,9 +88,9 @@ def alert_on_run_failure(context: RunFailureSensorContext) -> None:
         message=message,
         partition=run.tags.get(PARTITION_TAG),
         client_id=run.tags.get(CLIENT_TAG),
-        dagster_url=AlertSettings.from_env().dagster_url,
+        dagster_url=alerts.settings().dagster_url,
     )
-    outcomes = _send(context.log, [alert])
+    outcomes = alerts.send([alert], context.log)
     failed = _failures(outcomes)
     if failed:
         raise AlertNotDelivered(f"run {run.run_id} failure alert not delivered: {failed}")
@@ -114,7 +108,9 @@ def _evaluation(entry: object) -> AssetCheckEvaluation | None:
     default_status=DefaultSensorStatus.RUNNING,
     description="Alerts once per failed asset check evaluation (e.g. reconciliation).",
 )
-def alert_on_failed_asset_checks(context: SensorEvaluationContext) -> SensorResult:
+def alert_on_failed_asset_checks(
+    context: SensorEvaluationContext, alerts: AlertsResource
+) -> SensorResult:
     storage = context.instance.event_log_storage
     after = decode_cursor(context.cursor).get("after")
     if not isinstance(after, int):
@@ -131,7 +127,7 @@ def alert_on_failed_asset_checks(context: SensorEvaluationContext) -> SensorResu
         limit=CHECK_BATCH,
         ascending=True,
     )
-    dagster_url = AlertSettings.from_env().dagster_url
+    dagster_url = alerts.settings().dagster_url
     position = after
     sent = 0
     for record in records:
@@ -147,7 +143,7 @@ def alert_on_failed_asset_checks(context: SensorEvaluationContext) -> SensorResu
                 storage_id=record.storage_id,
                 dagster_url=dagster_url,
             )
-            failed = _failures(_send(context.log, [alert]))
+            failed = _failures(alerts.send([alert], context.log))
             if failed:
                 return SensorResult(
                     cursor=encode_cursor({"after": position}),
@@ -168,9 +164,9 @@ def alert_on_failed_asset_checks(context: SensorEvaluationContext) -> SensorResu
     description="Alerts once per client that stays pending or failed too long.",
 )
 def alert_on_stuck_clients(
-    context: SensorEvaluationContext, postgres: PostgresMetadataResource
+    context: SensorEvaluationContext, postgres: PostgresMetadataResource, alerts: AlertsResource
 ) -> SensorResult:
-    settings = AlertSettings.from_env()
+    settings = alerts.settings()
     with postgres.connect() as conn:
         rows = registry.list_clients(conn, [ClientStatus.PENDING, ClientStatus.FAILED])
     clients = [
@@ -183,13 +179,13 @@ def alert_on_stuck_clients(
         for r in rows
     ]
     alerted = decode_cursor(context.cursor).get("clients", {})
-    alerts, state = stuck_clients(
+    found, state = stuck_clients(
         clients,
         now=datetime.now(UTC),
         minutes=settings.stuck_client_minutes,
         alerted=alerted if isinstance(alerted, dict) else {},
     )
-    outcomes = _send(context.log, alerts)
+    outcomes = alerts.send(found, context.log)
     for outcome in outcomes:
         if outcome.failures:  # not recorded as alerted: retried next tick
             client = str(outcome.alert.fields.get("client_id"))
@@ -204,7 +200,7 @@ def alert_on_stuck_clients(
             SkipReason(f"alert(s) not delivered: {failed}")
             if failed
             else None
-            if alerts
+            if found
             else SkipReason(f"{len(state)} stuck client(s), all already alerted")
         ),
     )
@@ -217,9 +213,9 @@ def alert_on_stuck_clients(
     description="Alerts when dead letters grow past a threshold within a time window.",
 )
 def alert_on_dead_letter_growth(
-    context: SensorEvaluationContext, kafka: KafkaResource
+    context: SensorEvaluationContext, kafka: KafkaResource, alerts: AlertsResource
 ) -> SensorResult:
-    settings = AlertSettings.from_env()
+    settings = alerts.settings()
     ks = kafka.settings()
     ends = kafka_io.end_offsets(ks)
     baseline = baseline_from_json(decode_cursor(context.cursor).get("baseline"))
@@ -248,7 +244,7 @@ def alert_on_dead_letter_growth(
         by_client=seen.by_client,
         sampled=seen.read,
     )
-    failed = _failures(_send(context.log, [alert]))
+    failed = _failures(alerts.send([alert], context.log))
     if failed:  # keep the old baseline: the same growth alerts again next tick
         return SensorResult(
             cursor=encode_cursor({"baseline": baseline_to_json(baseline)}),

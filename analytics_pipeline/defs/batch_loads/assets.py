@@ -20,19 +20,22 @@ from the client's database, loads, and fails the run if a load job failed.
   `dagster/partition`, so dagster.yaml's per-partition run limit keeps two loads of one
   client from overlapping; a `BackfillPolicy` would tag runs with partition ranges instead).
 
-Resource keys: `dlt` (DagsterDltResource, see `BATCH_RESOURCES`), `postgres`, `clickhouse`.
+The assets are built by `build_batch_assets(working_dir)` when the definitions load (the
+declaration pipeline needs dlt's working directory, under the state dir, which is settings).
+
+Resource keys: `dlt` (DagsterDltResource, see definitions.py), `postgres`, `clickhouse`.
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import dlt as dlt_lib
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetsDefinition,
     AssetSpec,
     Failure,
     MaterializeResult,
@@ -44,14 +47,17 @@ from dlt.destinations import clickhouse as clickhouse_destination
 
 from analytics_core.batch.client_load import Broken, LoadPlan, Skipped, plan_client_load
 from analytics_core.batch.file_log import write_file_log
-from analytics_core.batch.pipeline import pipelines_dir
+from analytics_core.batch.pipeline import telemetry_off_by_default
 from analytics_core.batch.report import TableReport
 from analytics_core.batch.source import landing_zone_source
 from analytics_core.batch.tables import TABLES
-from analytics_core.settings import Settings
 from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.partitions import clients_partitions
-from analytics_pipeline.resources import ClickHouseResource, PostgresMetadataResource
+from analytics_pipeline.resources import (
+    ClickHouseResource,
+    PostgresMetadataResource,
+    open_connections,
+)
 
 BATCH_GROUP = "batch_loads"
 KEY_PREFIX = "batch"
@@ -82,15 +88,6 @@ def batch_asset_key(table: str) -> AssetKey:
     return AssetKey([KEY_PREFIX, table])
 
 
-# Declaration only: never loads. The directory lives under the state dir, not ~/.dlt.
-_DECLARATION_PIPELINE = dlt_lib.pipeline(
-    pipeline_name="batch_declaration",  # never a client name: those are batch_load__<id>
-    destination=clickhouse_destination(),
-    dataset_name="",
-    pipelines_dir=pipelines_dir(Settings.from_env()),
-)
-
-
 def _table_metadata(plan: LoadPlan, table: TableReport, load_ids: list[str]) -> dict[str, Any]:
     m = table.metadata()
     return {
@@ -119,56 +116,68 @@ def _skipped_metadata(client_id: str, skipped: Skipped) -> dict[str, Any]:
     }
 
 
-@dlt_assets(
-    dlt_source=landing_zone_source(None),
-    dlt_pipeline=_DECLARATION_PIPELINE,
-    name="batch_loads",
-    partitions_def=clients_partitions,
-    dagster_dlt_translator=BatchLoadTranslator(),
-)
-def batch_loads(
-    context: AssetExecutionContext,
-    dlt: DagsterDltResource,
-    postgres: PostgresMetadataResource,
-    clickhouse: ClickHouseResource,
-) -> Iterator[MaterializeResult]:
-    client_id = context.partition_key
-    settings = replace(
-        Settings.from_env(), postgres=postgres.settings(), clickhouse=clickhouse.settings()
+def build_batch_assets(working_dir: str) -> AssetsDefinition:
+    """The dlt assets; `working_dir` holds dlt's local state (disposable: each run restores
+    a client's state from its database)."""
+    telemetry_off_by_default()
+    # Declaration only: never loads.
+    declaration = dlt_lib.pipeline(
+        pipeline_name="batch_declaration",  # never a client name: those are batch_load__<id>
+        destination=clickhouse_destination(),
+        dataset_name="",
+        pipelines_dir=working_dir,
     )
-    plan = plan_client_load(settings, client_id)
-    if isinstance(plan, Skipped):
-        context.log.info(f"batch load skipped: {plan.reason}")
-        for key in sorted(context.selected_asset_keys, key=lambda k: k.path):
-            yield MaterializeResult(asset_key=key, metadata=_skipped_metadata(client_id, plan))
-        return
-    if isinstance(plan, Broken):
-        raise Failure(description=plan.reason, metadata={"client_id": client_id})
-    context.log.info(
-        f"loading client {client_id} from {plan.source_url} into {plan.database} "
-        f"(dlt pipeline {plan.pipeline.pipeline_name})"
+
+    @dlt_assets(
+        dlt_source=landing_zone_source(None),
+        dlt_pipeline=declaration,
+        name="batch_loads",
+        partitions_def=clients_partitions,
+        dagster_dlt_translator=BatchLoadTranslator(),
     )
-    results = list(dlt.run(context=context, dlt_source=plan.source, dlt_pipeline=plan.pipeline))
-    trace = plan.pipeline.last_trace
-    load_info = trace.last_load_info if trace is not None else None
-    load_ids = list(load_info.loads_ids) if load_info is not None else []
-    for rejected in plan.report.rejected:
-        state = "still rejected" if rejected.known else "rejected"
-        context.log.warning(f"client {client_id}: file {state}: {rejected.describe()}")
-    with postgres.connect() as conn:
-        write_file_log(
-            conn, client_id, plan.report, load_ids[-1] if load_ids else None, context.run.run_id
+    def batch_loads(
+        context: AssetExecutionContext,
+        dlt: DagsterDltResource,
+        postgres: PostgresMetadataResource,
+        clickhouse: ClickHouseResource,
+    ) -> Iterator[MaterializeResult]:
+        client_id = context.partition_key
+        with open_connections(postgres, clickhouse) as c:
+            plan = plan_client_load(
+                c, client_id, destination=clickhouse.settings(), working_dir=working_dir
+            )
+        if isinstance(plan, Skipped):
+            context.log.info(f"batch load skipped: {plan.reason}")
+            for key in sorted(context.selected_asset_keys, key=lambda k: k.path):
+                yield MaterializeResult(asset_key=key, metadata=_skipped_metadata(client_id, plan))
+            return
+        if isinstance(plan, Broken):
+            raise Failure(description=plan.reason, metadata={"client_id": client_id})
+        context.log.info(
+            f"loading client {client_id} from {plan.source_url} into {plan.database} "
+            f"(dlt pipeline {plan.pipeline.pipeline_name})"
         )
-    for result in results:
-        if not isinstance(result, MaterializeResult) or result.asset_key is None:
-            continue
-        table = plan.report.table(result.asset_key.path[-1])
-        yield MaterializeResult(
-            asset_key=result.asset_key,
-            metadata={**(result.metadata or {}), **_table_metadata(plan, table, load_ids)},
-        )
+        results = list(dlt.run(context=context, dlt_source=plan.source, dlt_pipeline=plan.pipeline))
+        trace = plan.pipeline.last_trace
+        load_info = trace.last_load_info if trace is not None else None
+        load_ids = list(load_info.loads_ids) if load_info is not None else []
+        for rejected in plan.report.rejected:
+            state = "still rejected" if rejected.known else "rejected"
+            context.log.warning(f"client {client_id}: file {state}: {rejected.describe()}")
+        with postgres.connect() as conn:
+            write_file_log(
+                conn, client_id, plan.report, load_ids[-1] if load_ids else None, context.run.run_id
+            )
+        for result in results:
+            if not isinstance(result, MaterializeResult) or result.asset_key is None:
+                continue
+            table = plan.report.table(result.asset_key.path[-1])
+            yield MaterializeResult(
+                asset_key=result.asset_key,
+                metadata={**(result.metadata or {}), **_table_metadata(plan, table, load_ids)},
+            )
+
+    return batch_loads
 
 
-BATCH_ASSETS = [batch_loads]
 BATCH_ASSET_KEYS = [batch_asset_key(t.name) for t in TABLES]
-BATCH_RESOURCES: dict[str, object] = {"dlt": DagsterDltResource()}

@@ -25,7 +25,7 @@ from analytics_pipeline.resources import (
     ClickHouseResource,
     PostgresMetadataResource,
     RedisResource,
-    pipeline_settings,
+    open_connections,
 )
 
 GROUP = "client_lifecycle"
@@ -48,13 +48,10 @@ def client_database(
     redis: RedisResource,
 ) -> MaterializeResult:
     client_id = context.partition_key
-    settings = pipeline_settings(postgres=postgres, clickhouse=clickhouse, redis=redis)
-    outcome = lifecycle.provision(
-        settings,
-        client_id,
-        run_id=context.run.run_id,
-        migrations_dir=clickhouse.migrations_path(),
-    )
+    with open_connections(postgres, clickhouse, redis=redis) as c:
+        outcome = lifecycle.provision(
+            c, client_id, run_id=context.run.run_id, migrations_dir=clickhouse.migrations_path()
+        )
     if isinstance(outcome, lifecycle.StepFailed):
         raise step_failure(outcome, "provisioning")
     context.log.info(
@@ -91,26 +88,18 @@ def client_schema(
     redis: RedisResource,
 ) -> MaterializeResult:
     client_id = context.partition_key
-    settings = pipeline_settings(postgres=postgres, clickhouse=clickhouse, redis=redis)
-    outcome = lifecycle.migrate(
-        settings,
-        client_id,
-        run_id=context.run.run_id,
-        migrations_dir=clickhouse.migrations_path(),
-    )
-    if isinstance(outcome, lifecycle.StepFailed):
-        raise step_failure(outcome, "migration")
+    with open_connections(postgres, clickhouse, redis=redis) as c:
+        outcome = lifecycle.migrate(
+            c, client_id, run_id=context.run.run_id, migrations_dir=clickhouse.migrations_path()
+        )
+        if isinstance(outcome, lifecycle.StepFailed):
+            raise step_failure(outcome, "migration")
+        applied = registry.applied_versions(c.registry, client_id)
+        row_counts = table_row_counts(c.clickhouse, outcome.database)
     context.log.info(
         f"client {client_id}: applied {outcome.applied_versions or 'nothing'}, "
         f"schema version {outcome.schema_version}"
     )
-    with postgres.connect() as conn:
-        applied = registry.applied_versions(conn, client_id)
-    ch = clickhouse.client()
-    try:
-        row_counts = table_row_counts(ch, outcome.database)
-    finally:
-        ch.close()
     return MaterializeResult(
         metadata={
             "client_id": MetadataValue.text(client_id),

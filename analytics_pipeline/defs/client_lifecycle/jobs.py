@@ -27,7 +27,7 @@ from analytics_pipeline.resources import (
     ClickHouseResource,
     PostgresMetadataResource,
     RedisResource,
-    pipeline_settings,
+    open_connections,
 )
 from analytics_pipeline.run_history import running_runs_for_client
 from analytics_pipeline.tags import STEP_TAG
@@ -100,10 +100,10 @@ def deprovision(
             ),
             "deprovisioning",
         )
-    settings = pipeline_settings(postgres=postgres, clickhouse=clickhouse, redis=redis)
-    outcome = lifecycle.deprovision(
-        settings, client_id, config.confirm, run_id=context.run_id, actor=_actor(context, config)
-    )
+    with open_connections(postgres, clickhouse, redis=redis) as c:
+        outcome = lifecycle.deprovision(
+            c, client_id, config.confirm, run_id=context.run_id, actor=_actor(context, config)
+        )
     if isinstance(outcome, lifecycle.StepFailed):
         raise step_failure(outcome, "deprovisioning")
     if context.instance.has_dynamic_partition(CLIENTS_PARTITIONS_NAME, client_id):

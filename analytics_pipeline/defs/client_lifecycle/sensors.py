@@ -57,7 +57,7 @@ from analytics_pipeline.resources import (
     ClickHouseResource,
     PostgresMetadataResource,
     RedisResource,
-    pipeline_settings,
+    open_connections,
 )
 from analytics_pipeline.run_history import run_key_state
 from analytics_pipeline.tags import client_tags
@@ -78,15 +78,15 @@ def provisioning_sensor(
     clickhouse: ClickHouseResource,
     redis: RedisResource,
 ) -> SensorResult:
-    with postgres.connect() as conn:
-        rows = registry.list_clients(conn)
-    settings = pipeline_settings(postgres=postgres, clickhouse=clickhouse, redis=redis)
+    with open_connections(postgres, clickhouse, redis=redis) as c:
+        rows = registry.list_clients(c.registry)
+        for row in rows:
+            if row.status == ClientStatus.PENDING and client_id_problem(row.client_id) is not None:
+                # Refused before touching ClickHouse: marks the client failed, audited.
+                outcome = lifecycle.provision(c, row.client_id)
+                reason = outcome.reason if isinstance(outcome, lifecycle.StepFailed) else "?"
+                context.log.warning(f"pending client {row.client_id!r} marked failed: {reason}")
     valid = [r for r in rows if client_id_problem(r.client_id) is None]
-    for row in rows:
-        if row.status == ClientStatus.PENDING and client_id_problem(row.client_id) is not None:
-            outcome = lifecycle.provision(settings, row.client_id)
-            reason = outcome.reason if isinstance(outcome, lifecycle.StepFailed) else "?"
-            context.log.warning(f"pending client {row.client_id!r} marked failed: {reason}")
 
     wanted = {r.client_id for r in valid if r.status in PARTITIONED_STATUSES}
     existing = set(context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME))

@@ -33,8 +33,7 @@ from analytics_core.dlq.kafka_io import DEFAULT_GROUP
 from analytics_core.dlq.reprocess import ReprocessOptions, ReprocessReport, reprocess
 from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
-from analytics_core.settings import Settings
-from analytics_pipeline.resources import KafkaResource, PostgresMetadataResource
+from analytics_pipeline.resources import KafkaResource, PostgresMetadataResource, process_settings
 
 DEAD_LETTER_GROUP = "dead_letters"
 
@@ -119,7 +118,9 @@ def dead_letter_reprocessing(
     kafka: KafkaResource,
 ) -> MaterializeResult:
     options = options_from(config)
-    settings = replace(Settings.from_env(), postgres=postgres.settings(), kafka=kafka.settings())
+    # `reprocess` (analytics_core.dlq) still opens its own connections from settings: the
+    # resources' values over the settings this process read once.
+    settings = replace(process_settings(), postgres=postgres.settings(), kafka=kafka.settings())
     report = reprocess(settings, options, run_id=context.run.run_id)
     if report.busy:
         raise Failure(

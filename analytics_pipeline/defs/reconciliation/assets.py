@@ -10,12 +10,10 @@ partition of `client_events`.
 A failed check names the client, each window and how many events, with the numbers as
 metadata (a Markdown table per window and the whole report as JSON). A client that can not
 be reconciled (no accounting table yet, no database) is a WARN failure with the reason.
-Settings: RECONCILIATION_* (see analytics_core/reconciliation/__init__.py).
+Settings: the `reconciliation` resource (RECONCILIATION_*, see resources.py).
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
-
-from dataclasses import replace
 
 from dagster import (
     AssetCheckExecutionContext,
@@ -28,14 +26,15 @@ from dagster import (
 
 from analytics_core.reconciliation.model import Report, Unavailable, window_label
 from analytics_core.reconciliation.render import markdown_table, summary
-from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
-from analytics_core.settings import Settings
+from analytics_core.reconciliation.run import reconcile_client
 from analytics_pipeline.defs.client_lifecycle.assets import client_database
+from analytics_pipeline.defs.reconciliation.resources import ReconciliationResource
 from analytics_pipeline.partitions import clients_partitions
 from analytics_pipeline.resources import (
     ClickHouseResource,
     KafkaResource,
     PostgresMetadataResource,
+    open_connections,
 )
 
 CHECK_NAME = "reconciliation"
@@ -100,15 +99,10 @@ def reconciliation_check(
     postgres: PostgresMetadataResource,
     clickhouse: ClickHouseResource,
     kafka: KafkaResource,
+    reconciliation: ReconciliationResource,
 ) -> AssetCheckResult:
     client_id = context.partition_key
-    base = Settings.from_env()
-    settings = replace(
-        base,
-        postgres=postgres.settings(),
-        clickhouse=clickhouse.settings(),
-        kafka=kafka.settings(),
-    )
-    report = reconcile_client(settings, client_id, ReconciliationOptions.from_env())
+    with open_connections(postgres, clickhouse, kafka=kafka) as c:
+        report = reconcile_client(c, client_id, reconciliation.options())
     context.log.info(summary(report))
     return check_result(report)

@@ -9,18 +9,21 @@ with the reason.
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
-from analytics_core.settings import Settings
 from analytics_core.trace.model import TraceError
 from analytics_core.trace.render import text
 from analytics_core.trace.run import DEFAULT_MAX_MESSAGES, TraceOptions, trace_event
-from analytics_pipeline.resources import ClickHouseResource, KafkaResource, PostgresMetadataResource
+from analytics_pipeline.resources import (
+    ClickHouseResource,
+    KafkaResource,
+    PostgresMetadataResource,
+    open_connections,
+)
 
 
 class TraceEventConfig(Config):
@@ -44,19 +47,14 @@ def trace_event_op(
     clickhouse: ClickHouseResource,
     kafka: KafkaResource,
 ) -> Output[dict[str, Any]]:
-    settings = replace(
-        Settings.from_env(),
-        postgres=postgres.settings(),
-        clickhouse=clickhouse.settings(),
-        kafka=kafka.settings(),
-    )
     since = datetime.now(UTC) - timedelta(hours=config.since_hours)
-    report = trace_event(
-        settings,
-        config.event_id,
-        config.client_id,
-        TraceOptions(since=since, max_messages=config.max_messages),
-    )
+    with open_connections(postgres, clickhouse, kafka=kafka) as c:
+        report = trace_event(
+            c,
+            config.event_id,
+            config.client_id,
+            TraceOptions(since=since, max_messages=config.max_messages),
+        )
     if isinstance(report, TraceError):
         raise Failure(
             description=f"can not trace {report.event_id!r}: {report.reason}",
