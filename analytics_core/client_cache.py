@@ -13,6 +13,11 @@ without any hook; `invalidate()` makes it take effect at once. When Redis is dow
 lookups go to PostgreSQL; when PostgreSQL is down, clients already cached (in
 Redis, or last known in this process) keep being served; when neither can answer
 for a client never seen, the result is RegistryUnavailable (retry), never a verdict.
+
+Outages cost little: every Redis call is bounded by `redis_timeout_s` and never retried
+by the client library, and each server sits behind a `CircuitBreaker`: after a few
+consecutive failures its calls are skipped (the lookup falls back at once) and one probe
+call every `breaker_retry_s` finds out when it is back.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ from dataclasses import dataclass
 import orjson
 import psycopg2
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from analytics_core import pg, registry
+from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.clients import (
     ClientFound,
     ClientMissing,
@@ -45,7 +53,20 @@ INVALIDATION_CHANNEL = "client-invalidations"
 KEY_PREFIX = "client:v1:"
 
 
-def redis_client(settings: RedisSettings, *, timeout_s: float = 1.0) -> redis.Redis:
+def redis_client(
+    settings: RedisSettings, *, timeout_s: float = 1.0, retries: int | None = None
+) -> redis.Redis:
+    """`retries=0`: one attempt per call, bounded by `timeout_s` (the router's hot path);
+    None keeps the library's retries with backoff (operator commands)."""
+    if retries is None:
+        return redis.Redis(
+            host=settings.host,
+            port=settings.port,
+            db=settings.db,
+            password=settings.password or None,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
     return redis.Redis(
         host=settings.host,
         port=settings.port,
@@ -53,6 +74,7 @@ def redis_client(settings: RedisSettings, *, timeout_s: float = 1.0) -> redis.Re
         password=settings.password or None,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), retries),
     )
 
 
@@ -120,11 +142,14 @@ class ClientDirectory:
         redis_ttl_s: int = 60,
         negative_ttl_s: int = 10,
         max_local_entries: int = 100_000,
-        redis_retry_after_s: float = 2.0,
+        redis_timeout_s: float = 0.25,
+        breaker_failures: int = 3,
+        breaker_retry_s: float = 5.0,
+        redis_retry_after_s: float | None = None,  # older name of breaker_retry_s
     ) -> None:
         self._redis_settings = redis_settings
         self._pg_settings = pg_settings
-        self._redis = redis_client(redis_settings, timeout_s=0.5)
+        self._redis = redis_client(redis_settings, timeout_s=redis_timeout_s, retries=0)
         self._pg: psycopg2.extensions.connection | None = None
         self._local: OrderedDict[str, _Local] = OrderedDict()
         self._lock = threading.Lock()
@@ -132,9 +157,9 @@ class ClientDirectory:
         self.redis_ttl_s = redis_ttl_s
         self.negative_ttl_s = negative_ttl_s
         self.max_local_entries = max_local_entries
-        self._redis_retry_after_s = redis_retry_after_s
-        self._redis_down_until = 0.0
-        self._pg_down_until = 0.0
+        retry_s = breaker_retry_s if redis_retry_after_s is None else redis_retry_after_s
+        self.redis_breaker = CircuitBreaker(breaker_failures, retry_s)
+        self.pg_breaker = CircuitBreaker(breaker_failures, retry_s)
         self.stats = CacheStats()
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
@@ -211,7 +236,7 @@ class ClientDirectory:
         ids must not grow the refresh). Returns how many entries were refreshed.
         """
         now = time.monotonic()
-        if now < self._redis_down_until:
+        if not self.redis_breaker.allow():
             return 0
         half = self.local_ttl_s / 2
         with self._lock:
@@ -226,8 +251,9 @@ class ClientDirectory:
             try:
                 raws = self._redis.mget([cache_key(c) for c in chunk])
             except (redis.RedisError, OSError) as exc:
-                self._redis_failed(exc, now)
+                self._redis_failed(exc)
                 return refreshed
+            self.redis_breaker.succeeded()
             for cid, raw in zip(chunk, raws, strict=True):
                 # Expired in Redis (or unreadable): the next lookup goes to PostgreSQL.
                 found = None if raw is None else decode(cid, bytes(raw))
@@ -244,31 +270,36 @@ class ClientDirectory:
                 self._local.popitem(last=False)
 
     def _from_redis(self, client_id: str, now: float) -> ClientFound | ClientMissing | None:
-        if now < self._redis_down_until:
+        if not self.redis_breaker.allow():
             return None
         try:
             raw = self._redis.get(cache_key(client_id))
         except (redis.RedisError, OSError) as exc:
-            self._redis_failed(exc, now)
+            self._redis_failed(exc)
             return None
+        self.redis_breaker.succeeded()
         return None if raw is None else decode(client_id, bytes(raw))
 
     def _to_redis(self, client_id: str, result: ClientFound | ClientMissing, now: float) -> None:
-        if now < self._redis_down_until:
+        if not self.redis_breaker.allow():
             return
         ttl = self.negative_ttl_s if isinstance(result, ClientMissing) else self.redis_ttl_s
         try:
             self._redis.set(cache_key(client_id), encode(result), ex=ttl)
         except (redis.RedisError, OSError) as exc:
-            self._redis_failed(exc, now)
+            self._redis_failed(exc)
+            return
+        self.redis_breaker.succeeded()
 
-    def _redis_failed(self, exc: Exception, now: float) -> None:
+    def _redis_failed(self, exc: Exception) -> None:
         self.stats.redis_errors += 1
-        self._redis_down_until = now + self._redis_retry_after_s
-        log.warning("redis unavailable, falling back to PostgreSQL: %s", exc)
+        was_closed = self.redis_breaker.opened_at is None
+        self.redis_breaker.failed()
+        if was_closed and self.redis_breaker.opened_at is not None:
+            log.warning("redis unavailable: circuit open, lookups go to PostgreSQL: %s", exc)
 
     def _from_pg(self, client_id: str, now: float) -> ClientFound | ClientMissing | None:
-        if now < self._pg_down_until:
+        if not self.pg_breaker.allow():
             return None
         try:
             if self._pg is None or self._pg.closed:
@@ -276,13 +307,16 @@ class ClientDirectory:
             row = registry.get_client(self._pg, client_id)
         except psycopg2.Error as exc:
             self.stats.pg_errors += 1
-            self._pg_down_until = now + 1.0
+            was_closed = self.pg_breaker.opened_at is None
+            self.pg_breaker.failed()
             if self._pg is not None:
                 with contextlib.suppress(psycopg2.Error):
                     self._pg.close()
                 self._pg = None
-            log.warning("postgres unavailable for client lookup: %s", exc)
+            if was_closed and self.pg_breaker.opened_at is not None:
+                log.warning("postgres unavailable for client lookups: circuit open: %s", exc)
             return None
+        self.pg_breaker.succeeded()
         self.stats.pg_reads += 1
         if row is None:
             return ClientMissing(client_id)

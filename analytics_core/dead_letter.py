@@ -23,19 +23,34 @@ the pipeline knows about the failure travels in headers (all UTF-8 text):
 
 A replay re-submitted to `shared_raw_events` by the reprocessing job carries
 `replay-origin-topic/partition/offset`, `replay-batch-index`, `replay-attempt`
-and `replay-first-failed-at` so the router keeps identity and counts attempts.
+and `replay-first-failed-at` so the router keeps identity and counts attempts, and
+`replay-signature`: hex HMAC-SHA256, under the replay key (`PIPELINE_REPLAY_KEY`) that only
+the router and the reprocessing job hold, of those six values and the message value.
+Producers can set any header, so the router honours replay headers only with a valid
+signature; a message with any `replay-*` header that is unsigned, forged, duplicated,
+unknown or out of range is dead-lettered whole as `invalid_replay` (never routed under a
+borrowed identity, never dropped).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from analytics_core.event_contract import Origin
+from analytics_core.event_contract import MAX_BATCH_EVENTS, Origin
 from analytics_core.reasons import Reason
 
 ENVELOPE_VERSION = "1"
 MAX_DETAIL = 1000
+MAX_PARTITION = 2**31 - 1
+MAX_OFFSET = 2**63 - 1
+MAX_ATTEMPT = 65_534  # events_base.attempt is UInt16 and a failed replay stores attempt + 1
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: int() would take Unicode digits, '+', '_'
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 Headers = list[tuple[str, bytes]]
 
@@ -96,26 +111,47 @@ def read_dead_letter(headers: Sequence[tuple[str, bytes | None]] | None) -> Dead
         return DeadLetter(
             reason=reason,
             detail=h.get("dl-detail", ""),
-            origin=Origin(
-                h["dl-origin-topic"], int(h["dl-origin-partition"]), int(h["dl-origin-offset"])
-            ),
-            source=Origin(
-                h["dl-source-topic"], int(h["dl-source-partition"]), int(h["dl-source-offset"])
-            ),
-            batch_index=int(h["dl-batch-index"]) if h.get("dl-batch-index") else None,
+            origin=_origin(h, "dl-origin-"),
+            source=_origin(h, "dl-source-"),
+            batch_index=_batch_index(h.get("dl-batch-index", "")),
             client_id=h.get("dl-client-id") or None,
             event_id=h.get("dl-event-id") or None,
             first_failed_at=h["dl-first-failed-at"],
-            attempt=int(h["dl-attempt"]),
+            attempt=uint(h["dl-attempt"], MAX_ATTEMPT, "dl-attempt", minimum=1),
             router_version=h.get("dl-router-version", ""),
         )
     except (KeyError, ValueError) as exc:
         raise EnvelopeError(f"malformed dead-letter envelope: {exc}") from None
 
 
+def uint(text: str, maximum: int, name: str, *, minimum: int = 0) -> int:
+    """A header's decimal value, ASCII digits only, within [minimum, maximum]."""
+    if not _DIGITS.fullmatch(text):
+        raise ValueError(f"{name} {text[:40]!r} is not a decimal number")
+    value = int(text)
+    if not minimum <= value <= maximum:
+        raise ValueError(f"{name} {value} is outside {minimum}..{maximum}")
+    return value
+
+
+def _origin(h: dict[str, str], prefix: str) -> Origin:
+    topic = h[prefix + "topic"]
+    if not _TOPIC.fullmatch(topic):
+        raise ValueError(f"{prefix}topic {topic[:60]!r} is not a Kafka topic name")
+    return Origin(
+        topic,
+        uint(h[prefix + "partition"], MAX_PARTITION, prefix + "partition"),
+        uint(h[prefix + "offset"], MAX_OFFSET, prefix + "offset"),
+    )
+
+
+def _batch_index(text: str) -> int | None:
+    return uint(text, MAX_BATCH_EVENTS - 1, "batch index") if text else None
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayContext:
-    """Identity a replayed message carries back into the router."""
+    """Identity a replayed message carries back into the router (signature verified)."""
 
     origin: Origin
     batch_index: int | None
@@ -123,38 +159,105 @@ class ReplayContext:
     first_failed_at: str
 
 
-def replay_headers(dl: DeadLetter) -> Headers:
-    return [
-        ("replay-origin-topic", dl.origin.topic.encode()),
-        ("replay-origin-partition", str(dl.origin.partition).encode()),
-        ("replay-origin-offset", str(dl.origin.offset).encode()),
-        ("replay-batch-index", ("" if dl.batch_index is None else str(dl.batch_index)).encode()),
-        ("replay-attempt", str(dl.attempt).encode()),
-        ("replay-first-failed-at", dl.first_failed_at.encode()),
+@dataclass(frozen=True, slots=True)
+class InvalidReplay:
+    """Replay headers the router must not honour: the message is dead-lettered whole."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayKeys:
+    """HMAC keys of replay signatures: `current` signs and verifies; `previous` (a rotated
+    key) still verifies, so replays in flight during a key rotation are honoured."""
+
+    current: bytes
+    previous: bytes | None = None
+
+    def __repr__(self) -> str:
+        return "ReplayKeys(***)"
+
+
+REPLAY_FIELDS = (
+    "replay-origin-topic",
+    "replay-origin-partition",
+    "replay-origin-offset",
+    "replay-batch-index",
+    "replay-attempt",
+    "replay-first-failed-at",
+)
+REPLAY_SIGNATURE = "replay-signature"
+_REPLAY_PREFIX = "replay-"
+_REPLAY_HEADERS = frozenset((*REPLAY_FIELDS, REPLAY_SIGNATURE))
+
+
+def replay_signature(key: bytes, fields: Sequence[bytes], value: bytes | None) -> bytes:
+    """Hex HMAC-SHA256 of the replay identity and the message value (length-prefixed, so
+    no two different inputs share an encoding)."""
+    mac = hmac.new(key, b"analytics-replay-v1", hashlib.sha256)
+    for f in fields:
+        mac.update(len(f).to_bytes(4, "big") + f)
+    mac.update(b"\x00" if value is None else b"\x01" + len(value).to_bytes(4, "big") + value)
+    return mac.hexdigest().encode("ascii")
+
+
+def replay_headers(dl: DeadLetter, value: bytes | None, keys: ReplayKeys) -> Headers:
+    fields = [
+        dl.origin.topic.encode(),
+        str(dl.origin.partition).encode(),
+        str(dl.origin.offset).encode(),
+        ("" if dl.batch_index is None else str(dl.batch_index)).encode(),
+        str(dl.attempt).encode(),
+        dl.first_failed_at.encode(),
     ]
+    headers = list(zip(REPLAY_FIELDS, fields, strict=True))
+    headers.append((REPLAY_SIGNATURE, replay_signature(keys.current, fields, value)))
+    return headers
 
 
-def read_replay_context(headers: Sequence[tuple[str, bytes | None]] | None) -> ReplayContext | None:
-    """The replay identity of a message, or None for a first-time message.
-
-    Malformed replay headers are treated as a first-time message: the event is
-    still routed or dead-lettered, never lost.
-    """
+def read_replay_context(
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    value: bytes | None,
+    keys: ReplayKeys,
+) -> ReplayContext | InvalidReplay | None:
+    """The verified replay identity of a message, None for a first-time message (no
+    `replay-*` header at all), or why its replay headers can not be honoured."""
     if not headers:
         return None
-    h = header_map(headers)
-    if "replay-origin-topic" not in h:
+    found: dict[str, bytes] = {}
+    for key, raw in headers:
+        if not key.startswith(_REPLAY_PREFIX):
+            continue
+        if key not in _REPLAY_HEADERS:
+            return InvalidReplay(f"unknown replay header {key[:60]!r}")
+        if key in found:
+            return InvalidReplay(f"replay header {key!r} appears more than once")
+        found[key] = b"" if raw is None else raw
+    if not found:
         return None
-    try:
-        return ReplayContext(
-            origin=Origin(
-                h["replay-origin-topic"],
-                int(h["replay-origin-partition"]),
-                int(h["replay-origin-offset"]),
-            ),
-            batch_index=int(h["replay-batch-index"]) if h.get("replay-batch-index") else None,
-            attempt=int(h["replay-attempt"]),
-            first_failed_at=h["replay-first-failed-at"],
+    missing = [k for k in (*REPLAY_FIELDS, REPLAY_SIGNATURE) if k not in found]
+    if missing:
+        return InvalidReplay("replay headers incomplete, missing " + ", ".join(missing))
+    fields = [found[k] for k in REPLAY_FIELDS]
+    signature = found[REPLAY_SIGNATURE]
+    candidates = [keys.current] if keys.previous is None else [keys.current, keys.previous]
+    if not any(
+        hmac.compare_digest(replay_signature(k, fields, value), signature) for k in candidates
+    ):
+        return InvalidReplay(
+            "replay-signature does not match: the headers were not written by the "
+            "reprocessing job with this router's PIPELINE_REPLAY_KEY"
         )
-    except (KeyError, ValueError):
-        return None
+    try:
+        text = {k: found[k].decode("utf-8") for k in REPLAY_FIELDS}
+        first_failed_at = text["replay-first-failed-at"]
+        if len(first_failed_at) > 40 or datetime.fromisoformat(first_failed_at).tzinfo is None:
+            raise ValueError(f"replay-first-failed-at {first_failed_at[:40]!r} is not RFC 3339")
+        return ReplayContext(
+            origin=_origin(text, "replay-origin-"),
+            batch_index=_batch_index(text["replay-batch-index"]),
+            attempt=uint(text["replay-attempt"], MAX_ATTEMPT - 1, "replay-attempt", minimum=1),
+            first_failed_at=first_failed_at,
+        )
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+        return InvalidReplay(f"malformed replay header: {exc}")

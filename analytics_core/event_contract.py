@@ -5,6 +5,18 @@ per-event outcomes. Each outcome is either a `ValidEvent` (the contract holds;
 authentication has not happened yet) or a `ContractViolation` with a reason
 code from `analytics_core.reasons`. Nothing here does I/O or raises for bad
 input: every event gets an explicit fate.
+
+Invariants:
+- `ValidEvent.properties` is the producer's JSON text of the `properties` object, byte for
+  byte (msgspec hands it over as `Raw`, validated but never re-serialised), so big
+  integers, key order, float text and escapes survive to `events_base.event_properties`;
+- a message nests at most `MAX_NESTING_DEPTH` levels of arrays/objects (the batch array
+  and the event object count). It is checked at parse time, on the whole message, and is
+  far below what the decoder (Python's recursion limit, ~1000) and ClickHouse (its input
+  parser copies object text without a depth limit; measured past 1500) accept, so an
+  accepted event can never make a client's INSERT fail;
+- credentials are ASCII: `credential_hash` is 64 lower-case ASCII hex digits, so the
+  constant-time comparison never sees a character it refuses.
 """
 
 from __future__ import annotations
@@ -14,9 +26,11 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
-import orjson
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
 
 from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
@@ -27,12 +41,14 @@ MAX_MESSAGE_BYTES = (
 )
 MAX_BATCH_EVENTS = 500
 MAX_TEXT = 200
+MAX_NESTING_DEPTH = 128  # arrays/objects in one message, the batch array and event included
 MAX_TIMESTAMP_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z, the end of DateTime64's range
 # Namespace for ids derived from Kafka coordinates: replays of the same message
 # always derive the same event id, so re-inserts collapse on event_id.
 _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")  # explicit ASCII classes: no Unicode digits
 DERIVED_ID_NAMESPACE = uuid.UUID("6f0d3c2e-6c1e-4f7a-9a63-3d1f0b0e5a11")
 
 
@@ -52,14 +68,14 @@ class Origin:
 class ValidEvent:
     batch_index: int
     client_id: str
-    credential_hash: str  # hex sha256 of the api key (or the pre-hashed value)
+    credential_hash: str  # 64 lower-case ASCII hex digits: sha256 of the api key, or the hash
     event_id: str
     event_id_derived: bool
     event_name: str
     timestamp_ms: int
     sent_at_ms: int | None
     user_id: str
-    properties: dict[str, Any]  # serialised once, when the row is written
+    properties: bytes  # the producer's JSON text of the properties object, unchanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +88,57 @@ class ContractViolation:
 
 
 EventOutcome = ValidEvent | ContractViolation
+
+
+class EventDoc(msgspec.Struct, gc=False):
+    """The contract's fields of one event object as decoded; anything else is ignored.
+
+    Values keep their JSON types (checked below, with a message naming the field);
+    `UNSET` means the field is absent. `properties` is the raw JSON text of the value.
+    """
+
+    client_id: Any = UNSET
+    api_key: Any = UNSET
+    api_key_hash: Any = UNSET
+    event_id: Any = UNSET
+    event_name: Any = UNSET
+    event_type: Any = UNSET
+    timestamp: Any = UNSET
+    sent_at: Any = UNSET
+    user_id: Any = UNSET
+    anonymous_id: Any = UNSET
+    properties: Raw | UnsetType = UNSET
+
+
+_MESSAGE_DECODER = msgspec.json.Decoder(EventDoc | list[Raw])
+_EVENT_DECODER = msgspec.json.Decoder(EventDoc)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')  # possessive: linear on any input
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # open +1, close -1 (signed)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deeply arrays/objects nest in a JSON text (brackets inside strings ignored)."""
+    text = _JSON_STRING.sub(b"", raw) if b'"' in raw else raw
+    steps = memoryview(text.translate(_BRACKETS, _NOT_BRACKETS)).cast("b")
+    return max(accumulate(steps), default=0)
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Cheap for the usual message: it has fewer brackets than the limit, so it can not
+    nest deeper; only a message with more brackets is measured exactly."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    return nesting_depth(raw) > limit
+
+
+def _too_deep(batch_index: int | None) -> ContractViolation:
+    return ContractViolation(
+        batch_index,
+        Reason.INVALID_JSON,
+        f"arrays/objects nest deeper than {MAX_NESTING_DEPTH} levels (the batch array and "
+        "the event object count)",
+    )
 
 
 def derive_event_id(origin: Origin, batch_index: int) -> str:
@@ -95,40 +162,74 @@ def parse_message(raw: bytes | None, origin: Origin) -> list[EventOutcome]:
                 f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}",
             )
         ]
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+    if not raw.isascii():  # the decoder does not check text it hands over raw (properties)
         try:
             raw.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            return [ContractViolation(None, Reason.INVALID_ENCODING, f"not UTF-8: {uexc}")]
+        except UnicodeDecodeError as exc:
+            return [ContractViolation(None, Reason.INVALID_ENCODING, f"not UTF-8: {exc}")]
+    try:
+        doc = _MESSAGE_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return [_not_object_or_array(raw, exc)]
+    except msgspec.DecodeError as exc:
         return [ContractViolation(None, Reason.INVALID_JSON, f"not JSON: {exc}")]
-    if isinstance(doc, dict):
+    except RecursionError:  # deeper than the decoder's stack allows: far past the limit
+        return [_too_deep(None)]
+    if type(doc) is EventDoc:
+        if nests_deeper_than(raw, MAX_NESTING_DEPTH):
+            return [_too_deep(None)]
         return [parse_event(doc, 0, origin)]
-    if isinstance(doc, list):
-        if not doc:
-            return [ContractViolation(None, Reason.SCHEMA_VIOLATION, "empty batch array")]
-        if len(doc) > MAX_BATCH_EVENTS:
-            return [
-                ContractViolation(
-                    None,
-                    Reason.PAYLOAD_TOO_LARGE,
-                    f"batch has {len(doc)} events; the limit is {MAX_BATCH_EVENTS}",
-                )
-            ]
-        return [parse_event(item, i, origin) for i, item in enumerate(doc)]
-    return [
-        ContractViolation(
-            None,
-            Reason.SCHEMA_VIOLATION,
-            f"message must be a JSON object or array, got {type(doc).__name__}",
-        )
-    ]
+    assert isinstance(doc, list)
+    if not doc:
+        return [ContractViolation(None, Reason.SCHEMA_VIOLATION, "empty batch array")]
+    if len(doc) > MAX_BATCH_EVENTS:
+        return [
+            ContractViolation(
+                None,
+                Reason.PAYLOAD_TOO_LARGE,
+                f"batch has {len(doc)} events; the limit is {MAX_BATCH_EVENTS}",
+            )
+        ]
+    return [_parse_batch_item(item, i, origin) for i, item in enumerate(doc)]
 
 
-def _text(doc: dict[str, Any], key: str, *, required: bool) -> str | None:
-    value = doc.get(key)
-    if value is None:
+def _parse_batch_item(item: Raw, batch_index: int, origin: Origin) -> EventOutcome:
+    text = bytes(item)
+    if nests_deeper_than(text, MAX_NESTING_DEPTH - 1):  # inside the batch array
+        return _too_deep(batch_index)
+    try:
+        doc = _EVENT_DECODER.decode(text)
+    except msgspec.ValidationError as exc:
+        got = _json_type_name(text)
+        detail = f"event must be an object, got {got}" if got != "object" else str(exc)
+        return ContractViolation(batch_index, Reason.SCHEMA_VIOLATION, detail[:500])
+    return parse_event(doc, batch_index, origin)
+
+
+_JSON_TYPES = {ord("{"): "object", ord("["): "array", ord('"'): "string", ord("t"): "boolean"}
+_JSON_TYPES |= {ord("f"): "boolean", ord("n"): "null"}
+
+
+def _json_type_name(text: bytes) -> str:
+    """The JSON type of a value the decoder already read (so valid JSON), by its first byte."""
+    stripped = text.lstrip(b" \t\r\n")
+    return _JSON_TYPES.get(stripped[0], "number") if stripped else "nothing"
+
+
+def _not_object_or_array(raw: bytes, exc: msgspec.ValidationError) -> ContractViolation:
+    # Either the message is a scalar, or a contract field holds a number JSON allows but
+    # no type can (1e999): the decoder's message names the field's path then.
+    got = _json_type_name(raw) if str(exc).startswith("Expected `object | array`") else ""
+    detail = f"message must be a JSON object or array, got {got}" if got else str(exc)
+    return ContractViolation(None, Reason.SCHEMA_VIOLATION, detail[:500])
+
+
+def _field(value: Any) -> Any:
+    return None if value is UNSET else value
+
+
+def _text(value: Any, key: str, *, required: bool) -> str | None:
+    if value is None or value is UNSET:
         if required:
             raise _Violation(f"{key} is required")
         return None
@@ -155,7 +256,10 @@ def _timestamp_ms(value: object, key: str) -> int:
             raise _Violation(f"{key} {value!r} is not an RFC 3339 date-time") from None
         if parsed.tzinfo is None:
             raise _Violation(f"{key} {value!r} has no time zone; add 'Z' or an offset")
-        ms = int(parsed.timestamp() * 1000)
+        try:
+            ms = int(parsed.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            raise _Violation(f"{key} is outside 1970-01-01..2299-12-31") from None
     else:
         raise _Violation(f"{key} must be an RFC 3339 string or epoch milliseconds")
     if not 0 <= ms <= MAX_TIMESTAMP_MS:
@@ -178,48 +282,48 @@ def _hash_key_memo(api_key: str) -> str:
     return h
 
 
-def parse_event(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
+def parse_event(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome:
     """One event's outcome. A fast path accepts the common shape (plain api_key, epoch-ms
     timestamps, canonical UUIDs); anything else, valid or not, takes `_parse_event_checked`,
     which is the authority: the fast path only ever accepts what it would accept."""
-    if type(doc) is dict:
-        get = doc.get
-        cid = get("client_id")
-        eid = get("event_id")
-        key = get("api_key")
-        name = get("event_name")
-        if name is None:
-            name = get("event_type")
-        user = get("user_id")
-        ts = get("timestamp")
-        sent = get("sent_at")
-        props = get("properties")
-        if (
-            type(cid) is str
-            and (cid in _valid_client_ids or _remember_client_id(cid))
-            and (eid is None or (type(eid) is str and _CANONICAL_UUID.fullmatch(eid)))
-            and type(key) is str
-            and 0 < len(key) <= MAX_TEXT
-            and type(name) is str
-            and 0 < len(name) <= MAX_TEXT
-            and type(user) is str
-            and 0 < len(user) <= MAX_TEXT
-            and type(ts) is int
-            and 0 <= ts <= MAX_TIMESTAMP_MS
-            and (sent is None or (type(sent) is int and 0 <= sent <= MAX_TIMESTAMP_MS))
-            and type(props) is dict
-        ):
+    cid = doc.client_id
+    eid = doc.event_id
+    key = doc.api_key
+    name = doc.event_name
+    if name is UNSET or name is None:
+        name = doc.event_type
+    user = doc.user_id
+    ts = doc.timestamp
+    sent = doc.sent_at
+    props = doc.properties
+    if (
+        type(cid) is str
+        and (cid in _valid_client_ids or _remember_client_id(cid))
+        and (eid is UNSET or (type(eid) is str and _CANONICAL_UUID.fullmatch(eid)))
+        and type(key) is str
+        and 0 < len(key) <= MAX_TEXT
+        and type(name) is str
+        and 0 < len(name) <= MAX_TEXT
+        and type(user) is str
+        and 0 < len(user) <= MAX_TEXT
+        and type(ts) is int
+        and 0 <= ts <= MAX_TIMESTAMP_MS
+        and (sent is UNSET or (type(sent) is int and 0 <= sent <= MAX_TIMESTAMP_MS))
+        and type(props) is Raw
+    ):
+        text = bytes(props)
+        if text[:1] == b"{":
             return ValidEvent(
                 batch_index,
                 cid,
                 _hash_key_memo(key),
-                derive_event_id(origin, batch_index) if eid is None else eid.lower(),
-                eid is None,
+                derive_event_id(origin, batch_index) if eid is UNSET else eid.lower(),
+                eid is UNSET,
                 name,
                 ts,
-                sent,
+                None if sent is UNSET else sent,
                 user,
-                props,
+                text,
             )
     return _parse_event_checked(doc, batch_index, origin)
 
@@ -233,62 +337,65 @@ def _remember_client_id(cid: str) -> bool:
     return True
 
 
-def _parse_event_checked(doc: object, batch_index: int, origin: Origin) -> EventOutcome:
-    if not isinstance(doc, dict):
-        return ContractViolation(
-            batch_index,
-            Reason.SCHEMA_VIOLATION,
-            f"event must be an object, got {type(doc).__name__}",
-        )
-    raw_client = doc.get("client_id")
+def _event_id(raw_event_id: Any) -> str | None:
+    if raw_event_id is None or raw_event_id is UNSET:
+        return None
+    if not isinstance(raw_event_id, str) or len(raw_event_id) > 40 or not raw_event_id.isascii():
+        raise _Violation("event_id must be a UUID string")
+    if _CANONICAL_UUID.fullmatch(raw_event_id):
+        return raw_event_id.lower()
+    try:
+        return str(uuid.UUID(raw_event_id))
+    except ValueError:
+        raise _Violation(f"event_id {raw_event_id!r} is not a UUID") from None
+
+
+def _credential_hash(doc: EventDoc) -> str:
+    api_key = _text(doc.api_key, "api_key", required=False)
+    key_hash = _field(doc.api_key_hash)
+    if api_key:
+        return hash_api_key(api_key)
+    if isinstance(key_hash, str) and len(key_hash) == 64:
+        if not _HEX_SHA256.fullmatch(key_hash):
+            raise _Violation("api_key_hash must be 64 hex characters (0-9, a-f)")
+        return key_hash.lower()
+    raise _Violation("a credential is required: api_key, or api_key_hash (hex sha256)")
+
+
+def _parse_event_checked(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome:
+    raw_client = _field(doc.client_id)
     client_problem = client_id_problem(raw_client)
     client_id = raw_client if client_problem is None else None
-    raw_event_id = doc.get("event_id")
     event_id: str | None = None
     try:
         if client_problem is not None:
             raise _Violation(client_problem)
-        if raw_event_id is not None:
-            if not isinstance(raw_event_id, str) or len(raw_event_id) > 40:
-                raise _Violation("event_id must be a UUID string")
-            if _CANONICAL_UUID.fullmatch(raw_event_id):
-                event_id = raw_event_id.lower()
-            else:
-                try:
-                    event_id = str(uuid.UUID(raw_event_id))
-                except ValueError:
-                    raise _Violation(f"event_id {raw_event_id!r} is not a UUID") from None
-        api_key = _text(doc, "api_key", required=False) if "api_key" in doc else None
-        key_hash = doc.get("api_key_hash")
-        if api_key:
-            credential_hash = hash_api_key(api_key)
-        elif isinstance(key_hash, str) and len(key_hash) == 64:
-            credential_hash = key_hash.lower()
-            try:
-                int(credential_hash, 16)
-            except ValueError:
-                raise _Violation("api_key_hash must be 64 hex characters") from None
-        else:
-            raise _Violation("a credential is required: api_key, or api_key_hash (hex sha256)")
-        name = _text(doc, "event_name", required=False) or _text(doc, "event_type", required=False)
+        event_id = _event_id(doc.event_id)
+        credential_hash = _credential_hash(doc)
+        name = _text(doc.event_name, "event_name", required=False) or _text(
+            doc.event_type, "event_type", required=False
+        )
         if not name:
             raise _Violation("event_name (or event_type) is required")
-        user = _text(doc, "user_id", required=False) or _text(doc, "anonymous_id", required=False)
+        user = _text(doc.user_id, "user_id", required=False) or _text(
+            doc.anonymous_id, "anonymous_id", required=False
+        )
         if user is None:
             raise _Violation("user_id (or anonymous_id) is required")
-        if "timestamp" not in doc:
+        if doc.timestamp is UNSET:
             raise _Violation("timestamp is required")
-        ts = _timestamp_ms(doc["timestamp"], "timestamp")
-        sent = doc.get("sent_at")
+        ts = _timestamp_ms(doc.timestamp, "timestamp")
+        sent = _field(doc.sent_at)
         sent_ms = None if sent is None else _timestamp_ms(sent, "sent_at")
-        props = doc.get("properties")
-        if not isinstance(props, dict):
+        props = doc.properties
+        text = bytes(props) if type(props) is Raw else b""
+        if text[:1] != b"{":
             raise _Violation("properties must be a JSON object")
     except _Violation as v:
         return ContractViolation(batch_index, Reason.SCHEMA_VIOLATION, str(v), client_id, event_id)
     return ValidEvent(
         batch_index=batch_index,
-        client_id=raw_client,  # type: ignore[arg-type]  # validated above
+        client_id=raw_client,  # validated above
         credential_hash=credential_hash,
         event_id=event_id or derive_event_id(origin, batch_index),
         event_id_derived=event_id is None,
@@ -296,5 +403,5 @@ def _parse_event_checked(doc: object, batch_index: int, origin: Origin) -> Event
         timestamp_ms=ts,
         sent_at_ms=sent_ms,
         user_id=user,
-        properties=props,
+        properties=text,
     )

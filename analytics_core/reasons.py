@@ -19,6 +19,8 @@ class Reason(StrEnum):
     INVALID_API_KEY = "invalid_api_key"
     CLIENT_INACTIVE = "client_inactive"
     DESTINATION_ERROR = "destination_error"
+    INVALID_REPLAY = "invalid_replay"
+    UNPROCESSABLE = "unprocessable"
 
 
 DESCRIPTIONS: dict[Reason, str] = {
@@ -33,6 +35,14 @@ DESCRIPTIONS: dict[Reason, str] = {
     ),
     Reason.DESTINATION_ERROR: (
         "The client's ClickHouse database refused the rows after all retries."
+    ),
+    Reason.INVALID_REPLAY: (
+        "The message carries replay-* headers the reprocessing job did not sign (forged, "
+        "incomplete or malformed); the whole message is dead-lettered, never routed."
+    ),
+    Reason.UNPROCESSABLE: (
+        "Processing this one message failed in a way that is not an outage (a bug or an "
+        "input nothing else catches); the detail names the error class."
     ),
 }
 

@@ -9,9 +9,14 @@ fields whose `repr` is masked so they never reach a log line.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from analytics_core.dead_letter import ReplayKeys
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,13 +131,77 @@ class ClickHouseSettings:
     ops_database: str = "pipeline_ops"
 
 
+# The local stack's replay key: public, so it is accepted only while every service is on
+# loopback (`Settings.replay_key_problem`); anywhere else PIPELINE_REPLAY_KEY is required.
+DEVELOPMENT_REPLAY_KEY = "local-stack-replay-key-not-a-secret"
+MIN_REPLAY_KEY_CHARS = 32
+_LOOPBACK = re.compile(r"localhost|127(\.[0-9]{1,3}){3}|::1|\[::1\]", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """The HMAC key that signs dead-letter replays (reprocessing job) and verifies them
+    (router); only those two hold it. `previous_key` still verifies during a rotation."""
+
+    key: str = field(default=DEVELOPMENT_REPLAY_KEY, repr=False)
+    previous_key: str = field(default="", repr=False)
+
+    def keys(self) -> ReplayKeys:
+        from analytics_core.dead_letter import ReplayKeys  # the envelope imports settings-free
+
+        return ReplayKeys(self.key.encode(), self.previous_key.encode() or None)
+
+
+def _is_loopback(host: str) -> bool:
+    return bool(_LOOPBACK.fullmatch(host.strip()))
+
+
+def _kafka_hosts(bootstrap: str) -> list[str]:
+    """Host names of a bootstrap list ("host:port,[::1]:port,SSL://host:port")."""
+    hosts = []
+    for server in bootstrap.split(","):
+        server = server.strip().split("://")[-1]
+        with_port = server.count(":") == 1 or "]" in server
+        hosts.append(server.rsplit(":", 1)[0] if with_port else server)
+    return hosts
+
+
 @dataclass(frozen=True)
 class Settings:
     postgres: PostgresSettings = field(default_factory=PostgresSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
     state_dir: Path = REPO_ROOT / ".state"
+
+    def replay_key_problem(self) -> str | None:
+        """Why the replay key can not be used here, or None. Processes that sign or verify
+        replays (router, reprocessing) refuse to start on a problem."""
+        key = self.replay.key
+        if key == DEVELOPMENT_REPLAY_KEY:
+            hosts = [
+                self.postgres.host,
+                self.redis.host,
+                self.clickhouse.host,
+                *_kafka_hosts(self.kafka.bootstrap_servers),
+            ]
+            remote = sorted({h for h in hosts if not _is_loopback(h)})
+            if remote:
+                return (
+                    "PIPELINE_REPLAY_KEY is not set: the built-in development key is only "
+                    f"accepted while every service is on loopback, and {', '.join(remote)} "
+                    f"is not; set PIPELINE_REPLAY_KEY to a secret of {MIN_REPLAY_KEY_CHARS}+ "
+                    "characters shared by the router and the reprocessing job"
+                )
+            return None
+        if len(key) < MIN_REPLAY_KEY_CHARS:
+            return (
+                f"PIPELINE_REPLAY_KEY is {len(key)} characters; use at least "
+                f"{MIN_REPLAY_KEY_CHARS} (e.g. python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')"
+            )
+        return None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -167,6 +236,10 @@ class Settings:
                 password=e.get("CLICKHOUSE_PASSWORD", ""),
                 secure=_env_bool(e, "CLICKHOUSE_SECURE", False),
                 ops_database=_env_str(e, "PIPELINE_OPS_DATABASE", "pipeline_ops"),
+            ),
+            replay=ReplaySettings(
+                key=_env_str(e, "PIPELINE_REPLAY_KEY", DEVELOPMENT_REPLAY_KEY),
+                previous_key=e.get("PIPELINE_REPLAY_KEY_PREVIOUS", ""),
             ),
             state_dir=Path(_env_str(e, "PIPELINE_STATE_DIR", str(REPO_ROOT / ".state"))),
         )

@@ -22,6 +22,7 @@ from analytics_core.ops_schema import CONSUMPTION_TABLE
 from analytics_core.settings import ClickHouseSettings
 from router.accounting import RangeRow
 from router.buffers import Batch
+from router.replay_guard import ReplayIdentity
 from router.rows import INSERT_SETTINGS, encode_batch
 
 # Server codes that mean "the server is busy or going away", not "this database is broken".
@@ -152,6 +153,32 @@ class ClickHouseSink:
             # Rejected: database or table missing, so nothing is stored; the INSERT says why.
             return failed if isinstance(failed, Outage) else set()
         return {(int(p), int(o), int(b)) for p, o, b in result.result_rows}
+
+    def stored_identities(
+        self, database: str, wanted: set[ReplayIdentity]
+    ) -> set[ReplayIdentity] | Outage:
+        """Which of `wanted` events are stored already. The conditions follow the table's
+        sort key (day, name, id), so the primary index keeps the query small."""
+        if not wanted:
+            return set()
+        try:
+            result = self._get().query(
+                f"SELECT toString(event_id), event_name, toDate(event_timestamp)"
+                f" FROM {quote_identifier(database)}.{EVENTS_TABLE}"
+                " WHERE toDate(event_timestamp) IN {days:Array(Date)}"
+                " AND event_name IN {names:Array(String)}"
+                " AND event_id IN {ids:Array(UUID)}",
+                parameters={
+                    "days": sorted({w.day for w in wanted}),
+                    "names": sorted({w.event_name for w in wanted}),
+                    "ids": sorted({w.event_id for w in wanted}),
+                },
+            )
+        except (ClickHouseError, OSError) as exc:
+            failed = self._failed(exc)
+            return failed if isinstance(failed, Outage) else set()
+        found = {ReplayIdentity(str(i), str(n), d) for i, n, d in result.result_rows}
+        return found & wanted
 
     def ping(self) -> bool:
         try:

@@ -21,6 +21,17 @@ from analytics_core.settings import (
 ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_GROUP_ID", "analytics-router", "Kafka consumer group shared by all router processes"),
     ("ROUTER_INSTANCE_ID", "<hostname>-<pid>", "Name written to each row's router_instance"),
+    (
+        "ROUTER_GROUP_INSTANCE_ID",
+        "(none)",
+        "Static group membership: a stable id unique per router; a restart under it takes "
+        "its partitions back at once",
+    ),
+    (
+        "ROUTER_SESSION_TIMEOUT_MS",
+        "6000",
+        "A router silent this long is dead: its partitions go to the others",
+    ),
     ("ROUTER_FLUSH_MAX_ROWS", "1000000", "Flush the biggest clients when this many rows are open"),
     ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or every this often, for the clients ready below"),
     ("ROUTER_CLIENT_MIN_ROWS", "1000", "A client's rows are inserted once it has this many..."),
@@ -51,6 +62,22 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ),
     ("ROUTER_CACHE_TTL_S", "60", "Redis client cache TTL"),
     ("ROUTER_CACHE_NEGATIVE_TTL_S", "10", "Redis TTL of 'unknown client' entries"),
+    ("ROUTER_REDIS_TIMEOUT_MS", "250", "Bound of one Redis call (connect or reply); no retries"),
+    (
+        "ROUTER_BREAKER_FAILURES",
+        "3",
+        "Consecutive Redis/PostgreSQL failures that open the circuit (calls skipped)",
+    ),
+    (
+        "ROUTER_BREAKER_RETRY_S",
+        "5",
+        "An open circuit lets one probe call through after this long",
+    ),
+    (
+        "PIPELINE_REPLAY_KEY",
+        "(development key on loopback)",
+        "Secret that signs dead-letter replays (shared with the reprocessing job)",
+    ),
     ("ROUTER_METRICS_PORT", "9108", "Port of /metrics, /healthz and /readyz (0 disables)"),
     ("ROUTER_SHUTDOWN_TIMEOUT_S", "20", "SIGTERM: flush, commit and exit within this bound"),
     ("ROUTER_RECONCILIATION", "on", "Write per-range accounting to pipeline_ops (on/off)"),
@@ -62,6 +89,8 @@ class RouterSettings:
     common: Settings = field(default_factory=Settings)
     group_id: str = "analytics-router"
     instance_id: str = "router"
+    group_instance_id: str = ""  # empty: dynamic membership
+    session_timeout_ms: int = 6000
     flush_max_rows: int = 1_000_000
     flush_interval_s: float = 1.0
     max_buffered_rows: int = 2_000_000
@@ -76,6 +105,9 @@ class RouterSettings:
     cache_local_ttl_s: float = 2.0
     cache_ttl_s: int = 60
     cache_negative_ttl_s: int = 10
+    redis_timeout_s: float = 0.25
+    breaker_failures: int = 3
+    breaker_retry_s: float = 5.0
     metrics_port: int = 9108
     shutdown_timeout_s: float = 20.0
     reconciliation: bool = True
@@ -88,6 +120,8 @@ class RouterSettings:
             common=Settings.from_env(e),
             group_id=env_str(e, "ROUTER_GROUP_ID", "analytics-router"),
             instance_id=env_str(e, "ROUTER_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
+            group_instance_id=e.get("ROUTER_GROUP_INSTANCE_ID", "").strip(),
+            session_timeout_ms=env_int(e, "ROUTER_SESSION_TIMEOUT_MS", 6000, minimum=1000),
             flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 1_000_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
             max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 2_000_000, minimum=1),
@@ -102,10 +136,16 @@ class RouterSettings:
             cache_local_ttl_s=env_float(e, "ROUTER_CACHE_LOCAL_TTL_S", 2.0),
             cache_ttl_s=env_int(e, "ROUTER_CACHE_TTL_S", 60, minimum=1),
             cache_negative_ttl_s=env_int(e, "ROUTER_CACHE_NEGATIVE_TTL_S", 10, minimum=1),
+            redis_timeout_s=env_int(e, "ROUTER_REDIS_TIMEOUT_MS", 250, minimum=10) / 1000,
+            breaker_failures=env_int(e, "ROUTER_BREAKER_FAILURES", 3, minimum=1),
+            breaker_retry_s=env_float(e, "ROUTER_BREAKER_RETRY_S", 5.0, minimum=0.1),
             metrics_port=0 if metrics_raw == "0" else env_port(e, "ROUTER_METRICS_PORT", 9108),
             shutdown_timeout_s=env_float(e, "ROUTER_SHUTDOWN_TIMEOUT_S", 20.0, minimum=1.0),
             reconciliation=env_bool(e, "ROUTER_RECONCILIATION", True),
         )
+        problem = settings.common.replay_key_problem()
+        if problem is not None:
+            raise SettingsError(problem)
         if settings.max_buffered_rows < settings.flush_max_rows:
             raise SettingsError(
                 f"ROUTER_MAX_BUFFERED_ROWS={settings.max_buffered_rows} is below "

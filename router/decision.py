@@ -5,7 +5,11 @@ Retry for the whole message. Invariants:
 - every event of a message gets exactly one fate, so counts reconcile;
 - the target database comes from the client's registry record, never the event;
 - a registry outage is a Retry of the whole message (never a dead letter), so an
-  outage can not turn good events into dead letters.
+  outage can not turn good events into dead letters;
+- replay headers are honoured only with the reprocessing job's signature; any other
+  `replay-*` header dead-letters the whole message as `invalid_replay`, under this
+  message's own coordinates, so nobody borrows another event's identity and no message
+  is dropped (a signed replay that selects no event is dead-lettered too).
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from analytics_core.clients import (
     LookupResult,
     RegistryUnavailable,
 )
-from analytics_core.dead_letter import DeadLetter, read_replay_context
+from analytics_core.dead_letter import (
+    DeadLetter,
+    InvalidReplay,
+    ReplayKeys,
+    read_replay_context,
+)
 from analytics_core.event_contract import ContractViolation, Origin, ValidEvent, parse_message
 from analytics_core.reasons import Reason
 
@@ -91,12 +100,17 @@ def decide(
     *,
     now_iso: str,
     router_version: str,
+    replay_keys: ReplayKeys,
 ) -> Decision:
     source = Origin(msg.topic, msg.partition, msg.offset)
-    replay = read_replay_context(msg.headers) if msg.headers else None
+    replay = read_replay_context(msg.headers, msg.value, replay_keys) if msg.headers else None
     if replay is None:
         origin, attempt, first_failed_at = source, 1, now_iso
+    elif type(replay) is InvalidReplay:
+        ctx = (source, source, now_iso, 1, router_version)
+        return [_dead(Reason.INVALID_REPLAY, replay.detail, None, None, None, ctx)]
     else:
+        assert not isinstance(replay, InvalidReplay)
         origin, attempt, first_failed_at = replay.origin, replay.attempt + 1, replay.first_failed_at
     ctx = (origin, source, first_failed_at, attempt, router_version)
 
@@ -104,6 +118,9 @@ def decide(
     if replay is not None and replay.batch_index is not None:
         # A replayed batch message re-enters with only its failed event selected.
         outcomes = [o for o in outcomes if o.batch_index in (None, replay.batch_index)]
+        if not outcomes:
+            detail = f"replay-batch-index {replay.batch_index} selects no event of this message"
+            return [_dead(Reason.INVALID_REPLAY, detail, None, None, None, ctx)]
 
     fates: list[Fate] = []
     for outcome in outcomes:
@@ -136,7 +153,10 @@ def decide(
             )
             continue
         record = found.record
-        if not hmac.compare_digest(ev.credential_hash, record.api_key_hash):
+        # Bytes: compare_digest refuses non-ASCII str, and the registry's value is data too.
+        if not hmac.compare_digest(
+            ev.credential_hash.encode(), record.api_key_hash.encode("utf-8", "surrogatepass")
+        ):
             fates.append(
                 _dead(
                     Reason.INVALID_API_KEY,

@@ -41,6 +41,13 @@ class RouterMetrics:
             ["reason"],
             registry=r,
         )
+        self.unprocessable = Counter(
+            "router_unprocessable_messages",
+            "Messages dead-lettered as unprocessable (a failure that is not an outage), by "
+            "error class",
+            ["error"],
+            registry=r,
+        )
         self.retries = Counter(
             "router_retries",
             "Retries by kind (registry, clickhouse_outage, rejected)",

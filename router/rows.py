@@ -13,8 +13,10 @@ Invariants:
   closing bracket; `encode_batch` appends `ingested_at` and `router_instance`, the only
   values not known when the event is routed;
 - DateTime64 values travel as decimal seconds (ms / 1000), read exactly to the ms;
-- `properties` travels as a JSON object and is stored as its compact JSON text in the
-  `event_properties String` column (input_format_json_read_objects_as_strings).
+- `properties` travels as the producer's JSON text of the object (an `orjson.Fragment`:
+  copied, never re-serialised, so no recursion and no change), and ClickHouse stores that
+  text byte for byte in the `event_properties String` column
+  (input_format_json_read_objects_as_strings copies an object's text as it is).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def pending_row(
             ev.event_name,
             ev.timestamp_ms / 1000,
             ev.user_id,
-            ev.properties,  # a JSON object; ClickHouse keeps its text (INSERT_SETTINGS)
+            orjson.Fragment(ev.properties),  # validated JSON object text (INSERT_SETTINGS)
             topic,
             partition,
             offset,

@@ -1,29 +1,30 @@
-"""The router loop: consume -> decide -> buffer per client -> INSERT / dead-letter -> commit.
+"""The router loop: consume -> process -> buffer per client -> INSERT / dead-letter -> commit.
 
-This is the thin I/O shell around `router.decision.decide`. Invariants:
-- offsets are committed only through `OffsetTracker`, i.e. never past an event
-  whose row is not acknowledged by ClickHouse or whose dead letter is not
-  acknowledged by the broker (at-least-once);
-- before rows are inserted, the commit of their partition carries the highest
-  offset that may reach ClickHouse (`hw=` commit metadata). After a crash the
-  next owner reads it and skips rows of that range already in the table, so a
-  re-read never leaves duplicates (effectively once);
-- outages (ClickHouse unreachable, registry unavailable) never produce dead
-  letters: the events wait, consumption pauses above `max_buffered_rows`;
-- one client's broken database only delays that client's batch (retry with
-  backoff, then `destination_error` dead letters); other clients keep flowing.
+This is the thin I/O shell around pure steps: `router.processing` (the fates of one
+message), `router.flush_policy` (when buffers become INSERTs), `router.backpressure`
+(when consumption pauses), `router.rejection_policy` (a refused batch), and
+`router.replay_guard` (rows stored already). Invariants:
+- offsets are committed only through `OffsetTracker`, i.e. never past an event whose row
+  is not acknowledged by ClickHouse or whose dead letter is not acknowledged by the broker
+  (at-least-once); every consumed offset is committed within one flush interval of its
+  fate becoming durable, dead-letter-only messages included;
+- before rows are inserted, the commit of their partition carries the highest offset that
+  may reach ClickHouse (`hw=` commit metadata). After a crash the next owner skips rows of
+  that range already in the table, so a re-read never leaves duplicates (effectively once);
+- outages (ClickHouse unreachable, registry unavailable) never produce dead letters: the
+  events wait, consumption pauses when the rows held reach the memory budget; any other
+  failure of one message dead-letters that message (`unprocessable`) and the loop goes on;
+- one client's broken database only delays that client's batch (retry with backoff, then
+  `destination_error` dead letters); other clients keep flowing.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import (
@@ -32,79 +33,43 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import LookupResult
-from analytics_core.dead_letter import DeadLetter
-from analytics_core.event_contract import Origin
 from analytics_core.ops_schema import ensure_ops_schema
 from analytics_core.reasons import Reason
 from analytics_core.trace.topic_scan import read_messages
 from router import VERSION
 from router.accounting import DEAD_LETTERED, ROUTED, Accounting, FateKey, window_of
+from router.backoff import Backoff
+from router.backpressure import Budget, Change, Held, pause_change
 from router.buffers import Batch, ClientBuffers
 from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
 from router.config import RouterSettings
-from router.decision import RawMessage, Retry, Routed, decide
+from router.dead_letter_producer import DeadLetterProducer
+from router.decision import RawMessage, Retry
+from router.failures import describe
 from router.flush_policy import FlushLimits, seal_due, under_pressure
+from router.kafka_consumer import consumer_config
 from router.metrics import RouterMetrics
 from router.offsets import OffsetTracker
-from router.rows import PendingRow, pending_row
+from router.processing import ProcessingContext, process_message
+from router.rejection_policy import GiveUp, after_rejection, rejected_letters
+from router.replay_guard import CrashReplayGuard
+from router.writer import InFlightWrite, Writer
 
 log = logging.getLogger("router")
 
 CONSUME_BATCH = 2000
 BEHIND_FOR_S = 2.0  # a full poll, or a write this long, means a backlog for this long
 LATENCY_SAMPLE = 8
-HW_PREFIX = "hw="
+LAG_EVERY_S = 5.0
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_hw(metadata: str | None) -> int | None:
-    if metadata and metadata.startswith(HW_PREFIX):
-        try:
-            return int(metadata[len(HW_PREFIX) :])
-        except ValueError:
-            return None
-    return None
-
-
-@dataclass
-class _WriteResult:
-    batch: Batch
-    outcome: Inserted | Outage | Rejected
-    dropped: list[PendingRow]  # rows found already stored (crash replay): ack without insert
-    ingested_ms: int
-
-
-@dataclass
-class _InFlight:
-    """The one write handed to the writer thread, and the rows it holds meanwhile."""
-
-    future: Future[list[_WriteResult]]
-    rows: int
-    nbytes: int
-    started: float
-
-
-@dataclass
-class _Backoff:
-    base: float
-    cap: float
-    current: float = 0.0
-
-    def next_delay(self) -> float:
-        self.current = self.base if self.current == 0 else min(self.current * 2, self.cap)
-        return self.current
-
-    def reset(self) -> None:
-        self.current = 0.0
 
 
 class Router:
@@ -125,76 +90,46 @@ class Router:
             local_ttl_s=rs.cache_local_ttl_s,
             redis_ttl_s=rs.cache_ttl_s,
             negative_ttl_s=rs.cache_negative_ttl_s,
+            redis_timeout_s=rs.redis_timeout_s,
+            breaker_failures=rs.breaker_failures,
+            breaker_retry_s=rs.breaker_retry_s,
         )
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": common.kafka.bootstrap_servers,
-                "group.id": rs.group_id,
-                "client.id": rs.instance_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "roundrobin",
-                "session.timeout.ms": 10000,
-                "heartbeat.interval.ms": 1000,
-                "max.poll.interval.ms": 300000,
-                "fetch.min.bytes": 1,
-                "queued.max.messages.kbytes": 65536,
-            }
+        self.consumer = Consumer(consumer_config(rs))
+        self.tracker = OffsetTracker()
+        self.letters = DeadLetterProducer(
+            common.kafka, rs.instance_id + "-dl", self._letter_delivered, self.metrics
         )
-        self.producer = Producer(
-            {
-                "bootstrap.servers": common.kafka.bootstrap_servers,
-                "client.id": rs.instance_id + "-dl",
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "message.timeout.ms": 300000,
-            }
-        )
-        # One sink (HTTP connection) per concurrent INSERT; a sink serves one thread at a time.
-        self._sinks: queue.SimpleQueue[ClickHouseSink] = queue.SimpleQueue()
-        self._all_sinks = [
-            ClickHouseSink(common.clickhouse, rs.instance_id) for _ in range(rs.insert_concurrency)
-        ]
-        for sink in self._all_sinks:
-            self._sinks.put(sink)
-        self._insert_pool = ThreadPoolExecutor(
-            rs.insert_concurrency, thread_name_prefix="clickhouse-insert"
-        )
+        self.writer = Writer(common.clickhouse, rs.instance_id, self.topic, rs.insert_concurrency)
         # Accounting rows are written on the consumer thread: a client of their own.
         self.accounting = Accounting(self.topic) if rs.reconciliation else None
         self.accounting_sink = (
             ClickHouseSink(common.clickhouse, rs.instance_id) if rs.reconciliation else None
         )
         self.ops_ready = False
-        self.tracker = OffsetTracker()
         self.buffers = ClientBuffers()
         self.limits = FlushLimits.from_settings(rs)
+        self.budget = Budget(rs.max_buffered_rows, rs.max_buffered_bytes)
+        self.guard = CrashReplayGuard()
         # Catching up: a backlog in Kafka (full polls) or paused by back-pressure.
         self.behind_until = 0.0
         self.last_cache_refresh = 0.0
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
-        self.suspect: dict[int, tuple[int, int]] = {}  # partition -> offsets maybe in ClickHouse
-        self.attempted_hw: dict[int, int] = {}
-        self.committed_hw: dict[int, int] = {}
+        self.committed_offsets: dict[int, int] = {}  # partition -> last committed offset
         self.retry_paused: dict[int, float] = {}  # partition -> resume at (registry outage)
-        self.registry_backoff = _Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
-        self.outage_backoff = _Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
+        self.registry_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
+        self.outage_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.outage_until = 0.0
         self.paused_all = False
         self.last_flush_round = time.monotonic()
-        self.failed_letters: list[
-            tuple[bytes | None, bytes | None, list[tuple[str, bytes]], int, int]
-        ] = []
+        self.last_commit_round = time.monotonic()
         self.clickhouse_ok = True
         self.last_lag_check = 0.0
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
-        self._inflight: _InFlight | None = None
+        self._inflight: InFlightWrite | None = None
         # Accounting keeps each buffered message's fate key: one shared tuple per key.
         self._fate_keys: dict[FateKey, FateKey] = {}
+        self._context = ProcessingContext(_now_iso(), VERSION, common.replay.keys())
 
     # ------------------------------------------------------------------ lifecycle
     def ready(self) -> bool:
@@ -209,7 +144,12 @@ class Router:
         gc.set_threshold(200_000, 50, 1000)
         self.directory.start_invalidation_listener()
         self._ensure_ops_schema()
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         self.metrics.up.set(1)
         log.info("router started", extra={"instance": self.rs.instance_id, "topic": self.topic})
         try:
@@ -237,16 +177,13 @@ class Router:
             self._flush(force=True)
             if self.buffers.total_rows():
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        self.producer.flush(max(0.0, deadline - time.monotonic()))
+        self.letters.flush(max(0.0, deadline - time.monotonic()))
         self._commit()
         left = self.buffers.total_rows()
         if left:
             log.warning("exiting with unflushed rows; they will be re-read", extra={"rows": left})
         self.consumer.close()
-        self._writer.shutdown(wait=True)
-        self._insert_pool.shutdown(wait=True)
-        for sink in self._all_sinks:
-            sink.close()
+        self.writer.close()
         if self.accounting_sink is not None:
             self.accounting_sink.close()
         self.directory.close()
@@ -262,8 +199,8 @@ class Router:
             self.behind_until = now + BEHIND_FOR_S
         if msgs:
             self._process(msgs)
-        self.producer.poll(0)
-        self._reproduce_failed_letters()
+        self.letters.poll(0)
+        self.letters.resend_undelivered()
         if self._inflight is not None and self._inflight.future.done():
             self._finish_write()
         now = time.monotonic()
@@ -272,15 +209,18 @@ class Router:
             self.directory.refresh_ahead()
         if self._flush_due(now):
             self._flush()
+        elif now - self.last_commit_round >= self.rs.flush_interval_s:
+            # Offsets whose fates are all dead letters (no row to flush) are committed too.
+            self._commit()
         self._apply_backpressure()
-        if now - self.last_lag_check > 5.0:
+        if now - self.last_lag_check > LAG_EVERY_S:
             self.last_lag_check = now
             self._update_lag()
 
     def _process(self, msgs: list[Message]) -> None:
         # Hot path: names are bound to locals; one client lookup per client per poll
         # (the memo lives for one poll, ~0.1 s, well inside the cache TTLs).
-        now_iso = _now_iso()
+        ctx = self._context = ProcessingContext(_now_iso(), VERSION, self._context.replay_keys)
         received_ms = int(time.time() * 1000)
         skip: set[int] = set()
         m = self.metrics
@@ -301,6 +241,7 @@ class Router:
 
         seen = self.tracker.seen
         add_row = self.buffers.add
+        send_letter = self.letters.send
         now_mono = time.monotonic()
         for msg in msgs:
             err = msg.error()
@@ -323,37 +264,31 @@ class Router:
                 msg.headers(),  # type: ignore[arg-type]  # list of (str, bytes | None)
                 received_ms,
             )
-            decision = decide(raw, lookup, now_iso=now_iso, router_version=VERSION)
-            if type(decision) is Retry:
-                self._retry_later(topic, partition, offset, decision.detail)
+            fates = process_message(raw, lookup, ctx, msg.timestamp()[1])
+            if isinstance(fates, Retry):
+                self._retry_later(topic, partition, offset, fates.detail)
                 memo.clear()
                 skip.add(partition)
                 continue
-            assert type(decision) is list
+            if fates.unprocessable is not None:
+                self._unprocessable(raw, fates.unprocessable)
+            events = fates.events
             consumed_messages += 1
-            consumed_events += len(decision)
-            seen((topic, partition), offset, len(decision))
+            consumed_events += events
+            seen((topic, partition), offset, events)
             keys: list[FateKey] = []
-            for fate in decision:
-                if type(fate) is Routed:
-                    if accounting is not None:
-                        key = (fate.client_id, ROUTED, "", window)
-                        keys.append(fate_keys.setdefault(key, key))  # one tuple per client
-                    sent = fate.event.sent_at_ms
-                    row = pending_row(
-                        fate,
-                        topic,
-                        partition,
-                        offset,
-                        sent if sent is not None else msg.timestamp()[1],
-                        received_ms,
+            for routed in fates.rows:
+                if accounting is not None:
+                    key = (routed.client_id, ROUTED, "", window)
+                    keys.append(fate_keys.setdefault(key, key))  # one tuple per client
+                row = routed.row
+                add_row(routed.database, routed.client_id, row, now_mono, row.memory())
+            for letter in fates.letters:
+                if accounting is not None:
+                    keys.append(
+                        (letter.client_id or "", DEAD_LETTERED, letter.reason.value, window)
                     )
-                    add_row(fate.database, fate.client_id, row, now_mono, row.memory())
-                else:
-                    dl = fate.letter  # type: ignore[union-attr]
-                    if accounting is not None:
-                        keys.append((dl.client_id or "", DEAD_LETTERED, dl.reason.value, window))
-                    self._dead_letter(value, dl, partition, offset)
+                send_letter(value, letter, partition, offset)
             if accounting is not None:
                 accounting.record(partition, offset, keys)
         if consumed_messages:
@@ -361,8 +296,21 @@ class Router:
         m.messages_consumed.inc(consumed_messages)
         m.events_consumed.inc(consumed_events)
 
+    def _unprocessable(self, raw: RawMessage, exc: BaseException) -> None:
+        self.metrics.unprocessable.labels(error=type(exc).__name__).inc()
+        log.error(
+            "message could not be processed; dead-lettered as unprocessable",
+            exc_info=exc,
+            extra={
+                "topic": raw.topic,
+                "partition": raw.partition,
+                "offset": raw.offset,
+                "error": describe(exc),
+            },
+        )
+
     def _retry_later(self, topic: str, partition: int, offset: int, detail: str) -> None:
-        """Registry outage: rewind the partition to this message and pause it with backoff."""
+        """Outage: rewind the partition to this message and pause it with backoff."""
         delay = self.registry_backoff.next_delay()
         log.warning(
             "registry unavailable; pausing partition",
@@ -383,65 +331,8 @@ class Router:
         self.retry_paused[partition] = time.monotonic() + delay
         self.metrics.retries.labels(kind="registry").inc()
 
-    # ------------------------------------------------------------------ dead letters
-    def _dead_letter(
-        self, value: bytes | None, letter: DeadLetter, partition: int, offset: int
-    ) -> None:
-        headers = letter.headers()
-        key = letter.client_id.encode() if letter.client_id else None
-        self.metrics.events_dead_lettered.labels(reason=letter.reason.value).inc()
-        log.info(
-            "dead-lettered",
-            extra={
-                "reason": letter.reason.value,
-                "client_id": letter.client_id,
-                "topic": letter.source.topic,
-                "partition": partition,
-                "offset": offset,
-                "detail": letter.detail[:200],
-            },
-        )
-        self._produce_letter(value, key, headers, partition, offset)
-
-    def _produce_letter(
-        self,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, bytes]],
-        partition: int,
-        offset: int,
-    ) -> None:
-        tpk = (self.topic, partition)
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                self.tracker.ack(tpk, offset)
-            else:
-                log.warning(
-                    "dead letter not delivered; will re-send",
-                    extra={"partition": partition, "offset": offset, "error": str(err)},
-                )
-                self.failed_letters.append((value, key, headers, partition, offset))
-
-        while True:
-            try:
-                self.producer.produce(
-                    self.rs.common.kafka.dead_letter_topic,
-                    value=value,
-                    key=key,
-                    headers=headers,  # type: ignore[arg-type]
-                    on_delivery=delivered,
-                )
-                return
-            except BufferError:
-                self.producer.poll(0.1)
-
-    def _reproduce_failed_letters(self) -> None:
-        if not self.failed_letters:
-            return
-        pending, self.failed_letters = self.failed_letters, []
-        for value, key, headers, partition, offset in pending:
-            self._produce_letter(value, key, headers, partition, offset)
+    def _letter_delivered(self, partition: int, offset: int) -> None:
+        self.tracker.ack((self.topic, partition), offset)
 
     # ------------------------------------------------------------------ flushing
     def _catching_up(self, now: float) -> bool:
@@ -457,7 +348,7 @@ class Router:
         return any(b.next_attempt_at <= now for b in self.buffers.retrying)
 
     def _flush(self, *, force: bool = False) -> None:
-        """Seal the buffers and hand the batches to the writer thread.
+        """Seal the buffers and hand the batches to the writer.
 
         At most one write is in flight; its outcomes are applied on this (the consumer)
         thread by `_finish_write`, so the offset tracker is only touched here.
@@ -485,33 +376,12 @@ class Router:
         if not batches:
             self._commit()
             return
-        self._mark_high_water(batches)
-        ingested_ms = int(time.time() * 1000)
-        self._inflight = _InFlight(
-            self._writer.submit(self._write, batches, ingested_ms),
-            rows=sum(len(b.rows) for b in batches),
-            nbytes=sum(b.nbytes for b in batches),
-            started=time.monotonic(),
-        )
+        stale = self.guard.high_water_to_commit(r for b in batches for r in b.rows)
+        if stale:
+            self._commit(include=stale)
+        self._inflight = self.writer.submit(batches, self.guard.snapshot())
         if force:
             self._finish_write()
-
-    def _write(self, batches: list[Batch], ingested_ms: int) -> list[_WriteResult]:
-        """Writer thread: INSERT the batches, `insert_concurrency` at a time.
-
-        Touches only sinks (no shared bookkeeping); outcomes are applied by `_finish_write`.
-        """
-
-        def one(batch: Batch) -> _WriteResult:
-            sink = self._sinks.get()
-            try:
-                dropped: list[PendingRow] = []
-                outcome = self._insert(sink, batch, ingested_ms, dropped)
-                return _WriteResult(batch, outcome, dropped, ingested_ms)
-            finally:
-                self._sinks.put(sink)
-
-        return list(self._insert_pool.map(one, batches))
 
     def _finish_write(self) -> None:
         assert self._inflight is not None
@@ -540,53 +410,10 @@ class Router:
         else:
             self.outage_backoff.reset()
             self.clickhouse_ok = True
-        self.producer.poll(0)
+        self.letters.poll(0)
         self._commit()
         if self.on_flush is not None:
             self.on_flush()
-
-    def _insert(
-        self, sink: ClickHouseSink, batch: Batch, ingested_ms: int, dropped: list[PendingRow]
-    ) -> Inserted | Outage | Rejected:
-        if self.suspect and batch.attempts == 0:
-            outcome = self._drop_already_inserted(sink, batch, dropped)
-            if outcome is not None:
-                return outcome
-            if not batch.rows:
-                return Inserted(0, 0.0)
-        return sink.insert(batch, ingested_ms)
-
-    def _drop_already_inserted(
-        self, sink: ClickHouseSink, batch: Batch, dropped: list[PendingRow]
-    ) -> Outage | None:
-        """Rows of a crash-replayed range that a previous owner already inserted are dropped."""
-        suspect = dict(self.suspect)
-        ranges: dict[int, tuple[int, int]] = {}
-        for r in batch.rows:
-            span = suspect.get(r.partition)
-            if span is not None and span[0] <= r.offset <= span[1]:
-                lo, hi = ranges.get(r.partition, (r.offset, r.offset))
-                ranges[r.partition] = (min(lo, r.offset), max(hi, r.offset))
-        if not ranges:
-            return None
-        present: set[tuple[int, int, int]] = set()
-        for partition, (lo, hi) in ranges.items():
-            found = sink.existing_rows(batch.database, self.topic, partition, lo, hi)
-            if isinstance(found, Outage):
-                return found
-            present |= found
-        if not present:
-            return None
-        kept: list[PendingRow] = []
-        for r in batch.rows:
-            key = (r.partition, r.offset, r.batch_index)
-            (dropped if key in present else kept).append(r)
-        log.info(
-            "skipped rows already inserted before a restart",
-            extra={"client_id": batch.client_id, "rows": len(dropped)},
-        )
-        batch.rows = kept
-        return None
 
     def _inserted(self, batch: Batch, outcome: Inserted, ingested_ms: int) -> None:
         m = self.metrics
@@ -636,11 +463,12 @@ class Router:
         if batch.first_error is None:
             batch.first_error = outcome.detail
             batch.first_failed_at = time.time()
-        if batch.attempts < self.rs.destination_max_attempts:
-            delay = min(
-                self.rs.retry_backoff_s * 2 ** (batch.attempts - 1), self.rs.retry_backoff_max_s
-            )
-            batch.next_attempt_at = time.monotonic() + delay
+        rs = self.rs
+        verdict = after_rejection(
+            batch.attempts, rs.destination_max_attempts, rs.retry_backoff_s, rs.retry_backoff_max_s
+        )
+        if not isinstance(verdict, GiveUp):
+            batch.next_attempt_at = time.monotonic() + verdict.delay_s
             self.metrics.retries.labels(kind="rejected").inc()
             log.warning(
                 "client database rejected rows; will retry",
@@ -648,7 +476,7 @@ class Router:
                     "client_id": batch.client_id,
                     "database": batch.database,
                     "attempt": batch.attempts,
-                    "retry_in_s": delay,
+                    "retry_in_s": verdict.delay_s,
                     "code": outcome.code,
                     "detail": outcome.detail,
                 },
@@ -657,7 +485,7 @@ class Router:
             return
         originals = self._read_originals(batch)
         if originals is None:
-            batch.next_attempt_at = time.monotonic() + self.rs.retry_backoff_max_s
+            batch.next_attempt_at = time.monotonic() + rs.retry_backoff_max_s
             self.buffers.park_for_retry(batch)
             return
         log.error(
@@ -669,33 +497,20 @@ class Router:
                 "detail": outcome.detail,
             },
         )
-        now_iso = _now_iso()
-        detail = f"database {batch.database}: {outcome.detail}"
-        for r in batch.rows:
+        letters = rejected_letters(
+            batch,
+            originals,
+            topic=self.topic,
+            detail=f"database {batch.database}: {outcome.detail}",
+            now_iso=_now_iso(),
+            router_version=VERSION,
+        )
+        for item in letters:
             if self.accounting is not None:
                 self.accounting.reclassify(
-                    r.partition, r.offset, batch.client_id, Reason.DESTINATION_ERROR.value
+                    item.partition, item.offset, batch.client_id, Reason.DESTINATION_ERROR.value
                 )
-            key = (r.partition, r.offset)
-            if key in originals:
-                value, why = originals[key], detail
-            else:  # gone from Kafka (retention) before its dead letter: keep what we have
-                value = r.line + b"]"
-                why = f"{detail}; original message no longer in Kafka, value is the routed row"
-            event_id, attempt = r.letter_fields()
-            letter = DeadLetter(
-                reason=Reason.DESTINATION_ERROR,
-                detail=why,
-                origin=r.source_origin(self.topic),
-                source=Origin(self.topic, r.partition, r.offset),
-                batch_index=r.batch_index,
-                client_id=batch.client_id,
-                event_id=event_id,
-                first_failed_at=now_iso,
-                attempt=attempt,
-                router_version=VERSION,
-            )
-            self._dead_letter(value, letter, r.partition, r.offset)
+            self.letters.send(item.value, item.letter, item.partition, item.offset)
 
     def _read_originals(self, batch: Batch) -> dict[tuple[int, int], bytes | None] | None:
         """The original messages of a batch's rows, read back from the (uncommitted) topic;
@@ -712,17 +527,11 @@ class Router:
             )
             return None
 
-    def _mark_high_water(self, batches: list[Batch]) -> None:
-        """Commit, before inserting, the highest offset per partition that may reach ClickHouse."""
-        for b in batches:
-            for r in b.rows:
-                if r.offset > self.attempted_hw.get(r.partition, -1):
-                    self.attempted_hw[r.partition] = r.offset
-        stale = {p for p, hw in self.attempted_hw.items() if self.committed_hw.get(p, -1) < hw}
-        if stale:
-            self._commit(include=stale)
-
+    # ------------------------------------------------------------------ commits
     def _commit(self, *, include: set[int] | None = None) -> None:
+        """Commit what is durable; `include`: partitions whose high water must be recorded
+        even if their offset did not move (rows are about to be inserted)."""
+        self.last_commit_round = time.monotonic()
         offsets = self.tracker.committable()
         if include:
             for tp, target in self.tracker.positions().items():
@@ -733,13 +542,14 @@ class Router:
         by_partition = {p: o for (_t, p), o in offsets.items()}
         if self.accounting is not None and not self._write_accounting(by_partition):
             return  # no accounting row, no commit: the range stays open and is retried
+        guard = self.guard
         tps = []
-        for (topic, partition), offset in offsets.items():
-            hw = self.attempted_hw.get(partition)
-            if hw is not None and hw >= offset:
-                tps.append(TopicPartition(topic, partition, offset, metadata=f"{HW_PREFIX}{hw}"))
+        for (topic, p), offset in offsets.items():
+            metadata = guard.commit_metadata(p, offset)
+            if metadata is None:
+                tps.append(TopicPartition(topic, p, offset))
             else:
-                tps.append(TopicPartition(topic, partition, offset))
+                tps.append(TopicPartition(topic, p, offset, metadata=metadata))
         try:
             self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
@@ -750,10 +560,8 @@ class Router:
             self.accounting.committed(by_partition)
         self.metrics.last_commit_ts.set(time.time())
         for done in tps:
-            self.committed_hw[done.partition] = parse_hw(done.metadata) or -1
-            span = self.suspect.get(done.partition)
-            if span is not None and done.offset > span[1]:
-                del self.suspect[done.partition]
+            guard.committed(done.partition, done.offset, done.metadata)
+            self.committed_offsets[done.partition] = done.offset
 
     def _write_accounting(self, commits: dict[int, int]) -> bool:
         assert self.accounting is not None and self.accounting_sink is not None
@@ -775,25 +583,25 @@ class Router:
 
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
-        # Every row the router holds counts: open buffers, the write in flight, retries.
         write = self._inflight
-        total = self.buffers.total_rows() + (write.rows if write else 0)
-        nbytes = self.buffers.total_bytes() + (write.nbytes if write else 0)
-        self.metrics.buffered_rows.set(total)
-        self.metrics.buffered_bytes.set(nbytes)
-        rs = self.rs
-        if not self.paused_all and (
-            total >= rs.max_buffered_rows or nbytes >= rs.max_buffered_bytes
-        ):
+        held = Held(
+            self.buffers.total_rows() + (write.rows if write else 0),
+            self.buffers.total_bytes() + (write.nbytes if write else 0),
+        )
+        self.metrics.buffered_rows.set(held.rows)
+        self.metrics.buffered_bytes.set(held.nbytes)
+        change = pause_change(self.paused_all, held, self.budget)
+        if change is Change.PAUSE:
             self._set_paused(True)
-            log.warning("buffer full; pausing consumption", extra={"rows": total, "bytes": nbytes})
-        elif (
-            self.paused_all
-            and total < rs.max_buffered_rows // 2
-            and nbytes < rs.max_buffered_bytes // 2
-        ):
+            log.warning(
+                "buffer full; pausing consumption", extra={"rows": held.rows, "bytes": held.nbytes}
+            )
+        elif change is Change.RESUME:
             self._set_paused(False)
-            log.info("buffer drained; resuming consumption", extra={"rows": total, "bytes": nbytes})
+            log.info(
+                "buffer drained; resuming consumption",
+                extra={"rows": held.rows, "bytes": held.nbytes},
+            )
 
     def _set_paused(self, paused: bool) -> None:
         tps = [TopicPartition(self.topic, p) for p in self.assigned]
@@ -813,16 +621,18 @@ class Router:
                 self.consumer.resume([TopicPartition(self.topic, p)])
 
     def _update_lag(self) -> None:
+        """Lag from the COMMITTED offset: what a restart would read again."""
         for p in list(self.assigned):
             tp = TopicPartition(self.topic, p)
             try:
                 # cached: the high watermark from the last fetch response, no broker round-trip
-                _lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
-                pos = self.consumer.position([tp])[0].offset
+                lo, hi = self.consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
-            if pos >= 0:
-                self.metrics.consumer_lag.labels(partition=str(p)).set(max(0, hi - pos))
+            if hi < 0:
+                continue
+            committed = self.committed_offsets.get(p, lo)
+            self.metrics.consumer_lag.labels(partition=str(p)).set(max(0, hi - max(committed, lo)))
 
     # ------------------------------------------------------------------ rebalancing
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -832,19 +642,19 @@ class Router:
             log.warning("could not read committed offsets", extra={"error": str(exc)})
             committed = []
         for tp in committed:
-            hw = parse_hw(tp.metadata)
             valid = tp.offset != OFFSET_INVALID and tp.offset >= 0
             if self.accounting is not None:
                 self.accounting.assigned(tp.partition, tp.offset if valid else None)
-            start = tp.offset if valid else 0
-            if hw is not None and hw >= start:
-                self.suspect[tp.partition] = (start, hw)
-                self.attempted_hw[tp.partition] = hw
+            if valid:
+                self.committed_offsets[tp.partition] = tp.offset
+            if self.guard.assigned(tp.partition, tp.offset if valid else None, tp.metadata):
+                span = self.guard.suspect[tp.partition]
                 log.info(
                     "partition resumes after an unclean stop; replayed rows are checked",
-                    extra={"partition": tp.partition, "from": start, "to": hw},
+                    extra={"partition": tp.partition, "from": span.first, "to": span.last},
                 )
         self.assigned |= {tp.partition for tp in partitions}
+        consumer.incremental_assign(partitions)
         if self.paused_all and partitions:
             consumer.pause(partitions)
         log.info("partitions assigned", extra={"partitions": sorted(self.assigned)})
@@ -853,19 +663,32 @@ class Router:
         revoked = {tp.partition for tp in partitions}
         log.info("partitions revoked; flushing", extra={"partitions": sorted(revoked)})
         self._flush(force=True)
-        self.producer.flush(10)
+        self.letters.flush(10)
         self._commit()
-        dropped = self.buffers.drop_partitions(revoked)
+        self._forget(revoked)
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group moved on without us (session timeout): the partitions may already be
+        someone else's, so nothing is committed; their rows are the new owner's to re-read."""
+        lost = {tp.partition for tp in partitions}
+        log.warning(
+            "partitions lost; leaving them to the new owner", extra={"partitions": sorted(lost)}
+        )
+        self._forget(lost)
+        consumer.incremental_unassign(partitions)
+
+    def _forget(self, partitions: set[int]) -> None:
+        dropped = self.buffers.drop_partitions(partitions)
         if dropped:
             log.warning(
                 "rows of revoked partitions left for the new owner", extra={"rows": dropped}
             )
-        for p in revoked:
+        for p in partitions:
             self.tracker.forget((self.topic, p))
             if self.accounting is not None:
                 self.accounting.revoked(p)
-            self.suspect.pop(p, None)
-            self.attempted_hw.pop(p, None)
-            self.committed_hw.pop(p, None)
+            self.guard.revoked(p)
             self.retry_paused.pop(p, None)
-        self.assigned -= revoked
+            self.committed_offsets.pop(p, None)
+        self.assigned -= partitions

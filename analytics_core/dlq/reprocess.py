@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from analytics_core import pg
-from analytics_core.dead_letter import replay_headers
+from analytics_core.dead_letter import ReplayKeys, replay_headers
 from analytics_core.dlq import store
 from analytics_core.dlq.classify import (
     DEFAULT_MAX_ATTEMPTS,
@@ -92,6 +92,7 @@ def _apply(
     tally: Tally,
     origin: Origin,
     run_id: str | None,
+    keys: ReplayKeys,
 ) -> int:
     """Make the verdicts durable: replays acknowledged first, then one PG transaction."""
     fates = store.Fates()
@@ -100,7 +101,7 @@ def _apply(
     for rec, verdict in decided:
         if isinstance(verdict, Replay):
             assert rec.letter is not None
-            resubmitter.send(rec.value, rec.key, replay_headers(rec.letter))
+            resubmitter.send(rec.value, rec.key, replay_headers(rec.letter, rec.value, keys))
             sent += 1
             fates.replayed.append(replayed_row(rec, run_id))
             if rec.deferred_id is not None:
@@ -134,6 +135,7 @@ def retry_deferred(
     tally: Tally,
     now: datetime,
     run_id: str | None,
+    keys: ReplayKeys,
 ) -> int:
     """Re-check the records deferred from dead-letter `topic` (this run's topic only)."""
     after_id, sent = 0, 0
@@ -145,7 +147,7 @@ def retry_deferred(
             return sent
         after_id = max(r.deferred_id or 0 for r in batch)
         decided = decide(batch, conn, options.policy, now)
-        sent += _apply(decided, conn, resubmitter, tally, Origin.DEFERRED, run_id)
+        sent += _apply(decided, conn, resubmitter, tally, Origin.DEFERRED, run_id, keys)
 
 
 def _try_lock(conn: Conn, group_id: str) -> bool:
@@ -164,6 +166,10 @@ def reprocess(
     run_id: str | None = None,
     now: Now = _utcnow,
 ) -> ReprocessReport:
+    problem = settings.replay_key_problem()
+    if problem is not None:
+        raise SettingsError(problem)
+    keys = settings.replay.keys()
     tally = Tally()
     report = ReprocessReport(tally, options.group_id, options.selection)
     conn = pg.connect(settings.postgres)
@@ -177,7 +183,7 @@ def reprocess(
     )
     try:
         report.replays_sent += retry_deferred(
-            conn, settings.kafka.dead_letter_topic, resubmitter, options, tally, now(), run_id
+            conn, settings.kafka.dead_letter_topic, resubmitter, options, tally, now(), run_id, keys
         )
         ranges = reader.open()
         report.backlog_at_start = {r.partition: r.backlog for r in ranges}
@@ -193,7 +199,9 @@ def reprocess(
                     tally.add(Origin.TOPIC, r.reason, Outcome.ALREADY_HANDLED)
             todo = [r for r in chosen if r.coords not in done]
             decided = decide(todo, conn, options.policy, now())
-            report.replays_sent += _apply(decided, conn, resubmitter, tally, Origin.TOPIC, run_id)
+            report.replays_sent += _apply(
+                decided, conn, resubmitter, tally, Origin.TOPIC, run_id, keys
+            )
             if not options.selection.filtered:
                 report.committed.update(reader.commit(chunk))
     finally:
@@ -218,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         settings = Settings.from_env()
+        problem = settings.replay_key_problem()
+        if problem is not None:
+            raise SettingsError(problem)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -637,7 +637,7 @@ def test_a_rejected_row_whose_original_left_kafka_is_dead_lettered_as_its_routed
         def row(offset: int):  # type: ignore[no-untyped-def]
             ev = ValidEvent(
                 0, client_id, "h", f"00000000-0000-4000-8000-{offset:012d}", False, "pv",
-                1795771200000, None, "u", {"url": "/x"},
+                1795771200000, None, "u", b'{"url": "/x"}',
             )  # fmt: skip
             routed = Routed(client_id, "client_gone", ev, Origin(topic, 0, offset), 1)
             return pending_row(routed, topic, 0, offset, 0, 1795771200000)
@@ -647,7 +647,7 @@ def test_a_rejected_row_whose_original_left_kafka_is_dead_lettered_as_its_routed
         batch.attempts = router.rs.destination_max_attempts - 1
         try:
             router._rejected(batch, Rejected(81, "Database client_gone does not exist"))
-            router.producer.flush(30)
+            router.letters.flush(30)
         finally:
             router.consumer.close()
             router.directory.close()

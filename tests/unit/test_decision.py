@@ -14,13 +14,14 @@ from analytics_core.clients import (
     LookupResult,
     RegistryUnavailable,
 )
-from analytics_core.dead_letter import read_dead_letter, replay_headers
+from analytics_core.dead_letter import ReplayKeys, read_dead_letter, replay_headers
 from analytics_core.event_contract import Origin, hash_api_key
 from analytics_core.reasons import Reason
 from router.decision import DeadLettered, RawMessage, Retry, Routed, decide
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "contract"
 ACME = ClientRecord("acme", ClientStatus.ACTIVE, hash_api_key("k-acme"), "client_acme_db")
+KEYS = ReplayKeys(b"unit-test-replay-key-0123456789abcdef")
 
 
 def registry(*records: ClientRecord) -> dict[str, ClientRecord]:
@@ -45,6 +46,7 @@ def run(value: bytes | None, records=None, headers=None):  # type: ignore[no-unt
         lookup_in(records if records is not None else registry(ACME)),
         now_iso="2026-11-27T10:00:00.000Z",
         router_version="test",
+        replay_keys=KEYS,
     )
 
 
@@ -118,6 +120,7 @@ def test_registry_outage_retries_the_whole_message_instead_of_dead_lettering() -
         lambda cid: RegistryUnavailable("down"),
         now_iso="t",
         router_version="test",
+        replay_keys=KEYS,
     )
     assert isinstance(decision, Retry) and "down" in decision.detail
 
@@ -135,7 +138,7 @@ def test_replay_keeps_origin_and_counts_attempts_and_selects_its_event() -> None
     first = run(raw)
     letter = first[1].letter  # type: ignore[index,union-attr]
     # The reprocessing job sends the same bytes back with replay headers.
-    again = run(raw, headers=replay_headers(letter))
+    again = run(raw, headers=replay_headers(letter, raw, KEYS))
     assert isinstance(again, list) and len(again) == 1
     replayed = the_letter(again)
     assert replayed.origin == letter.origin and replayed.attempt == 2
@@ -148,7 +151,7 @@ def test_replay_keeps_origin_and_counts_attempts_and_selects_its_event() -> None
         registry(
             ACME, ClientRecord("ghost", ClientStatus.ACTIVE, hash_api_key("k-acme"), "client_ghost")
         ),
-        headers=replay_headers(ok_letter),
+        headers=replay_headers(ok_letter, event(client_id="ghost"), KEYS),
     )
     assert isinstance(routed, list) and isinstance(routed[0], Routed)
     assert routed[0].origin == ok_letter.origin and routed[0].attempt == 2

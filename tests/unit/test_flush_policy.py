@@ -17,7 +17,7 @@ LIMITS = FlushLimits(
 
 def row(offset: int) -> PendingRow:
     ev = ValidEvent(
-        0, "c", "h", f"00000000-0000-4000-8000-{offset:012d}", False, "pv", 1, None, "u", {}
+        0, "c", "h", f"00000000-0000-4000-8000-{offset:012d}", False, "pv", 1, None, "u", b"{}"
     )
     return pending_row(Routed("c", "db", ev, Origin(T, 0, offset), 1), T, 0, offset, 0, 1)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 from analytics_core.clients import ClientStatus
 from analytics_core.event_contract import Origin, ValidEvent
 from router.accounting import ROUTED, Accounting
@@ -54,7 +56,7 @@ def row(partition: int, offset: int, index: int = 0) -> PendingRow:
         1795771200123,
         None,
         "u",
-        {"url": "/a"},
+        b'{"url": "/a"}',
     )
     routed = Routed("acme", "client_acme", ev, Origin(T, partition, offset), 1)
     return pending_row(routed, T, partition, offset, 0, 1000)
@@ -105,7 +107,7 @@ def test_rows_encode_as_json_compact_each_row_with_ingested_time() -> None:
     values = orjson.loads(lines[0])
     assert values[0] == "00000000-0000-0000-0000-000000000001"
     assert values[2] == 1795771200.123 and values[14] == 1795771200.999
-    assert len(values) == 16 and values[4] == {"url": "/a"}
+    assert len(values) == 16 and values[4] == {"url": "/a"}  # the object text, parsed back
     assert values[12] is None and values[13] == 1.0  # no sent_at; received_at
     assert values[15] == 'r"1'  # the instance name is JSON-escaped
     second = orjson.loads(lines[1])
@@ -118,7 +120,7 @@ def test_a_buffered_row_keeps_what_a_dead_letter_needs_without_the_parsed_event(
     assert r.origin is None and r.source_origin(T) == Origin(T, 2, 7)
     assert r.batch_index == 4 and not hasattr(r, "raw")  # read back from Kafka if needed
     ev = ValidEvent(
-        0, "acme", "h", "00000000-0000-0000-0000-000000000009", False, "pv", 1, None, "u", {}
+        0, "acme", "h", "00000000-0000-0000-0000-000000000009", False, "pv", 1, None, "u", b"{}"
     )
     replayed = Routed("acme", "client_acme", ev, Origin("other", 0, 99), 3)
     rr = pending_row(replayed, T, 1, 5, 0, 1000)
@@ -174,7 +176,7 @@ def test_the_memory_budget_counts_what_buffered_rows_really_hold() -> None:
             1795771200123 + i,
             None,
             f"user-{i}",
-            {"url": f"/p/{i}/" + "x" * 150, "ref": "https://example.com", "n": i},
+            orjson.dumps({"url": f"/p/{i}/" + "x" * 150, "ref": "https://example.com", "n": i}),
         )
         for i in range(20_000)
     ]

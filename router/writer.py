@@ -1,0 +1,143 @@
+"""The writer: INSERTs sealed batches on its own threads while the consumer keeps parsing.
+
+Invariants:
+- at most one write (a list of batches) is in flight; its outcomes are applied on the
+  consumer thread (`Router._finish_write`), so offsets and buffers are only touched there;
+- the writer touches only its sinks (one HTTP connection per concurrent INSERT) and the
+  snapshot of the crash-replay guard it was handed: no shared bookkeeping;
+- before a batch's first attempt, rows the table already holds are dropped and acked
+  without an insert (router.replay_guard): crash replays by Kafka coordinates, dead-letter
+  replays by event identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from analytics_core.settings import ClickHouseSettings
+from router.buffers import Batch
+from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
+from router.replay_guard import (
+    SuspectRange,
+    drop_stored_replays,
+    replay_identities,
+    suspect_spans,
+)
+from router.rows import PendingRow
+
+log = logging.getLogger("router")
+
+
+@dataclass
+class WriteResult:
+    batch: Batch
+    outcome: Inserted | Outage | Rejected
+    ingested_ms: int
+    dropped: list[PendingRow] = field(default_factory=list)  # already stored: ack, no insert
+
+
+@dataclass
+class InFlightWrite:
+    """The one write handed to the writer, and the rows it holds meanwhile."""
+
+    future: Future[list[WriteResult]]
+    rows: int
+    nbytes: int
+    started: float
+
+
+class Writer:
+    def __init__(
+        self, settings: ClickHouseSettings, instance: str, topic: str, concurrency: int
+    ) -> None:
+        self.topic = topic
+        self._sinks: queue.SimpleQueue[ClickHouseSink] = queue.SimpleQueue()
+        self._all_sinks = [ClickHouseSink(settings, instance) for _ in range(concurrency)]
+        for sink in self._all_sinks:
+            self._sinks.put(sink)
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="clickhouse-insert")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
+
+    def submit(self, batches: list[Batch], suspect: dict[int, SuspectRange]) -> InFlightWrite:
+        ingested_ms = int(time.time() * 1000)
+        return InFlightWrite(
+            self._writer.submit(self._write, batches, ingested_ms, suspect),
+            rows=sum(len(b.rows) for b in batches),
+            nbytes=sum(b.nbytes for b in batches),
+            started=time.monotonic(),
+        )
+
+    def _write(
+        self, batches: list[Batch], ingested_ms: int, suspect: dict[int, SuspectRange]
+    ) -> list[WriteResult]:
+        def one(batch: Batch) -> WriteResult:
+            sink = self._sinks.get()
+            try:
+                result = WriteResult(batch, Inserted(0, 0.0), ingested_ms)
+                result.outcome = self._insert(sink, result, suspect)
+                return result
+            finally:
+                self._sinks.put(sink)
+
+        return list(self._pool.map(one, batches))
+
+    def _insert(
+        self, sink: ClickHouseSink, result: WriteResult, suspect: dict[int, SuspectRange]
+    ) -> Inserted | Outage | Rejected:
+        batch = result.batch
+        if batch.attempts == 0:
+            outage = self._drop_stored(sink, result, suspect)
+            if outage is not None:
+                return outage
+            if not batch.rows:
+                return Inserted(0, 0.0)
+        return sink.insert(batch, result.ingested_ms)
+
+    def _drop_stored(
+        self, sink: ClickHouseSink, result: WriteResult, suspect: dict[int, SuspectRange]
+    ) -> Outage | None:
+        batch = result.batch
+        if suspect:
+            spans = suspect_spans(batch.rows, suspect)
+            present: set[tuple[int, int, int]] = set()
+            for partition, span in spans.items():
+                found = sink.existing_rows(
+                    batch.database, self.topic, partition, span.first, span.last
+                )
+                if isinstance(found, Outage):
+                    return found
+                present |= found
+            if present:
+                kept: list[PendingRow] = []
+                for r in batch.rows:
+                    in_table = (r.partition, r.offset, r.batch_index) in present
+                    (result.dropped if in_table else kept).append(r)
+                batch.rows = kept
+                log.info(
+                    "skipped rows already inserted before a restart",
+                    extra={"client_id": batch.client_id, "rows": len(result.dropped)},
+                )
+        identities = replay_identities(batch.rows)
+        if identities:
+            stored = sink.stored_identities(batch.database, set(identities.values()))
+            if isinstance(stored, Outage):
+                return stored
+            kept, dropped = drop_stored_replays(batch.rows, identities, stored)
+            if dropped:
+                batch.rows = kept
+                result.dropped += dropped
+                log.info(
+                    "skipped replayed events already stored",
+                    extra={"client_id": batch.client_id, "rows": len(dropped)},
+                )
+        return None
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
+        for sink in self._all_sinks:
+            sink.close()
