@@ -58,3 +58,38 @@ def test_settings_defaults_and_overrides() -> None:
 def test_bad_settings_fail_with_the_variable_name(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         RouterSettings.from_env(env)
+
+
+def test_replay_key_defaults_to_the_development_key_only_on_loopback() -> None:
+    from analytics_core.settings import DEVELOPMENT_REPLAY_KEY
+
+    local = Settings.from_env({})
+    assert local.replay.key == DEVELOPMENT_REPLAY_KEY and local.replay_key_problem() is None
+    assert "***" in str(describe(local)["replay"])  # never logged
+    for name, value in [
+        ("POSTGRES_HOST", "db.internal"),
+        ("REDIS_HOST", "10.0.0.5"),
+        ("CLICKHOUSE_HOST", "clickhouse"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092,kafka-2:9092"),
+    ]:
+        problem = Settings.from_env({name: value}).replay_key_problem()
+        assert problem is not None and "PIPELINE_REPLAY_KEY" in problem, name
+    remote = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+    short = Settings.from_env({**remote, "PIPELINE_REPLAY_KEY": "short"}).replay_key_problem()
+    assert short is not None and "at least 32" in short
+    good = Settings.from_env({**remote, "PIPELINE_REPLAY_KEY": "k" * 32})
+    assert good.replay_key_problem() is None
+    keys = Settings.from_env(
+        {"PIPELINE_REPLAY_KEY": "k" * 32, "PIPELINE_REPLAY_KEY_PREVIOUS": "p" * 32}
+    ).replay.keys()
+    assert keys.current == b"k" * 32 and keys.previous == b"p" * 32 and "k" not in repr(keys)
+
+
+def test_router_refuses_to_start_without_a_replay_key_off_loopback() -> None:
+
+    with pytest.raises(SettingsError, match="PIPELINE_REPLAY_KEY"):
+        RouterSettings.from_env({"CLICKHOUSE_HOST": "clickhouse.prod"})
+    rs = RouterSettings.from_env(
+        {"CLICKHOUSE_HOST": "clickhouse.prod", "PIPELINE_REPLAY_KEY": "x" * 40}
+    )
+    assert rs.common.replay.keys().current == b"x" * 40

@@ -1,0 +1,72 @@
+"""The router's small policies: rejected batches, back-pressure, backoff, consumer config."""
+
+from __future__ import annotations
+
+from analytics_core.event_contract import Origin, ValidEvent
+from analytics_core.reasons import Reason
+from router.backoff import Backoff, delay_for_attempt
+from router.backpressure import Budget, Change, Held, pause_change
+from router.buffers import Batch, dedup_token
+from router.config import RouterSettings
+from router.decision import Routed
+from router.kafka_consumer import consumer_config
+from router.rejection_policy import GiveUp, RetryBatch, after_rejection, rejected_letters
+from router.rows import pending_row
+
+T = "shared_raw_events"
+
+
+def test_a_rejected_batch_backs_off_then_becomes_dead_letters() -> None:
+    assert after_rejection(1, 3, 0.5, 10.0) == RetryBatch(0.5)
+    assert after_rejection(2, 3, 0.5, 10.0) == RetryBatch(1.0)
+    assert after_rejection(3, 3, 0.5, 10.0) == GiveUp()
+    assert delay_for_attempt(10, 0.5, 10.0) == 10.0
+
+
+def test_rejected_rows_carry_their_original_bytes_or_say_they_could_not() -> None:
+    def row(offset: int):  # type: ignore[no-untyped-def]
+        ev = ValidEvent(
+            1, "c", "h", f"00000000-0000-4000-8000-{offset:012d}", False, "pv", 1, None, "u",
+            b"{}",
+        )  # fmt: skip
+        return pending_row(Routed("c", "db", ev, Origin(T, 0, offset), 3), T, 0, offset, 0, 1)
+
+    rows = [row(4), row(5)]
+    batch = Batch("db", "c", rows, dedup_token("db", rows))
+    letters = rejected_letters(
+        batch, {(0, 4): b"orig"}, topic=T, detail="d", now_iso="now", router_version="v"
+    )
+    kept, gone = letters
+    assert kept.value == b"orig" and kept.letter.detail == "d" and kept.offset == 4
+    assert gone.value == rows[1].line + b"]" and "no longer in Kafka" in gone.letter.detail
+    for item in letters:
+        assert item.letter.reason is Reason.DESTINATION_ERROR and item.letter.attempt == 3
+        assert item.letter.batch_index == 1 and item.letter.client_id == "c"
+
+
+def test_consumption_pauses_at_the_budget_and_resumes_under_half() -> None:
+    budget = Budget(max_rows=100, max_bytes=1000)
+    assert pause_change(False, Held(99, 999), budget) is Change.NONE
+    assert pause_change(False, Held(100, 0), budget) is Change.PAUSE
+    assert pause_change(False, Held(0, 1000), budget) is Change.PAUSE
+    assert pause_change(True, Held(50, 0), budget) is Change.NONE  # not under half yet
+    assert pause_change(True, Held(49, 499), budget) is Change.RESUME
+
+
+def test_backoff_doubles_to_its_cap_and_resets() -> None:
+    b = Backoff(0.5, 2.0)
+    assert [b.next_delay() for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    b.reset()
+    assert b.next_delay() == 0.5
+
+
+def test_consumer_config_takes_partitions_over_fast() -> None:
+    env = {"ROUTER_GROUP_ID": "g", "ROUTER_INSTANCE_ID": "i"}
+    dynamic = consumer_config(RouterSettings.from_env(env))
+    assert dynamic["partition.assignment.strategy"] == "cooperative-sticky"
+    assert dynamic["session.timeout.ms"] == 6000 and "group.instance.id" not in dynamic
+    assert dynamic["enable.auto.commit"] is False
+    static = consumer_config(
+        RouterSettings.from_env({**env, "ROUTER_GROUP_INSTANCE_ID": "router-0"})
+    )
+    assert static["group.instance.id"] == "router-0"
