@@ -375,9 +375,12 @@ def test_sigkill_mid_batch_then_restart_has_no_loss_and_no_duplicates(
     from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
 
     for c in clients:
-        r = reconcile_client(
-            stack, c.client_id, ReconciliationOptions(grace_s=0, lookback_hours=3, groups=(group,))
-        )
+        with open_connections(stack) as connections:
+            r = reconcile_client(
+                connections,
+                c.client_id,
+                ReconciliationOptions(grace_s=0, lookback_hours=3, groups=(group,)),
+            )
         assert isinstance(r, Report) and r.passed, r
 
 
