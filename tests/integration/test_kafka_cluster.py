@@ -31,7 +31,7 @@ from analytics_core.clickhouse import http_client
 from analytics_core.dead_letter import read_dead_letter
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
-from tests.conftest import ClientFixture, event, fresh_group, router_env, unique_id, wait_for
+from tests.conftest import ClientFixture, event, router_env, unique_id, wait_for
 from tests.integration.local_topology import Scratch, scratch_env, scratch_topology
 
 pytestmark = pytest.mark.integration
@@ -246,7 +246,11 @@ def _retriable(call: Callable[[], object]) -> bool:
     return True
 
 
-_LOADING = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE}
+_LOADING = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
 
 
 def _group_coordinator(bootstrap: str, group: str) -> int:
@@ -277,7 +281,9 @@ def test_router_loses_and_duplicates_nothing_when_a_broker_is_sigkilled(
     for c in clients:  # duplicates stay visible: no merge may collapse them before we count
         _ch_rows(stack, f"SYSTEM STOP MERGES `{c.database}`.events_base")
     bootstrap = cluster.bootstrap
-    group = fresh_group(cluster.settings, "router-broker-kill")
+    # The module's own cluster: the raw topic holds only this test's events, so a new group
+    # (auto.offset.reset=earliest) reads exactly them.
+    group = unique_id("router-broker-kill")
     env = router_env(group, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
     log_path = tmp_path / "router.log"
     router = subprocess.Popen(
@@ -346,17 +352,22 @@ def test_router_loses_and_duplicates_nothing_when_a_broker_is_sigkilled(
 
         wait_for(all_landed, 120, what=f"all {sent} events in ClickHouse")
         time.sleep(2)  # a late duplicate would land now
+        # Everything is measured first, so a failure reports every client and the letters.
+        stored: dict[str, list[str]] = {}
         for c in clients:
-            ids = [
-                str(r[0])
-                for r in _ch_rows(stack, f"SELECT event_id FROM `{c.database}`.events_base")
-            ]
-            assert len(ids) == len(set(ids)), (
-                f"{c.client_id}: {len(ids) - len(set(ids))} duplicates"
-            )
-            assert set(ids) == set(producer.delivered[c.client_id]), c.client_id
-            figures[c.client_id] = (len(ids), len(set(ids)))
+            rows = _ch_rows(stack, f"SELECT event_id FROM `{c.database}`.events_base")
+            stored[c.client_id] = [str(r[0]) for r in rows]
+            ids = stored[c.client_id]
+            figures[c.client_id] = {"rows": len(ids), "distinct": len(set(ids))}
         letters = _dead_letters(bootstrap, cluster.settings.kafka.dead_letter_topic)
+        figures["dead_letters"] = len(letters)
+        for c in clients:
+            ids, sent_ids = stored[c.client_id], set(producer.delivered[c.client_id])
+            assert len(ids) == len(set(ids)), f"duplicate rows: {figures}"
+            assert set(ids) == sent_ids, (
+                f"{c.client_id}: {len(sent_ids - set(ids))} lost, "
+                f"{len(set(ids) - sent_ids)} never sent; {figures}"
+            )
         assert letters == [], letters[:5]
         assert router.poll() is None, "the router exited"
     finally:
