@@ -342,3 +342,53 @@ def test_replay_of_one_event_of_a_batch_never_duplicates_its_neighbours(
     [(event_id, attempt, origin_offset)] = rows(stack, pending.database)
     assert str(event_id) == batch[1]["event_id"] and attempt == 2
     assert origin_offset == letter.origin.offset
+
+
+KILLED_AFTER_REPLAYS = """
+import os, signal, sys
+from analytics_core.dlq import reprocess, store
+
+def killed(*_args, **_kwargs):  # the replays are acknowledged; PostgreSQL never hears of them
+    os.kill(os.getpid(), signal.SIGKILL)
+
+store.record_fates = killed
+sys.exit(reprocess.main(["--group-id", sys.argv[1]]))
+"""
+
+
+def test_case10_a_run_killed_after_its_replays_reached_kafka_duplicates_no_row(
+    stack: Settings, topics: Topics, router: Any, make_client: Any, instance: DagsterInstance
+) -> None:
+    """The reprocessing job is SIGKILLed between its replays' acks and its PostgreSQL
+    commit; the re-run replays everything again. The router stores each event once:
+    count() == uniqExact(event_id) in events_base itself, not only in the FINAL view."""
+    import os
+    import subprocess
+    import sys
+
+    client = make_client("t4", active=False)
+    n = 300
+    docs = [event(client, n=i) for i in range(n)]
+    for d in docs[::3]:
+        del d["event_id"]  # a third with ids derived from their origin coordinates
+    topics.send([orjson.dumps(d) for d in docs])
+    wait_for(lambda: topics.end(topics.dead) == n, what="the pending client's dead letters")
+    with open_connections(stack) as connections:
+        assert isinstance(lifecycle.provision(connections, client.client_id), lifecycle.Provisioned)
+    env = dict(os.environ, KAFKA_RAW_TOPIC=topics.raw, KAFKA_DEAD_LETTER_TOPIC=topics.dead)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_REPLAYS, topics.group],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert topics.end(topics.raw) == 2 * n  # the originals and one copy of each replay
+    meta = run_asset(instance, topics)  # nothing was recorded: everything is replayed again
+    assert meta["replayed"] == n and topics.end(topics.raw) == 3 * n
+    wait_for(lambda: len(rows(stack, client.database)) >= n, 60, what="the replayed events")
+    time.sleep(3)  # long enough for any second copy to land (flush interval 200 ms)
+    got = rows(stack, client.database)
+    assert len(got) == len({r[0] for r in got}) == n  # plain count(): no duplicate stored
+    assert {r[1] for r in got} == {2}  # first delivery + one replay, whichever copy won
+    assert run_asset(instance, topics)["records_read"] == 0

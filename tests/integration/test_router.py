@@ -665,3 +665,136 @@ def test_a_rejected_row_whose_original_left_kafka_is_dead_lettered_as_its_routed
     finally:
         for f in admin.delete_topics([topic]).values():
             f.result(30)
+
+
+def test_case5_dead_letter_only_offsets_are_committed_and_a_sigkill_repeats_only_in_flight(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+    kafka: Kafka,
+    tmp_path: Path,
+) -> None:
+    """Messages that only produce dead letters are committed within a flush interval, the
+    lag metric counts from the committed offset, and a SIGKILL re-sends only the letters
+    of messages that were still in flight (measured, not guessed)."""
+    from tests.conftest import free_port
+    from tests.integration.router_support import (
+        committed_offsets,
+        end_offsets,
+        letters_between,
+        metric_values,
+        metrics,
+        router_process,
+    )
+
+    c = make_client("dlo")
+    group = fresh_group(stack, "router-dlo")
+    raw, dead = stack.kafka.raw_topic, stack.kafka.dead_letter_topic
+    port = free_port()
+    env = router_env(group, ROUTER_FLUSH_INTERVAL_MS="500", ROUTER_METRICS_PORT=str(port))
+    since = end_offsets(stack, dead)
+    proc = router_process(env, tmp_path / "router.log")
+    try:
+        wait_for(lambda: metrics(port), 30, what="the router's /metrics")
+        marker = uuid.uuid4().hex
+        kafka.send([orjson.dumps(event(c, api_key="wrong", m=marker)) for _ in range(300)])
+        ends = end_offsets(stack, raw)
+        wait_for(
+            lambda: all(committed_offsets(stack, group, raw)[p] >= o for p, o in ends.items()),
+            20,
+            what="every dead-lettered offset committed (no row was ever inserted)",
+        )
+
+        def lag_is_zero() -> bool:
+            lags = metric_values(metrics(port), "router_consumer_lag")
+            return bool(lags) and all(v == 0 for v in lags.values())
+
+        wait_for(lag_is_zero, 20, what="router_consumer_lag 0 from the committed offsets")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        # Phase 2: kill it while it dead-letters a flood.
+        flood = [orjson.dumps(event(c, api_key="wrong", m=marker)) for _ in range(6000)]
+        proc = router_process(env, tmp_path / "router.log")
+        kafka.send(flood, spread=True)
+        wait_for(
+            lambda: sum(end_offsets(stack, dead).values()) - sum(since.values()) > 300 + 1500,
+            60,
+            every_s=0.05,
+            what="part of the flood dead-lettered",
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        at_kill = committed_offsets(stack, group, raw)
+        before = letters_between(stack, since, end_offsets(stack, dead))
+        total_ends = end_offsets(stack, raw)
+        assert any(at_kill[p] < o for p, o in total_ends.items()), "flood done before the kill"
+        proc = router_process(env, tmp_path / "router.log")
+        wait_for(
+            lambda: all(
+                committed_offsets(stack, group, raw)[p] >= o for p, o in total_ends.items()
+            ),
+            90,
+            what="the rest of the flood after the restart",
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    after = letters_between(stack, since, end_offsets(stack, dead))
+    mine = [(dl.source.partition, dl.source.offset) for dl, v in after if marker.encode() in v]
+    assert len(set(mine)) == 300 + 6000  # every message has its dead letter
+    in_flight = {
+        (dl.source.partition, dl.source.offset)
+        for dl, v in before
+        if marker.encode() in v and dl.source.offset >= at_kill[dl.source.partition]
+    }
+    duplicates = len(mine) - len(set(mine))
+    print(f"SIGKILL during a dead-letter flood: {duplicates} letters repeated, all in flight")
+    assert duplicates == len(in_flight)  # the idle phase repeated none at all
+    assert all(mine.count(k) == 2 for k in in_flight)
+
+
+def test_case6_a_frozen_redis_costs_little_and_opens_the_circuit(
+    stack: Settings,
+    make_client,
+    kafka: Kafka,
+    start_router,
+    private_services,  # type: ignore[no-untyped-def]
+) -> None:
+    """Redis stops answering (SIGSTOP: connections hang, nothing is refused). Each call is
+    bounded (ROUTER_REDIS_TIMEOUT_MS) and never retried by the client, and after a few
+    failures the circuit opens: lookups go to PostgreSQL without touching Redis, one probe
+    per ROUTER_BREAKER_RETRY_S. The number of Redis failures proves the calls were skipped."""
+    from analytics_core.circuit_breaker import State
+
+    private, env = private_services("redis")
+    c = make_client("rfz")
+    r = start_router(
+        REDIS_PORT=env["REDIS_PORT"], ROUTER_CACHE_LOCAL_TTL_S="0.2", ROUTER_BREAKER_RETRY_S="2"
+    )
+    kafka.send_events([event(c) for _ in range(10)])
+    wait_rows(stack, c.database, 10)
+    pid = api.service(private, "redis").pid()
+    assert pid is not None
+    directory = r.router.directory
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        for _ in range(10):  # a steady flow for a few seconds: many lookups, local TTL 0.2 s
+            kafka.send_events([event(c) for _ in range(200)])
+            time.sleep(0.3)
+        wait_rows(stack, c.database, 2010, timeout_s=60)
+        took = time.monotonic() - started
+        assert directory.redis_breaker.times_opened >= 1
+        # 3 failures open it, then at most one failed probe per 2 s (and the refresh's).
+        assert directory.stats.redis_errors <= 3 + 2 * (took / 2 + 1), directory.stats
+        assert directory.stats.pg_reads > 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    kafka.send_events([event(c) for _ in range(10)])
+    wait_rows(stack, c.database, 2020)
+
+    def closed_again() -> bool:
+        kafka.send_events([event(c)])
+        return directory.redis_breaker.state is State.CLOSED
+
+    wait_for(closed_again, 30, every_s=0.5, what="the Redis circuit closed after a probe")
+    assert counts(stack, c.database)[0] == counts(stack, c.database)[1]

@@ -24,7 +24,7 @@ def test_a_rejected_batch_backs_off_then_becomes_dead_letters() -> None:
 
 
 def test_rejected_rows_carry_their_original_bytes_or_say_they_could_not() -> None:
-    def row(offset: int):  # type: ignore[no-untyped-def]
+    def row(offset: int):
         ev = ValidEvent(
             1, "c", "h", f"00000000-0000-4000-8000-{offset:012d}", False, "pv", 1, None, "u",
             b"{}",

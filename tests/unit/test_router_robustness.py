@@ -112,7 +112,7 @@ def test_nesting_depth_ignores_brackets_inside_strings() -> None:
 
 
 def signed(letter: DeadLetter, value: bytes) -> list[tuple[str, bytes | None]]:
-    return list(replay_headers(letter, value, KEYS))  # type: ignore[arg-type]
+    return list(replay_headers(letter, value, KEYS))
 
 
 def a_letter(value: bytes, **over: object) -> DeadLetter:

@@ -1,0 +1,117 @@
+"""Helpers for tests that run the router as a real process and look at Kafka from outside."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from analytics_core.dead_letter import DeadLetter, read_dead_letter
+from analytics_core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def router_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "router"],
+        cwd=REPO,
+        env=env,
+        stdout=open(log_path, "ab"),  # the child owns it
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _consumer(settings: Settings, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    c = _consumer(settings, f"probe-{uuid.uuid4().hex[:8]}")
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()
+
+
+def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition (-1001 when none)."""
+    c = _consumer(settings, group)
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        found = c.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        c.close()
+
+
+def letters_between(
+    settings: Settings, since: dict[int, int], until: dict[int, int]
+) -> list[tuple[DeadLetter, bytes | None]]:
+    """Every dead letter written between two sets of end offsets of the dead-letter topic."""
+    topic = settings.kafka.dead_letter_topic
+    c = _consumer(settings, f"dl-scan-{uuid.uuid4().hex[:8]}")
+    want = {p: o for p, o in until.items() if o > since.get(p, 0)}
+    out: list[tuple[DeadLetter, bytes | None]] = []
+    try:
+        if not want:
+            return out
+        c.assign([TopicPartition(topic, p, since.get(p, 0)) for p in want])
+        left = dict(want)
+        while left:
+            msgs = c.consume(500, timeout=5)
+            if not msgs:
+                raise AssertionError(f"dead-letter topic stopped short of {left}")
+            for m in msgs:
+                if m.error():
+                    continue
+                p, o = m.partition(), m.offset()
+                assert p is not None and o is not None
+                if p in left and o < left[p]:
+                    out.append((read_dead_letter(m.headers()), m.value()))  # type: ignore[arg-type]
+                    if o + 1 >= left[p]:
+                        del left[p]
+    finally:
+        c.close()
+    return out
+
+
+def metrics(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            return str(resp.read().decode())
+    except (urllib.error.URLError, OSError):
+        return ""
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """label text -> value for every sample of `name`."""
+    return {
+        labels: float(value)
+        for labels, value in re.findall(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M)
+    }
+
+
+def assignment(settings: Settings, group: str, client_id: str) -> set[int]:
+    """Partitions the group's member with this client.id owns now."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    [future] = admin.describe_consumer_groups([group]).values()
+    description = future.result(timeout=10)
+    for member in description.members:
+        if member.client_id == client_id and member.assignment is not None:
+            return {tp.partition for tp in member.assignment.topic_partitions}
+    return set()
