@@ -75,6 +75,7 @@ class Capture:
         if isinstance(decoded, BodyProblem):
             return responses.error(decoded.status, decoded.code, decoded.message)
         self.metrics.decoded_bytes.labels(req.route.label).inc(decoded.decoded_bytes)
+        self.metrics.encodings.labels(req.route.label, decoded.encoding).inc()
         doc = decoded.doc
         fmt = segment_format if req.route.fmt == SEGMENT else posthog_format
         msgs = fmt.messages(doc, req.route.kind)

@@ -79,7 +79,11 @@ def event_id(client_id: str, message_id: object, message: dict[str, Any]) -> str
         return str(uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{client_id}/{message_id}"))
     if message_id is not None and message_id != "":
         raise Unmappable("invalid_event", "message id must be a string")
-    digest = hashlib.sha256(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    try:
+        canonical = orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:  # orjson.JSONEncodeError, e.g. nesting past the encoder's limit
+        raise Unmappable("invalid_event", f"message cannot be encoded: {exc}") from None
+    digest = hashlib.sha256(canonical).hexdigest()
     return str(uuid.uuid5(CAPTURE_ID_NAMESPACE, f"{client_id}/sha256:{digest}"))
 
 

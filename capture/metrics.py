@@ -34,6 +34,12 @@ class CaptureMetrics:
         self.decoded_bytes = Counter(
             "capture_decoded_bytes", "Request body bytes after decompression", ["route"], registry=r
         )
+        self.encodings = Counter(
+            "capture_request_encodings",
+            "Request bodies by encoding (identity, gzip, deflate, gzip-js)",
+            ["route", "encoding"],
+            registry=r,
+        )
         self.events_accepted = Counter(
             "capture_events_accepted",
             "Events acknowledged by Kafka and answered 200",

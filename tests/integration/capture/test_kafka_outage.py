@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import KafkaException
 
 from analytics_core.settings import Settings
 from devstack import api
@@ -52,6 +53,13 @@ def private_kafka(
         yield private, env
     finally:
         api.reset(private, ["kafka"])
+
+
+def _try_fresh_group(settings: Settings) -> str | None:
+    try:
+        return fresh_group(settings, "capture-outage")
+    except KafkaException:
+        return None
 
 
 def send_with(sdk_name: str, key: str, url: str, run: str, errors: list[object]) -> None:
@@ -101,7 +109,8 @@ def test_kafka_stopped_while_sdks_send_loses_and_duplicates_nothing(
 ) -> None:
     private, kafka_env = private_kafka
     client: ClientFixture = make_client("kout")
-    group = fresh_group(private, "capture-outage")
+    # A brand-new broker elects its partition leaders a moment after it answers.
+    group = str(wait_for(lambda: _try_fresh_group(private), 60, what="partition leaders"))
     router = RouterThread(router_env(group, **kafka_env)).start()
     cap: CaptureProcess = start_capture(
         CAPTURE_ACK_TIMEOUT_MS="2000", CAPTURE_RETRY_AFTER_S="1", **kafka_env
