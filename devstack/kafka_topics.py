@@ -1,4 +1,10 @@
-"""Create the pipeline's shared Kafka topics if they are missing (safe to call repeatedly)."""
+"""Create the pipeline's shared Kafka topics if they are missing (safe to call repeatedly).
+
+Invariant: when `ensure_topics` returns, every partition of the topics answers a ListOffsets
+request at its leader, so a client started next neither sees an unknown topic nor
+NOT_LEADER_FOR_PARTITION (a broker applies new leaderships a moment after the controller
+reports the topic created).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
 from analytics_core.settings import Settings
@@ -43,8 +49,23 @@ def ensure_topics(
     k = settings.kafka
     wanted = topics if topics is not None else [k.raw_topic, k.dead_letter_topic]
     count = partitions if partitions is not None else k.topic_partitions
-    admin = admin_client(bootstrap_servers or k.bootstrap_servers)
+    bootstrap = bootstrap_servers or k.bootstrap_servers
     deadline = time.monotonic() + timeout
+    created = _create_missing(
+        admin_client(bootstrap), wanted, count, replication_factor, min_insync_replicas, deadline
+    )
+    _wait_until_served(bootstrap, wanted, deadline)
+    return created
+
+
+def _create_missing(
+    admin: AdminClient,
+    wanted: list[str],
+    count: int,
+    replication_factor: int,
+    min_insync_replicas: int,
+    deadline: float,
+) -> list[str]:
     created: list[str] = []
     while True:
         meta = admin.list_topics(timeout=max(1.0, deadline - time.monotonic()))
@@ -111,3 +132,37 @@ def _warn_if_different(topic: TopicMetadata, partitions: int, replication_factor
             replicas,
             replication_factor,
         )
+
+
+def _wait_until_served(bootstrap: str, topics: list[str], deadline: float) -> None:
+    """Wait until every partition of `topics` answers ListOffsets (see the module doc)."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "devstack-readiness",
+        "logger": _quiet,
+    }
+    consumer = Consumer(conf)
+    try:
+        while True:
+            problem = _unserved(consumer, topics)
+            if problem is None:
+                return
+            if time.monotonic() >= deadline:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, problem))
+            time.sleep(0.2)
+    finally:
+        consumer.close()
+
+
+def _unserved(consumer: Consumer, topics: list[str]) -> str | None:
+    """None when every partition's leader serves it, else the first one that does not."""
+    for topic in topics:
+        try:
+            meta = consumer.list_topics(topic, timeout=5).topics[topic]
+            if meta.error is not None:
+                return f"topic {topic}: {meta.error}"
+            for p in meta.partitions:
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+        except KafkaException as exc:
+            return f"topic {topic}: {exc}"
+    return None

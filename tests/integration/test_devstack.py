@@ -463,8 +463,9 @@ def test_up_names_the_server_whose_port_is_taken(
     settings = Settings.from_env(env)
     topo = api.topology(settings, options=options)
     family = server.split("-")[0]
-    second = topo.kafka.nodes[1].broker_port, topo.clickhouse[1].http_port
-    port = second[0] if family == "kafka" else second[1]
+    ports = {n.name: n.broker_port for n in topo.kafka.nodes}
+    ports.update({s.name: s.http_port for s in topo.clickhouse})
+    port = ports[server]
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
