@@ -1,5 +1,5 @@
 """deploy/: Prometheus config and rules (promtool and strict structure), the Grafana
-dashboard, and every metric they name being exported by the router.
+dashboards, and every metric they name being exported by the router or the capture service.
 
 promtool comes with Debian's `prometheus` package, which bin/setup installs: without it the
 promtool test fails (it is never skipped), saying what to install.
@@ -16,11 +16,13 @@ from typing import Any
 
 import yaml
 
+from capture.metrics import CaptureMetrics
 from router.metrics import RouterMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROM = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "router-dashboard.json"
+CAPTURE_DASHBOARD = DEPLOY / "grafana" / "capture-dashboard.json"
 PROMETHEUS_OWN = {"up"}  # written by Prometheus itself for every scrape target
 
 KEYWORDS = {
@@ -30,8 +32,9 @@ KEYWORDS = {
 
 
 def exported_sample_names() -> set[str]:
-    """Sample names the router's registry exposes, from the text exposition's TYPE lines."""
-    text = RouterMetrics().exposition().decode()
+    """Sample names the router's and the capture service's registries expose, from the text
+    exposition's TYPE lines."""
+    text = RouterMetrics().exposition().decode() + CaptureMetrics().exposition().decode()
     names: set[str] = set()
     for line in text.splitlines():
         m = re.match(r"# TYPE (\S+) (\S+)", line)
@@ -70,8 +73,8 @@ def rules() -> list[dict[str, Any]]:
     return [r for g in doc["groups"] for r in g["rules"]]
 
 
-def dashboard_exprs() -> list[str]:
-    doc = json.loads(DASHBOARD.read_text())
+def dashboard_exprs(path: Path = DASHBOARD) -> list[str]:
+    doc = json.loads(path.read_text())
     exprs = []
     for panel in doc["panels"]:
         for target in panel.get("targets", []):
@@ -89,21 +92,24 @@ def test_metric_name_extraction() -> None:
     ) == {"a_bucket", "b_seconds"}
 
 
-def test_every_metric_in_rules_and_dashboard_is_exported_by_the_router() -> None:
+def test_every_metric_in_rules_and_dashboards_is_exported() -> None:
     exported = exported_sample_names()
     assert "router_events_routed_total" in exported
     assert "router_end_to_end_latency_seconds_bucket" in exported
+    assert "capture_events_accepted_total" in exported
+    assert "capture_request_duration_seconds_bucket" in exported
     used: dict[str, set[str]] = {}
     for rule in rules():
         used[f"rule {rule['alert']}"] = metric_names(rule["expr"])
-    for i, expr in enumerate(dashboard_exprs()):
-        used[f"dashboard expr {i}: {expr}"] = metric_names(expr)
+    for path in (DASHBOARD, CAPTURE_DASHBOARD):
+        for i, expr in enumerate(dashboard_exprs(path)):
+            used[f"{path.name} expr {i}: {expr}"] = metric_names(expr)
     unknown = {
         where: names - exported - PROMETHEUS_OWN
         for where, names in used.items()
         if names - exported - PROMETHEUS_OWN
     }
-    assert not unknown, f"metrics not exported by router/metrics.py: {unknown}"
+    assert not unknown, f"metrics exported by neither router nor capture metrics: {unknown}"
     assert all(names for names in used.values()), "an expression names no metric"
 
 
@@ -115,6 +121,12 @@ def test_rules_cover_the_required_alerts_and_are_well_formed() -> None:
         "RouterDeadLettersRising",
         "RouterClickHouseInsertErrors",
         "RouterCommitsStalled",
+        "CaptureDown",
+        "CaptureKafkaUnreachable",
+        "CaptureServerErrors",
+        "CaptureLatencyHigh",
+        "CaptureClientOverQuota",
+        "CaptureQuotaRedisFallback",
     ):
         assert required in by_name
     for rule in by_name.values():
@@ -146,6 +158,30 @@ def test_dashboard_has_the_router_and_per_client_panels() -> None:
         "histogram_quantile(0.99, sum by (le) (rate(router_end_to_end_latency_seconds_bucket",
         "router_insert_seconds_bucket",
         "router_buffered_rows",
+    ):
+        assert needle in joined, needle
+    for panel in doc["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}"
+            assert all(t["refId"] and t["expr"] for t in panel["targets"])
+
+
+def test_capture_dashboard_has_traffic_latency_quota_and_kafka_panels() -> None:
+    doc = json.loads(CAPTURE_DASHBOARD.read_text())
+    assert doc["uid"] == "analytics-capture" and isinstance(doc["schemaVersion"], int)
+    ids = [p["id"] for p in doc["panels"]]
+    assert len(ids) == len(set(ids))
+    joined = "\n".join(dashboard_exprs(CAPTURE_DASHBOARD))
+    for needle in (
+        "sum by (status) (rate(capture_requests_total",
+        "sum by (client_id) (rate(capture_events_accepted_total",
+        "sum by (code) (rate(capture_events_rejected_total",
+        "histogram_quantile(0.99, sum by (le) (rate(capture_request_duration_seconds_bucket",
+        "sum by (client_id) (rate(capture_quota_refusals_total",
+        "sum by (cause) (rate(capture_unavailable_total",
+        "capture_kafka_up",
+        "capture_kafka_queue_messages",
+        "capture_inflight_bytes",
     ):
         assert needle in joined, needle
     for panel in doc["panels"]:
