@@ -43,10 +43,13 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
-def build_server(settings: CaptureSettings, log_level: str) -> MPServer:
+def build_server(
+    settings: CaptureSettings, log_level: str, target: str = "capture.app:create_app"
+) -> MPServer:
+    """`target` is an ASGI app factory (the benchmark serves its baseline the same way)."""
     # granian's process server (what `granian.Granian` is on a GIL build of Python).
     return MPServer(
-        "capture.app:create_app",
+        target,
         factory=True,
         address=settings.host,
         port=settings.port,

@@ -7,7 +7,9 @@ acknowledged every message carrying them; events of a request answered otherwise
 remembered with the fate of their message (capture.retry_memory), so the SDK's retry waits
 for, or counts, the first copy instead of producing a second one.
 
-Runs on a private Kafka (own ports and state dir) so the shared one is never stopped.
+Runs on a private Kafka (own ports and state dir) so the shared one is never stopped. The
+router starts once Kafka is back and the SDKs are done: this test is about the capture
+service, and a router living through the broker restart is the router's own test.
 """
 
 from __future__ import annotations
@@ -110,8 +112,8 @@ def test_kafka_stopped_while_sdks_send_loses_and_duplicates_nothing(
     private, kafka_env = private_kafka
     client: ClientFixture = make_client("kout")
     # A brand-new broker elects its partition leaders a moment after it answers.
+    # A brand-new broker elects its partition leaders a moment after it answers.
     group = str(wait_for(lambda: _try_fresh_group(private), 60, what="partition leaders"))
-    router = RouterThread(router_env(group, **kafka_env)).start()
     cap: CaptureProcess = start_capture(
         CAPTURE_ACK_TIMEOUT_MS="2000", CAPTURE_RETRY_AFTER_S="1", **kafka_env
     )
@@ -121,27 +123,33 @@ def test_kafka_stopped_while_sdks_send_loses_and_duplicates_nothing(
         threading.Thread(target=send_with, args=(name, client.api_key, cap.url, run, errors))
         for name in ("segment", "rudderstack", "posthog")
     ]
+    for t in senders:
+        t.start()
+    wait_for(
+        lambda: cap.metric("capture_events_accepted_total", client_id=client.client_id) >= 10,
+        60,
+        what="events flowing before the outage",
+    )
+    api.stop_service(private, "kafka")
+    wait_for(
+        lambda: cap.metric("capture_unavailable_total", cause="kafka") > 0,
+        30,
+        what="503s while Kafka is down",
+    )
+    time.sleep(3)  # the SDKs keep sending and retrying against 503s
+    api.start_service(private, "kafka")
+    for t in senders:
+        t.join(180)
+        assert not t.is_alive(), "an SDK did not finish sending"
+    assert errors == []  # every SDK got its events acknowledged in the end
+    expected = 3 * EVENTS_PER_SDK
+    assert cap.metric("capture_events_accepted_total", client_id=client.client_id) >= expected
+    assert cap.metric("capture_requests_total", route="segment:batch", status="503") > 0
+    assert cap.alive()
+    router = RouterThread(router_env(group, **kafka_env)).start()
     try:
-        for t in senders:
-            t.start()
-        wait_rows(stack, client.database, 10, timeout_s=60)  # flowing before the outage
-        api.stop_service(private, "kafka")
-        wait_for(
-            lambda: cap.metric("capture_unavailable_total", cause="kafka") > 0,
-            30,
-            what="503s while Kafka is down",
-        )
-        time.sleep(3)  # the SDKs keep sending and retrying against 503s
-        api.start_service(private, "kafka")
-        for t in senders:
-            t.join(180)
-            assert not t.is_alive(), "an SDK did not finish sending"
-        assert errors == []  # every SDK got its events acknowledged in the end
-        expected = 3 * EVENTS_PER_SDK
         wait_rows(stack, client.database, expected, timeout_s=120)
         time.sleep(3)  # a duplicate arriving late would show now
         assert counts(stack, client.database) == (expected, expected)
-        assert cap.metric("capture_requests_total", route="segment:batch", status="503") > 0
-        assert cap.alive()
     finally:
         router.stop(60)

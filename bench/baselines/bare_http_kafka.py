@@ -1,0 +1,78 @@
+"""Baseline: the bare HTTP -> Kafka handler, the ceiling of the capture service.
+
+The same HTTP server (granian, same settings) and the same producer (capture.kafka_sink:
+acks=all, idempotent, answered after the acknowledgement), but nothing else: no body
+decoding, no parsing, no authentication, no quota, no mapping. Each request body becomes one
+Kafka message as is. Run: `python -m bench.baselines.bare_http_kafka` (CAPTURE_PORT,
+KAFKA_RAW_TOPIC as for the capture service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+from capture.config import CaptureSettings
+from capture.kafka_sink import Delivered, KafkaSink
+
+OK = b'{"success":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(OK)).encode())]
+FAILED = [(b"content-type", b"text/plain"), (b"content-length", b"0")]
+
+
+class BareApp:
+    def __init__(self) -> None:
+        self.sink: KafkaSink | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    settings = CaptureSettings.from_env()
+                    self.sink = KafkaSink(settings, asyncio.get_running_loop())
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if self.sink is not None:
+                        self.sink.close(10)
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        parts = []
+        more = True
+        while more:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        assert self.sink is not None
+        outcome = await self.sink.produce(b"".join(parts), b"bare")
+        ok = isinstance(outcome, Delivered)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if ok else 503,
+                "headers": HEADERS if ok else FAILED,
+            }
+        )
+        await send({"type": "http.response.body", "body": OK if ok else b""})
+
+
+def create_app() -> BareApp:
+    return BareApp()
+
+
+def main() -> int:
+    from capture.server import build_server
+
+    settings = CaptureSettings.from_env()
+    build_server(
+        settings,
+        os.environ.get("LOG_LEVEL", "WARNING"),
+        "bench.baselines.bare_http_kafka:create_app",
+    ).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,672 @@
+"""Capture service benchmark: throughput, latency, quotas under a flood, memory under overload.
+
+Driven by load generators not written here: `wrk` (closed loop: the maximum rate) and
+`vegeta` (open loop at a fixed rate: latency at half of the maximum). On the local stack,
+to a topic of its own (`bench_capture_raw`, so no router ever reads these events):
+
+1. HTTP server candidates, each serving the same minimal handler (read the body, parse
+   the JSON, answer): granian, uvicorn (httptools + uvloop), aiohttp (uvloop);
+2. batches of 1 and 50 events, for 1 and 100 clients: the capture service (`python -m
+   capture`) and, side by side, the bare HTTP -> Kafka handler (bench/baselines/
+   bare_http_kafka.py): events/s at the maximum, then p50/p95/p99 of acknowledged
+   requests at half of the capture service's maximum rate;
+3. one client flooding far over its quota while ten others send at a fixed rate: the
+   others' latency and success with and without the flood;
+4. overload (1000 connections of 50-event batches): peak RSS of the service.
+
+Usage: .venv/bin/python -m bench.bench_capture [--duration 10] [--connections 64]
+       [--skip-servers]   (prints its figures; takes about 5 minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from analytics_core import pg, registry
+from analytics_core.event_contract import hash_api_key
+from analytics_core.quotas import set_quota
+from analytics_core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+TOPIC = "bench_capture_raw"
+CLIENTS = 100
+NOISY = "bench-cap-noisy"
+VEGETA_HINT = (
+    "go install github.com/tsenart/vegeta/v12@v12.12.0 (binary in ~/go/bin or "
+    "~/.cache/analytics-pipeline/bin)"
+)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def client_id(i: int) -> str:
+    return f"bench-cap-{i:03d}"
+
+
+def key_of(cid: str) -> str:
+    return f"{cid}-key"
+
+
+def basic(cid: str) -> str:
+    return "Basic " + base64.b64encode(f"{key_of(cid)}:".encode()).decode()
+
+
+# -- events -----------------------------------------------------------------------------
+def event_template(i: int) -> dict[str, Any]:
+    """A ~400-byte Segment track call; @SEQ@ makes each request's events distinct."""
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": f"user-{i % 97}",
+        "timestamp": "2026-11-27T10:00:00.000Z",
+        "properties": {
+            "seq": "@SEQ@",
+            "i": i,
+            "url": "/checkout/complete",
+            "revenue": 42.5,
+            "currency": "EUR",
+            "items": [{"sku": "sku-123", "qty": 2}, {"sku": "sku-456", "qty": 1}],
+        },
+        "context": {
+            "library": {"name": "analytics-python", "version": "2.4.0"},
+            "ip": "203.0.113.9",
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) bench",
+        },
+    }
+
+
+def body_of(batch: int, seq: str | None = None) -> bytes:
+    text = json.dumps({"batch": [event_template(i) for i in range(batch)]})
+    return (text if seq is None else text.replace("@SEQ@", seq)).encode()
+
+
+WRK_LUA = """
+local keys = {%(keys)s}
+local body = [==[%(body)s]==]
+local counter = 0
+local tid = 0
+local threads = {}
+setup = function(thread)
+  tid = tid + 1
+  thread:set("tid", tid)
+  table.insert(threads, thread)
+end
+request = function()
+  counter = counter + 1
+  local seq = tostring(tid) .. "-" .. tostring(counter)
+  local b = string.gsub(body, "@SEQ@", seq)
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["Authorization"] = keys[(counter %% #keys) + 1]
+  return wrk.format("POST", "%(path)s", headers, b)
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "WRK_JSON {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"non2xx\\":%%d,\\"socket_errors\\":%%d,"
+    .. "\\"p50_us\\":%%d,\\"p95_us\\":%%d,\\"p99_us\\":%%d}\\n",
+    summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    non2xx: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    batch: int
+
+    @property
+    def rps(self) -> float:
+        return (self.requests - self.non2xx) / self.seconds
+
+    @property
+    def eps(self) -> float:
+        return self.rps * self.batch
+
+
+def run_wrk(
+    url: str, path: str, batch: int, keys: list[str], *, duration: int, connections: int
+) -> Load:
+    body = body_of(batch).decode()
+    script = WRK_LUA % {
+        "keys": ",".join(json.dumps(k) for k in keys),
+        "body": body,
+        "path": path,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--timeout",
+                "30s",
+                "-s",
+                f.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        )
+    finally:
+        os.unlink(f.name)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary: {out.stdout}\n{out.stderr}")
+    d = json.loads(line[len("WRK_JSON ") :])
+    return Load(
+        d["requests"],
+        d["duration_us"] / 1e6,
+        d["non2xx"],
+        d["socket_errors"],
+        d["p50_us"] / 1000,
+        d["p95_us"] / 1000,
+        d["p99_us"] / 1000,
+        batch,
+    )
+
+
+def vegeta_bin() -> str | None:
+    for candidate in (
+        shutil.which("vegeta"),
+        str(Path.home() / ".cache" / "analytics-pipeline" / "bin" / "vegeta"),
+        str(Path.home() / "go" / "bin" / "vegeta"),
+    ):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def run_vegeta(
+    vegeta: str,
+    url: str,
+    path: str,
+    batch: int,
+    clients: list[str],
+    *,
+    rate: int,
+    duration: int,
+    workdir: Path,
+    tag: str,
+) -> Load:
+    """Open loop at `rate` requests/s; distinct bodies so no two requests repeat events."""
+    targets = []
+    for n in range(min(2000, max(200, rate * 2))):
+        cid = clients[n % len(clients)]
+        body_path = workdir / f"{tag}-{n}.json"
+        body_path.write_bytes(body_of(batch, f"{tag}-{n}"))
+        targets.append(
+            f"POST {url}{path}\nContent-Type: application/json\nAuthorization: {basic(cid)}\n"
+            f"@{body_path}\n"
+        )
+    targets_path = workdir / f"{tag}.targets"
+    targets_path.write_text("\n".join(targets))
+    attack = subprocess.run(
+        [
+            vegeta,
+            "attack",
+            f"-rate={rate}/s",
+            f"-duration={duration}s",
+            "-timeout=30s",
+            "-max-workers=2000",
+            f"-targets={targets_path}",
+        ],
+        capture_output=True,
+        timeout=duration + 120,
+    )
+    report = subprocess.run(
+        [vegeta, "report", "-type=json"], input=attack.stdout, capture_output=True, timeout=120
+    )
+    d = json.loads(report.stdout)
+    lat = d["latencies"]
+    ok = d["status_codes"].get("200", 0)
+    total = d["requests"]
+    return Load(
+        total,
+        d["duration"] / 1e9,
+        total - ok,
+        0,
+        lat["50th"] / 1e6,
+        lat["95th"] / 1e6,
+        lat["99th"] / 1e6,
+        batch,
+    )
+
+
+# -- processes ----------------------------------------------------------------------------
+class Server:
+    def __init__(self, args: list[str], env: dict[str, str], port: int, ready: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115  # lives as long as the server
+            prefix="bench-capture-", suffix=".log", delete=False
+        )
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            cwd=REPO,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{args} exited: {Path(self.log.name).read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + ready, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{args} not ready: {Path(self.log.name).read_text()[-2000:]}")
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "-g", str(self.proc.pid)], capture_output=True, text=True
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    def cpu_seconds(self) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        return total
+
+    def rss_mib(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def service_env(settings: Settings, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CAPTURE_PORT": str(port), "KAFKA_RAW_TOPIC": TOPIC, "LOG_LEVEL": "WARNING"})
+    return env
+
+
+# -- minimal handlers for the server comparison ---------------------------------------------
+MINIMAL_OK = b'{"success":true}'
+
+
+async def minimal_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Read the body, parse the JSON, answer: the part every candidate server must carry."""
+    import orjson
+
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["path"] == "/healthz":
+        body = b"ok"
+    else:
+        parts = []
+        more = True
+        while more:
+            message = await receive()
+            parts.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        orjson.loads(b"".join(parts))
+        body = MINIMAL_OK
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def serve_minimal(server: str, port: int) -> None:
+    if server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            "bench.bench_capture:minimal_asgi",
+            host="127.0.0.1",
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            lifespan="on",
+        )
+    elif server == "granian":
+        from granian.constants import HTTPModes, Interfaces, Loops
+        from granian.server.mp import MPServer
+
+        MPServer(
+            "bench.bench_capture:minimal_asgi",
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.ASGI,
+            workers=1,
+            loop=Loops.uvloop,
+            http=HTTPModes.http1,
+            websockets=False,
+            log_enabled=False,
+        ).serve()
+    else:
+        import orjson
+        import uvloop
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            orjson.loads(await request.read())
+            return web.Response(body=MINIMAL_OK, content_type="application/json")
+
+        async def health(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app = web.Application(client_max_size=16 * 2**20)
+        app.router.add_post("/v1/batch", handle)
+        app.router.add_get("/healthz", health)
+        web.run_app(
+            app,
+            host="127.0.0.1",
+            port=port,
+            access_log=None,
+            print=None,
+            loop=uvloop.new_event_loop(),
+        )
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+def prepare(settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    if TOPIC not in admin.list_topics(timeout=10).topics:
+        for fut in admin.create_topics(
+            [NewTopic(TOPIC, num_partitions=6, replication_factor=1)]
+        ).values():
+            fut.result(30)
+    conn = pg.connect(settings.postgres)
+    try:
+        registry.apply_metadata_schema(conn)
+        for cid in [client_id(i) for i in range(CLIENTS)] + [NOISY]:
+            registry.add_client(conn, cid, hash_api_key(key_of(cid)), name="capture benchmark")
+            registry.set_api_key_hash(conn, cid, hash_api_key(key_of(cid)))
+            if cid == NOISY:
+                set_quota(conn, cid, 1000.0, 2000)
+            else:
+                set_quota(conn, cid, 1e9, 1_000_000_000)
+    finally:
+        conn.close()
+
+
+def fmt_load(label: str, load: Load, extra: str = "") -> str:
+    return (
+        f"{label:<44} {load.eps:>10,.0f} ev/s {load.rps:>8,.0f} req/s  "
+        f"p50 {load.p50_ms:6.1f}  p95 {load.p95_ms:6.1f}  p99 {load.p99_ms:6.1f} ms  "
+        f"non-2xx {load.non2xx}{extra}"
+    )
+
+
+def compare_servers(duration: int, connections: int) -> list[str]:
+    lines = ["", "HTTP server candidates (same minimal handler: read body, parse JSON, answer):"]
+    for server in ("granian", "uvicorn", "aiohttp"):
+        port = free_port()
+        proc = Server(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_capture",
+                "--serve-minimal",
+                server,
+                "--port",
+                str(port),
+            ],
+            dict(os.environ),
+            port,
+            "/healthz",
+        )
+        try:
+            for batch in (1, 50):
+                cpu0 = proc.cpu_seconds()
+                load = run_wrk(
+                    proc.url,
+                    "/v1/batch",
+                    batch,
+                    ["none"],
+                    duration=duration,
+                    connections=connections,
+                )
+                cpu = proc.cpu_seconds() - cpu0
+                per_k = 1000 * cpu / max(1, load.requests)
+                lines.append(
+                    fmt_load(
+                        f"  {server}, batch {batch}", load, f"  server CPU {per_k:.2f} s/1000 req"
+                    )
+                )
+                log(lines[-1])
+        finally:
+            proc.stop()
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bench_capture",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--skip-servers", action="store_true", help="skip the server comparison")
+    parser.add_argument(
+        "--serve-minimal", choices=["granian", "uvicorn", "aiohttp"], help=argparse.SUPPRESS
+    )
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_minimal:
+        serve_minimal(args.serve_minimal, args.port)
+        return 0
+    if shutil.which("wrk") is None:
+        print("bench_capture: wrk not found; run bin/setup (apt-get install wrk)", file=sys.stderr)
+        return 2
+    vegeta = vegeta_bin()
+    if vegeta is None:
+        print(f"bench_capture: vegeta not found; install it: {VEGETA_HINT}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    prepare(settings)
+    d, c = args.duration, args.connections
+    report = [f"capture benchmark, {os.cpu_count()} cores, {d} s per run, wrk -c{c}"]
+    if not args.skip_servers:
+        report += compare_servers(d, c)
+
+    one = [basic(client_id(0))]
+    hundred = [basic(client_id(i)) for i in range(CLIENTS)]
+    maxima: dict[tuple[str, int, int], Load] = {}
+    bare_port, cap_port = free_port(), free_port()
+    bare = Server(
+        [sys.executable, "-m", "bench.baselines.bare_http_kafka"],
+        service_env(settings, bare_port),
+        bare_port,
+        "/",
+    )
+    report += ["", "Maximum rate (wrk, closed loop), acknowledged by Kafka (acks=all):"]
+    try:
+        for batch in (1, 50):
+            load = run_wrk(bare.url, "/v1/batch", batch, one, duration=d, connections=c)
+            maxima[("bare", batch, 1)] = load
+            report.append(fmt_load(f"  bare HTTP->Kafka, batch {batch}", load))
+            log(report[-1])
+    finally:
+        bare.stop()
+    cap = Server(
+        [sys.executable, "-m", "capture"], service_env(settings, cap_port), cap_port, "/readyz"
+    )
+    try:
+        for batch in (1, 50):
+            for n, keys in ((1, one), (CLIENTS, hundred)):
+                load = run_wrk(cap.url, "/v1/batch", batch, keys, duration=d, connections=c)
+                maxima[("capture", batch, n)] = load
+                ratio = load.eps / maxima[("bare", batch, 1)].eps
+                report.append(
+                    fmt_load(
+                        f"  capture, batch {batch}, {n} client(s)", load, f"  = {ratio:.2f} x bare"
+                    )
+                )
+                log(report[-1])
+
+        report += ["", "Latency at half of the capture service's maximum (vegeta, open loop):"]
+        with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+            work = Path(tmp)
+            for batch in (1, 50):
+                for n in (1, CLIENTS):
+                    rate = max(1, int(maxima[("capture", batch, n)].rps / 2))
+                    clients = [client_id(i) for i in range(n)]
+                    load = run_vegeta(
+                        vegeta,
+                        cap.url,
+                        "/v1/batch",
+                        batch,
+                        clients,
+                        rate=rate,
+                        duration=d,
+                        workdir=work,
+                        tag=f"half-{batch}-{n}",
+                    )
+                    report.append(
+                        fmt_load(f"  capture, batch {batch}, {n} client(s), {rate} req/s", load)
+                    )
+                    log(report[-1])
+
+            report += [
+                "",
+                "A client flooding over its quota (1000 ev/s) beside 10 clients at a "
+                "fixed rate (batches of 50):",
+            ]
+            rate = max(10, int(maxima[("capture", 50, CLIENTS)].rps / 4))
+            ten = [client_id(i) for i in range(10)]
+            alone = run_vegeta(
+                vegeta,
+                cap.url,
+                "/v1/batch",
+                50,
+                ten,
+                rate=rate,
+                duration=d,
+                workdir=work,
+                tag="alone",
+            )
+            report.append(fmt_load(f"  10 clients alone, {rate} req/s", alone))
+            log(report[-1])
+            flood: dict[str, Load] = {}
+
+            def flooding() -> None:
+                flood["load"] = run_wrk(
+                    cap.url, "/v1/batch", 50, [basic(NOISY)], duration=d + 2, connections=32
+                )
+
+            flooder = threading.Thread(target=flooding)
+            flooder.start()
+            time.sleep(1)
+            beside = run_vegeta(
+                vegeta,
+                cap.url,
+                "/v1/batch",
+                50,
+                ten,
+                rate=rate,
+                duration=d,
+                workdir=work,
+                tag="beside",
+            )
+            flooder.join()
+            report.append(fmt_load("  10 clients beside the flood", beside))
+            noisy = flood["load"]
+            report.append(
+                f"  the flooding client: {noisy.requests:,} requests, "
+                f"{noisy.requests - noisy.non2xx:,} admitted (200), {noisy.non2xx:,} refused (429)"
+            )
+            log(report[-2])
+            log(report[-1])
+
+        report += ["", "Overload: 1000 connections of 50-event batches:"]
+        idle = cap.rss_mib()
+        peak = [idle]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak.append(cap.rss_mib())
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            over = run_wrk(cap.url, "/v1/batch", 50, hundred, duration=d, connections=1000)
+        finally:
+            stop.set()
+            sampler.join()
+        report.append(fmt_load("  capture under overload", over, f"  socket errors {over.errors}"))
+        report.append(f"  capture RSS: {idle:.0f} MiB idle, {max(peak):.0f} MiB peak")
+        log(report[-1])
+    finally:
+        cap.stop()
+    print("\n".join(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
