@@ -1,0 +1,141 @@
+"""The request flow's delivery rule, with a Kafka sink whose acknowledgements the test
+controls: 200 only once every message is acknowledged; a 503'd request's events are not
+produced again when the SDK retries, whether their first copy is still on its way or was
+acknowledged after the 503; a copy that definitely failed is produced again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+from analytics_core.quotas import Quota
+from capture.auth import Authenticated
+from capture.config import CaptureSettings
+from capture.handler import Capture, Incoming
+from capture.kafka_sink import Delivered, DeliveryOutcome, NotDelivered
+from capture.metrics import CaptureMetrics
+from capture.quota import Admitted
+from capture.retry_memory import RetryMemory
+from capture.routes import CaptureRoute
+
+BODY = json.dumps(
+    {
+        "batch": [
+            {"type": "track", "event": "e", "userId": "u", "messageId": f"m{i}"} for i in range(3)
+        ]
+    }
+).encode()
+REQUEST = Incoming(CaptureRoute("segment", "batch"), {"authorization": "Bearer k"}, {}, BODY)
+
+
+@dataclass
+class ControlledSink:
+    """Records what would go to Kafka; the test decides when and how each message ends."""
+
+    pending: list[asyncio.Future[DeliveryOutcome]] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
+    brokers_down: bool = False
+
+    def produce(self, value: bytes, key: bytes) -> asyncio.Future[DeliveryOutcome]:
+        fut: asyncio.Future[DeliveryOutcome] = asyncio.get_running_loop().create_future()
+        self.pending.append(fut)
+        self.values.append(value)
+        return fut
+
+
+class AlwaysAuthenticated:
+    async def authenticate(self, key: str) -> Authenticated:
+        return Authenticated("acme", "a" * 64)
+
+
+class NoLimit:
+    async def take(self, client_id: str, cost: int) -> Admitted:
+        return Admitted()
+
+
+def capture(sink: ControlledSink) -> Capture:
+    settings = CaptureSettings(ack_timeout_s=0.2, default_quota=Quota(1e9, 10**9))
+    memory = RetryMemory(ttl_s=60, max_events=1000)
+    return Capture(settings, sink, AlwaysAuthenticated(), NoLimit(), memory, CaptureMetrics())  # type: ignore[arg-type]
+
+
+def events_in(value: bytes) -> list[str]:
+    return [e["event_id"] for e in json.loads(value)]
+
+
+def test_acknowledged_request_is_200() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink()
+        cap = capture(sink)
+        task = asyncio.create_task(cap.handle(REQUEST))
+        await asyncio.sleep(0.05)
+        sink.pending[0].set_result(Delivered(0, 1))
+        answer = await task
+        assert answer.status == 200 and json.loads(answer.body)["accepted"] == 3
+        assert len(sink.values) == 1 and len(events_in(sink.values[0])) == 3
+
+    asyncio.run(scenario())
+
+
+def test_a_retry_after_a_503_waits_for_the_first_copy_instead_of_producing_again() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink()
+        cap = capture(sink)
+        first = await cap.handle(REQUEST)  # Kafka does not answer within the ack timeout
+        assert first.status == 503 and ("retry-after", "5") in first.headers
+        retry = asyncio.create_task(cap.handle(REQUEST))
+        await asyncio.sleep(0.05)
+        sink.pending[0].set_result(Delivered(0, 7))  # the first copy lands after the 503
+        assert (await retry).status == 200
+        assert len(sink.values) == 1  # one copy in Kafka
+        again = await cap.handle(REQUEST)  # and a later retry is acknowledged at once
+        assert again.status == 200 and len(sink.values) == 1
+        assert cap.metrics.events_deduplicated._value.get() == 6
+
+    asyncio.run(scenario())
+
+
+def test_a_mixed_retry_produces_only_the_new_events() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink()
+        cap = capture(sink)
+        assert (await cap.handle(REQUEST)).status == 503
+        sink.pending[0].set_result(Delivered(0, 7))
+        doc = json.loads(BODY)
+        doc["batch"].append({"type": "track", "event": "e", "userId": "u", "messageId": "new"})
+        mixed = Incoming(REQUEST.route, REQUEST.headers, {}, json.dumps(doc).encode())
+        task = asyncio.create_task(cap.handle(mixed))
+        await asyncio.sleep(0.05)
+        sink.pending[1].set_result(Delivered(0, 8))
+        assert (await task).status == 200
+        assert len(events_in(sink.values[1])) == 1  # only the new event went to Kafka
+
+    asyncio.run(scenario())
+
+
+def test_a_copy_that_definitely_failed_is_produced_again() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink()
+        cap = capture(sink)
+        task = asyncio.create_task(cap.handle(REQUEST))
+        await asyncio.sleep(0.05)
+        sink.pending[0].set_result(NotDelivered("Local: Message timed out"))
+        assert (await task).status == 503
+        retry = asyncio.create_task(cap.handle(REQUEST))
+        await asyncio.sleep(0.05)
+        assert len(sink.values) == 2  # produced again: the first copy is not in Kafka
+        sink.pending[1].set_result(Delivered(1, 1))
+        assert (await retry).status == 200
+
+    asyncio.run(scenario())
+
+
+def test_kafka_known_down_is_503_without_producing() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink(brokers_down=True)
+        answer = await capture(sink).handle(REQUEST)
+        assert answer.status == 503 and json.loads(answer.body)["code"] == "kafka_unavailable"
+        assert sink.values == []
+
+    asyncio.run(scenario())
