@@ -78,14 +78,15 @@ def basic(cid: str) -> str:
 
 # -- events -----------------------------------------------------------------------------
 def event_template(i: int) -> dict[str, Any]:
-    """A ~400-byte Segment track call; @SEQ@ makes each request's events distinct."""
+    """A ~450-byte Segment track call with a message id, as SDKs send; @SEQ@ makes each
+    request's events distinct."""
     return {
         "type": "track",
+        "messageId": f"ajs-@SEQ@-{i}",
         "event": "Order Completed",
         "userId": f"user-{i % 97}",
         "timestamp": "2026-11-27T10:00:00.000Z",
         "properties": {
-            "seq": "@SEQ@",
             "i": i,
             "url": "/checkout/complete",
             "revenue": 42.5,

@@ -8,19 +8,27 @@ message is acknowledged by Kafka as a whole (one event never spans two messages)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from analytics_core.event_contract import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
-from capture.mapping import MappedEvent
+
+
+class Encoded(Protocol):
+    @property
+    def encoded(self) -> bytes: ...
+
+
+E = TypeVar("E", bound=Encoded)
 
 
 def chunk(
-    events: Sequence[MappedEvent],
+    events: Sequence[E],
     *,
     max_events: int = MAX_BATCH_EVENTS,
     max_bytes: int = MAX_MESSAGE_BYTES,
-) -> list[list[MappedEvent]]:
-    chunks: list[list[MappedEvent]] = []
-    current: list[MappedEvent] = []
+) -> list[list[E]]:
+    chunks: list[list[E]] = []
+    current: list[E] = []
     size = 2  # the enclosing brackets
     for ev in events:
         extra = len(ev.encoded) + (1 if current else 0)
@@ -34,5 +42,5 @@ def chunk(
     return chunks
 
 
-def message_value(events: Sequence[MappedEvent]) -> bytes:
+def message_value(events: Sequence[Encoded]) -> bytes:
     return b"[" + b",".join(ev.encoded for ev in events) + b"]"

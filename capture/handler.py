@@ -27,7 +27,14 @@ from capture.chunks import chunk, message_value
 from capture.config import CaptureSettings
 from capture.credentials import header_key
 from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink, QueueFull
-from capture.mapping import EventRejected, MapContext, MappedEvent, Unmappable, time_ms
+from capture.mapping import (
+    EventRejected,
+    MapContext,
+    MappedEvent,
+    Unmappable,
+    contract_check,
+    time_ms,
+)
 from capture.metrics import CaptureMetrics
 from capture.quota import OverQuota, RateLimiter
 from capture.responses import Response
@@ -65,6 +72,18 @@ class Capture:
     async def handle(self, req: Incoming) -> Response:
         started = time.monotonic()
         received_ms = int(time.time() * 1000)
+        # A key in the headers is checked before the body is read: a refused client (bad
+        # key, inactive, or still inside its 429's Retry-After) costs no parsing.
+        header = header_key(req.headers.get("authorization", ""))
+        who: Authenticated | None = None
+        if header:
+            checked = await self._authenticate(header)
+            if isinstance(checked, Response):
+                return checked
+            who = checked
+            early = self.limiter.still_refused(who.client_id)
+            if early is not None:
+                return self._over_quota(who.client_id, early)
         decoded = decode_body(
             req.body,
             content_type=req.headers.get("content-type", ""),
@@ -81,28 +100,22 @@ class Capture:
         msgs = fmt.messages(doc, req.route.kind)
         if isinstance(msgs, str):
             return responses.error(400, "invalid_request", msgs)
-
-        key = header_key(req.headers.get("authorization", "")) or fmt.body_key(doc, msgs)
-        if isinstance(key, Unmappable):
-            return responses.error(400, key.code, key.message)
-        if not key:
-            self.metrics.auth_failures.labels("missing_write_key").inc()
-            return responses.error(
-                401, "missing_write_key", "no write key: send it as HTTP Basic user or in the body"
-            )
-        outcome = await self.auth.authenticate(key)
-        if isinstance(outcome, AuthUnavailable):
-            self.metrics.unavailable.labels("registry").inc()
-            return responses.error(
-                503,
-                "registry_unavailable",
-                "client registry unavailable; retry later",
-                retry_after_s=self.s.retry_after_s,
-            )
-        if not isinstance(outcome, Authenticated):
-            self.metrics.auth_failures.labels(outcome.code).inc()
-            return responses.error(outcome.status, outcome.code, outcome.message)
-        client_id = outcome.client_id
+        if who is None:
+            key = fmt.body_key(doc, msgs)
+            if isinstance(key, Unmappable):
+                return responses.error(400, key.code, key.message)
+            if not key:
+                self.metrics.auth_failures.labels("missing_write_key").inc()
+                return responses.error(
+                    401,
+                    "missing_write_key",
+                    "no write key: send it as HTTP Basic user or in the body",
+                )
+            checked = await self._authenticate(key)
+            if isinstance(checked, Response):
+                return checked
+            who = checked
+        client_id = who.client_id
 
         if req.route.fmt == SEGMENT:
             raw_sent = segment_format.batch_sent_at(doc)
@@ -112,7 +125,7 @@ class Capture:
             sent_ms = time_ms(raw_sent, "sentAt")
         except Unmappable:
             sent_ms = None  # a bad batch send time is not worth an event: it is dropped
-        ctx = MapContext(client_id, outcome.key_hash, received_ms, sent_ms, self.s.max_event_bytes)
+        ctx = MapContext(client_id, who.key_hash, received_ms, sent_ms, self.s.max_event_bytes)
         accepted: list[MappedEvent] = []
         rejected: list[EventRejected] = []
         for i, m in enumerate(msgs):
@@ -121,6 +134,9 @@ class Capture:
                 accepted.append(mapped)
             else:
                 rejected.append(mapped)
+        accepted, refused = contract_check(accepted)
+        if refused:
+            rejected = sorted(rejected + refused, key=lambda r: r.index)
         for r in rejected:
             self.metrics.events_rejected.labels(r.code).inc()
         if not accepted:
@@ -134,19 +150,36 @@ class Capture:
                 return self._unavailable("kafka", "Kafka is unavailable; retry later")
             verdict = await self.limiter.take(client_id, len(to_produce))
             if isinstance(verdict, OverQuota):
-                self.metrics.quota_refusals.labels(client_id).inc()
-                self.metrics.quota_refused_events.labels(client_id).inc(len(to_produce))
-                return responses.error(
-                    429,
-                    "rate_limited",
-                    f"client {client_id!r} is over its quota; retry after {verdict.retry_after_s}s",
-                    retry_after_s=verdict.retry_after_s,
-                )
+                return self._over_quota(client_id, verdict.retry_after_s)
         delivered = await self._deliver(client_id, to_produce, earlier, started)
         if delivered is not None:
             return delivered
         self.metrics.events_accepted.labels(client_id).inc(len(accepted))
         return responses.ok(len(accepted), rejected)
+
+    async def _authenticate(self, key: str) -> Authenticated | Response:
+        outcome = await self.auth.authenticate(key)
+        if isinstance(outcome, AuthUnavailable):
+            self.metrics.unavailable.labels("registry").inc()
+            return responses.error(
+                503,
+                "registry_unavailable",
+                "client registry unavailable; retry later",
+                retry_after_s=self.s.retry_after_s,
+            )
+        if not isinstance(outcome, Authenticated):
+            self.metrics.auth_failures.labels(outcome.code).inc()
+            return responses.error(outcome.status, outcome.code, outcome.message)
+        return outcome
+
+    def _over_quota(self, client_id: str, retry_after_s: int) -> Response:
+        self.metrics.quota_refusals.labels(client_id).inc()
+        return responses.error(
+            429,
+            "rate_limited",
+            f"client {client_id!r} is over its quota; retry after {retry_after_s}s",
+            retry_after_s=retry_after_s,
+        )
 
     def _split_retried(
         self, accepted: list[MappedEvent]

@@ -1,9 +1,10 @@
 """What every wire format shares when it maps a message to event contract v1 (pure).
 
 A mapped event is a contract v1 document whose `client_id` and credential come from the
-authenticated write key, never from the body. `finish` validates its bytes with the
-contract's own parser (`analytics_core.event_contract.parse_message`), so an event the
-capture service accepts is one the router will route.
+authenticated write key, never from the body. `contract_check` validates the bytes the
+router will read, a Kafka message at a time, with the contract's own parser
+(`analytics_core.event_contract.parse_message`), so an event the capture service accepts
+is one the router will route.
 
 Event ids: an SDK message id that is a UUID is kept (lower-cased); any other message id
 becomes `uuid5(CAPTURE_ID_NAMESPACE, "<client_id>/<message id>")`; a message without an id
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 from analytics_core.event_contract import ContractViolation, Origin, parse_message
+from capture.chunks import chunk, message_value
 
 CAPTURE_ID_NAMESPACE = uuid.UUID("2b7c8f0e-3d7a-4a8e-9f61-5c1e0d9b7a42")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -137,7 +139,7 @@ def finish(
     sent_at_ms: int | None,
     properties: dict[str, Any],
 ) -> EventOutcome:
-    """Build the contract v1 document and check it with the contract's own parser."""
+    """Build the contract v1 document (`contract_check` then checks it with the contract)."""
     doc: dict[str, Any] = {
         "client_id": ctx.client_id,
         "api_key_hash": ctx.key_hash,
@@ -163,8 +165,24 @@ def finish(
             "event_too_large",
             f"event is {len(encoded)} bytes once mapped; the limit is {ctx.max_event_bytes}",
         )
-    # Checked as the router will read it: inside a batch array (which counts for nesting).
-    verdict = parse_message(b"[" + encoded + b"]", _NO_ORIGIN)[0]
-    if isinstance(verdict, ContractViolation):
-        return EventRejected(index, "invalid_event", verdict.detail)
     return MappedEvent(index, eid, encoded)
+
+
+def contract_check(
+    events: list[MappedEvent],
+) -> tuple[list[MappedEvent], list[EventRejected]]:
+    """Split mapped events into those the contract accepts and those it refuses, checking
+    them as the router will read them: in the Kafka messages `chunk` makes (the batch array
+    counts for nesting), one parse per message."""
+    accepted: list[MappedEvent] = []
+    refused: list[EventRejected] = []
+    for part in chunk(events):
+        verdicts = parse_message(message_value(part), _NO_ORIGIN)
+        if len(verdicts) != len(part):  # a whole-message verdict: judge each event alone
+            verdicts = [parse_message(message_value([ev]), _NO_ORIGIN)[0] for ev in part]
+        for ev, verdict in zip(part, verdicts, strict=True):
+            if isinstance(verdict, ContractViolation):
+                refused.append(EventRejected(ev.index, "invalid_event", verdict.detail))
+            else:
+                accepted.append(ev)
+    return accepted, refused

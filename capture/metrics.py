@@ -63,12 +63,6 @@ class CaptureMetrics:
             ["client_id"],
             registry=r,
         )
-        self.quota_refused_events = Counter(
-            "capture_quota_refused_events",
-            "Events in requests answered 429",
-            ["client_id"],
-            registry=r,
-        )
         self.auth_failures = Counter(
             "capture_auth_failures", "Requests refused by authentication", ["code"], registry=r
         )

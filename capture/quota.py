@@ -172,6 +172,9 @@ class RateLimiter:
         self._redis_retry_after_s = redis_retry_after_s
         self._redis_down_until = 0.0
         self._local: dict[str, TokenBucket] = {}
+        # client -> monotonic time until which its last 429 holds (Retry-After): requests
+        # inside it are refused without asking Redis (the bucket can only have less).
+        self._refused_until: dict[str, float] = {}
         self.redis_errors = 0
 
     @property
@@ -185,7 +188,26 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._book.load, client_id)
 
+    def still_refused(self, client_id: str) -> int | None:
+        """Seconds left of the client's last 429 in this process, or None."""
+        until = self._refused_until.get(client_id)
+        if until is None:
+            return None
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._refused_until[client_id]
+            return None
+        return max(1, math.ceil(left))
+
     async def take(self, client_id: str, cost: int) -> QuotaOutcome:
+        outcome = await self._take(client_id, cost)
+        if isinstance(outcome, OverQuota):
+            if len(self._refused_until) > 100_000:
+                self._refused_until.clear()
+            self._refused_until[client_id] = time.monotonic() + outcome.retry_after_s
+        return outcome
+
+    async def _take(self, client_id: str, cost: int) -> QuotaOutcome:
         quota = await self.quota(client_id)
         now = time.monotonic()
         if now >= self._redis_down_until:

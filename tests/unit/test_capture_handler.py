@@ -53,6 +53,9 @@ class NoLimit:
     async def take(self, client_id: str, cost: int) -> Admitted:
         return Admitted()
 
+    def still_refused(self, client_id: str) -> int | None:
+        return None
+
 
 def capture(sink: ControlledSink) -> Capture:
     settings = CaptureSettings(ack_timeout_s=0.2, default_quota=Quota(1e9, 10**9))
@@ -136,6 +139,24 @@ def test_kafka_known_down_is_503_without_producing() -> None:
         sink = ControlledSink(brokers_down=True)
         answer = await capture(sink).handle(REQUEST)
         assert answer.status == 503 and json.loads(answer.body)["code"] == "kafka_unavailable"
+        assert sink.values == []
+
+    asyncio.run(scenario())
+
+
+class StillRefused(NoLimit):
+    def still_refused(self, client_id: str) -> int | None:
+        return 3
+
+
+def test_a_client_inside_its_retry_after_is_refused_before_its_body_is_read() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink()
+        cap = capture(sink)
+        cap.limiter = StillRefused()  # type: ignore[assignment]
+        garbage = Incoming(REQUEST.route, REQUEST.headers, {}, b"not even json")
+        answer = await cap.handle(garbage)
+        assert answer.status == 429 and ("retry-after", "3") in answer.headers
         assert sink.values == []
 
     asyncio.run(scenario())

@@ -15,9 +15,11 @@ from analytics_core.event_contract import Origin, ValidEvent, hash_api_key, pars
 from capture import posthog_format, segment_format
 from capture.mapping import (
     CAPTURE_ID_NAMESPACE,
+    EventOutcome,
     EventRejected,
     MapContext,
     MappedEvent,
+    contract_check,
     event_id,
 )
 
@@ -171,17 +173,39 @@ def test_forged_client_id_and_keys_in_the_body_never_reach_the_event() -> None:
     assert out["properties"]["$client_id"] == "victim"  # kept as data, never as routing
 
 
+def checked(outcome: EventOutcome) -> EventOutcome:
+    """The outcome once the contract has seen it (what the handler does per message)."""
+    if isinstance(outcome, EventRejected):
+        return outcome
+    ok, refused = contract_check([outcome])
+    return ok[0] if ok else refused[0]
+
+
 def test_contract_limits_reject_the_event_with_the_contracts_reason() -> None:
     long_user = {"type": "track", "event": "e", "userId": "u" * 201}
-    out = segment_format.map_message(long_user, 3, CTX)
+    out = checked(segment_format.map_message(long_user, 3, CTX))
     assert isinstance(out, EventRejected) and out.index == 3 and "user_id" in out.message
     too_old = {"type": "track", "event": "e", "userId": "u", "timestamp": "1969-01-01T00:00:00Z"}
-    assert isinstance(segment_format.map_message(too_old, 0, CTX), EventRejected)
+    assert isinstance(checked(segment_format.map_message(too_old, 0, CTX)), EventRejected)
     deep: Any = {}
     for _ in range(300):  # deeper than the contract (and the encoder) allows
         deep = {"d": deep}
     nested = {"type": "track", "event": "e", "userId": "u", "properties": deep}
-    assert isinstance(segment_format.map_message(nested, 0, CTX), EventRejected)
+    assert isinstance(checked(segment_format.map_message(nested, 0, CTX)), EventRejected)
+
+
+def test_contract_check_keeps_the_valid_events_of_a_message_and_names_the_others() -> None:
+    msgs = [
+        {"type": "track", "event": "ok", "userId": "u"},
+        {"type": "track", "event": "x" * 201, "userId": "u"},
+        {"type": "track", "event": "ok2", "userId": "u"},
+    ]
+    mapped_events = [segment_format.map_message(m, i, CTX) for i, m in enumerate(msgs)]
+    assert all(isinstance(m, MappedEvent) for m in mapped_events)
+    ok, refused = contract_check(mapped_events)  # type: ignore[arg-type]
+    assert [e.index for e in ok] == [0, 2]
+    assert [(r.index, r.code) for r in refused] == [(1, "invalid_event")]
+    assert "event_name" in refused[0].message
 
 
 def test_an_event_over_the_size_limit_is_rejected() -> None:
