@@ -21,6 +21,7 @@ from capture.mapping import (
     MappedEvent,
     contract_check,
     event_id,
+    uuid5,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "capture"
@@ -108,6 +109,11 @@ def test_non_uuid_message_ids_become_stable_uuids_scoped_by_client() -> None:
     assert other["event_id"] != page["event_id"]
     # an SDK retry maps to the same id
     assert segment_docs()[1]["event_id"] == page["event_id"]
+
+
+def test_the_fast_uuid5_is_uuid5() -> None:
+    for name in ("acme/m-1", "x" * 300, "client/é-ü", ""):
+        assert uuid5(name) == str(uuid.uuid5(CAPTURE_ID_NAMESPACE, name))
 
 
 def test_a_message_without_id_gets_an_id_from_its_content() -> None:
