@@ -31,7 +31,15 @@ from router.decision import Routed
 
 # async_insert is on by default in recent ClickHouse and ignores deduplication tokens
 # (async_insert_deduplicate=0): the router already batches, so it inserts synchronously.
-INSERT_SETTINGS = {"input_format_json_read_objects_as_strings": 1, "async_insert": 0}
+# A batch whose events span more than max_partitions_per_insert_block (100) months would be
+# refused with code 252, which also means "too many parts" (an overload, retried): one
+# client's clock-skewed or hostile timestamps would then stall every client. Over the
+# limit the server logs a warning instead, and the rows land in their own table.
+INSERT_SETTINGS = {
+    "input_format_json_read_objects_as_strings": 1,
+    "async_insert": 0,
+    "throw_on_max_partitions_per_insert_block": 0,
+}
 
 # Memory of a buffered row beyond its encoded bytes: the PendingRow object, its ints, the
 # bytes object header and its list slot (~190), plus its message's entries in the offset

@@ -68,3 +68,26 @@ def test_missing_database_is_a_rejection_not_an_outage(stack: Settings) -> None:
     finally:
         sink.close()
     assert isinstance(outcome, Rejected) and outcome.code == 81
+
+
+def test_a_batch_spanning_hundreds_of_months_is_inserted_not_an_endless_outage(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """Found by the hostile-message test: one client's events with timestamps all over
+    1970..2299 made ClickHouse refuse the batch with code 252 ("too many partitions"), which
+    the sink must treat as an overload, so every client stalled. Now it is inserted."""
+    c = make_client("sink")
+    batch_rows = rows(c.client_id, c.database, 300)
+    for i, r in enumerate(batch_rows):  # one month apart: 300 partitions in one INSERT
+        r.line = r.line.replace(b",1795771200", f",{i * 2_700_000}".encode(), 1)
+    batch = Batch(c.database, c.client_id, batch_rows, dedup_token(c.database, batch_rows))
+    sink = ClickHouseSink(stack.clickhouse, "t")
+    try:
+        assert isinstance(sink.insert(batch, 1795771201000), Inserted)
+    finally:
+        sink.close()
+    months = ch_scalar(
+        stack, f"SELECT uniqExact(toYYYYMM(event_timestamp)) FROM `{c.database}`.events_base"
+    )
+    assert months == 300
