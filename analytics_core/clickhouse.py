@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import clickhouse_connect
@@ -47,10 +48,27 @@ def database_exists(client: Client, database: str) -> bool:
     return bool(rows[0][0])
 
 
-def table_row_counts(client: Client, database: str) -> dict[str, int]:
+def table_row_counts(
+    client: Client, database: str, *, exclude: Callable[[str], bool] | None = None
+) -> dict[str, int]:
+    """Rows per table (views have none), leaving out the tables `exclude` names."""
     rows = client.query(
         "SELECT name, total_rows FROM system.tables WHERE database = {db:String}"
         " AND total_rows IS NOT NULL ORDER BY name",
         parameters={"db": database},
     ).result_rows
-    return {str(name): int(total) for name, total in rows}
+    return {
+        str(name): int(total)
+        for name, total in rows
+        if exclude is None or not exclude(str(name))
+    }
+
+
+def table_columns(client: Client, database: str, table: str) -> list[tuple[str, str]]:
+    """(name, type) of every column of a table, in table order (MATERIALIZED/ALIAS included)."""
+    rows = client.query(
+        "SELECT name, type FROM system.columns WHERE database = {db:String}"
+        " AND table = {t:String} ORDER BY position",
+        parameters={"db": database, "t": table},
+    ).result_rows
+    return [(str(name), str(kind)) for name, kind in rows]

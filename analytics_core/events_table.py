@@ -2,10 +2,15 @@
 
 Invariant: `EVENT_COLUMNS` lists exactly the columns of
 clickhouse/schemas/01_events_base.sql, in order; rows are tuples in that order.
-Migrations may add columns with defaults; writers keep inserting these names.
+Migrations may add columns with defaults; writers keep inserting these names. Readers use
+the `events` view, which always has every column of events_base (`events_view_sql`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from analytics_core.naming import quote_identifier
 
 EVENTS_TABLE = "events_base"
 
@@ -27,3 +32,26 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "ingested_at",
     "router_instance",
 )
+
+# `events`: the client-facing view of events_base, one row per event (FINAL).
+EVENTS_VIEW = "events"
+
+
+def events_view_sql(database: str, columns: Sequence[str]) -> str:
+    """The statement that (re)creates the `events` view with every column of events_base.
+
+    Invariant: the view lists the base table's columns by name. `SELECT *` would not do: a
+    view's columns are fixed when it is created, so columns added later by migrations would
+    be missing, and `*` leaves out MATERIALIZED and ALIAS columns (page_url) altogether.
+    """
+    db = quote_identifier(database)
+    listed = ", ".join(quote_identifier(c) for c in columns)
+    return (
+        f"CREATE OR REPLACE VIEW {db}.{EVENTS_VIEW} AS"
+        f" SELECT {listed} FROM {db}.{EVENTS_TABLE} FINAL"
+    )
+
+
+def view_is_stale(base_columns: Sequence[str], view_columns: Sequence[str]) -> bool:
+    """True when the view does not have exactly the base table's columns, in its order."""
+    return list(base_columns) != list(view_columns)

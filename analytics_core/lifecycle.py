@@ -21,6 +21,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from analytics_core import registry
+from analytics_core.batch.tables import is_dlt_internal
 from analytics_core.clickhouse import database_exists, drop_database, table_row_counts
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import Connections, cache_invalidator
@@ -229,8 +230,34 @@ def _apply(
     except (ClickHouseError, OSError) as exc:
         reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
         return StepFailed(client_id, reason, transient=_is_outage(exc))
+    except InvalidIdentifier as exc:  # a column the events view can not name
+        return StepFailed(client_id, f"events view: {exc}")
     versions = [a.version for a in applied] + done
     return Migrated(client_id, database, done, max(versions, default=0))
+
+
+def deprovision_refusal(client_id: str, confirm: str) -> str | None:
+    """Why a deprovisioning request is refused before anything is read (pure), or None."""
+    if confirm != client_id:
+        return (
+            f"confirmation {confirm!r} does not match client id {client_id!r}; nothing was changed"
+        )
+    return client_id_problem(client_id)
+
+
+def record_refusal(
+    conn: registry.Conn,
+    client_id: str,
+    step: str,
+    reason: str,
+    *,
+    run_id: str | None = None,
+    actor: str = "system",
+) -> None:
+    """The audit row of a refused request (`<step>_refused`): who asked, and why not."""
+    registry.audit(
+        conn, client_id[:200], f"{step}_refused", {"reason": reason}, run_id=run_id, actor=actor
+    )
 
 
 def deprovision(
@@ -241,20 +268,24 @@ def deprovision(
     run_id: str | None = None,
     actor: str = "system",
 ) -> Deprovisioned | StepFailed:
-    if confirm != client_id:
-        return StepFailed(
-            client_id,
-            f"confirmation {confirm!r} does not match client id {client_id!r}; nothing was changed",
-            refused=True,
-        )
+    """Drop the client's database and mark it deprovisioned; a refusal changes nothing but
+    leaves an audit row (`deprovision_refused`)."""
     conn = c.registry
+
+    def refuse(reason: str) -> StepFailed:
+        record_refusal(conn, client_id, "deprovision", reason, run_id=run_id, actor=actor)
+        return StepFailed(client_id, reason, refused=True)
+
+    refusal = deprovision_refusal(client_id, confirm)
+    if refusal is not None:
+        return refuse(refusal)
     row = registry.get_client(conn, client_id)
     if row is None:
-        return StepFailed(client_id, f"no client {client_id!r} in the registry", refused=True)
+        return refuse(f"no client {client_id!r} in the registry")
     try:
         database = _database_of(row)
     except InvalidIdentifier as exc:
-        return StepFailed(client_id, f"ch_database_name: {exc}", refused=True)
+        return refuse(f"ch_database_name: {exc}")
     already = row.status == ClientStatus.DEPROVISIONED
     if not already:
         registry.set_status(conn, client_id, ClientStatus.DEPROVISIONING, "deprovision started")
@@ -263,7 +294,7 @@ def deprovision(
         ch = c.clickhouse
         rows_before: dict[str, int] = {}
         if database_exists(ch, database):
-            rows_before = table_row_counts(ch, database)
+            rows_before = client_row_counts(ch, database)
             if "events_base" in rows_before:
                 # total_rows counts unmerged replays; the audit records distinct events.
                 q = f"SELECT count() FROM {quote_identifier(database)}.events_base FINAL"
@@ -289,8 +320,13 @@ def deprovision(
     return Deprovisioned(client_id, database, rows_before, already)
 
 
+def client_row_counts(ch: Client, database: str) -> dict[str, int]:
+    """Rows per table of a client database: the client's data, not dlt's bookkeeping."""
+    return table_row_counts(ch, database, exclude=is_dlt_internal)
+
+
 def _row_counts(ch: Client, database: str) -> dict[str, int]:
     try:
-        return table_row_counts(ch, database)
+        return client_row_counts(ch, database)
     except (ClickHouseError, OSError):
         return {}

@@ -1,8 +1,12 @@
-"""Turning a lifecycle `StepFailed` outcome into a failed Dagster step.
+"""Failing a Dagster step on purpose: a lifecycle `StepFailed`, or a refusal.
 
 The lifecycle step has already recorded the failure (client status, audit row); this only
 fails the run with the reason. Op retry policies retry transient failures (ClickHouse outages)
 and never deterministic ones (invalid id, refused migration plan, confirmation mismatch).
+
+A refusal (the request itself was wrong; nothing changed) is a `Failure` whose metadata says
+`refused: true`: the UI shows its description, the run-failure alert is a warning, not a
+critical alert, and it is never retried.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from dagster import Backoff, Failure, RetryPolicy
 
 from analytics_core.lifecycle import StepFailed
+
+REFUSED = "refused"  # failure metadata key: True when the step refused and changed nothing
 
 # Up to 3 attempts in all: 10 s, then 20 s between them.
 TRANSIENT_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL)
@@ -22,8 +28,15 @@ def step_failure(outcome: StepFailed, step: str) -> Failure:
         metadata={
             "client_id": outcome.client_id,
             "reason": outcome.reason,
-            "refused": outcome.refused,
+            REFUSED: outcome.refused,
             "transient": outcome.transient,
         },
         allow_retries=outcome.transient,
+    )
+
+
+def refusal(description: str, **metadata: str) -> Failure:
+    """A request refused before anything changed (bad run config, no partition)."""
+    return Failure(
+        description=description, metadata={**metadata, REFUSED: True}, allow_retries=False
     )

@@ -30,13 +30,16 @@ def run_failure_alert(
     partition: str | None = None,
     client_id: str | None = None,
     dagster_url: str = "",
+    refused: bool = False,
 ) -> Alert:
+    """A failed run is critical; a run that only refused what it was asked (a confirmation
+    typo, a malformed id: every failed step says `refused`) is a warning."""
     who = client_id or partition
     subject = f"{job_name}" + (f" for {who}" if who else "")
     return Alert(
-        kind="run_failure",
-        severity=Severity.CRITICAL,
-        title=f"Dagster run failed: {subject}",
+        kind="run_refused" if refused else "run_failure",
+        severity=Severity.WARNING if refused else Severity.CRITICAL,
+        title=f"Dagster run {'refused' if refused else 'failed'}: {subject}",
         text=message.strip()[:1500] or "the run failed",
         dedupe_key=f"run_failure:{run_id}",
         fields={

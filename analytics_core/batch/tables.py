@@ -41,3 +41,14 @@ def table_spec(name: str) -> TableSpec:
 def source_seq(file_rank: int, line: int) -> int:
     """A sortable number for (file order in this load, line): bigger = later = wins."""
     return (file_rank << LINE_BITS) | (line & ((1 << LINE_BITS) - 1))
+
+
+# dlt's own tables in a client database: its state and load log (`_dlt_*`), the staging
+# copies it merges from (`_staging___*`), and the sentinel it creates to probe the
+# destination. They are bookkeeping, not the client's data: row counts leave them out.
+DLT_INTERNAL_PREFIXES = ("_dlt_", "_staging_")
+DLT_SENTINEL_TABLE = "dlt_sentinel_table"
+
+
+def is_dlt_internal(table: str) -> bool:
+    return table.startswith(DLT_INTERNAL_PREFIXES) or table == DLT_SENTINEL_TABLE

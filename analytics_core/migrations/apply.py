@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from analytics_core.clickhouse import create_database
+from analytics_core.clickhouse import create_database, table_columns
+from analytics_core.events_table import EVENTS_TABLE, EVENTS_VIEW, events_view_sql, view_is_stale
 from analytics_core.migrations.files import MigrationFile, split_statements
 from analytics_core.migrations.planning import Plan
 from analytics_core.naming import validate_identifier
@@ -23,7 +24,8 @@ def apply_plan(
     Migration files never name their database: each statement runs with `database` as its
     current database (the HTTP `database` parameter), whatever the client's default is.
     Statements are written to be re-runnable (IF NOT EXISTS), so a crash between a
-    statement and its record is healed by re-applying the same version.
+    statement and its record is healed by re-applying the same version. Every run, even one
+    with nothing pending, ends by refreshing the `events` view (`refresh_events_view`).
     """
     validate_identifier(database)
     create_database(client, database)
@@ -33,4 +35,38 @@ def apply_plan(
             client.command(statement, settings={"database": database})
         on_applied(migration)
         applied.append(migration.version)
+    refresh_events_view(client, database)
     return applied
+
+
+def refresh_events_view(client: Client, database: str) -> bool:
+    """(Re)create `events` with every column of events_base; False when there is no base
+    table (yet). Idempotent; the replacement is atomic for readers."""
+    columns = [name for name, _type in table_columns(client, database, EVENTS_TABLE)]
+    if not columns:
+        return False
+    client.command(events_view_sql(database, columns))
+    return True
+
+
+def stale_events_views(client: Client, databases: Sequence[str]) -> set[str]:
+    """The databases (of `databases`) whose `events` view has not exactly the columns of
+    their events_base, in order; one query for all of them."""
+    if not databases:
+        return set()
+    rows = client.query(
+        "SELECT database, table, groupArray((position, name)) FROM system.columns"
+        " WHERE database IN {dbs:Array(String)} AND table IN ({base:String}, {view:String})"
+        " GROUP BY database, table",
+        parameters={"dbs": list(databases), "base": EVENTS_TABLE, "view": EVENTS_VIEW},
+    ).result_rows
+    columns: dict[tuple[str, str], list[str]] = {
+        (str(db), str(table)): [str(name) for _pos, name in sorted(cols)]
+        for db, table, cols in rows
+    }
+    return {
+        db
+        for db in databases
+        if (db, EVENTS_TABLE) in columns
+        and view_is_stale(columns[(db, EVENTS_TABLE)], columns.get((db, EVENTS_VIEW), []))
+    }

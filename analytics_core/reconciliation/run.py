@@ -62,11 +62,10 @@ def client_database(conn: registry.Conn, client_id: str) -> str | Unavailable:
 def reconcile_client(
     c: Connections,
     client_id: str,
-    options: ReconciliationOptions | None = None,
+    opts: ReconciliationOptions,
     *,
     now: datetime | None = None,
 ) -> Report | Unavailable:
-    opts = options or ReconciliationOptions.from_env()
     moment = now or datetime.now(UTC)
     database = client_database(c.registry, client_id)
     if isinstance(database, Unavailable):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from dagster import Definitions
+from dagster import Definitions, ExecuteInProcessResult
 
 from analytics_core import lifecycle
 from analytics_core.clients import ClientStatus
@@ -81,25 +81,43 @@ def definitions(**resources: Any) -> Definitions:
     return make_definitions(resources or None)
 
 
-def test_failed_run_alert_reaches_the_webhook_once(sb: Sandbox, hook: Hook) -> None:
-    defs = sb.definitions(alerts=hook.alerts())
-    first = tick(sb, defs, "alert_on_run_failure", None)  # the sensor starts: sets its cursor
-    job = defs.resolve_job_def("trace_event")
-    result = job.execute_in_process(
+def trace_run(defs: Definitions, sb: Sandbox, event_id: str) -> ExecuteInProcessResult:
+    return defs.resolve_job_def("trace_event").execute_in_process(
         instance=sb.instance,
-        run_config={"ops": {"trace_event_op": {"config": {"event_id": "not-an-id"}}}},
+        run_config={"ops": {"trace_event_op": {"config": {"event_id": event_id}}}},
         raise_on_error=False,
     )
-    assert not result.success
-    second = tick(sb, defs, "alert_on_run_failure", first.cursor)
+
+
+def test_failed_run_alert_reaches_the_webhook_once(sb: Sandbox, hook: Hook) -> None:
+    """A run that fails (ClickHouse unreachable) is a critical alert; a run that refused what
+    it was asked (a malformed event id) is a warning that says what was refused."""
+    defs = sb.definitions(alerts=hook.alerts())
+    broken = sb.definitions(
+        alerts=hook.alerts(), clickhouse=ClickHouseResource(host="127.0.0.1", http_port=9)
+    )
+    first = tick(sb, defs, "alert_on_run_failure", None)  # the sensor starts: sets its cursor
+    refused = trace_run(defs, sb, "not-an-id")
+    failed = trace_run(broken, sb, str(uuid.uuid4()))
+    assert not refused.success and not failed.success
+    cursor = first.cursor
+    for _ in range(3):  # a tick may handle one failed run at a time
+        cursor = tick(sb, defs, "alert_on_run_failure", cursor).cursor
+        if hook.of_kind("run_failure") and hook.of_kind("run_refused"):
+            break
     (alert,) = hook.of_kind("run_failure")
     assert alert["severity"] == "critical"
     assert alert["fields"]["job"] == "trace_event"
-    assert alert["fields"]["run_id"] == result.run_id
-    assert "is not an event id" in alert["text"]
+    assert alert["fields"]["run_id"] == failed.run_id
     assert alert["title"] == "Dagster run failed: trace_event"
-    tick(sb, defs, "alert_on_run_failure", second.cursor)
+    (refusal,) = hook.of_kind("run_refused")
+    assert refusal["severity"] == "warning"
+    assert refusal["fields"]["run_id"] == refused.run_id
+    assert "is not an event id" in refusal["text"]
+    assert refusal["title"] == "Dagster run refused: trace_event"
+    tick(sb, defs, "alert_on_run_failure", cursor)
     assert len(hook.of_kind("run_failure")) == 1, "a failed run is alerted once"
+    assert len(hook.of_kind("run_refused")) == 1, "a refused run is alerted once"
 
 
 def test_failed_asset_check_and_stuck_client_alerts(sb: Sandbox, hook: Hook) -> None:

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from dagster import AssetsDefinition, DagsterInstance, materialize
 
-from analytics_core import package_data, pg
+from analytics_core import lifecycle, package_data, pg
 from analytics_core.batch.pipeline import pipelines_dir
 from analytics_core.batch.seed_sample import seed
 from analytics_core.clickhouse import http_client
+from analytics_core.connections import open_connections
 from analytics_core.settings import Settings
 from analytics_pipeline.defs.batch_loads.assets import build_batch_assets
 from analytics_pipeline.defs.batch_loads.definitions import RESOURCES as BATCH_RESOURCES
@@ -130,6 +131,15 @@ def test_landing_files_load_then_a_second_run_loads_nothing_new(
     assert second.metadata["users"]["rows_loaded"] == 0
     assert second.metadata["page_views"]["rows_loaded"] == 0
     assert second.metadata["page_views"]["files_unchanged"] == 3
+    # Loading nothing new still shows the tables' sizes (Dagster's standard entries), ours
+    # first; dlt's empty entries are not shown.
+    for table, total in (("users", 7), ("page_views", 42)):
+        meta = second.metadata[table]
+        assert meta["dagster/row_count"] == total
+        assert meta["dagster/table_name"] == f"{client.database}.{table}"
+        assert "_source_file" in {c.name for c in meta["dagster/column_schema"].columns}
+        assert list(meta)[:3] == ["client_id", "database", "landing_zone"]
+        assert "dataset_name" not in meta and "jobs" not in meta
     assert table_counts(stack, client.database, "users", "user_id") == (7, 7)
     assert table_counts(stack, client.database, "page_views", "page_view_id") == (42, 42)
 
@@ -295,6 +305,22 @@ def test_half_failed_load_is_not_visible_twice(
     assert retried.metadata["users"]["rows_loaded"] == SAMPLE_USER_ROWS  # read again...
     assert table_counts(stack, client.database, "users", "user_id") == (7, 7)  # ...no duplicate
     assert table_counts(stack, client.database, "page_views", "page_view_id") == (42, 42)
+
+
+def test_dlt_bookkeeping_is_left_out_of_the_client_counts(
+    stack: Settings, instance: DagsterInstance, batch_client: Any
+) -> None:
+    client, _landing = batch_client()
+    assert load(instance, client.client_id).success
+    with open_connections(stack) as c:
+        present = {r[0] for r in ch(stack, f"SHOW TABLES FROM `{client.database}`")}
+        assert {"_dlt_loads", "_dlt_pipeline_state", "dlt_sentinel_table"} <= present
+        assert any(t.startswith("_staging") for t in present)
+        counted = lifecycle.client_row_counts(c.clickhouse, client.database)
+        assert set(counted) == {"events_base", "users", "page_views"}
+        gone = lifecycle.deprovision(c, client.client_id, client.client_id)
+    assert isinstance(gone, lifecycle.Deprovisioned)
+    assert gone.rows_before == {"events_base": 0, "users": 7, "page_views": 42}
 
 
 def test_seed_sample_sets_the_batch_source_once(

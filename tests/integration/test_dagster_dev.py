@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dagster import DagsterRun, RunsFilter
@@ -70,6 +71,33 @@ mutation Launch($params: ExecutionParams!) {
 RUN_STATUS = """
 query Status($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"""
 
+JOB_PARTITIONS = """
+query Partitions($selector: PipelineSelector!) {
+  pipelineOrError(params: $selector) {
+    __typename
+    ... on Pipeline { partitionKeysOrError { partitionKeys } }
+    ... on PythonError { message }
+  }
+}"""
+
+STEP_FAILURES = """
+query Failures($id: ID!) {
+  logsForRun(runId: $id) {
+    ... on EventConnection { events { __typename
+      ... on ExecutionStepFailureEvent { failureMetadata { description metadataEntries {
+        label ... on BoolMetadataEntry { boolValue } } } }
+    } }
+  }
+}"""
+
+PER_CLIENT_JOBS = (
+    "provision_client",
+    "migrate_client",
+    "deprovision_client",
+    "reconcile_client",
+    "batch_load_clients",
+)
+
 
 def test_dagster_dev_runs_a_provisioning_launched_through_graphql(
     sb: Sandbox, dagster_dev: GraphQL
@@ -98,11 +126,7 @@ def test_dagster_dev_runs_a_provisioning_launched_through_graphql(
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
-    def finished() -> str | None:
-        status = gql(RUN_STATUS, id=run_id)["runOrError"]["status"]
-        return status if status in {"SUCCESS", "FAILURE", "CANCELED"} else None
-
-    assert wait_for(finished, f"run {run_id}", 180) == "SUCCESS"
+    assert wait_for_run(gql, run_id) == "SUCCESS"
     row = sb.client(by_ui)
     assert row.status == ClientStatus.ACTIVE
     with sb.connect() as conn, conn.cursor() as cur:
@@ -128,3 +152,53 @@ def test_dagster_dev_runs_a_provisioning_launched_through_graphql(
     assert runs[0].tags["analytics/client_id"] == by_sensor
     assert runs[0].tags["dagster/run_key"].startswith(f"provision:{by_sensor}:")
     assert sb.client(by_sensor).status == ClientStatus.ACTIVE
+
+    # Every per-client job is launched for a client: the launchpad's partition picker lists
+    # the clients.
+    for job in PER_CLIENT_JOBS:
+        found = gql(JOB_PARTITIONS, selector={**repo, "pipelineName": job})["pipelineOrError"]
+        assert found["__typename"] == "Pipeline", (job, found)
+        assert {by_ui, by_sensor} <= set(found["partitionKeysOrError"]["partitionKeys"]), job
+    # Reconciliation from the Jobs page, for one client (it used to fail without a partition).
+    reconcile = launch_for_partition(gql, repo, "reconcile_client", by_ui, {})
+    assert wait_for_run(gql, reconcile) == "SUCCESS"
+    # A deprovisioning typo is a clean refusal: it says why, changes nothing, is audited.
+    typo = {"ops": {"deprovision": {"config": {"confirm": by_sensor + "x"}}}}
+    refused = launch_for_partition(gql, repo, "deprovision_client", by_sensor, typo)
+    assert wait_for_run(gql, refused) == "FAILURE"
+    events = gql(STEP_FAILURES, id=refused)["logsForRun"]["events"]
+    [failure] = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert "does not match client id" in failure["failureMetadata"]["description"]
+    flags = {m["label"]: m.get("boolValue") for m in failure["failureMetadata"]["metadataEntries"]}
+    assert flags["refused"] is True
+    assert sb.client(by_sensor).status == ClientStatus.ACTIVE
+    with sb.connect() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT action, dagster_run_id FROM client_audit_log WHERE client_id = %s"
+            " AND action = 'deprovision_refused'",
+            (by_sensor,),
+        )
+        assert cur.fetchall() == [("deprovision_refused", refused)]
+
+
+def wait_for_run(gql: GraphQL, run_id: str) -> str:
+    def finished() -> str | None:
+        status = gql(RUN_STATUS, id=run_id)["runOrError"]["status"]
+        return status if status in {"SUCCESS", "FAILURE", "CANCELED"} else None
+
+    return str(wait_for(finished, f"run {run_id}", 180))
+
+
+def launch_for_partition(
+    gql: GraphQL, repo: dict[str, str], job: str, partition: str, run_config: dict[str, Any]
+) -> str:
+    """Launch a job for one partition, as the launchpad does; returns the run id."""
+    params = {
+        "selector": {**repo, "pipelineName": job},
+        "runConfigData": run_config,
+        "mode": "default",
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+    }
+    launched = gql(LAUNCH_RUN, params=params)["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return str(launched["run"]["runId"])

@@ -13,13 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, ExecuteInProcessResult, RunRequest
+from dagster import (
+    AssetKey,
+    AssetPartitionStatus,
+    DagsterEventType,
+    ExecuteInProcessResult,
+    RunRequest,
+)
 
 from analytics_core import client_cache, lifecycle, package_data
 from analytics_core.clickhouse import database_exists, http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
-from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
+from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME, clients_partitions
 from devstack import api
 from tests.dagster_sandbox import Sandbox, launch, sandbox, tick
 
@@ -174,6 +180,10 @@ def test_provisioning_sensor_takes_a_pending_client_to_active(sb: Sandbox) -> No
     meta = materialization(result, "client_database")
     assert meta["database"] == database and meta["schema_version"] == 1
     assert meta["events_base_rows"] == 0 and "events_base" in meta["tables"]
+    # Dagster's standard table metadata of the client's events table.
+    assert meta["dagster/table_name"] == f"{database}.events_base"
+    assert meta["dagster/row_count"] == 0
+    assert {"event_id", "page_url"} <= {c.name for c in meta["dagster/column_schema"].columns}
     assert materialization(result, "client_schema")["schema_version"] == 1
 
     # Active now: the sensor asks for nothing; re-running provisioning changes nothing.
@@ -308,8 +318,77 @@ def test_tampered_applied_migration_is_refused(sb: Sandbox, migrations_dir: Path
     [(_, _, detail, _)] = [e for e in audit(sb, client_id) if e[0] == "migration_failed"]
     assert "must not be edited" in detail["error"]
     assert [e[1] for e in audit(sb, client_id) if e[0] == "migration_failed"] == [result.run_id]
-    # Requested once per state of the files, not on every tick.
-    assert tick(sb, defs, MIGRATIONS, found.cursor).run_requests == []
+    # Requested once per state of the files, not on every tick; the sensor says why it waits.
+    waiting = tick(sb, defs, MIGRATIONS, found.cursor)
+    assert waiting.run_requests == []
+    assert waiting.skip_message and f"{client_id}: refused: version 2 (session_id)" in (
+        waiting.skip_message
+    )
+    assert schema_status(sb, client_id) == AssetPartitionStatus.FAILED
+
+    # The operator reverts the edit: health clears by itself. The sensor requests one run,
+    # which finds nothing to apply but v003, and the partition is green again.
+    (migrations_dir / "v002_session_id.sql").write_text(V002_SESSION)
+    (migrations_dir / "v003_later.sql").unlink()
+    recovered = tick(sb, defs, MIGRATIONS, waiting.cursor)
+    [request] = recovered.run_requests
+    assert request.partition_key == client_id and request.run_key
+    assert request.run_key.endswith(":recover")
+    rerun = launch(sb, defs, MIGRATIONS, request)
+    assert rerun is not None and rerun.success
+    assert materialization(rerun, "client_schema")["applied_now"] == []
+    assert schema_status(sb, client_id) == AssetPartitionStatus.MATERIALIZED
+    assert versions(sb, client_id) == before
+    # Green and up to date: nothing more to run.
+    done = tick(sb, defs, MIGRATIONS, recovered.cursor)
+    assert done.run_requests == [] and "up to date" in (done.skip_message or "")
+
+
+def schema_status(sb: Sandbox, client_id: str) -> AssetPartitionStatus | None:
+    status = sb.instance.get_status_by_partition(
+        AssetKey("client_schema"), [client_id], clients_partitions
+    )
+    return (status or {}).get(client_id)
+
+
+def test_events_view_has_every_column_of_events_base(sb: Sandbox, migrations_dir: Path) -> None:
+    """Regression: the view was `SELECT *` at creation, so columns added later (and every
+    MATERIALIZED one, like v001's page_url) were missing from `events`."""
+    defs = sb.definitions(migrations_dir)
+    client_id = new_id()
+    database = "client_" + client_id.replace("-", "_")
+    provision(sb, defs, client_id)
+    ch = http_client(sb.settings.clickhouse)
+    try:
+        ch.command(
+            f"INSERT INTO {database}.events_base (event_id, event_name, event_properties)"
+            " VALUES (generateUUIDv4(), 'page_view', '{\"url\": \"/pricing\"}')"
+        )
+        assert ch.query(f"SELECT page_url FROM {database}.events").result_rows == [("/pricing",)]
+        assert columns(sb, database, "events") == columns(sb, database)
+
+        # A later migration adds a column: the migration run refreshes the view.
+        (migrations_dir / "v002_session_id.sql").write_text(V002_SESSION)
+        [request] = tick(sb, defs, MIGRATIONS, None).run_requests
+        result = launch(sb, defs, MIGRATIONS, request)
+        assert result is not None and result.success
+        assert ch.query(f"SELECT session_id, page_url FROM {database}.events").result_rows == [
+            ("", "/pricing")
+        ]
+        assert columns(sb, database, "events") == columns(sb, database)
+
+        # A database from before the fix (its view is `SELECT *`): the sensor repairs it.
+        old_view = f"AS SELECT * FROM {database}.events_base FINAL"
+        ch.command(f"CREATE OR REPLACE VIEW {database}.events {old_view}")
+        assert "page_url" not in columns(sb, database, "events")
+        [repair] = tick(sb, defs, MIGRATIONS, None).run_requests
+        assert repair.run_key and repair.run_key.endswith(":view")
+        repaired = launch(sb, defs, MIGRATIONS, repair)
+        assert repaired is not None and repaired.success
+        assert columns(sb, database, "events") == columns(sb, database)
+        assert ch.query(f"SELECT page_url FROM {database}.events").result_rows == [("/pricing",)]
+    finally:
+        ch.close()
 
 
 def deprovision(sb: Sandbox, defs: Any, client_id: str, confirm: str) -> ExecuteInProcessResult:
@@ -340,7 +419,11 @@ def test_deprovisioning_refuses_a_wrong_confirmation_then_completes(sb: Sandbox)
     assert "does not match client id" in failure_message(refused)
     assert sb.client(client_id).status == ClientStatus.ACTIVE
     assert db_exists(sb, database)
-    assert audit(sb, client_id) == audit_before
+    # Nothing changed but the audit log, which records the refusal, who asked and the run.
+    [(action, run_id, detail, actor)] = audit(sb, client_id)[len(audit_before) :]
+    assert (action, run_id, actor) == ("deprovision_refused", refused.run_id, "pytest")
+    assert "does not match client id" in detail["reason"]
+    assert audit(sb, client_id)[: len(audit_before)] == audit_before
     assert client_id in sb.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)
 
     done = deprovision(sb, defs, client_id, confirm=client_id)

@@ -133,6 +133,12 @@ def test_rows_deleted_behind_the_pipelines_back_fail_the_check(
     (evaluation,) = result.get_asset_check_evaluations()
     assert not evaluation.passed and evaluation.partition == client.client_id
     assert evaluation.metadata["missing"].value == 3
+    # The same run observed the client's events table (Dagster's standard table metadata).
+    [observed] = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    observation = observed.event_specific_data.asset_observation  # type: ignore[union-attr]
+    assert observation.partition == client.client_id
+    assert observation.metadata["dagster/table_name"].value == f"{client.database}.events_base"
+    assert "dagster/row_count" in observation.metadata
     assert label in str(evaluation.metadata["failed_windows"].value)
     assert "3 routed event(s) missing" in (evaluation.description or "")
 

@@ -95,6 +95,16 @@ def test_cursor_round_trip_and_garbage() -> None:
     assert baseline_from_json({"offsets": "x"}) is None
 
 
+def test_a_refused_run_is_a_warning_not_a_critical_alert() -> None:
+    refused = run_failure_alert(
+        job_name="deprovision_client", run_id="r1", message="confirmation typo", refused=True
+    )
+    assert (refused.kind, refused.severity) == ("run_refused", Severity.WARNING)
+    assert refused.title == "Dagster run refused: deprovision_client"
+    failed = run_failure_alert(job_name="deprovision_client", run_id="r2", message="boom")
+    assert (failed.kind, failed.severity) == ("run_failure", Severity.CRITICAL)
+
+
 def test_run_and_check_alerts_and_payloads() -> None:
     alert = run_failure_alert(
         job_name="provision_client",

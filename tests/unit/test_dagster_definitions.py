@@ -20,12 +20,19 @@ from dagster import AssetKey, DagsterInstance, DynamicPartitionsDefinition
 from dagster._core.instance.config import dagster_instance_config
 
 from analytics_core.migrations.files import MigrationFile, checksum
+from analytics_core.migrations.planning import Plan, Refused
 from analytics_core.settings import REPO_ROOT, Settings
 from analytics_pipeline import dagster_home
 from analytics_pipeline import sensor_cursor as cursor
 from analytics_pipeline.definitions import defs, make_definitions
 from analytics_pipeline.defs.alerts.resources import AlertsResource, process_alert_settings
-from analytics_pipeline.defs.client_lifecycle.migrations_plan import plan_migrations, signature
+from analytics_pipeline.defs.client_lifecycle.migrations_plan import (
+    ClientSchemaState,
+    needs,
+    plan_migrations,
+    plan_runs,
+    signature,
+)
 from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
     MAX_ATTEMPTS,
     Attempt,
@@ -252,6 +259,21 @@ def test_deprovisioning_with_a_wrong_confirmation_is_refused_before_any_connecti
         assert "refused" in message and "Connection refused" not in message
 
 
+def test_reconciliation_without_a_client_partition_is_refused_before_any_connection() -> None:
+    closed = {
+        "postgres": PostgresMetadataResource(host="127.0.0.1", port=9),
+        "clickhouse": ClickHouseResource(host="127.0.0.1", http_port=9),
+    }
+    job = make_definitions(closed).resolve_job_def("reconcile_client")
+    result = job.execute_in_process(instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    data = failure.step_failure_data
+    assert data is not None and data.user_failure_data is not None
+    assert "launch it for the client's partition" in (data.user_failure_data.description or "")
+    assert data.user_failure_data.metadata["refused"].value is True
+
+
 # -- provisioning sensor plan ------------------------------------------------------------------
 
 
@@ -315,3 +337,43 @@ def test_each_client_is_requested_once_per_target() -> None:
     assert (requests, state) == (["a", "b"], {"a": "t1", "b": "t1"})
     assert plan_migrations(["a", "b"], state, "t1")[0] == []
     assert plan_migrations(["a"], state, "t2") == (["a"], {"a": "t2"})
+
+
+def test_migration_needs_say_why_and_heal_once_the_cause_is_fixed() -> None:
+    pending = Plan((mf(2, "c"),))
+    done = Plan(())
+    refused = Refused(1, "version 1 (m1) was applied with checksum ...")
+    states = [
+        ClientSchemaState("new", pending),
+        ClientSchemaState("tampered", refused),
+        ClientSchemaState("old-view", done, view_stale=True),
+        ClientSchemaState("was-red", done, last_attempt_failed=True),
+        ClientSchemaState("fine", done),
+    ]
+    wanted = {n.client_id: n for n in needs(states, "sig")}
+    assert set(wanted) == {"new", "tampered", "old-view", "was-red"}
+    assert (wanted["new"].target, wanted["new"].why) == ("sig", "pending v002")
+    assert wanted["tampered"].why.startswith("refused: version 1 (m1)")
+    assert wanted["old-view"].target == "sig:view"
+    assert wanted["was-red"].target == "sig:recover"
+    targets = {n.client_id: n.target for n in wanted.values()}
+    requested, state = plan_runs(targets, {})
+    assert sorted(requested) == sorted(targets) and state == targets
+    # Once per target: the next tick asks for nothing until something changes.
+    assert plan_runs(targets, state)[0] == []
+    assert plan_runs({**targets, "new": "sig2"}, state)[0] == ["new"]
+
+
+def test_every_per_client_job_is_launched_for_a_client_partition() -> None:
+    """The Jobs page offers the `clients` partition picker for every per-client job."""
+    repo = make_definitions().get_repository_def()
+    for name in (
+        "provision_client",
+        "migrate_client",
+        "deprovision_client",
+        "reconcile_client",
+        "batch_load_clients",
+    ):
+        partitions = repo.get_job(name).partitions_def
+        assert isinstance(partitions, DynamicPartitionsDefinition), name
+        assert partitions.name == "clients", name

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from analytics_core.events_table import events_view_sql, view_is_stale
 from analytics_core.migrations.files import (
     MigrationFile,
     MigrationFileError,
@@ -15,6 +16,7 @@ from analytics_core.migrations.files import (
     split_statements,
 )
 from analytics_core.migrations.planning import Plan, Refused, plan
+from analytics_core.naming import InvalidIdentifier
 from analytics_core.registry import AppliedVersion
 
 
@@ -89,3 +91,17 @@ def test_split_statements_respects_quotes_and_comments() -> None:
         "CREATE TABLE a (x String DEFAULT 'a;b')",
         'ALTER TABLE a ADD COLUMN y String COMMENT "q;q"',
     ]
+
+
+def test_events_view_lists_every_base_column_by_name() -> None:
+    sql = events_view_sql("client_acme", ["event_id", "page_url", "session_id"])
+    assert sql == (
+        "CREATE OR REPLACE VIEW `client_acme`.events AS"
+        " SELECT `event_id`, `page_url`, `session_id` FROM `client_acme`.events_base FINAL"
+    )
+    assert "*" not in sql
+    with pytest.raises(InvalidIdentifier):
+        events_view_sql("client_acme", ["event_id", "x`; DROP TABLE t; --"])
+    assert not view_is_stale(["a", "b"], ["a", "b"])
+    assert view_is_stale(["a", "b", "page_url"], ["a", "b"])  # a column added later
+    assert view_is_stale(["a", "b"], [])  # no view at all

@@ -6,7 +6,9 @@ What to say is decided by `analytics_core.alerts.rules` (pure); where it goes by
 cursor:
 
 - `alert_on_run_failure` (run_failure_sensor, every code location): Dagster's own cursor
-  reports each failed run once. A webhook that does not accept the alert fails the tick
+  reports each failed run once. A run whose failed steps all refused what they were asked
+  (`refused` failure metadata: a confirmation typo, a malformed id) is a warning, not a
+  critical alert, and says what was refused. A webhook that does not accept the alert fails the tick
   (visible in the UI); the log sink has it anyway.
 - `alert_on_failed_asset_checks`: the event-log storage id of the last evaluation handled.
   The first tick only sets the cursor (no flood of old failures). A webhook failure keeps
@@ -35,6 +37,7 @@ from dagster import (
     sensor,
 )
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+from dagster._core.execution.plan.objects import StepFailureData
 
 from analytics_core import registry
 from analytics_core.alerts import kafka_io
@@ -51,6 +54,7 @@ from analytics_core.alerts.rules import (
 from analytics_core.alerts.sinks import Outcome
 from analytics_core.clients import ClientStatus
 from analytics_pipeline.defs.alerts.resources import AlertsResource
+from analytics_pipeline.failures import REFUSED
 from analytics_pipeline.resources import KafkaResource, PostgresMetadataResource
 from analytics_pipeline.sensor_cursor import decode as decode_cursor
 from analytics_pipeline.sensor_cursor import encode as encode_cursor
@@ -77,9 +81,15 @@ def _failures(outcomes: Sequence[Outcome]) -> str:
 def alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertsResource) -> None:
     run = context.dagster_run
     errors = []
+    refusals = []
     for event in context.get_step_failure_events():
         data = event.step_failure_data
-        if data is not None and data.error is not None:
+        if data is None:
+            continue
+        refusals.append(_is_refusal(data))
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            errors.append(f"{event.step_key}: {data.user_failure_data.description.strip()}")
+        elif data.error is not None:
             errors.append(f"{event.step_key}: {data.error.message.strip()}")
     message = "\n".join(errors) or (context.failure_event.message or "")
     alert = run_failure_alert(
@@ -89,11 +99,22 @@ def alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertsResourc
         partition=run.tags.get(PARTITION_TAG),
         client_id=run.tags.get(CLIENT_TAG),
         dagster_url=alerts.settings().dagster_url,
+        refused=bool(refusals) and all(refusals),
     )
     outcomes = alerts.send([alert], context.log)
     failed = _failures(outcomes)
     if failed:
         raise AlertNotDelivered(f"run {run.run_id} failure alert not delivered: {failed}")
+
+
+def _is_refusal(data: StepFailureData) -> bool:
+    """A step that failed with `Failure(metadata={"refused": True})` (analytics_pipeline.failures):
+    it refused what it was asked and changed nothing."""
+    user = data.user_failure_data
+    if user is None:
+        return False
+    flag = user.metadata.get(REFUSED)
+    return bool(getattr(flag, "value", flag))
 
 
 def _evaluation(entry: object) -> AssetCheckEvaluation | None:

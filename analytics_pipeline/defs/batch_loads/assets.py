@@ -13,8 +13,12 @@ from the client's database, loads, and fails the run if a load job failed.
   `rows_loaded: 0`. (Not materializing would make every backfill that includes a pending
   client end "completed with failures", and retrying it would fail the same way: an error
   storm for an expected case.)
-- Materialization metadata per table: rows loaded, files consumed, files rejected (path,
-  line, reason), unchanged files, dlt load id(s), the client's database and landing URL.
+- Materialization metadata per table, ours first: the client's database and landing URL,
+  Dagster's standard table entries (`dagster/table_name`, `dagster/row_count` = rows now in
+  the table, so a re-run that loads nothing still shows the table's size,
+  `dagster/column_schema` from ClickHouse), rows loaded by this run, files consumed, files
+  rejected (path, line, reason), unchanged files, dlt load id(s); then dlt's own entries
+  that say something (load times, first run), not its empty dataset name or job list.
   Rejected files are also logged as warnings and written to PostgreSQL `batch_files`.
 - Backfills run one partition per run (no backfill policy: each run carries
   `dagster/partition`, so dagster.yaml's per-partition run limit keeps two loads of one
@@ -28,7 +32,7 @@ Resource keys: `dlt` (DagsterDltResource, see definitions.py), `postgres`, `clic
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dlt as dlt_lib
@@ -58,6 +62,7 @@ from analytics_pipeline.resources import (
     PostgresMetadataResource,
     open_connections,
 )
+from analytics_pipeline.table_metadata import read_table_metadata
 
 BATCH_GROUP = "batch_loads"
 KEY_PREFIX = "batch"
@@ -88,12 +93,17 @@ def batch_asset_key(table: str) -> AssetKey:
     return AssetKey([KEY_PREFIX, table])
 
 
-def _table_metadata(plan: LoadPlan, table: TableReport, load_ids: list[str]) -> dict[str, Any]:
+def _table_metadata(
+    plan: LoadPlan, table: TableReport, load_ids: list[str], standard: dict[str, Any]
+) -> dict[str, Any]:
+    """Ours first: what this run did, then the table's totals (Dagster's standard entries:
+    rows now in the table, its columns)."""
     m = table.metadata()
     return {
         "client_id": MetadataValue.text(plan.client_id),
         "database": MetadataValue.text(plan.database),
         "landing_zone": MetadataValue.text(plan.source_url),
+        **standard,
         "rows_loaded": MetadataValue.int(m["rows_loaded"]),
         "files_consumed": MetadataValue.json(m["files_consumed"]),
         "files_consumed_count": MetadataValue.int(len(m["files_consumed"])),
@@ -105,6 +115,25 @@ def _table_metadata(plan: LoadPlan, table: TableReport, load_ids: list[str]) -> 
         "skipped": MetadataValue.bool(False),
         "notes": MetadataValue.json(plan.report.notes),
     }
+
+
+# dlt's own entries that say nothing here: the dataset name is always empty (tables sit in
+# the client's database itself), the job list is empty when nothing new loaded, and its
+# table name/schema/storage entries are replaced by ours, read from ClickHouse.
+_DLT_EMPTY_WHEN = {"dataset_name", "jobs"}
+
+
+def _dlt_extras(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The dlt entries worth showing after ours (load times, first run, destination...)."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        raw = getattr(value, "value", value)
+        if key.startswith("dagster/") or key == "rows_loaded":
+            continue
+        if key in _DLT_EMPTY_WHEN and not raw:
+            continue
+        out[key] = value
+    return out
 
 
 def _skipped_metadata(client_id: str, skipped: Skipped) -> dict[str, Any]:
@@ -168,14 +197,19 @@ def build_batch_assets(working_dir: str) -> AssetsDefinition:
             write_file_log(
                 conn, client_id, plan.report, load_ids[-1] if load_ids else None, context.run.run_id
             )
-        for result in results:
-            if not isinstance(result, MaterializeResult) or result.asset_key is None:
-                continue
-            table = plan.report.table(result.asset_key.path[-1])
-            yield MaterializeResult(
-                asset_key=result.asset_key,
-                metadata={**(result.metadata or {}), **_table_metadata(plan, table, load_ids)},
-            )
+        with clickhouse.connect() as ch:
+            for result in results:
+                if not isinstance(result, MaterializeResult) or result.asset_key is None:
+                    continue
+                name = result.asset_key.path[-1]
+                standard = read_table_metadata(ch, plan.database, name)
+                yield MaterializeResult(
+                    asset_key=result.asset_key,
+                    metadata={
+                        **_table_metadata(plan, plan.report.table(name), load_ids, standard),
+                        **_dlt_extras(result.metadata or {}),
+                    },
+                )
 
     return batch_loads
 

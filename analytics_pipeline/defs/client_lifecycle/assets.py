@@ -10,6 +10,10 @@
   version order and recorded with their checksums; an applied file that changed (or
   disappeared) refuses the whole plan before anything runs, and the run fails with that
   reason. Each client is its own partition, so one client's failure never stops another's.
+
+Materializations carry Dagster's standard table metadata for the client's events_base
+(`dagster/table_name`, `dagster/row_count`, `dagster/column_schema`) and a table of every
+client table's rows (dlt's bookkeeping tables left out).
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
@@ -17,7 +21,7 @@
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from analytics_core import lifecycle, registry
-from analytics_core.clickhouse import table_row_counts
+from analytics_core.events_table import EVENTS_TABLE
 from analytics_pipeline.defs.client_lifecycle.metadata import tables_metadata, versions_metadata
 from analytics_pipeline.failures import TRANSIENT_RETRY, step_failure
 from analytics_pipeline.partitions import clients_partitions
@@ -27,6 +31,7 @@ from analytics_pipeline.resources import (
     RedisResource,
     open_connections,
 )
+from analytics_pipeline.table_metadata import read_table_metadata
 
 GROUP = "client_lifecycle"
 
@@ -52,8 +57,9 @@ def client_database(
         outcome = lifecycle.provision(
             c, client_id, run_id=context.run.run_id, migrations_dir=clickhouse.migrations_path()
         )
-    if isinstance(outcome, lifecycle.StepFailed):
-        raise step_failure(outcome, "provisioning")
+        if isinstance(outcome, lifecycle.StepFailed):
+            raise step_failure(outcome, "provisioning")
+        table = read_table_metadata(c.clickhouse, outcome.database, EVENTS_TABLE)
     context.log.info(
         f"client {client_id} active in {outcome.database}, schema version "
         f"{outcome.schema_version}" + (" (already active)" if outcome.was_active else "")
@@ -65,6 +71,7 @@ def client_database(
             "schema_version": MetadataValue.int(outcome.schema_version),
             "applied_versions": MetadataValue.json(outcome.applied_versions),
             "was_already_active": MetadataValue.bool(outcome.was_active),
+            **table,
             **tables_metadata(outcome.tables),
         }
     )
@@ -95,7 +102,8 @@ def client_schema(
         if isinstance(outcome, lifecycle.StepFailed):
             raise step_failure(outcome, "migration")
         applied = registry.applied_versions(c.registry, client_id)
-        row_counts = table_row_counts(c.clickhouse, outcome.database)
+        row_counts = lifecycle.client_row_counts(c.clickhouse, outcome.database)
+        table = read_table_metadata(c.clickhouse, outcome.database, EVENTS_TABLE)
     context.log.info(
         f"client {client_id}: applied {outcome.applied_versions or 'nothing'}, "
         f"schema version {outcome.schema_version}"
@@ -106,6 +114,7 @@ def client_schema(
             "database": MetadataValue.text(outcome.database),
             "schema_version": MetadataValue.int(outcome.schema_version),
             "applied_now": MetadataValue.json(outcome.applied_versions),
+            **table,
             **versions_metadata(applied),
             **tables_metadata(row_counts),
         }

@@ -4,8 +4,10 @@
 - `migrate_client`: applies pending ClickHouse migrations to one client (its partition);
 - `deprovision_client`: launched from the UI to remove one client.
 
-Deprovisioning config names the client and repeats it in `confirm`; a mismatch (or an
-invalid id) is refused before anything happens. Otherwise
+Deprovisioning is launched for the client's partition (the UI's partition picker; or config
+`client_id`) and repeats the id in `confirm`; a mismatch (or an invalid id) is refused before
+anything happens, as a clean failure with the reason and a `deprovision_refused` audit row.
+Otherwise
 `analytics_core.lifecycle.deprovision` marks the client deprovisioning (the router stops
 routing it at once: cache invalidated), records the row counts, drops its ClickHouse
 database, marks it deprovisioned and writes the audit row with who asked and this run's id;
@@ -15,14 +17,14 @@ nothing but adds an audit row saying so.
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
+import psycopg2
 from dagster import Config, MetadataValue, OpExecutionContext, define_asset_job, job, op
 from pydantic import Field
 
 from analytics_core import lifecycle
-from analytics_core.naming import client_id_problem
 from analytics_pipeline.defs.client_lifecycle.assets import client_database, client_schema
 from analytics_pipeline.failures import TRANSIENT_RETRY, step_failure
-from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
+from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME, clients_partitions
 from analytics_pipeline.resources import (
     ClickHouseResource,
     PostgresMetadataResource,
@@ -50,9 +52,32 @@ migrate_client_job = define_asset_job(
 
 
 class DeprovisionConfig(Config):
-    client_id: str = Field(description="Id of the client to deprovision")
-    confirm: str = Field(description="The same client id again, to confirm")
+    confirm: str = Field(description="The client id again, to confirm")
+    client_id: str | None = Field(
+        default=None,
+        description="The client to deprovision (default: the run's partition; if both are "
+        "given they must agree)",
+    )
     requested_by: str = Field(default="", description="Who asks for it (recorded in the audit log)")
+
+
+def _client_of(
+    context: OpExecutionContext, config: DeprovisionConfig
+) -> str | lifecycle.StepFailed:
+    """The client: the run's partition (launched for a partition from the UI) or config."""
+    partition = context.partition_key if context.has_partition_key else None
+    if partition is not None and config.client_id not in (None, partition):
+        return _refused(
+            partition,
+            f"config client_id {config.client_id!r} is not the run's partition {partition!r}; "
+            "nothing was changed",
+        )
+    client_id = partition or config.client_id
+    if client_id is None:
+        return _refused(
+            "", "no client: launch the job for the client's partition (or set client_id)"
+        )
+    return client_id
 
 
 def _actor(context: OpExecutionContext, config: DeprovisionConfig) -> str:
@@ -69,6 +94,26 @@ def _refused(client_id: str, reason: str) -> lifecycle.StepFailed:
     return lifecycle.StepFailed(client_id, reason, refused=True)
 
 
+def _audit_refusal(
+    context: OpExecutionContext,
+    postgres: PostgresMetadataResource,
+    refusal: lifecycle.StepFailed,
+    actor: str,
+) -> None:
+    try:
+        with postgres.connect() as conn:
+            lifecycle.record_refusal(
+                conn,
+                refusal.client_id,
+                "deprovision",
+                refusal.reason,
+                run_id=context.run_id,
+                actor=actor,
+            )
+    except psycopg2.Error as exc:
+        context.log.warning(f"refusal not audited: PostgreSQL unreachable ({exc})".strip())
+
+
 @op(retry_policy=TRANSIENT_RETRY)
 def deprovision(
     context: OpExecutionContext,
@@ -77,20 +122,17 @@ def deprovision(
     clickhouse: ClickHouseResource,
     redis: RedisResource,
 ) -> None:
-    client_id = config.client_id
-    # Refusals first: nothing is read or written before the confirmation matches.
-    if config.confirm != client_id:
-        raise step_failure(
-            _refused(
-                client_id,
-                f"confirmation {config.confirm!r} does not match client id {client_id!r}; "
-                "nothing was changed",
-            ),
-            "deprovisioning",
-        )
-    problem = client_id_problem(client_id)
-    if problem is not None:
-        raise step_failure(_refused(client_id, problem), "deprovisioning")
+    client = _client_of(context, config)
+    refusal = client if isinstance(client, lifecycle.StepFailed) else None
+    if isinstance(client, str):
+        reason = lifecycle.deprovision_refusal(client, config.confirm)
+        refusal = None if reason is None else _refused(client, reason)
+    if refusal is not None:
+        # Refused before anything is read or changed; the refusal is audited if PostgreSQL
+        # can be reached (it is an expected outcome: a clean failure, retried never).
+        _audit_refusal(context, postgres, refusal, _actor(context, config))
+        raise step_failure(refusal, "deprovisioning")
+    client_id = str(client)
     busy = running_runs_for_client(context.instance, client_id, exclude_run_id=context.run_id)
     if busy:
         # Another lifecycle run works on this client: wait for it (retried as transient).
@@ -124,11 +166,12 @@ def deprovision(
 
 @job(
     name="deprovision_client",
+    partitions_def=clients_partitions,
     tags={STEP_TAG: "deprovision"},
     description=(
-        "Deprovision a client: set ops.deprovision.config.client_id and repeat it in "
-        "confirm. Drops the client's ClickHouse database; the router dead-letters its later "
-        "events as client_inactive."
+        "Deprovision a client: launch it for the client's partition and repeat the client id "
+        "in ops.deprovision.config.confirm. Drops the client's ClickHouse database; the "
+        "router dead-letters its later events as client_inactive."
     ),
 )
 def deprovision_client_job() -> None:

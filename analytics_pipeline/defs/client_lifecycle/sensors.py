@@ -14,31 +14,40 @@ Each tick:
 
 Each tick reads clickhouse/migrations (via the ClickHouse resource) and every active
 client's applied versions, plans each client with `analytics_core.migrations.planning`, and
-requests a `migrate_client` run for each client that lacks a version or whose applied
-history no longer matches the files (see migrations_plan). Broken migration files (bad
-name, duplicate version) fail the tick with the file named, before any run is requested.
+requests a `migrate_client` run for each client that lacks a version, whose applied history
+no longer matches the files, whose `events` view lacks a column, or whose last failed run
+can now succeed (health clears once the cause is fixed; see migrations_plan). Each request
+is logged with why; a tick that requests nothing says in its skip reason which clients wait
+and why (a refused plan shows there). Broken migration files (bad name, duplicate version)
+fail the tick with the file named, before any run is requested.
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetPartitionStatus,
     DefaultSensorStatus,
     DeleteDynamicPartitionsRequest,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     sensor,
 )
 
 from analytics_core import lifecycle, registry
 from analytics_core.clients import ClientStatus
 from analytics_core.migrations import planning
+from analytics_core.migrations.apply import stale_events_views
 from analytics_core.naming import client_id_problem
 from analytics_pipeline import sensor_cursor as cursor
+from analytics_pipeline.defs.client_lifecycle.assets import client_schema
 from analytics_pipeline.defs.client_lifecycle.jobs import migrate_client_job, provision_client_job
 from analytics_pipeline.defs.client_lifecycle.migrations_plan import (
-    plan_migrations,
+    ClientSchemaState,
+    needs,
+    plan_runs,
     run_key,
     signature,
 )
@@ -51,6 +60,7 @@ from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
 from analytics_pipeline.partitions import (
     CLIENTS_PARTITIONS_NAME,
     add_clients_request,
+    clients_partitions,
     delete_clients_request,
 )
 from analytics_pipeline.resources import (
@@ -128,7 +138,10 @@ TARGET_TAG = "analytics/migration_target"
     job=migrate_client_job,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Requests a migrate_client run for each active client lacking a migration.",
+    description=(
+        "Requests a migrate_client run for each active client lacking a migration, whose "
+        "events view lacks a column, or whose last failed migration can now succeed."
+    ),
 )
 def migrations_sensor(
     context: SensorEvaluationContext,
@@ -136,29 +149,64 @@ def migrations_sensor(
     clickhouse: ClickHouseResource,
 ) -> SensorResult:
     available = clickhouse.load_migrations()
-    target = signature(available)
-    needing: list[str] = []
-    with postgres.connect() as conn:
-        for row in registry.list_clients(conn, [ClientStatus.ACTIVE]):
+    files_signature = signature(available)
+    existing = set(context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME))
+    with open_connections(postgres, clickhouse) as c:
+        clients = []
+        for row in registry.list_clients(c.registry, [ClientStatus.ACTIVE]):
             if client_id_problem(row.client_id) is not None:
                 context.log.warning(f"active client {row.client_id!r} has an invalid id; skipped")
                 continue
-            plan = planning.plan(available, registry.applied_versions(conn, row.client_id))
-            if isinstance(plan, planning.Refused) or not plan.up_to_date:
-                needing.append(row.client_id)
+            clients.append(row)
+        plans = {
+            r.client_id: planning.plan(
+                available, registry.applied_versions(c.registry, r.client_id)
+            )
+            for r in clients
+        }
+        databases = {r.client_id: r.ch_database_name for r in clients if r.ch_database_name}
+        stale = stale_events_views(c.clickhouse, sorted(set(databases.values())))
+    statuses = (
+        context.instance.get_status_by_partition(
+            client_schema.key, sorted(existing & set(plans)), clients_partitions
+        )
+        or {}
+    )
+    states = [
+        ClientSchemaState(
+            client_id,
+            plan,
+            view_stale=databases.get(client_id) in stale,
+            last_attempt_failed=statuses.get(client_id) == AssetPartitionStatus.FAILED,
+        )
+        for client_id, plan in plans.items()
+    ]
+    wanted = needs(states, files_signature)
     previous = {k: v for k, v in cursor.clients_state(context.cursor).items() if isinstance(v, str)}
-    requested, state = plan_migrations(needing, previous, target)
-    existing = set(context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME))
+    requested, state = plan_runs({n.client_id: n.target for n in wanted}, previous)
+    for n in wanted:
+        if n.client_id in requested:
+            context.log.info(f"client {n.client_id}: migrate_client requested: {n.why}")
+    waiting = [f"{n.client_id}: {n.why}" for n in wanted if n.client_id not in requested]
     missing = set(requested) - existing
     return SensorResult(
         run_requests=[
             RunRequest(
-                run_key=run_key(client_id, target),
+                run_key=run_key(client_id, state[client_id]),
                 partition_key=client_id,
-                tags={**client_tags(client_id, "migrate"), TARGET_TAG: target},
+                tags={**client_tags(client_id, "migrate"), TARGET_TAG: state[client_id]},
             )
             for client_id in requested
         ],
         dynamic_partitions_requests=[add_clients_request(missing)] if missing else [],
         cursor=cursor.encode({"clients": state}),
+        # Shown on the sensor's page: why clients are not up to date (e.g. a refused plan
+        # whose failed run is already there), or that all are.
+        skip_reason=None
+        if requested
+        else SkipReason(
+            "; ".join(waiting)[:2000]
+            if waiting
+            else f"{len(plans)} active client(s) up to date with the migration files"
+        ),
     )

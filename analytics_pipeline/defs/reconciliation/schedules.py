@@ -32,4 +32,6 @@ def reconciliation_schedule(
         return
     stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
     for key in sorted(keys):
-        yield RunRequest(run_key=f"reconcile:{key}:{stamp}", tags=reconcile_tags(key))
+        yield RunRequest(
+            run_key=f"reconcile:{key}:{stamp}", partition_key=key, tags=reconcile_tags(key)
+        )

@@ -3,8 +3,8 @@
 The op runs `analytics_core.trace.run.trace_event` (the code behind
 `python -m analytics_core.trace`), logs the human-readable report and attaches it as output
 metadata (status, counts, the text report, the JSON report). An event that is not found is a
-successful run whose metadata says so; a malformed id or an unknown client fails the run
-with the reason.
+successful run whose metadata says so; a malformed id or an unknown client is a refusal: the
+run fails with the reason (a warning alert, not a critical one).
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
@@ -12,12 +12,13 @@ with the reason.
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
 from analytics_core.trace.model import TraceError
 from analytics_core.trace.render import text
 from analytics_core.trace.run import DEFAULT_MAX_MESSAGES, TraceOptions, trace_event
+from analytics_pipeline.failures import refusal
 from analytics_pipeline.resources import (
     ClickHouseResource,
     KafkaResource,
@@ -56,9 +57,10 @@ def trace_event_op(
             TraceOptions(since=since, max_messages=config.max_messages),
         )
     if isinstance(report, TraceError):
-        raise Failure(
-            description=f"can not trace {report.event_id!r}: {report.reason}",
-            metadata={"event_id": report.event_id, "reason": report.reason},
+        raise refusal(
+            f"can not trace {report.event_id!r}: {report.reason}",
+            event_id=report.event_id,
+            reason=report.reason,
         )
     rendered = text(report)
     context.log.info(rendered)
