@@ -353,6 +353,8 @@ async def minimal_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Read the body, parse the JSON, answer: the part every candidate server must carry."""
     import orjson
 
+    from bench.baselines.bare_http_kafka import read_body
+
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -364,13 +366,7 @@ async def minimal_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"] == "/healthz":
         body = b"ok"
     else:
-        parts = []
-        more = True
-        while more:
-            message = await receive()
-            parts.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        orjson.loads(b"".join(parts))
+        orjson.loads(await read_body(receive))
         body = MINIMAL_OK
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -599,17 +595,21 @@ def main(argv: list[str] | None = None) -> int:
             ]
             rate = max(10, int(maxima[("capture", 50, CLIENTS)].rps / 4))
             ten = [client_id(i) for i in range(10)]
-            alone = run_vegeta(
-                vegeta,
-                cap.url,
-                "/v1/batch",
-                50,
-                ten,
-                rate=rate,
-                duration=d,
-                workdir=work,
-                tag="alone",
-            )
+
+            def ten_clients(tag: str) -> Load:
+                return run_vegeta(
+                    vegeta,
+                    cap.url,
+                    "/v1/batch",
+                    50,
+                    ten,
+                    rate=rate,
+                    duration=d,
+                    workdir=work,
+                    tag=tag,
+                )
+
+            alone = ten_clients("alone")
             report.append(fmt_load(f"  10 clients alone, {rate} req/s", alone))
             log(report[-1])
             flood: dict[str, Load] = {}
@@ -622,17 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             flooder = threading.Thread(target=flooding)
             flooder.start()
             time.sleep(1)
-            beside = run_vegeta(
-                vegeta,
-                cap.url,
-                "/v1/batch",
-                50,
-                ten,
-                rate=rate,
-                duration=d,
-                workdir=work,
-                tag="beside",
-            )
+            beside = ten_clients("beside")
             flooder.join()
             report.append(fmt_load("  10 clients beside the flood", beside))
             noisy = flood["load"]

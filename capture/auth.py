@@ -24,8 +24,6 @@ from dataclasses import dataclass
 
 import psycopg2
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from analytics_core import pg
 from analytics_core.client_cache import ClientDirectory
@@ -37,6 +35,7 @@ from analytics_core.clients import (
 )
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import PostgresSettings, RedisSettings
+from capture.redis_clients import sync_client
 
 log = logging.getLogger("capture.auth")
 
@@ -121,15 +120,7 @@ class KeyIndex:
         negative_ttl_s: int,
         max_local: int = 100_000,
     ) -> None:
-        self._redis = redis.Redis(
-            host=redis_settings.host,
-            port=redis_settings.port,
-            db=redis_settings.db,
-            password=redis_settings.password or None,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            retry=Retry(NoBackoff(), 0),  # one attempt, then PostgreSQL: no retry series
-        )
+        self._redis = sync_client(redis_settings)
         self._pg_settings = pg_settings
         self._pg: psycopg2.extensions.connection | None = None
         self._local: OrderedDict[str, tuple[str | None, float]] = OrderedDict()

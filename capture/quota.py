@@ -24,13 +24,11 @@ from dataclasses import dataclass
 
 import psycopg2
 import redis
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from analytics_core import pg
 from analytics_core.quotas import Quota, get_quota
 from analytics_core.settings import PostgresSettings, RedisSettings
+from capture.redis_clients import async_client
 
 log = logging.getLogger("capture.quota")
 
@@ -156,16 +154,7 @@ class RateLimiter:
         *,
         redis_retry_after_s: float = 2.0,
     ) -> None:
-        self._redis = aioredis.Redis(
-            host=redis_settings.host,
-            port=redis_settings.port,
-            db=redis_settings.db,
-            password=redis_settings.password or None,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-            # One attempt: an unreachable Redis must cost one timeout, not a retry series.
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._redis = async_client(redis_settings)
         self._script = self._redis.register_script(TOKEN_BUCKET_LUA)
         self._book = book
         self._executor = executor

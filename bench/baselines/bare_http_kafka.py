@@ -22,6 +22,17 @@ HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(O
 FAILED = [(b"content-type", b"text/plain"), (b"content-length", b"0")]
 
 
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request body, whole (the baselines read it without limits)."""
+    parts = []
+    more = True
+    while more:
+        message = await receive()
+        parts.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(parts)
+
+
 class BareApp:
     def __init__(self) -> None:
         self.sink: KafkaSink | None = None
@@ -39,14 +50,9 @@ class BareApp:
                         self.sink.close(10)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        parts = []
-        more = True
-        while more:
-            message = await receive()
-            parts.append(message.get("body", b""))
-            more = message.get("more_body", False)
+        body = await read_body(receive)
         assert self.sink is not None
-        outcome = await self.sink.produce(b"".join(parts), b"bare")
+        outcome = await self.sink.produce(body, b"bare")
         ok = isinstance(outcome, Delivered)
         await send(
             {

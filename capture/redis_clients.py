@@ -1,0 +1,43 @@
+"""The capture service's Redis clients: one attempt per command, short timeouts.
+
+redis-py retries a failed command three times with backoff by default; for the capture
+service an unreachable Redis must cost one short timeout, after which the caller falls
+back (the write-key index to PostgreSQL, quotas to per-process buckets).
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from analytics_core.settings import RedisSettings
+
+TIMEOUT_S = 0.5
+
+
+def sync_client(s: RedisSettings) -> redis.Redis:
+    return redis.Redis(
+        host=s.host,
+        port=s.port,
+        db=s.db,
+        password=s.password or None,
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def async_client(s: RedisSettings) -> aioredis.Redis:
+    # Same parameters as sync_client, for the asyncio client class.
+    return aioredis.Redis(
+        host=s.host,
+        port=s.port,
+        db=s.db,
+        password=s.password or None,
+        socket_timeout=TIMEOUT_S,
+        socket_connect_timeout=TIMEOUT_S,
+        retry=AsyncRetry(NoBackoff(), 0),
+    )
