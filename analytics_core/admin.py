@@ -4,9 +4,13 @@ migrate-metadata           apply postgres/sql/*.sql (idempotent)
 add-client ID              register a client (pending by default), prints its API key once
 seed-demo                  register the demo client `demo` with a known key (idempotent)
 provision ID               provision a client without Dagster (same code as the sensor's run)
+deprovision ID --confirm ID   drop a client's database (same guarded code as the Dagster job)
 list-clients               one line per client
 rotate-key ID              set a new API key, invalidating the router cache
 invalidate ID              drop a client's router cache entry now
+
+An API key may start with '-' (`--api-key -x...` works, as does `--api-key=-x...`).
+Exit codes: 0 done, 1 failed (or nothing to do), 2 refused (bad arguments, no confirmation).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import psycopg2
 from analytics_core import lifecycle, pg, registry
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
-from analytics_core.event_contract import hash_api_key
+from analytics_core.event_contract import MAX_TEXT, hash_api_key
 from analytics_core.naming import client_id_problem
 from analytics_core.settings import Settings, SettingsError
 
@@ -45,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("seed-demo", help=f"register client {DEMO_CLIENT!r} (pending) with a known key")
     prov = sub.add_parser("provision", help="provision a client now (without Dagster)")
     prov.add_argument("client_id")
+    dep = sub.add_parser(
+        "deprovision",
+        help="drop a client's ClickHouse database and mark it deprovisioned (irreversible)",
+    )
+    dep.add_argument("client_id")
+    dep.add_argument(
+        "--confirm", required=True, help="the same client id again: nothing happens otherwise"
+    )
+    dep.add_argument("--requested-by", default="", help="who asks (recorded in the audit log)")
     sub.add_parser("list-clients", help="list clients")
     rot = sub.add_parser("rotate-key", help="give a client a new API key")
     rot.add_argument("client_id")
@@ -77,8 +90,32 @@ def _add(
         conn.close()
 
 
+KEY_OPTIONS = frozenset({"--api-key"})
+
+
+def _glue_key_values(argv: list[str]) -> list[str]:
+    """`--api-key -abc` -> `--api-key=-abc`: argparse would take a key starting with '-'
+    for an option and refuse it; keys are random text and may start with anything."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in KEY_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _key_problem(key: str | None) -> str | None:
+    if key is not None and not 0 < len(key) <= MAX_TEXT:
+        return f"--api-key must be 1 to {MAX_TEXT} characters (events carry it as api_key)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_key_values(sys.argv[1:] if argv is None else argv))
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -105,8 +142,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             conn.close()
         print("metadata schema up to date: " + ", ".join(applied))
         return 0
-    if cmd in ("add-client", "provision", "rotate-key", "invalidate"):
-        problem = client_id_problem(args.client_id)
+    if cmd in ("add-client", "provision", "deprovision", "rotate-key", "invalidate"):
+        problem = client_id_problem(args.client_id) or _key_problem(getattr(args, "api_key", None))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
@@ -133,6 +170,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             f"schema version {outcome.schema_version}"
         )
         return 0
+    if cmd == "deprovision":
+        return _deprovision(settings, args.client_id, args.confirm, args.requested_by)
     if cmd == "list-clients":
         conn = pg.connect(settings.postgres)
         try:
@@ -163,6 +202,24 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"cache entry of {args.client_id} invalidated")
         return 0
     raise AssertionError(cmd)
+
+
+def _deprovision(settings: Settings, client_id: str, confirm: str, requested_by: str) -> int:
+    """The Dagster job's guarded path (`lifecycle.deprovision`): the confirmation must repeat
+    the id, a refusal changes nothing but leaves an audit row, a re-run is a no-op."""
+    actor = requested_by.strip()[:200] or "cli"
+    with open_connections(settings) as connections:
+        outcome = lifecycle.deprovision(connections, client_id, confirm, actor=actor)
+    if isinstance(outcome, lifecycle.StepFailed):
+        print(f"deprovisioning refused or failed: {outcome.reason}", file=sys.stderr)
+        return 2 if outcome.refused else 1
+    already = " (it was already deprovisioned)" if outcome.already else ""
+    print(
+        f"client {client_id} deprovisioned; database {outcome.database} dropped{already}; "
+        f"rows before: {outcome.rows_before or 'none'}. Its Dagster partition, if any, is "
+        "removed by the deprovision_client job or in the UI."
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -133,3 +133,58 @@ def test_admin_cli_says_how_to_fix_an_unreachable_registry() -> None:
     )
     assert out.returncode == 1 and "cannot reach PostgreSQL" in out.stderr
     assert "devstack up" in out.stderr
+
+
+def test_admin_cli_accepts_an_api_key_that_starts_with_a_dash(stack: Settings) -> None:
+    cid = unique_id("dash")
+    added = admin("add-client", cid, "--api-key", "-starts-with-a-dash")
+    assert added.returncode == 0, added.stderr
+    rotated = admin("rotate-key", cid, "--api-key", "--two-dashes")
+    assert rotated.returncode == 0, rotated.stderr
+    conn = pg.connect(stack.postgres)
+    try:
+        row = registry.get_client(conn, cid)
+        assert row is not None and row.api_key_hash == hash_api_key("--two-dashes")
+    finally:
+        conn.close()
+    too_long = admin("add-client", unique_id("dash"), "--api-key", "k" * 201)
+    assert too_long.returncode == 2 and "--api-key" in too_long.stderr
+
+
+def test_admin_cli_deprovisions_only_with_the_confirmation_and_audits_it(
+    stack: Settings,
+) -> None:
+    cid = unique_id("depro")
+    assert admin("add-client", cid).returncode == 0
+    assert admin("provision", cid).returncode == 0
+    db = "client_" + cid.replace("-", "_")
+
+    def db_exists() -> bool:
+        return (
+            ch_scalar(stack, "SELECT count() FROM system.databases WHERE name = {d:String}", d=db)
+            == 1
+        )
+
+    missing = admin("deprovision", cid)
+    assert missing.returncode == 2 and "--confirm" in missing.stderr and db_exists()
+    typo = admin("deprovision", cid, "--confirm", cid + "x")
+    assert typo.returncode == 2 and "does not match" in typo.stderr and db_exists()
+    done = admin("deprovision", cid, "--confirm", cid, "--requested-by", "ops@example.com")
+    assert done.returncode == 0, done.stderr
+    assert not db_exists() and "deprovisioned" in done.stdout
+    again = admin("deprovision", cid, "--confirm", cid)
+    assert again.returncode == 0 and "already deprovisioned" in again.stdout
+    conn = pg.connect(stack.postgres)
+    try:
+        row = registry.get_client(conn, cid)
+        assert row is not None and row.status == "deprovisioned"
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT action, actor FROM client_audit_log WHERE client_id = %s ORDER BY id",
+                (cid,),
+            )
+            actions = [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+    assert ("deprovision_refused", "cli") in actions
+    assert ("deprovisioned", "ops@example.com") in actions
