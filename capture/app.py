@@ -222,7 +222,8 @@ class CaptureApp:
             await self._drain(receive)
             await self._finish(route, send, too_large, cors, started)
             return
-        reserve = declared or 0
+        # A body of unknown length (chunked) may grow to the limit: count it at the limit.
+        reserve = s.max_body_bytes if declared is None else declared
         if self._inflight_bytes + reserve > s.max_inflight_bytes:
             self.metrics.unavailable.labels("overload").inc()
             busy = responses.error(
