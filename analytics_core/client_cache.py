@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -91,15 +92,21 @@ def encode(result: ClientFound | ClientMissing) -> bytes:
     )
 
 
+_KEY_HASH = re.compile(r"[0-9a-f]{64}")  # ASCII only, like the registry's CHECK constraint
+
+
 def decode(client_id: str, raw: bytes) -> ClientFound | ClientMissing | None:
     try:
         doc = orjson.loads(raw)
         if doc.get("missing"):
             return ClientMissing(client_id)
+        key_hash = doc["api_key_hash"]
+        if not isinstance(key_hash, str) or not _KEY_HASH.fullmatch(key_hash):
+            return None
         return ClientFound(
-            ClientRecord(client_id, ClientStatus(doc["status"]), doc["api_key_hash"], doc["db"])
+            ClientRecord(client_id, ClientStatus(doc["status"]), key_hash, doc["db"])
         )
-    except (orjson.JSONDecodeError, KeyError, ValueError, AttributeError):
+    except (orjson.JSONDecodeError, KeyError, ValueError, AttributeError, TypeError):
         return None  # unreadable cache entry: treat as a miss
 
 

@@ -283,12 +283,19 @@ def _hash_key_memo(api_key: str) -> str:
 
 
 def parse_event(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome:
-    """One event's outcome. A fast path accepts the common shape (plain api_key, epoch-ms
-    timestamps, canonical UUIDs); anything else, valid or not, takes `_parse_event_checked`,
-    which is the authority: the fast path only ever accepts what it would accept."""
+    """One event's outcome. A fast path accepts the common shape (a plain api_key or an
+    api_key_hash, epoch-ms timestamps, canonical UUIDs); anything else, valid or not, takes
+    `_parse_event_checked`, which is the authority: the fast path only ever accepts what it
+    would accept."""
     cid = doc.client_id
     eid = doc.event_id
     key = doc.api_key
+    if type(key) is str and 0 < len(key) <= MAX_TEXT:
+        credential: str | None = _hash_key_memo(key)
+    elif key is UNSET and type(doc.api_key_hash) is str and _HEX_SHA256.fullmatch(doc.api_key_hash):
+        credential = doc.api_key_hash.lower()
+    else:
+        credential = None
     name = doc.event_name
     if name is UNSET or name is None:
         name = doc.event_type
@@ -300,8 +307,7 @@ def parse_event(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome
         type(cid) is str
         and (cid in _valid_client_ids or _remember_client_id(cid))
         and (eid is UNSET or (type(eid) is str and _CANONICAL_UUID.fullmatch(eid)))
-        and type(key) is str
-        and 0 < len(key) <= MAX_TEXT
+        and credential is not None
         and type(name) is str
         and 0 < len(name) <= MAX_TEXT
         and type(user) is str
@@ -316,7 +322,7 @@ def parse_event(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome
             return ValidEvent(
                 batch_index,
                 cid,
-                _hash_key_memo(key),
+                credential,
                 derive_event_id(origin, batch_index) if eid is UNSET else eid.lower(),
                 eid is UNSET,
                 name,

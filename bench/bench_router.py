@@ -12,7 +12,8 @@ For each client count (default 10 and 1000), on one fresh topic:
 3. the ratios router/baseline.
 
 Usage: .venv/bin/python -m bench.bench_router [--events 1000000] [--clients 10,1000]
-       [--no-connect] [--reconciliation-off]  (prints its figures; takes minutes)
+       [--no-connect] [--reconciliation-off] [--redis-outage]
+       (prints its figures; takes minutes)
 """
 
 from __future__ import annotations
@@ -322,6 +323,27 @@ def bench_clients(
             )
             log(results[-1])
 
+        # 2a''. Redis down: refused (nothing listens) and hung (connections accepted, never
+        # answered): bounded calls and the circuit breaker keep the drain near its speed.
+        if args.redis_outage:
+            for label, port in redis_outages():
+                truncate(settings, clients)
+                env_down = dict(
+                    env,
+                    ROUTER_GROUP_ID=f"bench-router-drain-{label.replace(' ', '-')}-{run_id}",
+                    REDIS_PORT=str(port),
+                )
+                started = time.monotonic()
+                router = start_router(env_down, workdir / f"router-{label}-{n_clients}.log")
+                last = wait_rows(lambda: visible_rows(settings, prefix), events, args.timeout)
+                stop(router)
+                down = Run(f"router drain, {label}", events, last - started)
+                results.append(
+                    f"{n_clients:>5} clients  {down.label:<36} {down.rate:>9.0f} ev/s"
+                    f"  {down.seconds:6.1f}s  -> Redis down/up = {down.rate / drain.rate:.2f}"
+                )
+                log(results[-1])
+
         # 2a+. the same drain with router accounting off: the cost of reconciliation
         if args.compare_accounting:
             truncate(settings, clients)
@@ -426,6 +448,24 @@ def bench_clients(
     return results
 
 
+def redis_outages() -> list[tuple[str, int]]:
+    """Two ways Redis is down: a port nothing listens on (refused at once), and a socket
+    that accepts connections and never answers (every call waits for its timeout)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        refused = int(probe.getsockname()[1])
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(1024)  # never accept()ed: the kernel completes connections, nobody answers
+    _HUNG_SOCKETS.append(hung)
+    return [("redis refused", refused), ("redis hung", int(hung.getsockname()[1]))]
+
+
+_HUNG_SOCKETS: list[object] = []
+
+
 def run_connect(
     settings: Settings,
     topic: str,
@@ -489,6 +529,11 @@ def main() -> None:
         "--compare-accounting",
         action="store_true",
         help="also drain with ROUTER_RECONCILIATION=off and print the on/off ratio",
+    )
+    p.add_argument(
+        "--redis-outage",
+        action="store_true",
+        help="also drain with Redis refused and hung, and print the down/up throughput ratio",
     )
     p.add_argument(
         "--alt-budget-mb",

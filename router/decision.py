@@ -153,10 +153,9 @@ def decide(
             )
             continue
         record = found.record
-        # Bytes: compare_digest refuses non-ASCII str, and the registry's value is data too.
-        if not hmac.compare_digest(
-            ev.credential_hash.encode(), record.api_key_hash.encode("utf-8", "surrogatepass")
-        ):
+        # Both sides are ASCII hex (the contract checks the event's, the registry's CHECK and
+        # the cache decoder the record's), which compare_digest needs for str.
+        if not hmac.compare_digest(ev.credential_hash, record.api_key_hash):
             fates.append(
                 _dead(
                     Reason.INVALID_API_KEY,
