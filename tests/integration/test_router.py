@@ -798,3 +798,26 @@ def test_case6_a_frozen_redis_costs_little_and_opens_the_circuit(
 
     wait_for(closed_again, 30, every_s=0.5, what="the Redis circuit closed after a probe")
     assert counts(stack, c.database)[0] == counts(stack, c.database)[1]
+
+
+def test_a_message_too_large_for_the_dead_letter_topic_is_cut_not_stuck(
+    stack: Settings,
+    kafka: Kafka,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    """A raw message near Kafka's 1 MB limit can not travel on as a dead letter with its
+    envelope; re-sending it forever would hold its partition's offsets. It is sent cut to
+    the contract's 512 KiB, and the detail says so."""
+    from analytics_core.event_contract import MAX_MESSAGE_BYTES
+
+    marker = uuid.uuid4().hex.encode()
+    huge = marker + b"[" * (999_900 - len(marker))  # the envelope headers push it over
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    start_router()
+    kafka.send([huge])
+    [(letter, value)] = kafka.read_dead_letters(
+        since, lambda _l, v: v is not None and v.startswith(marker), expect=1
+    )
+    assert letter.reason is Reason.PAYLOAD_TOO_LARGE
+    assert value == huge[:MAX_MESSAGE_BYTES]
+    assert f"value cut to its first {MAX_MESSAGE_BYTES} of {len(huge)} bytes" in letter.detail

@@ -70,3 +70,21 @@ def test_consumer_config_takes_partitions_over_fast() -> None:
         RouterSettings.from_env({**env, "ROUTER_GROUP_INSTANCE_ID": "router-0"})
     )
     assert static["group.instance.id"] == "router-0"
+
+
+def test_a_dead_letter_too_large_to_forward_is_cut_once_and_says_so() -> None:
+    from analytics_core.dead_letter import DeadLetter
+    from analytics_core.event_contract import MAX_MESSAGE_BYTES
+    from analytics_core.settings import KafkaSettings
+    from router.dead_letter_producer import PendingLetter, _cut, producer_config
+
+    letter = DeadLetter(
+        Reason.PAYLOAD_TOO_LARGE, "d" * 1000, Origin(T, 0, 1), Origin(T, 0, 1), None, None,
+        None, "now", 1, "v",
+    )  # fmt: skip
+    cut = _cut(PendingLetter(b"x" * 999_000, letter, 0, 1))
+    assert cut.truncated and cut.value == b"x" * MAX_MESSAGE_BYTES
+    assert len(cut.letter.detail) <= 1000 and cut.letter.detail.endswith("(too large to forward)")
+    assert (cut.partition, cut.offset) == (0, 1) and cut.letter.reason is letter.reason
+    config = producer_config(KafkaSettings(), "r-dl")
+    assert config["acks"] == "all" and config["enable.idempotence"] is True
