@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -15,16 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from analytics_core.settings import REPO_ROOT
-from tests.conftest import free_port
 
 DAGSTER = Path(REPO_ROOT) / ".venv" / "bin" / "dagster"
 LOCATION = "analytics_pipeline"
 REPOSITORY = "__repository__"
 
 
+def _free_port() -> int:
+    # Not tests.conftest's: the benchmarks import this module outside pytest.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class GraphQL:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, pid: int | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}/graphql"
+        self.pid = pid  # the `dagster dev` process, when this harness started it
 
     def __call__(self, query: str, **variables: Any) -> dict[str, Any]:
         body = json.dumps({"query": query, "variables": variables}).encode()
@@ -70,7 +78,7 @@ def running_dagster_dev(
     env: Mapping[str, str], log_path: Path, workspace: Path = REPO_ROOT / "workspace.yaml"
 ) -> Iterator[GraphQL]:
     """`dagster dev` on a free port until the code location is loaded; stopped on exit."""
-    port = free_port()
+    port = _free_port()
     log = log_path.open("wb")
     proc = subprocess.Popen(
         [str(DAGSTER), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
@@ -80,7 +88,7 @@ def running_dagster_dev(
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group: webserver, daemon, code servers
     )
-    gql = GraphQL(port)
+    gql = GraphQL(port, proc.pid)
     try:
         wait_for(lambda: proc.poll() is not None or gql("{ version }"), "the webserver", 120)
         assert proc.poll() is None, log_path.read_text()[-3000:]

@@ -9,9 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import IO, Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from analytics_core.batch.parsing import LineProblem, ParseItem, Row, keyed_row
 from analytics_core.batch.tables import TableSpec
 
@@ -19,6 +16,11 @@ BATCH_ROWS = 10_000
 
 
 def parse_parquet(source: IO[bytes], spec: TableSpec) -> Iterator[ParseItem]:
+    # Imported here: pyarrow (and numpy) would otherwise load in every process that loads the
+    # code location, lifecycle run workers included, for the few runs that read Parquet.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         pf = pq.ParquetFile(source)
     except (pa.ArrowException, OSError, ValueError) as exc:

@@ -223,6 +223,20 @@ def test_dagster_yaml_is_a_valid_instance_config_with_postgres_storage(
     assert limits == {"analytics/client_id": (1, per_value), "dagster/partition": (1, per_value)}
 
 
+def test_a_run_is_one_process_and_the_queue_is_sized_for_a_small_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_definitions().get_repository_def()
+    for job in repo.get_all_jobs():  # UI materializations (__ASSET_JOB) included
+        assert job.executor_def.name == "in_process", job.name
+    home = dagster_home.prepare(tmp_path / "home")
+    for name, value in dagster_home.dagster_env(Settings.from_env(), home).items():
+        monkeypatch.setenv(name, value)
+    config, _ = dagster_instance_config(str(home))
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] == 3
+    assert config["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1
+
+
 def test_print_env_never_prints_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSTGRES_PASSWORD", "s3cret")
     lines = dagster_home.export_lines(Settings.from_env(), Path("/h"))
