@@ -29,6 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import psycopg2
@@ -59,15 +60,8 @@ def redis_client(
 ) -> redis.Redis:
     """`retries=0`: one attempt per call, bounded by `timeout_s` (the router's hot path);
     None keeps the library's retries with backoff (operator commands)."""
-    if retries is None:
-        return redis.Redis(
-            host=settings.host,
-            port=settings.port,
-            db=settings.db,
-            password=settings.password or None,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
+    # The library's default Retry is kept unless a count is given (its stubs lack `retry`).
+    extra: dict[str, Any] = {} if retries is None else {"retry": Retry(NoBackoff(), retries)}
     return redis.Redis(
         host=settings.host,
         port=settings.port,
@@ -75,7 +69,7 @@ def redis_client(
         password=settings.password or None,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), retries),
+        **extra,
     )
 
 

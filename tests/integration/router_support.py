@@ -8,10 +8,13 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core.dead_letter import DeadLetter, read_dead_letter
 from analytics_core.settings import Settings
@@ -115,3 +118,20 @@ def assignment(settings: Settings, group: str, client_id: str) -> set[int]:
         if member.client_id == client_id and member.assignment is not None:
             return {tp.partition for tp in member.assignment.topic_partitions}
     return set()
+
+
+@contextmanager
+def private_topics(stack: Settings, prefix: str, partitions: int = 3) -> Iterator[Settings]:
+    """`stack` with a raw and a dead-letter topic of its own (deleted after): a router and
+    a reprocessing run on them see no other test's traffic."""
+    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    tag = uuid.uuid4().hex[:8]
+    raw, dead = f"{prefix}_raw_{tag}", f"{prefix}_dead_{tag}"
+    topics = [NewTopic(t, num_partitions=partitions) for t in (raw, dead)]
+    for f in admin.create_topics(topics).values():
+        f.result(30)
+    try:
+        yield replace(stack, kafka=replace(stack.kafka, raw_topic=raw, dead_letter_topic=dead))
+    finally:
+        for f in admin.delete_topics([raw, dead]).values():
+            f.result(30)

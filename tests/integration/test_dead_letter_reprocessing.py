@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from dagster import DagsterInstance, materialize
 
 from analytics_core import lifecycle, pg
@@ -28,6 +27,7 @@ from analytics_core.settings import Settings
 from analytics_pipeline.defs.dead_letters.assets import DEAD_LETTER_ASSETS
 from analytics_pipeline.resources import KafkaResource, default_resources
 from tests.conftest import event, wait_for
+from tests.integration.router_support import private_topics
 
 pytestmark = pytest.mark.integration
 OP = "dead_letters__reprocessing"
@@ -87,16 +87,9 @@ class Topics:
 
 @pytest.fixture
 def topics(stack: Settings) -> Iterator[Topics]:
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
-    tag = uuid.uuid4().hex[:8]
-    raw, dead = f"t4_raw_{tag}", f"t4_dead_{tag}"
-    for f in admin.create_topics([NewTopic(t, num_partitions=3) for t in (raw, dead)]).values():
-        f.result(30)
-    settings = replace(stack, kafka=replace(stack.kafka, raw_topic=raw, dead_letter_topic=dead))
-    producer = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "acks": "all"})
-    yield Topics(settings, f"t4-dlq-{tag}", producer)
-    for f in admin.delete_topics([raw, dead]).values():
-        f.result(30)
+    with private_topics(stack, "t4") as settings:
+        producer = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "acks": "all"})
+        yield Topics(settings, f"t4-dlq-{uuid.uuid4().hex[:8]}", producer)
 
 
 @pytest.fixture

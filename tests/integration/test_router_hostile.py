@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core.clickhouse import http_client
 from analytics_core.dead_letter import REPLAY_FIELDS, DeadLetter, ReplayKeys, replay_headers
@@ -30,7 +29,7 @@ from analytics_core.event_contract import Origin
 from analytics_core.reasons import Reason
 from analytics_core.settings import Settings
 from tests.conftest import ClientFixture, wait_for
-from tests.integration.router_support import end_offsets, letters_between
+from tests.integration.router_support import end_offsets, letters_between, private_topics
 
 pytestmark = pytest.mark.integration
 MESSAGES = 10_000
@@ -172,23 +171,17 @@ def _authenticates(value: bytes, batch_index: int, client: ClientFixture) -> boo
 
 
 @pytest.fixture
-def private_topics(stack: Settings) -> Iterator[Settings]:
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
-    tag = uuid.uuid4().hex[:8]
-    raw, dead = f"hostile_raw_{tag}", f"hostile_dead_{tag}"
-    for f in admin.create_topics([NewTopic(t, num_partitions=3) for t in (raw, dead)]).values():
-        f.result(30)
-    yield replace(stack, kafka=replace(stack.kafka, raw_topic=raw, dead_letter_topic=dead))
-    for f in admin.delete_topics([raw, dead]).values():
-        f.result(30)
+def hostile_topics(stack: Settings) -> Iterator[Settings]:
+    with private_topics(stack, "hostile") as settings:
+        yield settings
 
 
 def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right_tenant(
-    private_topics: Settings,
+    hostile_topics: Settings,
     make_client,
-    start_router,  # type: ignore[no-untyped-def]
+    start_router,
 ) -> None:
-    s = private_topics
+    s = hostile_topics
     a, b = make_client("hosa"), make_client("hosb")
     router = start_router(
         KAFKA_RAW_TOPIC=s.kafka.raw_topic, KAFKA_DEAD_LETTER_TOPIC=s.kafka.dead_letter_topic
@@ -214,7 +207,7 @@ def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right
                 producer.produce(
                     s.kafka.raw_topic,
                     item.value,
-                    headers=item.headers,
+                    headers=item.headers,  # type: ignore[arg-type]
                     on_delivery=delivery(item),
                 )
                 break

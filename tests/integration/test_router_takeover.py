@@ -75,6 +75,26 @@ def start_pair(
     return procs, envs
 
 
+def kill_a_and_measure(
+    stack: Settings,
+    kafka: Kafka,
+    client: ClientFixture,
+    group: str,
+    procs: dict[str, Popen[bytes]],
+    restart_env: dict[str, str] | None,
+    tmp_path: Path,
+) -> tuple[float, set[int]]:
+    """SIGKILL router a (restarted at once with `restart_env`, as a supervisor would);
+    returns the takeover time and the partitions it owned."""
+    owned = assignment(stack, group, f"{group}-a")
+    killed_at = time.time()
+    procs["a"].send_signal(signal.SIGKILL)
+    procs["a"].wait(10)
+    if restart_env is not None:
+        procs["a"] = router_process(restart_env, tmp_path / "router-a.log")
+    return measure_takeover(stack, kafka, client, owned, killed_at), owned
+
+
 def stop_all(procs: list[Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -85,7 +105,7 @@ def stop_all(procs: list[Popen[bytes]]) -> None:
 
 def test_case8_a_killed_routers_partitions_go_to_the_survivor_within_seconds(
     stack: Settings,
-    make_client,  # type: ignore[no-untyped-def]
+    make_client,
     kafka: Kafka,
     tmp_path: Path,
 ) -> None:
@@ -93,11 +113,7 @@ def test_case8_a_killed_routers_partitions_go_to_the_survivor_within_seconds(
     group = fresh_group(stack, "router-tko")
     procs, _envs = start_pair(stack, tmp_path, group, static=False)
     try:
-        owned = assignment(stack, group, f"{group}-a")
-        killed_at = time.time()
-        procs["a"].send_signal(signal.SIGKILL)
-        procs["a"].wait(10)
-        took = measure_takeover(stack, kafka, c, owned, killed_at)
+        took, _owned = kill_a_and_measure(stack, kafka, c, group, procs, None, tmp_path)
         print(f"takeover after SIGKILL (dynamic membership, survivor): {took:.1f} s")
         assert took <= BOUND_S
         assert assignment(stack, group, f"{group}-b") == set(range(stack.kafka.topic_partitions))
@@ -107,7 +123,7 @@ def test_case8_a_killed_routers_partitions_go_to_the_survivor_within_seconds(
 
 def test_case8_a_restarted_static_member_takes_its_partitions_back_at_once(
     stack: Settings,
-    make_client,  # type: ignore[no-untyped-def]
+    make_client,
     kafka: Kafka,
     tmp_path: Path,
 ) -> None:
@@ -115,12 +131,7 @@ def test_case8_a_restarted_static_member_takes_its_partitions_back_at_once(
     group = fresh_group(stack, "router-tks")
     procs, envs = start_pair(stack, tmp_path, group, static=True)
     try:
-        owned = assignment(stack, group, f"{group}-a")
-        killed_at = time.time()
-        procs["a"].send_signal(signal.SIGKILL)
-        procs["a"].wait(10)
-        procs["a"] = router_process(envs["a"], tmp_path / "router-a.log")  # the supervisor
-        took = measure_takeover(stack, kafka, c, owned, killed_at)
+        took, owned = kill_a_and_measure(stack, kafka, c, group, procs, envs["a"], tmp_path)
         print(f"takeover after SIGKILL (static membership, restarted at once): {took:.1f} s")
         assert took <= BOUND_S
         # No rebalance: the restarted member got its own partitions back.
