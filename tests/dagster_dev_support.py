@@ -73,6 +73,40 @@ def location_loaded(gql: GraphQL) -> bool:
     return False
 
 
+def processes_of(pid: int) -> set[int]:
+    """`pid`, its descendants, and every member of their sessions (orphans included)."""
+    parents: dict[int, int] = {}
+    sessions: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            parents[int(entry)], sessions[int(entry)] = int(fields[1]), int(fields[3])
+    found = {pid}
+    grew = True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in found}
+        more |= {p for p, sid in sessions.items() if sid in found}
+        grew = not more <= found
+        found |= more
+    return found
+
+
+def running(pids: set[int]) -> set[int]:
+    """The pids still running (zombies waiting to be reaped are not running)."""
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(pid)
+    return out
+
+
 @contextmanager
 def running_dagster_dev(
     env: Mapping[str, str], log_path: Path, workspace: Path = REPO_ROOT / "workspace.yaml"
@@ -95,6 +129,8 @@ def running_dagster_dev(
         wait_for(lambda: location_loaded(gql), "the code location", 120)
         yield gql
     finally:
+        # Code servers and run workers may outlive dagster dev: stop every process of it.
+        everyone = processes_of(proc.pid)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -102,4 +138,6 @@ def running_dagster_dev(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
+        for pid in running(everyone - {proc.pid}):
+            os.kill(pid, signal.SIGKILL)
         log.close()

@@ -1,0 +1,130 @@
+"""`bin/dev` on the real stack: it brings up the router, the capture API and `dagster dev`, and
+a SIGINT or SIGTERM stops all of them and every child, also when bin/dev was started in the
+background (SIGINT ignored at entry, as a background job of a script has it).
+
+Isolation: a sandbox registry and Dagster storage (tests/dagster_sandbox.py), private raw and
+dead-letter topics, free ports; bin/setup is skipped (bin/test has just run it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from analytics_core.settings import REPO_ROOT, Settings
+from devstack import api
+from tests.conftest import free_port
+from tests.dagster_dev_support import (
+    GraphQL,
+    location_loaded,
+    processes_of,
+    running,
+    wait_for,
+)
+from tests.dagster_sandbox import Sandbox, sandbox
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sb(tmp_path: Path) -> Iterator[Sandbox]:
+    api.ensure_up(Settings.from_env())
+    with sandbox(tmp_path / "dagster_home", prefix="tdev") as box:
+        yield box
+
+
+@pytest.fixture
+def topics(sb: Sandbox) -> Iterator[tuple[str, str]]:
+    token = uuid.uuid4().hex[:8]
+    raw, dead = f"tdev_raw_{token}", f"tdev_dead_{token}"
+    admin = AdminClient({"bootstrap.servers": sb.settings.kafka.bootstrap_servers})
+    for future in admin.create_topics([NewTopic(raw, 1, 1), NewTopic(dead, 1, 1)]).values():
+        future.result(30)
+    yield raw, dead
+    for future in admin.delete_topics([raw, dead]).values():
+        future.result(30)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_bin_dev_stops_every_service_and_child_on_a_signal(
+    sb: Sandbox, topics: tuple[str, str], tmp_path: Path, stop: signal.Signals
+) -> None:
+    raw, dead = topics
+    ports = {name: free_port() for name in ("DAGSTER_PORT", "ROUTER_METRICS_PORT", "CAPTURE_PORT")}
+    env = {
+        **os.environ,
+        **sb.env(),
+        **{name: str(port) for name, port in ports.items()},
+        "KAFKA_RAW_TOPIC": raw,
+        "KAFKA_DEAD_LETTER_TOPIC": dead,
+        "ROUTER_GROUP_ID": f"tdev-{uuid.uuid4().hex[:8]}",
+        "DEV_SKIP_SETUP": "1",
+    }
+    log_path = tmp_path / "dev.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(REPO_ROOT / "bin" / "dev")],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # As `bin/dev &` in a script: SIGINT ignored from the start.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            start_new_session=True,
+        )
+    everyone: set[int] = set()
+    try:
+        gql = GraphQL(ports["DAGSTER_PORT"])
+        wait_for(lambda: proc.poll() is not None or location_loaded(gql), "dagster dev", 300)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        router = f"http://127.0.0.1:{ports['ROUTER_METRICS_PORT']}/healthz"
+        wait_for(lambda: http_ok(router), "the router", 60)
+        if (REPO_ROOT / "capture" / "__main__.py").exists():
+            capture = f"http://127.0.0.1:{ports['CAPTURE_PORT']}/healthz"
+            wait_for(lambda: http_ok(capture), "the capture API", 60)
+        everyone = processes_of(proc.pid)
+        names = {Path(f"/proc/{p}/cmdline").read_bytes() for p in running(everyone)}
+        assert any(b"dagster_webserver" in n for n in names), "no webserver found"
+        assert any(b"dagster._daemon" in n for n in names), "no daemon found"
+
+        proc.send_signal(stop)
+        code = proc.wait(90)
+        assert code == 128 + stop.value, (code, log_path.read_text()[-3000:])
+        deadline = time.monotonic() + 10
+        while running(everyone) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = running(everyone)
+        assert not left, {p: Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in left}
+    finally:
+        for pid in running(everyone | {proc.pid}):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.wait(10)
+    output = log_path.read_text()
+    assert "[dev] stopped" in output
+    # No warning printed over and over (a PreviewWarning used to appear dozens of times).
+    warnings = Counter(
+        re.sub(r"^.*?(\w+Warning)", r"\1", line).strip()
+        for line in output.splitlines()
+        if "Warning:" in line
+    )
+    assert all(n == 1 for n in warnings.values()), warnings
