@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     if settings.metrics_port:
         try:
-            server = HealthServer(metrics, router.ready, settings.metrics_port)
+            server = HealthServer(
+                metrics, router.ready, settings.metrics_port, settings.metrics_host
+            )
         except OSError as exc:
             log.error(
                 f"cannot serve metrics on port {settings.metrics_port}: {exc}; "

@@ -79,6 +79,7 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
         "Secret that signs dead-letter replays (shared with the reprocessing job)",
     ),
     ("ROUTER_METRICS_PORT", "9108", "Port of /metrics, /healthz and /readyz (0 disables)"),
+    ("ROUTER_METRICS_HOST", "127.0.0.1", "Address of that port (containers: 0.0.0.0)"),
     ("ROUTER_SHUTDOWN_TIMEOUT_S", "20", "SIGTERM: flush, commit and exit within this bound"),
     ("ROUTER_RECONCILIATION", "on", "Write per-range accounting to pipeline_ops (on/off)"),
 )
@@ -109,6 +110,7 @@ class RouterSettings:
     breaker_failures: int = 3
     breaker_retry_s: float = 5.0
     metrics_port: int = 9108
+    metrics_host: str = "127.0.0.1"
     shutdown_timeout_s: float = 20.0
     reconciliation: bool = True
 
@@ -140,6 +142,7 @@ class RouterSettings:
             breaker_failures=env_int(e, "ROUTER_BREAKER_FAILURES", 3, minimum=1),
             breaker_retry_s=env_float(e, "ROUTER_BREAKER_RETRY_S", 5.0, minimum=0.1),
             metrics_port=0 if metrics_raw == "0" else env_port(e, "ROUTER_METRICS_PORT", 9108),
+            metrics_host=env_str(e, "ROUTER_METRICS_HOST", "127.0.0.1"),
             shutdown_timeout_s=env_float(e, "ROUTER_SHUTDOWN_TIMEOUT_S", 20.0, minimum=1.0),
             reconciliation=env_bool(e, "ROUTER_RECONCILIATION", True),
         )

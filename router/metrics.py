@@ -104,7 +104,13 @@ class RouterMetrics:
 class HealthServer:
     """Serves /metrics, /healthz (process alive) and /readyz (`ready()` is True)."""
 
-    def __init__(self, metrics: RouterMetrics, ready: Callable[[], bool], port: int) -> None:
+    def __init__(
+        self,
+        metrics: RouterMetrics,
+        ready: Callable[[], bool],
+        port: int,
+        host: str = "127.0.0.1",
+    ) -> None:
         metrics_ref, ready_ref = metrics, ready
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,7 +134,7 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = ThreadingHTTPServer((host, port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
