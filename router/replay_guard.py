@@ -23,11 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
 
-import orjson
-
-from router.rows import PendingRow
+from router.rows import PendingRow, read_row
 
 HW_PREFIX = "hw="
 
@@ -136,7 +133,7 @@ _EVENT_ID, _EVENT_NAME, _EVENT_TIMESTAMP = 0, 1, 2
 
 
 def identity_of(row: PendingRow) -> ReplayIdentity:
-    values: list[Any] = orjson.loads(row.line + b"]")
+    values = read_row(row.line)
     day = datetime.fromtimestamp(float(values[_EVENT_TIMESTAMP]), UTC).date()
     return ReplayIdentity(str(values[_EVENT_ID]), str(values[_EVENT_NAME]), day)
 

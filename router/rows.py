@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,11 +71,18 @@ class PendingRow:
     def letter_fields(self) -> tuple[str, int]:
         """(event_id, attempt), read back from the encoded row: only the rare dead letter of
         a rejected row needs them, so they are not kept beside it."""
-        values: list[Any] = orjson.loads(self.line + b"]")
+        values = read_row(self.line)
         return str(values[_EVENT_ID]), int(values[_ATTEMPT])
 
     def source_origin(self, topic: str) -> Origin:
         return self.origin or Origin(topic, self.partition, self.offset)
+
+
+def read_row(line: bytes) -> list[Any]:
+    """An encoded row's values (rare paths only). The stdlib parser, not orjson: the
+    producer's properties text may hold numbers orjson refuses (1e999 is valid JSON)."""
+    values: list[Any] = json.loads(line + b"]")
+    return values
 
 
 def pending_row(

@@ -38,15 +38,15 @@ from confluent_kafka import (
 
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import LookupResult
-from analytics_core.ops_schema import ensure_ops_schema
 from analytics_core.reasons import Reason
 from analytics_core.trace.topic_scan import read_messages
 from router import VERSION
-from router.accounting import DEAD_LETTERED, ROUTED, Accounting, FateKey, window_of
+from router.accounting import DEAD_LETTERED, ROUTED, FateKey, window_of
 from router.backoff import Backoff
 from router.backpressure import Budget, Change, Held, pause_change
 from router.buffers import Batch, ClientBuffers
-from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
+from router.clickhouse_sink import Inserted, Outage, Rejected
+from router.commits import OffsetCommitter
 from router.config import RouterSettings
 from router.dead_letter_producer import DeadLetterProducer
 from router.decision import RawMessage, Retry
@@ -100,29 +100,23 @@ class Router:
             common.kafka, rs.instance_id + "-dl", self._letter_delivered, self.metrics
         )
         self.writer = Writer(common.clickhouse, rs.instance_id, self.topic, rs.insert_concurrency)
-        # Accounting rows are written on the consumer thread: a client of their own.
-        self.accounting = Accounting(self.topic) if rs.reconciliation else None
-        self.accounting_sink = (
-            ClickHouseSink(common.clickhouse, rs.instance_id) if rs.reconciliation else None
-        )
-        self.ops_ready = False
+        self.guard = CrashReplayGuard()
+        self.committer = OffsetCommitter(rs, self.consumer, self.tracker, self.guard, self.metrics)
+        self.accounting = self.committer.accounting
         self.buffers = ClientBuffers()
         self.limits = FlushLimits.from_settings(rs)
         self.budget = Budget(rs.max_buffered_rows, rs.max_buffered_bytes)
-        self.guard = CrashReplayGuard()
         # Catching up: a backlog in Kafka (full polls) or paused by back-pressure.
         self.behind_until = 0.0
         self.last_cache_refresh = 0.0
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
-        self.committed_offsets: dict[int, int] = {}  # partition -> last committed offset
         self.retry_paused: dict[int, float] = {}  # partition -> resume at (registry outage)
         self.registry_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.outage_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.outage_until = 0.0
         self.paused_all = False
         self.last_flush_round = time.monotonic()
-        self.last_commit_round = time.monotonic()
         self.clickhouse_ok = True
         self.last_lag_check = 0.0
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
@@ -143,7 +137,7 @@ class Router:
         gc.freeze()
         gc.set_threshold(200_000, 50, 1000)
         self.directory.start_invalidation_listener()
-        self._ensure_ops_schema()
+        self.committer.ensure_ops_schema()
         self.consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -158,17 +152,6 @@ class Router:
         finally:
             self._shutdown()
 
-    def _ensure_ops_schema(self) -> bool:
-        if self.accounting is None or self.ops_ready:
-            return True
-        try:
-            ensure_ops_schema(self.rs.common)
-        except Exception as exc:
-            log.warning("ops schema not ready; offsets wait for it", extra={"error": str(exc)})
-            return False
-        self.ops_ready = True
-        return True
-
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.rs.shutdown_timeout_s
         log.info("router stopping: flushing buffers and committing")
@@ -178,14 +161,13 @@ class Router:
             if self.buffers.total_rows():
                 time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         self.letters.flush(max(0.0, deadline - time.monotonic()))
-        self._commit()
+        self.committer.commit()
         left = self.buffers.total_rows()
         if left:
             log.warning("exiting with unflushed rows; they will be re-read", extra={"rows": left})
         self.consumer.close()
         self.writer.close()
-        if self.accounting_sink is not None:
-            self.accounting_sink.close()
+        self.committer.close()
         self.directory.close()
         self.metrics.up.set(0)
         log.info("router stopped")
@@ -209,9 +191,9 @@ class Router:
             self.directory.refresh_ahead()
         if self._flush_due(now):
             self._flush()
-        elif now - self.last_commit_round >= self.rs.flush_interval_s:
+        elif now - self.committer.last_round >= self.rs.flush_interval_s:
             # Offsets whose fates are all dead letters (no row to flush) are committed too.
-            self._commit()
+            self.committer.commit()
         self._apply_backpressure()
         if now - self.last_lag_check > LAG_EVERY_S:
             self.last_lag_check = now
@@ -374,11 +356,11 @@ class Router:
             )
         batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
         if not batches:
-            self._commit()
+            self.committer.commit()
             return
         stale = self.guard.high_water_to_commit(r for b in batches for r in b.rows)
         if stale:
-            self._commit(include=stale)
+            self.committer.commit(include=stale)
         self._inflight = self.writer.submit(batches, self.guard.snapshot())
         if force:
             self._finish_write()
@@ -411,7 +393,7 @@ class Router:
             self.outage_backoff.reset()
             self.clickhouse_ok = True
         self.letters.poll(0)
-        self._commit()
+        self.committer.commit()
         if self.on_flush is not None:
             self.on_flush()
 
@@ -527,60 +509,6 @@ class Router:
             )
             return None
 
-    # ------------------------------------------------------------------ commits
-    def _commit(self, *, include: set[int] | None = None) -> None:
-        """Commit what is durable; `include`: partitions whose high water must be recorded
-        even if their offset did not move (rows are about to be inserted)."""
-        self.last_commit_round = time.monotonic()
-        offsets = self.tracker.committable()
-        if include:
-            for tp, target in self.tracker.positions().items():
-                if tp[1] in include and tp not in offsets:
-                    offsets[tp] = target
-        if not offsets:
-            return
-        by_partition = {p: o for (_t, p), o in offsets.items()}
-        if self.accounting is not None and not self._write_accounting(by_partition):
-            return  # no accounting row, no commit: the range stays open and is retried
-        guard = self.guard
-        tps = []
-        for (topic, p), offset in offsets.items():
-            metadata = guard.commit_metadata(p, offset)
-            if metadata is None:
-                tps.append(TopicPartition(topic, p, offset))
-            else:
-                tps.append(TopicPartition(topic, p, offset, metadata=metadata))
-        try:
-            self.consumer.commit(offsets=tps, asynchronous=False)
-        except KafkaException as exc:
-            log.warning("offset commit failed; will retry", extra={"error": str(exc)})
-            return
-        self.tracker.mark_committed(offsets)
-        if self.accounting is not None:
-            self.accounting.committed(by_partition)
-        self.metrics.last_commit_ts.set(time.time())
-        for done in tps:
-            guard.committed(done.partition, done.offset, done.metadata)
-            self.committed_offsets[done.partition] = done.offset
-
-    def _write_accounting(self, commits: dict[int, int]) -> bool:
-        assert self.accounting is not None and self.accounting_sink is not None
-        rows = self.accounting.rows_for(commits)
-        if not rows:
-            return True
-        if not self._ensure_ops_schema():
-            return False
-        outcome = self.accounting_sink.insert_accounting(
-            self.rs.common.clickhouse.ops_database, rows, self.rs.instance_id, self.rs.group_id
-        )
-        if isinstance(outcome, Inserted):
-            return True
-        log.warning(
-            "accounting row not written; offsets not committed yet",
-            extra={"detail": outcome.detail},
-        )
-        return False
-
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
         write = self._inflight
@@ -631,7 +559,7 @@ class Router:
                 continue
             if hi < 0:
                 continue
-            committed = self.committed_offsets.get(p, lo)
+            committed = self.committer.committed.get(p, lo)
             self.metrics.consumer_lag.labels(partition=str(p)).set(max(0, hi - max(committed, lo)))
 
     # ------------------------------------------------------------------ rebalancing
@@ -643,10 +571,7 @@ class Router:
             committed = []
         for tp in committed:
             valid = tp.offset != OFFSET_INVALID and tp.offset >= 0
-            if self.accounting is not None:
-                self.accounting.assigned(tp.partition, tp.offset if valid else None)
-            if valid:
-                self.committed_offsets[tp.partition] = tp.offset
+            self.committer.assigned(tp.partition, tp.offset if valid else None)
             if self.guard.assigned(tp.partition, tp.offset if valid else None, tp.metadata):
                 span = self.guard.suspect[tp.partition]
                 log.info(
@@ -664,7 +589,7 @@ class Router:
         log.info("partitions revoked; flushing", extra={"partitions": sorted(revoked)})
         self._flush(force=True)
         self.letters.flush(10)
-        self._commit()
+        self.committer.commit()
         self._forget(revoked)
         consumer.incremental_unassign(partitions)
 
@@ -686,9 +611,7 @@ class Router:
             )
         for p in partitions:
             self.tracker.forget((self.topic, p))
-            if self.accounting is not None:
-                self.accounting.revoked(p)
+            self.committer.forget(p)
             self.guard.revoked(p)
             self.retry_paused.pop(p, None)
-            self.committed_offsets.pop(p, None)
         self.assigned -= partitions

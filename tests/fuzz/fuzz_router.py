@@ -15,13 +15,12 @@ last resort (the contract code should have classified it).
 
 from __future__ import annotations
 
+import json
 import sys
 
 import atheris
 
 with atheris.instrument_imports(include=["analytics_core", "router"]):
-    import orjson
-
     from analytics_core.clients import ClientFound, ClientMissing, ClientRecord, ClientStatus
     from analytics_core.dead_letter import REPLAY_FIELDS, REPLAY_SIGNATURE, ReplayKeys
     from analytics_core.event_contract import hash_api_key
@@ -71,7 +70,8 @@ def test_one_input(data: bytes) -> None:
     for routed in out.rows:
         if routed.database != "client_acme":
             raise AssertionError(f"routed to {routed.database}")
-        if len(orjson.loads(encode_batch([routed.row], 1, "fuzz"))) != 16:
+        # The stdlib parser: the properties text may hold 1e999, valid JSON orjson refuses.
+        if len(json.loads(encode_batch([routed.row], 1, "fuzz"))) != 16:
             raise AssertionError("an encoded row without 16 columns")
 
 

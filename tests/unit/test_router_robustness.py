@@ -264,3 +264,18 @@ def test_any_other_failure_is_one_unprocessable_dead_letter(error: Exception) ->
     letter = only_letter(out)
     assert letter.reason is Reason.UNPROCESSABLE and type(error).__name__ in letter.detail
     assert letter.source == letter.origin == Origin(T, 4, 11) and letter.batch_index is None
+
+
+def test_numbers_json_allows_but_floats_can_not_hold_are_stored_and_read_back() -> None:
+    """Found by the fuzzer: `1e999` in properties is valid JSON, routed and stored as text;
+    the rare paths that read an encoded row back (a rejected row's dead letter, a replay's
+    identity) must not choke on it (orjson refuses it)."""
+    from router.replay_guard import identity_of
+
+    props = b'{"inf": 1234567890123456789e1234567890, "tiny": -1e-999}'
+    raw = b'{"client_id":"acme","api_key":"k-acme","event_name":"e","timestamp":1,'
+    raw += b'"user_id":"u","properties":' + props + b"}"
+    [routed] = process(raw).rows
+    assert props in routed.row.line
+    assert routed.row.letter_fields()[1] == 1
+    assert identity_of(routed.row).event_name == "e"

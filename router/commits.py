@@ -1,0 +1,133 @@
+"""Offset commits: what is durable is committed, with its accounting row first (I/O).
+
+Invariants:
+- a commit covers only offsets `OffsetTracker.committable()` returns: every event at or
+  below them has a durable fate (at-least-once);
+- the accounting rows of the committed ranges are written first, with a deduplication
+  token: no accounting row, no commit, so the range stays open and is retried, and a range
+  re-read after a crash replaces its row (the accounting is exact);
+- each commit carries the crash-replay guard's high-water metadata for its partition
+  (`router.replay_guard`), and the guard learns what Kafka recorded;
+- `committed` holds the last committed offset per partition: the consumer lag is counted
+  from it (what a restart would read again).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from analytics_core.ops_schema import ensure_ops_schema
+from router.accounting import Accounting
+from router.clickhouse_sink import ClickHouseSink, Inserted
+from router.config import RouterSettings
+from router.metrics import RouterMetrics
+from router.offsets import OffsetTracker
+from router.replay_guard import CrashReplayGuard
+
+log = logging.getLogger("router")
+
+
+class OffsetCommitter:
+    def __init__(
+        self,
+        rs: RouterSettings,
+        consumer: Consumer,
+        tracker: OffsetTracker,
+        guard: CrashReplayGuard,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.rs = rs
+        self.consumer = consumer
+        self.tracker = tracker
+        self.guard = guard
+        self.metrics = metrics
+        # Accounting rows are written on the consumer thread: a ClickHouse client of their own.
+        self.accounting = Accounting(rs.common.kafka.raw_topic) if rs.reconciliation else None
+        self._sink = (
+            ClickHouseSink(rs.common.clickhouse, rs.instance_id) if rs.reconciliation else None
+        )
+        self._ops_ready = False
+        self.committed: dict[int, int] = {}  # partition -> last committed offset
+        self.last_round = time.monotonic()
+
+    def ensure_ops_schema(self) -> bool:
+        if self.accounting is None or self._ops_ready:
+            return True
+        try:
+            ensure_ops_schema(self.rs.common)
+        except Exception as exc:
+            log.warning("ops schema not ready; offsets wait for it", extra={"error": str(exc)})
+            return False
+        self._ops_ready = True
+        return True
+
+    def commit(self, *, include: set[int] | None = None) -> None:
+        """Commit what is durable; `include`: partitions whose high water must be recorded
+        even if their offset did not move (rows are about to be inserted)."""
+        self.last_round = time.monotonic()
+        offsets = self.tracker.committable()
+        if include:
+            for tp, target in self.tracker.positions().items():
+                if tp[1] in include and tp not in offsets:
+                    offsets[tp] = target
+        if not offsets:
+            return
+        by_partition = {p: o for (_t, p), o in offsets.items()}
+        if self.accounting is not None and not self._write_accounting(by_partition):
+            return  # no accounting row, no commit: the range stays open and is retried
+        tps = []
+        for (topic, p), offset in offsets.items():
+            metadata = self.guard.commit_metadata(p, offset)
+            if metadata is None:
+                tps.append(TopicPartition(topic, p, offset))
+            else:
+                tps.append(TopicPartition(topic, p, offset, metadata=metadata))
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("offset commit failed; will retry", extra={"error": str(exc)})
+            return
+        self.tracker.mark_committed(offsets)
+        if self.accounting is not None:
+            self.accounting.committed(by_partition)
+        self.metrics.last_commit_ts.set(time.time())
+        for done in tps:
+            self.guard.committed(done.partition, done.offset, done.metadata)
+            self.committed[done.partition] = done.offset
+
+    def _write_accounting(self, commits: dict[int, int]) -> bool:
+        assert self.accounting is not None and self._sink is not None
+        rows = self.accounting.rows_for(commits)
+        if not rows:
+            return True
+        if not self.ensure_ops_schema():
+            return False
+        rs = self.rs
+        outcome = self._sink.insert_accounting(
+            rs.common.clickhouse.ops_database, rows, rs.instance_id, rs.group_id
+        )
+        if isinstance(outcome, Inserted):
+            return True
+        log.warning(
+            "accounting row not written; offsets not committed yet",
+            extra={"detail": outcome.detail},
+        )
+        return False
+
+    def assigned(self, partition: int, committed: int | None) -> None:
+        if self.accounting is not None:
+            self.accounting.assigned(partition, committed)
+        if committed is not None:
+            self.committed[partition] = committed
+
+    def forget(self, partition: int) -> None:
+        if self.accounting is not None:
+            self.accounting.revoked(partition)
+        self.committed.pop(partition, None)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
