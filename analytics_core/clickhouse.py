@@ -58,9 +58,7 @@ def table_row_counts(
         parameters={"db": database},
     ).result_rows
     return {
-        str(name): int(total)
-        for name, total in rows
-        if exclude is None or not exclude(str(name))
+        str(name): int(total) for name, total in rows if exclude is None or not exclude(str(name))
     }
 
 

@@ -16,7 +16,6 @@ from dagster import MetadataValue, TableColumn, TableSchema
 
 from analytics_core.clickhouse import table_columns, table_row_counts
 
-
 # The keys of Dagster's TableMetadataSet (dagster/...), which the UI knows how to show.
 TABLE_NAME = "dagster/table_name"
 ROW_COUNT = "dagster/row_count"

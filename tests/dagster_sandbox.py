@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg2.extensions
+from confluent_kafka.admin import AdminClient, NewTopic
 from dagster import (
     AddDynamicPartitionsRequest,
     DagsterInstance,
@@ -190,6 +191,25 @@ def sandbox(home: Path, prefix: str = "t3") -> Iterator[Sandbox]:
     finally:
         _drop_db(settings, dagster_db)
         _drop_db(settings, meta_db)
+
+
+@contextmanager
+def private_topics(
+    settings: Settings, prefix: str, raw_partitions: int = 1
+) -> Iterator[tuple[str, str]]:
+    """A raw and a dead-letter topic of the test's own (deleted on exit), so a router it
+    starts sees only the test's events and dead-letters nothing of other tests."""
+    token = uuid.uuid4().hex[:8]
+    raw, dead = f"{prefix}_raw_{token}", f"{prefix}_dead_{token}"
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    topics = [NewTopic(raw, raw_partitions, 1), NewTopic(dead, 1, 1)]
+    for future in admin.create_topics(topics).values():
+        future.result(30)
+    try:
+        yield raw, dead
+    finally:
+        for future in admin.delete_topics([raw, dead]).values():
+            future.result(30)
 
 
 @dataclass(frozen=True)

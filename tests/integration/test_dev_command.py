@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
@@ -32,7 +31,7 @@ from tests.dagster_dev_support import (
     running,
     wait_for,
 )
-from tests.dagster_sandbox import Sandbox, sandbox
+from tests.dagster_sandbox import Sandbox, private_topics, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -46,14 +45,8 @@ def sb(tmp_path: Path) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def topics(sb: Sandbox) -> Iterator[tuple[str, str]]:
-    token = uuid.uuid4().hex[:8]
-    raw, dead = f"tdev_raw_{token}", f"tdev_dead_{token}"
-    admin = AdminClient({"bootstrap.servers": sb.settings.kafka.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(raw, 1, 1), NewTopic(dead, 1, 1)]).values():
-        future.result(30)
-    yield raw, dead
-    for future in admin.delete_topics([raw, dead]).values():
-        future.result(30)
+    with private_topics(sb.settings, "tdev") as names:
+        yield names
 
 
 def http_ok(url: str) -> bool:

@@ -24,7 +24,6 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from analytics_core import package_data
 from analytics_core.clickhouse import database_exists, http_client
@@ -34,7 +33,7 @@ from analytics_core.reasons import Reason
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
 from router.send_events import valid_event
-from tests.dagster_sandbox import Sandbox, launch, sandbox, tick
+from tests.dagster_sandbox import Sandbox, launch, private_topics, sandbox, tick
 
 pytestmark = pytest.mark.integration
 
@@ -52,16 +51,8 @@ def sb(tmp_path: Path) -> Iterator[Sandbox]:
 
 @pytest.fixture
 def topics(sb: Sandbox) -> Iterator[tuple[str, str]]:
-    token = uuid.uuid4().hex[:8]
-    raw, dead = f"t3_e2e_raw_{token}", f"t3_e2e_dead_{token}"
-    admin = AdminClient({"bootstrap.servers": sb.settings.kafka.bootstrap_servers})
-    for future in admin.create_topics(
-        [NewTopic(raw, num_partitions=3, replication_factor=1), NewTopic(dead, 1, 1)]
-    ).values():
-        future.result(30)
-    yield raw, dead
-    for future in admin.delete_topics([raw, dead]).values():
-        future.result(30)
+    with private_topics(sb.settings, "t3_e2e", raw_partitions=3) as names:
+        yield names
 
 
 @pytest.fixture
