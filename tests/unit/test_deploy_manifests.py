@@ -340,3 +340,28 @@ def test_dagster_values_run_our_code_location_with_k8s_run_launcher() -> None:
     assert [(t["key"], t["limit"]) for t in limits["tagConcurrencyLimits"]] == [
         (t["key"], t["limit"]) for t in ours
     ]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboards(
+    local_model: dict[str, Any],
+) -> None:
+    """Grafana cannot run here (no image): check its provisioning against the compose mounts."""
+    grafana = local_model["services"]["grafana"]
+    mounts = {v.split(":")[1]: Path(v.split(":")[0]) for v in grafana["volumes"] if "/" in v}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "analytics.yml").read_text())[
+        "providers"
+    ]
+    dashboards = mounts[provider["options"]["path"]]
+    assert dashboards == DEPLOY / "grafana"
+    assert {"router-dashboard.json", "capture-dashboard.json"} <= {
+        p.name for p in dashboards.glob("*.json")
+    }
+    # Prometheus in the stack loads the project's rules file unchanged.
+    prometheus = local_model["services"]["prometheus"]
+    rules = [v for v in prometheus["volumes"] if v.split(":")[1] == "/etc/prometheus/alerts.yml"]
+    assert [Path(r.split(":")[0]) for r in rules] == [DEPLOY / "prometheus" / "alerts.yml"]
