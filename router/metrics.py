@@ -76,7 +76,11 @@ class RouterMetrics:
             registry=r,
         )
         self.consumer_lag = Gauge(
-            "router_consumer_lag", "Messages behind the partition end", ["partition"], registry=r
+            "router_consumer_lag",
+            "Messages between the committed offset and the partition end (what a restart would "
+            "read again)",
+            ["partition"],
+            registry=r,
         )
         self.buffered_rows = Gauge("router_buffered_rows", "Rows waiting for INSERT", registry=r)
         self.catching_up = Gauge(

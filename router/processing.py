@@ -69,28 +69,23 @@ def process_message(
         if type(decision) is Retry:
             return decision
         assert type(decision) is list
-        fates = MessageFates()
-        topic, partition, offset, received_ms = (
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            msg.received_ms,
-        )
+        rows: list[RoutedRow] = []
+        letters: list[DeadLetter] = []
         for fate in decision:
             if type(fate) is Routed:
                 sent = fate.event.sent_at_ms
                 row = pending_row(
                     fate,
-                    topic,
-                    partition,
-                    offset,
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
                     sent if sent is not None else produced_ms,
-                    received_ms,
+                    msg.received_ms,
                 )
-                fates.rows.append(RoutedRow(fate.database, fate.client_id, row))
+                rows.append(RoutedRow(fate.database, fate.client_id, row))
             else:
-                fates.letters.append(fate.letter)  # type: ignore[union-attr]
-        return fates
+                letters.append(fate.letter)  # type: ignore[union-attr]
+        return MessageFates(rows, letters, None)
     except Exception as exc:  # the line is drawn in router.failures, nowhere else
         if is_outage(exc):
             return Retry(f"while processing the message: {describe(exc)}")
