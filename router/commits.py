@@ -64,9 +64,10 @@ class OffsetCommitter:
         self._ops_ready = True
         return True
 
-    def commit(self, *, include: set[int] | None = None) -> None:
+    def commit(self, *, include: set[int] | None = None) -> bool:
         """Commit what is durable; `include`: partitions whose high water must be recorded
-        even if their offset did not move (rows are about to be inserted)."""
+        even if their offset did not move (rows are about to be inserted). False when
+        something to commit could not be (accounting row or Kafka): it is retried later."""
         self.last_round = time.monotonic()
         offsets = self.tracker.committable()
         if include:
@@ -74,10 +75,10 @@ class OffsetCommitter:
                 if tp[1] in include and tp not in offsets:
                     offsets[tp] = target
         if not offsets:
-            return
+            return True
         by_partition = {p: o for (_t, p), o in offsets.items()}
         if self.accounting is not None and not self._write_accounting(by_partition):
-            return  # no accounting row, no commit: the range stays open and is retried
+            return False  # no accounting row, no commit: the range stays open, retried
         tps = []
         for (topic, p), offset in offsets.items():
             metadata = self.guard.commit_metadata(p, offset)
@@ -89,7 +90,7 @@ class OffsetCommitter:
             self.consumer.commit(offsets=tps, asynchronous=False)
         except KafkaException as exc:
             log.warning("offset commit failed; will retry", extra={"error": str(exc)})
-            return
+            return False
         self.tracker.mark_committed(offsets)
         if self.accounting is not None:
             self.accounting.committed(by_partition)
@@ -97,6 +98,7 @@ class OffsetCommitter:
         for done in tps:
             self.guard.committed(done.partition, done.offset, done.metadata)
             self.committed[done.partition] = done.offset
+        return True
 
     def _write_accounting(self, commits: dict[int, int]) -> bool:
         assert self.accounting is not None and self._sink is not None

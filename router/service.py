@@ -359,13 +359,16 @@ class Router:
             self.committer.commit()
             return
         stale = self.guard.high_water_to_commit(r for b in batches for r in b.rows)
-        if stale:
-            self.committer.commit(include=stale)
+        if stale and not self.committer.commit(include=stale):
+            # Kafka did not record how far rows may reach ClickHouse: inserting now could
+            # leave rows a new owner would not know to skip. The rows wait (an outage).
+            self._hold(batches, "the high-water offset commit failed")
+            return
         self._inflight = self.writer.submit(batches, self.guard.snapshot())
         if force:
             self._finish_write()
 
-    def _finish_write(self) -> None:
+    def _finish_write(self, *, commit: bool = True) -> None:
         assert self._inflight is not None
         results = self._inflight.future.result()
         started = self._inflight.started
@@ -393,9 +396,22 @@ class Router:
             self.outage_backoff.reset()
             self.clickhouse_ok = True
         self.letters.poll(0)
-        self.committer.commit()
+        if commit:
+            self.committer.commit()
         if self.on_flush is not None:
             self.on_flush()
+
+    def _hold(self, batches: list[Batch], why: str) -> None:
+        delay = self.outage_backoff.next_delay()
+        self.outage_until = time.monotonic() + delay
+        self.metrics.retries.labels(kind="kafka_commit").inc()
+        log.warning(
+            "kafka unavailable; holding rows until their offsets can be recorded",
+            extra={"retry_in_s": delay, "detail": why, "rows": sum(len(b.rows) for b in batches)},
+        )
+        for b in batches:
+            b.next_attempt_at = self.outage_until
+            self.buffers.park_for_retry(b)
 
     def _inserted(self, batch: Batch, outcome: Inserted, ingested_ms: int) -> None:
         m = self.metrics
@@ -600,6 +616,10 @@ class Router:
         log.warning(
             "partitions lost; leaving them to the new owner", extra={"partitions": sorted(lost)}
         )
+        if self._inflight is not None:
+            # Its rows must not reach ClickHouse after the new owner looked for them: let the
+            # write finish now (nothing is committed); a failed batch is then forgotten too.
+            self._finish_write(commit=False)
         self._forget(lost)
         consumer.incremental_unassign(partitions)
 
