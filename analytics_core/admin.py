@@ -8,6 +8,8 @@ deprovision ID --confirm ID   drop a client's database (same guarded code as the
 list-clients               one line per client
 rotate-key ID              set a new API key, invalidating the router cache
 invalidate ID              drop a client's router cache entry now
+set-quota ID [--events-per-s R] [--burst N] [--default]
+                           a client's capture quota (options left out keep their value)
 
 An API key may start with '-' (`--api-key -x...` works, as does `--api-key=-x...`).
 Exit codes: 0 done, 1 failed (or nothing to do), 2 refused (bad arguments, no confirmation).
@@ -21,7 +23,7 @@ import sys
 
 import psycopg2
 
-from analytics_core import lifecycle, pg, registry
+from analytics_core import lifecycle, pg, quotas, registry
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import MAX_TEXT, hash_api_key
@@ -64,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("--api-key", help="new plain key (default: random)")
     inv = sub.add_parser("invalidate", help="drop a client's cache entry")
     inv.add_argument("client_id")
+    quota = sub.add_parser(
+        "set-quota",
+        help="set a client's capture quota (token bucket: events/s and burst)",
+        description="Options left out keep their stored value; --default clears both, so the "
+        "capture service's defaults (CAPTURE_DEFAULT_EVENTS_PER_S, CAPTURE_DEFAULT_BURST) apply.",
+    )
+    quota.add_argument("client_id")
+    quota.add_argument("--events-per-s", type=float, help="refill rate, events per second (> 0)")
+    quota.add_argument("--burst", type=int, help="bucket capacity, events (>= 1)")
+    quota.add_argument("--default", action="store_true", help="use the service defaults")
     return p
 
 
@@ -142,7 +154,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             conn.close()
         print("metadata schema up to date: " + ", ".join(applied))
         return 0
-    if cmd in ("add-client", "provision", "deprovision", "rotate-key", "invalidate"):
+    if cmd in ("add-client", "provision", "deprovision", "rotate-key", "invalidate", "set-quota"):
         problem = client_id_problem(args.client_id) or _key_problem(getattr(args, "api_key", None))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
@@ -201,7 +213,52 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         lifecycle.invalidate_cache(settings, args.client_id)
         print(f"cache entry of {args.client_id} invalidated")
         return 0
+    if cmd == "set-quota":
+        return _set_quota(settings, args)
     raise AssertionError(cmd)
+
+
+def _set_quota(settings: Settings, args: argparse.Namespace) -> int:
+    if args.default and (args.events_per_s is not None or args.burst is not None):
+        print("error: --default clears both values; give it alone", file=sys.stderr)
+        return 2
+    if not args.default and args.events_per_s is None and args.burst is None:
+        print("error: give --events-per-s, --burst or --default", file=sys.stderr)
+        return 2
+    conn = pg.connect(settings.postgres)
+    try:
+        stored = quotas.get_quota(conn, args.client_id)
+        if stored is None:
+            print(f"error: no client {args.client_id!r}", file=sys.stderr)
+            return 1
+        rate, burst = stored.events_per_s, stored.burst
+        if args.default:
+            rate = burst = None
+        if args.events_per_s is not None:
+            rate = args.events_per_s
+        if args.burst is not None:
+            burst = args.burst
+        try:
+            quotas.set_quota(conn, args.client_id, rate, burst)
+        except quotas.QuotaError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        registry.audit(
+            conn,
+            args.client_id,
+            "quota_set",
+            actor="cli",
+            detail={"events_per_s": rate, "burst": burst},
+        )
+    finally:
+        conn.close()
+    shown_rate = "default" if rate is None else f"{rate:g}"
+    shown_burst = "default" if burst is None else str(burst)
+    print(
+        f"{args.client_id}: {shown_rate} events/s, burst {shown_burst} "
+        "(capture applies it within CAPTURE_QUOTA_CACHE_S)"
+    )
+    return 0
 
 
 def _deprovision(settings: Settings, client_id: str, confirm: str, requested_by: str) -> int:

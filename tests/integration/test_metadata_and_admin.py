@@ -188,3 +188,41 @@ def test_admin_cli_deprovisions_only_with_the_confirmation_and_audits_it(
         conn.close()
     assert ("deprovision_refused", "cli") in actions
     assert ("deprovisioned", "ops@example.com") in actions
+
+
+def test_admin_cli_sets_a_capture_quota_keeps_what_is_left_out_and_audits_it(
+    stack: Settings,
+) -> None:
+    from analytics_core import quotas
+
+    cid = unique_id("quota")
+    assert admin("add-client", cid).returncode == 0
+    both = admin("set-quota", cid, "--events-per-s", "250", "--burst", "500")
+    assert both.returncode == 0, both.stderr
+    assert f"{cid}: 250 events/s, burst 500" in both.stdout
+    only_burst = admin("set-quota", cid, "--burst", "900")
+    assert only_burst.returncode == 0 and "250 events/s, burst 900" in only_burst.stdout
+    conn = pg.connect(stack.postgres)
+    try:
+        assert quotas.get_quota(conn, cid) == quotas.StoredQuota(cid, 250.0, 900)
+        reset = admin("set-quota", cid, "--default")
+        assert reset.returncode == 0 and "default events/s, burst default" in reset.stdout
+        assert quotas.get_quota(conn, cid) == quotas.StoredQuota(cid, None, None)
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM client_audit_log WHERE client_id = %s"
+                " AND action = 'quota_set'",
+                (cid,),
+            )
+            assert cur.fetchone() == (3,)
+        conn.commit()
+    finally:
+        conn.close()
+    negative = admin("set-quota", cid, "--events-per-s", "-1")
+    assert negative.returncode == 2 and "positive" in negative.stderr
+    nothing = admin("set-quota", cid)
+    assert nothing.returncode == 2 and "--default" in nothing.stderr
+    clash = admin("set-quota", cid, "--default", "--burst", "3")
+    assert clash.returncode == 2
+    unknown = admin("set-quota", unique_id("nobody"), "--burst", "3")
+    assert unknown.returncode == 1 and "no client" in unknown.stderr
