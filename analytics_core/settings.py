@@ -75,6 +75,9 @@ def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+POSTGRES_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 @dataclass(frozen=True)
 class PostgresSettings:
     host: str = "127.0.0.1"
@@ -83,6 +86,8 @@ class PostgresSettings:
     user: str = "analytics"
     password: str = field(default="", repr=False)
     dagster_dbname: str = "dagster"
+    sslmode: str = "prefer"  # libpq sslmode (its default), one of POSTGRES_SSLMODES
+    sslrootcert: str = ""  # CA file for verify-ca / verify-full
 
     def dsn(self, dbname: str | None = None) -> str:
         """libpq keyword DSN; values are quoted so passwords with spaces work."""
@@ -98,6 +103,9 @@ class PostgresSettings:
         ]
         if self.password:
             parts.append(f"password={q(self.password)}")
+        parts.append(f"sslmode={self.sslmode}")
+        if self.sslrootcert:
+            parts.append(f"sslrootcert={q(self.sslrootcert)}")
         return " ".join(parts)
 
 
@@ -107,6 +115,12 @@ class RedisSettings:
     port: int = 56379
     db: int = 0
     password: str = field(default="", repr=False)
+    tls: bool = False
+    ca_cert: str = ""  # CA file to verify the server with TLS (default: the system's)
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,11 @@ class KafkaSettings:
     topic_partitions: int = 6
     # Only used by the local stack: the KRaft controller listener.
     controller_port: int = 59093
+    security_protocol: str = "PLAINTEXT"  # one of KAFKA_SECURITY_PROTOCOLS
+    ssl_ca_location: str = ""  # CA file for SSL / SASL_SSL (default: the system's)
+    sasl_mechanism: str = ""  # one of KAFKA_SASL_MECHANISMS when the protocol is SASL_*
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -129,6 +148,17 @@ class ClickHouseSettings:
     secure: bool = False
     # Shared database for pipeline bookkeeping (router accounting); never a client's.
     ops_database: str = "pipeline_ops"
+    ca_cert: str = ""  # CA file to verify the server with `secure` (default: the system's)
+    verify: bool = True  # verify the server's certificate with `secure`
+    # The name of the target these settings describe (CLICKHOUSE_TARGETS); "default" is
+    # the one configured by the plain CLICKHOUSE_* variables.
+    target: str = "default"
+    # A ClickHouse cluster name: DDL runs ON CLUSTER with replicated engines. Empty: one server.
+    cluster: str = ""
+
+
+DEFAULT_TARGET = "default"
+_TARGET_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 
 
 # The local stack's replay key: public, so it is accepted only while every service is on
@@ -174,6 +204,12 @@ class Settings:
     clickhouse: ClickHouseSettings = field(default_factory=ClickHouseSettings)
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     state_dir: Path = REPO_ROOT / ".state"
+    # Extra ClickHouse targets by name (CLICKHOUSE_TARGETS); `clickhouse` is the default one.
+    extra_targets: tuple[ClickHouseSettings, ...] = ()
+
+    def clickhouse_targets(self) -> dict[str, ClickHouseSettings]:
+        """Every configured ClickHouse target by name, the default first."""
+        return {DEFAULT_TARGET: self.clickhouse, **{t.target: t for t in self.extra_targets}}
 
     def replay_key_problem(self) -> str | None:
         """Why the replay key can not be used here, or None. Processes that sign or verify
@@ -214,35 +250,121 @@ class Settings:
                 user=_env_str(e, "POSTGRES_USER", "analytics"),
                 password=e.get("POSTGRES_PASSWORD", ""),
                 dagster_dbname=_env_str(e, "DAGSTER_POSTGRES_DB", "dagster"),
+                sslmode=_env_choice(e, "POSTGRES_SSLMODE", "prefer", POSTGRES_SSLMODES),
+                sslrootcert=_env_file(e, "POSTGRES_SSLROOTCERT"),
             ),
             redis=RedisSettings(
                 host=_env_str(e, "REDIS_HOST", "127.0.0.1"),
                 port=_env_port(e, "REDIS_PORT", 56379),
                 db=_env_int(e, "REDIS_DB", 0),
                 password=e.get("REDIS_PASSWORD", ""),
+                tls=_env_bool(e, "REDIS_TLS", False),
+                ca_cert=_env_file(e, "REDIS_CA_CERT"),
             ),
-            kafka=KafkaSettings(
-                bootstrap_servers=_env_str(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
-                raw_topic=_env_str(e, "KAFKA_RAW_TOPIC", "shared_raw_events"),
-                dead_letter_topic=_env_str(e, "KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter"),
-                topic_partitions=_env_int(e, "KAFKA_TOPIC_PARTITIONS", 6, minimum=1),
-                controller_port=_env_port(e, "KAFKA_CONTROLLER_PORT", 59093),
-            ),
-            clickhouse=ClickHouseSettings(
-                host=_env_str(e, "CLICKHOUSE_HOST", "127.0.0.1"),
-                http_port=_env_port(e, "CLICKHOUSE_HTTP_PORT", 58123),
-                native_port=_env_port(e, "CLICKHOUSE_NATIVE_PORT", 59000),
-                user=_env_str(e, "CLICKHOUSE_USER", "default"),
-                password=e.get("CLICKHOUSE_PASSWORD", ""),
-                secure=_env_bool(e, "CLICKHOUSE_SECURE", False),
-                ops_database=_env_str(e, "PIPELINE_OPS_DATABASE", "pipeline_ops"),
-            ),
+            kafka=_kafka_from_env(e),
+            clickhouse=_clickhouse_from_env(e, "CLICKHOUSE", DEFAULT_TARGET),
             replay=ReplaySettings(
                 key=_env_str(e, "PIPELINE_REPLAY_KEY", DEVELOPMENT_REPLAY_KEY),
                 previous_key=e.get("PIPELINE_REPLAY_KEY_PREVIOUS", ""),
             ),
             state_dir=Path(_env_str(e, "PIPELINE_STATE_DIR", str(REPO_ROOT / ".state"))),
+            extra_targets=_extra_targets_from_env(e),
         )
+
+
+def _env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env_str(env, name, default)
+    if value not in choices:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _env_file(env: Mapping[str, str], name: str) -> str:
+    """A path to a file that must exist (CA bundles): checked at start, not at first use."""
+    value = env.get(name, "")
+    if value and not Path(value).is_file():
+        raise SettingsError(f"{name}={value!r} is not a readable file")
+    return value
+
+
+def _kafka_from_env(e: Mapping[str, str]) -> KafkaSettings:
+    protocol = _env_str(e, "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
+            f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    mechanism = e.get("KAFKA_SASL_MECHANISM", "")
+    if protocol.startswith("SASL_"):
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM, one of "
+                f"{', '.join(KAFKA_SASL_MECHANISMS)} (got {mechanism!r})"
+            )
+        if not e.get("KAFKA_SASL_USERNAME") or not e.get("KAFKA_SASL_PASSWORD"):
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                "KAFKA_SASL_PASSWORD"
+            )
+    elif mechanism:
+        raise SettingsError(
+            f"KAFKA_SASL_MECHANISM={mechanism!r} is set but KAFKA_SECURITY_PROTOCOL={protocol} "
+            "uses no SASL; use SASL_SSL (or SASL_PLAINTEXT)"
+        )
+    return KafkaSettings(
+        bootstrap_servers=_env_str(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092"),
+        raw_topic=_env_str(e, "KAFKA_RAW_TOPIC", "shared_raw_events"),
+        dead_letter_topic=_env_str(e, "KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter"),
+        topic_partitions=_env_int(e, "KAFKA_TOPIC_PARTITIONS", 6, minimum=1),
+        controller_port=_env_port(e, "KAFKA_CONTROLLER_PORT", 59093),
+        security_protocol=protocol,
+        ssl_ca_location=_env_file(e, "KAFKA_SSL_CA_LOCATION"),
+        sasl_mechanism=mechanism,
+        sasl_username=e.get("KAFKA_SASL_USERNAME", ""),
+        sasl_password=e.get("KAFKA_SASL_PASSWORD", ""),
+    )
+
+
+def _clickhouse_from_env(e: Mapping[str, str], prefix: str, target: str) -> ClickHouseSettings:
+    """One ClickHouse target from `<prefix>_*` variables (CLICKHOUSE_* is the default one;
+    an extra target NAME uses CLICKHOUSE_<NAME>_*). Every target keeps its bookkeeping in
+    the same ops database name."""
+    default = ClickHouseSettings()
+    return ClickHouseSettings(
+        host=_env_str(e, f"{prefix}_HOST", default.host),
+        http_port=_env_port(e, f"{prefix}_HTTP_PORT", default.http_port),
+        native_port=_env_port(e, f"{prefix}_NATIVE_PORT", default.native_port),
+        user=_env_str(e, f"{prefix}_USER", default.user),
+        password=e.get(f"{prefix}_PASSWORD", ""),
+        secure=_env_bool(e, f"{prefix}_SECURE", False),
+        ops_database=_env_str(e, "PIPELINE_OPS_DATABASE", default.ops_database),
+        ca_cert=_env_file(e, f"{prefix}_CA_CERT"),
+        verify=_env_bool(e, f"{prefix}_VERIFY", True),
+        target=target,
+        cluster=e.get(f"{prefix}_CLUSTER", ""),
+    )
+
+
+def _extra_targets_from_env(e: Mapping[str, str]) -> tuple[ClickHouseSettings, ...]:
+    names = [n.strip() for n in e.get("CLICKHOUSE_TARGETS", "").split(",") if n.strip()]
+    targets: list[ClickHouseSettings] = []
+    for name in names:
+        if not _TARGET_NAME.fullmatch(name) or name == DEFAULT_TARGET:
+            raise SettingsError(
+                f"CLICKHOUSE_TARGETS: {name!r} is not a target name; use lower-case letters, "
+                f"digits and '_' (starting with a letter), and not {DEFAULT_TARGET!r}, which "
+                "the plain CLICKHOUSE_* variables configure"
+            )
+        if any(t.target == name for t in targets):
+            raise SettingsError(f"CLICKHOUSE_TARGETS names {name!r} twice")
+        prefix = f"CLICKHOUSE_{name.upper()}"
+        if not e.get(f"{prefix}_HOST"):
+            raise SettingsError(
+                f"CLICKHOUSE_TARGETS names {name!r} but {prefix}_HOST is not set "
+                f"(also {prefix}_HTTP_PORT, {prefix}_NATIVE_PORT, {prefix}_USER, ...)"
+            )
+        targets.append(_clickhouse_from_env(e, prefix, name))
+    return tuple(targets)
 
 
 def describe(settings: object) -> dict[str, object]:
@@ -254,6 +376,8 @@ def describe(settings: object) -> dict[str, object]:
             out[f.name] = "***" if value else ""
         elif hasattr(value, "__dataclass_fields__"):
             out[f.name] = describe(value)
+        elif isinstance(value, tuple) and all(hasattr(v, "__dataclass_fields__") for v in value):
+            out[f.name] = [describe(v) for v in value]
         else:
             out[f.name] = str(value) if isinstance(value, Path) else value
     return out
