@@ -13,16 +13,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import (
-    OFFSET_INVALID,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, Message, TopicPartition
 
+from analytics_core import kafka_clients
 from analytics_core.dlq.records import Coordinates, LetterRecord, from_message
 from analytics_core.settings import KafkaSettings
 
@@ -53,17 +46,15 @@ class DeadLetterReader:
         self.topic = kafka.dead_letter_topic
         self.group_id = group_id
         self.stall_timeout_s = stall_timeout_s
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "group.id": group_id,
-                "enable.auto.commit": False,
+        self.consumer = kafka_clients.consumer(
+            kafka,
+            group_id,
+            **{
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
                 # Bounded prefetch (per partition): memory stays flat with any backlog.
                 "queued.max.messages.kbytes": 8192,
                 "fetch.max.bytes": 8388608,
-            }
+            },
         )
         self.ranges: dict[int, PartitionRange] = {}
 
@@ -162,14 +153,8 @@ class Resubmitter:
     def __init__(self, kafka: KafkaSettings, *, timeout_s: float = 60.0) -> None:
         self.topic = kafka.raw_topic
         self.timeout_s = timeout_s
-        self.producer = Producer(
-            {
-                "bootstrap.servers": kafka.bootstrap_servers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 20,
-                "message.timeout.ms": int(timeout_s * 1000),
-            }
+        self.producer = kafka_clients.producer(
+            kafka, **{"linger.ms": 20, "message.timeout.ms": int(timeout_s * 1000)}
         )
         self.errors: list[str] = []
         self.sent = 0
