@@ -13,6 +13,7 @@ go to <state>/docker/compose-test-report.json.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import threading
 import time
@@ -74,7 +75,9 @@ def compose() -> Iterator[ComposeStack]:
         stack.down()  # a run killed before its clean-up left these behind
         with forwarding(BRIDGE):
             stack.compose("up", "-d", *SERVICES, timeout=900)
-            for service in ("router", "capture", "dagster-webserver", "dagster-daemon"):
+            # The daemon's own healthcheck is slow to first pass (a liveness check a minute);
+            # the provisioning test waits for what the daemon does instead.
+            for service in ("router", "capture", "dagster-webserver"):
                 wait_for(
                     lambda s=service: stack and stack.health(s) == ["healthy"],  # type: ignore[misc]
                     timeout_s=300,
@@ -356,6 +359,13 @@ def prometheus_query(port: int, expr: str) -> list[dict[str, Any]]:
     return list(doc["data"]["result"])
 
 
+def rfc3339(text: str) -> float:
+    """Alertmanager's timestamps (nanoseconds, Z) as Unix seconds."""
+    head, _, frac = text.rstrip("Z").partition(".")
+    seconds = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC).timestamp()
+    return seconds + float(f"0.{frac or 0}")
+
+
 def received_alerts(port: int) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/alerts", timeout=10) as resp:
         bodies = json.loads(resp.read())
@@ -371,17 +381,17 @@ def test_stopping_the_router_fires_router_down_at_the_webhook(compose: ComposeSt
         return bool(series) and all(s["value"][1] == "1" for s in series)
 
     wait_for(scraped, timeout_s=120, every_s=2, what="Prometheus scraping the routers")
-    assert not [
-        a for a in received_alerts(ports.receiver) if a["labels"]["alertname"] == "RouterDown"
-    ]
+    # The kill test may have fired a RouterDown already: only one that starts now counts.
+    stopped_at = time.time()
     compose.compose("stop", "router", timeout=120)
 
     def router_down() -> list[dict[str, Any]]:
-        alerts = received_alerts(ports.receiver)
         return [
             a
-            for a in alerts
-            if a["labels"]["alertname"] == "RouterDown" and a["status"] == "firing"
+            for a in received_alerts(ports.receiver)
+            if a["labels"]["alertname"] == "RouterDown"
+            and a["status"] == "firing"
+            and rfc3339(a["startsAt"]) >= stopped_at - 5
         ]
 
     alerts = wait_for(router_down, timeout_s=300, every_s=3, what="RouterDown at the webhook")

@@ -243,7 +243,7 @@ def test_the_image_build_context_is_an_allow_list() -> None:
     allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
     assert ".env" not in allowed and ".state" not in allowed and ".venv" not in allowed
     for path in allowed:
-        assert (REPO_ROOT / path).exists() or path == "capture", path
+        assert (REPO_ROOT / path).exists(), path
 
 
 # --- Helm ------------------------------------------------------------------------------------
