@@ -25,6 +25,8 @@ def http_client(
         username=ch.user,
         password=ch.password,
         secure=ch.secure,
+        verify=ch.verify,
+        ca_cert=ch.ca_cert or None,
         database=database or "default",
         connect_timeout=5,
         send_receive_timeout=timeout_s,
