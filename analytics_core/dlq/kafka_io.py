@@ -9,14 +9,14 @@ offsets, and commits only when told to (after the records' fates are durable).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_INVALID, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from analytics_core import kafka_clients
 from analytics_core.dlq.records import Coordinates, LetterRecord, from_message
+from analytics_core.kafka_reads import BoundedRead, partitions_of, spans_from_committed
 from analytics_core.settings import KafkaSettings
 
 DEFAULT_GROUP = "analytics-dlq-reprocessor"
@@ -57,69 +57,30 @@ class DeadLetterReader:
             },
         )
         self.ranges: dict[int, PartitionRange] = {}
+        self._read: BoundedRead | None = None
 
     def open(self) -> list[PartitionRange]:
-        meta = self.consumer.list_topics(self.topic, timeout=10)
-        topic_meta = meta.topics.get(self.topic)
-        if topic_meta is None or topic_meta.error is not None:
-            raise KafkaException(f"topic {self.topic} is not available: {topic_meta}")
-        tps = [TopicPartition(self.topic, p) for p in sorted(topic_meta.partitions)]
-        committed = self.consumer.committed(tps, timeout=10)
-        assign = []
-        for tp in committed:
-            lo, hi = self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, tp.partition), timeout=10, cached=False
-            )
-            start = tp.offset if tp.offset not in (OFFSET_INVALID,) and tp.offset >= 0 else lo
-            start = max(start, lo)  # retention may have removed older records
-            self.ranges[tp.partition] = PartitionRange(tp.partition, start, hi)
-            if start < hi:
-                assign.append(TopicPartition(self.topic, tp.partition, start))
-        if assign:
-            self.consumer.assign(assign)
+        partitions = partitions_of(self.consumer, self.topic)
+        if partitions is None:
+            raise KafkaException(f"topic {self.topic} is not available")
+        spans = spans_from_committed(self.consumer, self.topic, partitions)
+        self.ranges = {s.partition: PartitionRange(s.partition, s.start, s.end) for s in spans}
+        self._read = BoundedRead(
+            self.consumer, self.topic, spans, stall_timeout_s=self.stall_timeout_s
+        )
         return sorted(self.ranges.values(), key=lambda r: r.partition)
 
     def chunks(self, size: int, max_records: int) -> Iterator[list[LetterRecord]]:
         """Records up to the end offsets (or `max_records`), in chunks of at most `size`."""
-        open_parts = {r.partition: r.end for r in self.ranges.values() if r.start < r.end}
-        read = 0
-        last_progress = time.monotonic()
-        while open_parts and read < max_records:
-            want = min(size, max_records - read)
-            msgs = self.consumer.consume(num_messages=want, timeout=1.0)
-            batch: list[LetterRecord] = []
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                partition: int = msg.partition()  # type: ignore[assignment]
-                offset: int = msg.offset()  # type: ignore[assignment]
-                end = open_parts.get(partition)
-                if end is None or offset >= end:
-                    continue  # written after the run started: the next run's
-                batch.append(_record(msg, self.topic, partition, offset))
-            self._close_finished(open_parts)
-            if batch:
-                read += len(batch)
-                last_progress = time.monotonic()
-                yield batch
-            elif time.monotonic() - last_progress > self.stall_timeout_s:
-                raise StalledRead(
-                    f"no dead letters delivered for {self.stall_timeout_s:.0f}s before the end "
-                    f"offsets of partitions {sorted(open_parts)}"
-                )
-
-    def _close_finished(self, open_parts: dict[int, int]) -> None:
-        positions = self.consumer.position(
-            [TopicPartition(self.topic, p) for p in list(open_parts)]
-        )
-        done = [tp for tp in positions if tp.offset >= 0 and tp.offset >= open_parts[tp.partition]]
-        for tp in done:
-            del open_parts[tp.partition]
-        if done:
-            self.consumer.pause([TopicPartition(self.topic, tp.partition) for tp in done])
+        read = self._read
+        assert read is not None, "open() first"
+        for batch in read.batches(size, max_messages=max_records):
+            yield [_record(msg, self.topic) for msg in batch]
+        if read.stalled:
+            raise StalledRead(
+                f"no dead letters delivered for {self.stall_timeout_s:.0f}s before the end "
+                f"offsets of partitions {read.open_partitions}"
+            )
 
     def commit(self, records: list[LetterRecord]) -> dict[int, int]:
         """Commit past `records` (their fates are durable); returns partition -> next offset."""
@@ -137,9 +98,9 @@ class DeadLetterReader:
         self.consumer.close()
 
 
-def _record(msg: Message, topic: str, partition: int, offset: int) -> LetterRecord:
+def _record(msg: Message, topic: str) -> LetterRecord:
     return from_message(
-        Coordinates(topic, partition, offset),
+        Coordinates(topic, msg.partition(), msg.offset()),  # type: ignore[arg-type]
         msg.key(),
         msg.value(),
         msg.headers(),  # type: ignore[arg-type]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import time
-import uuid
+import contextlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message
 
 from analytics_core.dead_letter import header_map
 from analytics_core.event_contract import Origin, derive_event_id
+from analytics_core.kafka_reads import ScanBounds, ScanResult, read_offsets, scan_topic
 from analytics_core.settings import KafkaSettings
 from analytics_core.trace.model import Coords, LetterHit, RawCopy
-from analytics_core.trace.topic_scan import ScanBounds, ScanResult, scan_topic
 
 
 def _int(value: str | None) -> int | None:
@@ -87,59 +86,32 @@ def find_dead_letters(
 def fetch_raw_copies(
     kafka: KafkaSettings, wanted: dict[Coords, set[str]], *, timeout_s: float = 5.0
 ) -> list[RawCopy]:
-    """The messages at these coordinates (one read each; gone = removed by retention)."""
-    if not wanted:
-        return []
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka.bootstrap_servers,
-            "group.id": f"trace-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    out: list[RawCopy] = []
-    try:
-        for coords in sorted(wanted, key=lambda c: (c.topic, c.partition, c.offset)):
-            out.append(_fetch_one(consumer, coords, tuple(sorted(wanted[coords])), timeout_s))
-    finally:
-        consumer.close()
-    return out
+    """The messages at these coordinates; a copy no longer in Kafka (retention, a deleted
+    topic) or not delivered within `timeout_s` is reported as not available."""
+    seen: dict[Coords, RawCopy] = {}
+    by_topic: dict[str, dict[int, set[int]]] = {}
+    for c in wanted:
+        by_topic.setdefault(c.topic, {}).setdefault(c.partition, set()).add(c.offset)
+    for topic, offsets in sorted(by_topic.items()):
 
-
-def _fetch_one(consumer: Consumer, c: Coords, roles: tuple[str, ...], timeout_s: float) -> RawCopy:
-    try:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(c.topic, c.partition), timeout=10)
-    except KafkaException:  # topic or partition gone
-        return RawCopy(c, roles, available=False)
-    if not lo <= c.offset < hi:
-        return RawCopy(c, roles, available=False)
-    consumer.assign([TopicPartition(c.topic, c.partition, c.offset)])
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    break
-                continue
-            if msg.offset() != c.offset:
-                break  # compacted away or transaction marker
+        def keep(msg: Message, topic: str = topic) -> None:
+            c = Coords(topic, int(msg.partition() or 0), int(msg.offset() or 0))
             h = header_map(msg.headers())  # type: ignore[arg-type]
             ts_ms = msg.timestamp()[1]
-            return RawCopy(
+            seen[c] = RawCopy(
                 c,
-                roles,
+                tuple(sorted(wanted[c])),
                 available=True,
                 produced_at=datetime.fromtimestamp(ts_ms / 1000, UTC) if ts_ms > 0 else None,
                 replay_attempt=_int(h.get("replay-attempt")),
             )
-    finally:
-        consumer.unassign()
-    return RawCopy(c, roles, available=False)
+
+        with contextlib.suppress(KafkaException):  # what was not read stays "not available"
+            read_offsets(kafka, topic, offsets, keep, stall_timeout_s=timeout_s)
+    return [
+        seen.get(c) or RawCopy(c, tuple(sorted(wanted[c])), available=False)
+        for c in sorted(wanted, key=lambda c: (c.topic, c.partition, c.offset))
+    ]
 
 
 def add_role(wanted: dict[Coords, set[str]], coords: Iterable[Coords | None], role: str) -> None:
