@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -41,8 +42,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PROBE_EVERY_S = 2.0
+GC_THRESHOLD = 20_000  # container allocations between young-generation collections
 DRAIN_LIMIT_BYTES = 64 * 2**20  # read and drop at most this much of a refused body
 PREFLIGHT_HEADERS = "content-type, content-encoding, authorization, x-retry-count"
+
+
+_STATUS_TEXT = {status: str(status) for status in range(100, 600)}
 
 
 class _BodyTooLarge(Exception):
@@ -97,6 +102,8 @@ class CaptureApp:
         self._memory = memory
         await self._probe_once()
         self._tasks = [asyncio.create_task(self._housekeeping())]
+        self.metrics.watch_inflight(lambda: self._inflight, lambda: self._inflight_bytes)
+        settle_heap()
         self.metrics.up.set(1)
         log.info(
             "capture ready",
@@ -152,12 +159,10 @@ class CaptureApp:
         if scope["type"] != "http":
             return
         self._inflight += 1
-        self.metrics.inflight_requests.set(self._inflight)
         try:
             await self._http(scope, receive, send)
         finally:
             self._inflight -= 1
-            self.metrics.inflight_requests.set(self._inflight)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -215,12 +220,9 @@ class CaptureApp:
         started = time.monotonic()
         length_header = headers.get("content-length", "")
         declared = int(length_header) if length_header.isdigit() else None
-        too_large = responses.error(
-            413, "payload_too_large", f"request body is larger than {s.max_body_bytes} bytes"
-        )
         if declared is not None and declared > s.max_body_bytes:
             await self._drain(receive)
-            await self._finish(route, send, too_large, cors, started)
+            await self._finish(route, send, self._too_large(), cors, started)
             return
         # A body of unknown length (chunked) may grow to the limit: count it at the limit.
         reserve = s.max_body_bytes if declared is None else declared
@@ -236,7 +238,6 @@ class CaptureApp:
             await self._finish(route, send, busy, cors, started)
             return
         self._inflight_bytes += reserve
-        self.metrics.inflight_bytes.set(self._inflight_bytes)
         try:
             try:
                 async with asyncio.timeout(s.body_timeout_s):
@@ -249,9 +250,9 @@ class CaptureApp:
                 return
             except _BodyTooLarge:
                 await self._drain(receive)
-                await self._finish(route, send, too_large, cors, started)
+                await self._finish(route, send, self._too_large(), cors, started)
                 return
-            self.metrics.request_bytes.labels(route.label).inc(len(body))
+            self.metrics.c_request_bytes(route.label).inc(len(body))
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             try:
                 answer = await self.capture.handle(Incoming(route, headers, query, body))
@@ -261,7 +262,13 @@ class CaptureApp:
             await self._finish(route, send, answer, cors, started)
         finally:
             self._inflight_bytes -= reserve
-            self.metrics.inflight_bytes.set(self._inflight_bytes)
+
+    def _too_large(self) -> Response:
+        assert self._settings is not None
+        limit = self._settings.max_body_bytes
+        return responses.error(
+            413, "payload_too_large", f"request body is larger than {limit} bytes"
+        )
 
     async def _read_body(self, receive: Receive, limit: int) -> bytes:
         parts: list[bytes] = []
@@ -299,8 +306,8 @@ class CaptureApp:
         started: float,
     ) -> None:
         await self._send(send, answer, cors)
-        self.metrics.requests.labels(route.label, str(answer.status)).inc()
-        self.metrics.request_seconds.labels(route.fmt).observe(time.monotonic() - started)
+        self.metrics.c_requests(route.label, _STATUS_TEXT[answer.status]).inc()
+        self.metrics.c_request_seconds(route.fmt).observe(time.monotonic() - started)
 
     def _service(self, name: str, method: str) -> Response:
         if method not in ("GET", "HEAD"):
@@ -352,6 +359,17 @@ class CaptureApp:
         raw.extend((k.encode(), v.encode()) for k, v in (*answer.headers, *cors, *extra))
         await send({"type": "http.response.start", "status": answer.status, "headers": raw})
         await send({"type": "http.response.body", "body": answer.body})
+
+
+def settle_heap() -> None:
+    """Keep the garbage collector off the request path. Everything allocated by start-up
+    (modules, clients, caches) lives as long as the process: frozen, a full collection
+    no longer walks it (measured before: ~45 ms pauses, ~40 us per request on average).
+    Requests allocate many short-lived containers that reference counting frees; a larger
+    first-generation threshold collects the rare cycles less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
 def create_app() -> CaptureApp:

@@ -1,4 +1,4 @@
-"""Turning an HTTP request body into a JSON document (pure; no I/O).
+"""Turning an HTTP request body into the JSON text its wire format reads (pure; no I/O).
 
 Accepted encodings, the union of what the supported SDKs send:
 - `Content-Encoding: gzip` (Segment, RudderStack and PostHog Python SDKs with gzip on);
@@ -8,17 +8,15 @@ Accepted encodings, the union of what the supported SDKs send:
 Older browser encodings (form `data=`, base64, lz-string) are refused with 415: the
 posthog-js version we test with never sends them, and untested decoders are not kept.
 
-Invariant: decoded bytes never exceed `max_decoded_bytes` (decompression stops there), so
-a gzip bomb costs at most that much memory.
+Invariants: decoded bytes never exceed `max_decoded_bytes` (decompression stops there), so
+a gzip bomb costs at most that much memory; decoded bytes are valid UTF-8 (the wire formats
+pass values through as raw JSON text, which their decoder does not check).
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any
-
-import orjson
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON_TYPES = frozenset({"", "application/json", "text/plain", "application/x-json", "text/json"})
@@ -36,9 +34,15 @@ class BodyProblem:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    doc: Any
-    decoded_bytes: int
+    data: bytes  # JSON text, valid UTF-8
     encoding: str  # how the body came: identity, gzip, deflate, gzip-js
+
+
+def invalid_json(exc: Exception) -> BodyProblem:
+    """The answer to a body its wire format's decoder could not read as JSON."""
+    if isinstance(exc, RecursionError):
+        return BodyProblem(400, "invalid_json", "body is not valid JSON: it nests too deeply")
+    return BodyProblem(400, "invalid_json", f"body is not valid JSON: {exc}")
 
 
 def media_type(content_type: str) -> str:
@@ -70,7 +74,7 @@ def decode_body(
     compression: str,
     max_decoded_bytes: int,
 ) -> Decoded | BodyProblem:
-    """The JSON document of a request body, or why it cannot be read."""
+    """The JSON text of a request body, or why it cannot be read."""
     if not raw:
         return BodyProblem(400, "invalid_request", "request body is empty")
     encoding = content_encoding.strip().lower()
@@ -105,8 +109,9 @@ def decode_body(
             f"Content-Type {mtype!r} is not supported; send "
             "application/json (text/plain is accepted too)",
         )
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        return BodyProblem(400, "invalid_json", f"body is not valid JSON: {exc}")
-    return Decoded(doc, len(data), how)
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return BodyProblem(400, "invalid_json", f"body is not valid JSON: not UTF-8 ({exc})")
+    return Decoded(data, how)

@@ -19,20 +19,22 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from capture import posthog_format, responses, segment_format
 from capture.auth import Authenticated, Authenticator, AuthUnavailable
 from capture.body import BodyProblem, decode_body
-from capture.chunks import chunk, message_value
+from capture.chunks import Message, pack, without
 from capture.config import CaptureSettings
 from capture.credentials import header_key
 from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink, QueueFull
 from capture.mapping import (
-    EventRejected,
     MapContext,
-    MappedEvent,
+    Mapped,
+    Parsed,
     Unmappable,
-    contract_check,
+    in_contract_range,
+    map_all,
     time_ms,
 )
 from capture.metrics import CaptureMetrics
@@ -93,69 +95,64 @@ class Capture:
         )
         if isinstance(decoded, BodyProblem):
             return responses.error(decoded.status, decoded.code, decoded.message)
-        self.metrics.decoded_bytes.labels(req.route.label).inc(decoded.decoded_bytes)
-        self.metrics.encodings.labels(req.route.label, decoded.encoding).inc()
-        doc = decoded.doc
-        fmt = segment_format if req.route.fmt == SEGMENT else posthog_format
-        msgs = fmt.messages(doc, req.route.kind)
-        if isinstance(msgs, str):
-            return responses.error(400, "invalid_request", msgs)
+        route = req.route
+        self.metrics.c_decoded_bytes(route.label).inc(len(decoded.data))
+        self.metrics.c_encodings(route.label, decoded.encoding).inc()
+        parsed: Parsed[Any] | BodyProblem
+        if route.fmt == SEGMENT:
+            parsed = segment_format.parse(decoded.data, route.kind)
+            map_item: Any = segment_format.map_item
+        else:
+            parsed = posthog_format.parse(decoded.data, route.kind, req.query.get("_", ""))
+            map_item = posthog_format.map_item
+        if isinstance(parsed, BodyProblem):
+            return responses.error(parsed.status, parsed.code, parsed.message)
         if who is None:
-            key = fmt.body_key(doc, msgs)
-            if isinstance(key, Unmappable):
-                return responses.error(400, key.code, key.message)
-            if not key:
+            if parsed.key_problem is not None:
+                return responses.error(400, "invalid_request", parsed.key_problem)
+            if not parsed.key:
                 self.metrics.auth_failures.labels("missing_write_key").inc()
                 return responses.error(
                     401,
                     "missing_write_key",
                     "no write key: send it as HTTP Basic user or in the body",
                 )
-            checked = await self._authenticate(key)
+            checked = await self._authenticate(parsed.key)
             if isinstance(checked, Response):
                 return checked
             who = checked
         client_id = who.client_id
-
-        if req.route.fmt == SEGMENT:
-            raw_sent = segment_format.batch_sent_at(doc)
-        else:
-            raw_sent = posthog_format.batch_sent_at(doc, req.query.get("_", ""))
-        try:
-            sent_ms = time_ms(raw_sent, "sentAt")
-        except Unmappable:
-            sent_ms = None  # a bad batch send time is not worth an event: it is dropped
-        ctx = MapContext(client_id, who.key_hash, received_ms, sent_ms, self.s.max_event_bytes)
-        accepted: list[MappedEvent] = []
-        rejected: list[EventRejected] = []
-        for i, m in enumerate(msgs):
-            mapped = fmt.map_message(m, i, ctx)
-            if isinstance(mapped, MappedEvent):
-                accepted.append(mapped)
-            else:
-                rejected.append(mapped)
-        accepted, refused = contract_check(accepted)
-        if refused:
-            rejected = sorted(rejected + refused, key=lambda r: r.index)
+        ctx = MapContext(
+            client_id,
+            who.key_hash,
+            received_ms,
+            _request_sent_ms(parsed.sent_at),
+            self.s.max_event_bytes,
+        )
+        mapped, rejected = map_all(parsed.items, map_item, ctx)
+        fresh, earlier = self._split_retried(mapped)
+        messages, too_large = pack(fresh, self.s.max_event_bytes)
+        if parsed.rejected or too_large:
+            rejected = sorted([*rejected, *parsed.rejected, *too_large], key=lambda r: r.index)
         for r in rejected:
             self.metrics.events_rejected.labels(r.code).inc()
+        accepted = len(mapped.events) - len(too_large)
         if not accepted:
             return responses.error(
                 400, "invalid_events", "no event of the request is valid", rejected=rejected
             )
-
-        to_produce, earlier = self._split_retried(accepted)
-        if to_produce:
+        if messages:
             if self.sink.brokers_down:
                 return self._unavailable("kafka", "Kafka is unavailable; retry later")
-            verdict = await self.limiter.take(client_id, len(to_produce))
+            cost = sum(len(m.event_ids) for m in messages)
+            verdict = await self.limiter.take(client_id, cost)
             if isinstance(verdict, OverQuota):
                 return self._over_quota(client_id, verdict.retry_after_s)
-        delivered = await self._deliver(client_id, to_produce, earlier, started)
+        delivered = await self._deliver(client_id, messages, earlier, started)
         if delivered is not None:
             return delivered
-        self.metrics.events_accepted.labels(client_id).inc(len(accepted))
-        return responses.ok(len(accepted), rejected)
+        self.metrics.c_events_accepted(client_id).inc(accepted)
+        return responses.ok(accepted, rejected)
 
     async def _authenticate(self, key: str) -> Authenticated | Response:
         outcome = await self.auth.authenticate(key)
@@ -182,51 +179,51 @@ class Capture:
         )
 
     def _split_retried(
-        self, accepted: list[MappedEvent]
-    ) -> tuple[list[MappedEvent], list[asyncio.Future[DeliveryOutcome]]]:
+        self, mapped: Mapped
+    ) -> tuple[Mapped, list[asyncio.Future[DeliveryOutcome]]]:
         """Events to produce, and the fates of events whose first copy is (or will be) in
         Kafka already (an SDK retry)."""
         if not self.memory:
-            return accepted, []
-        fresh: list[MappedEvent] = []
+            return mapped, []
         earlier: dict[int, asyncio.Future[DeliveryOutcome]] = {}
-        for ev in accepted:
+        retried: set[str] = set()
+        for ev in mapped.events:
             fate = self.memory.fate(ev.event_id)
-            if fate is None:
-                fresh.append(ev)
-            else:
+            if fate is not None:
                 earlier[id(fate)] = fate
-        deduplicated = len(accepted) - len(fresh)
-        if deduplicated:
-            self.metrics.events_deduplicated.inc(deduplicated)
+                retried.add(ev.event_id)
+        if not retried:
+            return mapped, []
+        fresh = without(mapped, retried)
+        self.metrics.events_deduplicated.inc(len(mapped.events) - len(fresh.events))
         return fresh, list(earlier.values())
 
     async def _deliver(
         self,
         client_id: str,
-        events: list[MappedEvent],
+        messages: list[Message],
         earlier: list[asyncio.Future[DeliveryOutcome]],
         started: float,
     ) -> Response | None:
         """Produce and wait for Kafka; None when everything is acknowledged."""
         key = client_id.encode()
-        sent: list[tuple[list[MappedEvent], asyncio.Future[DeliveryOutcome]]] = []
+        sent: list[tuple[Message, asyncio.Future[DeliveryOutcome]]] = []
         queue_full = False
-        for part in chunk(events):
+        for message in messages:
             try:
-                sent.append((part, self.sink.produce(message_value(part), key)))
+                sent.append((message, self.sink.produce(message.value, key)))
             except QueueFull:
                 queue_full = True
                 break
-        waits = [f for _p, f in sent] + earlier
+        waits = [f for _m, f in sent] + earlier
         if waits and not queue_full:
             await asyncio.wait(waits, timeout=self.s.ack_timeout_s)
         all_acked = not queue_full and all(
             f.done() and isinstance(f.result(), Delivered) for f in waits
         )
         if not all_acked or time.monotonic() - started > self.s.retry_memory_after_s:
-            for part, fut in sent:
-                self.memory.remember((ev.event_id for ev in part), fut)
+            for message, fut in sent:
+                self.memory.remember(message.event_ids, fut)
         if all_acked:
             return None
         if queue_full:
@@ -244,3 +241,13 @@ class Capture:
         return responses.error(
             503, f"{cause}_unavailable", message, retry_after_s=self.s.retry_after_s
         )
+
+
+def _request_sent_ms(raw: object) -> int | None:
+    """The request's send time, or None when it is missing or unusable: a bad batch send
+    time is not worth refusing the events for, it is dropped."""
+    try:
+        sent = time_ms(raw, "sentAt")
+    except Unmappable:
+        return None
+    return sent if sent is not None and in_contract_range(sent) else None

@@ -4,11 +4,30 @@ Every name here is part of the operations contract: deploy/ alert rules and the 
 dashboard refer to them, and tests/unit/test_deploy_monitoring.py checks they exist.
 Labels are bounded: `route` is one of the fixed routes, `client_id` only ever holds an
 authenticated client (bounded by the registry), `code` is a fixed set of reasons.
+`child` keeps each labelled child once made, so a request does not pay for
+prometheus_client's `labels()` (a lock and validation per call) on the hot path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Children:
+    """A metric's labelled children, made once per label values."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._made: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._made.get(values)
+        if child is None:
+            child = self._made[values] = self._metric.labels(*values)
+        return child
 
 
 class CaptureMetrics:
@@ -93,6 +112,20 @@ class CaptureMetrics:
             registry=r,
         )
         self.up = Gauge("capture_up", "1 while the capture service serves", registry=r)
+
+        self.c_requests = Children(self.requests)
+        self.c_request_seconds = Children(self.request_seconds)
+        self.c_request_bytes = Children(self.request_bytes)
+        self.c_decoded_bytes = Children(self.decoded_bytes)
+        self.c_encodings = Children(self.encodings)
+        self.c_events_accepted = Children(self.events_accepted)
+
+    def watch_inflight(
+        self, requests: Callable[[], float], body_bytes: Callable[[], float]
+    ) -> None:
+        """The in-flight gauges read their values when scraped (no work per request)."""
+        self.inflight_requests.set_function(requests)
+        self.inflight_bytes.set_function(body_bytes)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,16 @@ holds at least min(cost, burst) tokens, and the full cost is taken (the bucket m
 negative), so a batch larger than the burst is still admitted once the bucket is full and
 the average rate holds.
 
+Leases keep Redis off the request path: when the script admits a request it also hands
+the process up to `lease_s` seconds of the client's rate (at most a tenth of its burst)
+from what is left in the bucket. Later requests of that client spend the lease in process
+and ask Redis again only when it runs short. Leased tokens are taken from the shared
+bucket, so all processes together never admit more than the bucket allows; a lease not
+spent within `lease_s` goes back to the bucket with the client's next call. A client whose
+quota is small next to its lease size gets no lease: every request asks Redis.
+After a 429 the client is refused in process, without asking Redis, for its Retry-After
+(the bucket can only hold less by then).
+
 When Redis is unreachable, durability comes first: each process enforces the same bucket
 locally (so one process still limits a flood to the quota; N processes admit up to N times
 it) and goes back to Redis after `redis_retry_after_s`. Events are never refused because
@@ -34,13 +44,16 @@ log = logging.getLogger("capture.quota")
 
 BUCKET_PREFIX = "capture:bucket:v1:"
 
-# KEYS[1] bucket; ARGV rate (events/s), burst, cost. Returns {admitted 0/1, wait_ms}.
+# KEYS[1] bucket; ARGV rate (events/s), burst, cost, lease wanted, tokens given back.
+# Returns {admitted 0/1, wait_ms, tokens leased}.
 TOKEN_BUCKET_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local back = tonumber(ARGV[5])
 local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(s[1])
 local ts = tonumber(s[2])
@@ -48,19 +61,24 @@ if tokens == nil or ts == nil then
   tokens = burst
   ts = now
 end
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000 + back)
 local need = math.min(cost, burst)
 local admitted = 0
 local wait_ms = 0
+local leased = 0
 if tokens >= need then
   tokens = tokens - cost
   admitted = 1
+  if tokens >= 1 then
+    leased = math.min(want, math.floor(tokens))
+    tokens = tokens - leased
+  end
 else
   wait_ms = math.ceil((need - tokens) * 1000 / rate)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
-return {admitted, wait_ms}
+return {admitted, wait_ms, leased}
 """
 
 
@@ -75,6 +93,22 @@ class OverQuota:
 
 
 QuotaOutcome = Admitted | OverQuota
+ADMITTED = Admitted()
+
+
+@dataclass(slots=True)
+class Lease:
+    """Tokens of a client's shared bucket this process may spend until `until`."""
+
+    tokens: int
+    until: float  # monotonic
+    refill: asyncio.Future[None] | None = None  # a Redis call for this client in flight
+
+
+def lease_size(quota: Quota, lease_s: float) -> int:
+    """Tokens a process may hold for a client: `lease_s` of its rate, at most a tenth of its
+    burst (so the other processes always find most of the burst in Redis)."""
+    return int(min(quota.events_per_s * lease_s, quota.burst / 10))
 
 
 class TokenBucket:
@@ -152,18 +186,22 @@ class RateLimiter:
         book: QuotaBook,
         executor: ThreadPoolExecutor,
         *,
+        lease_s: float = 0.1,
         redis_retry_after_s: float = 2.0,
     ) -> None:
         self._redis = async_client(redis_settings)
         self._script = self._redis.register_script(TOKEN_BUCKET_LUA)
         self._book = book
         self._executor = executor
+        self._lease_s = lease_s
         self._redis_retry_after_s = redis_retry_after_s
         self._redis_down_until = 0.0
+        self._leases: dict[str, Lease] = {}
         self._local: dict[str, TokenBucket] = {}
         # client -> monotonic time until which its last 429 holds (Retry-After): requests
         # inside it are refused without asking Redis (the bucket can only have less).
         self._refused_until: dict[str, float] = {}
+        self.redis_calls = 0
         self.redis_errors = 0
 
     @property
@@ -177,6 +215,11 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._book.load, client_id)
 
+    def leased(self, client_id: str) -> int:
+        """Tokens of the client's current lease in this process."""
+        lease = self._leases.get(client_id)
+        return 0 if lease is None or time.monotonic() >= lease.until else lease.tokens
+
     def still_refused(self, client_id: str) -> int | None:
         """Seconds left of the client's last 429 in this process, or None."""
         until = self._refused_until.get(client_id)
@@ -189,6 +232,19 @@ class RateLimiter:
         return max(1, math.ceil(left))
 
     async def take(self, client_id: str, cost: int) -> QuotaOutcome:
+        lease = self._leases.get(client_id)
+        if lease is not None and lease.tokens >= cost and time.monotonic() < lease.until:
+            lease.tokens -= cost
+            return ADMITTED
+        refused = self.still_refused(client_id)
+        if refused is not None:
+            return OverQuota(refused)
+        if lease is not None and lease.refill is not None:
+            # Another request of this client is asking Redis: its lease may cover us too.
+            await asyncio.shield(lease.refill)
+            if lease.tokens >= cost and time.monotonic() < lease.until:
+                lease.tokens -= cost
+                return ADMITTED
         outcome = await self._take(client_id, cost)
         if isinstance(outcome, OverQuota):
             if len(self._refused_until) > 100_000:
@@ -200,10 +256,24 @@ class RateLimiter:
         quota = await self.quota(client_id)
         now = time.monotonic()
         if now >= self._redis_down_until:
+            lease = self._leases.get(client_id)
+            if lease is None:
+                if len(self._leases) > 100_000:
+                    self._leases.clear()
+                lease = self._leases[client_id] = Lease(0, now)
+            back, lease.tokens = lease.tokens, 0
+            done = lease.refill = asyncio.get_running_loop().create_future()
             try:
-                admitted, wait_ms = await self._script(
+                self.redis_calls += 1
+                admitted, wait_ms, leased = await self._script(
                     keys=[BUCKET_PREFIX + client_id],
-                    args=[repr(quota.events_per_s), quota.burst, cost],
+                    args=[
+                        repr(quota.events_per_s),
+                        quota.burst,
+                        cost,
+                        lease_size(quota, self._lease_s),
+                        back,
+                    ],
                 )
             except (redis.RedisError, OSError) as exc:
                 self.redis_errors += 1
@@ -215,8 +285,13 @@ class RateLimiter:
                 )
             else:
                 if int(admitted):
-                    return Admitted()
+                    lease.tokens = int(leased)
+                    lease.until = time.monotonic() + self._lease_s
+                    return ADMITTED
                 return OverQuota(max(1, math.ceil(int(wait_ms) / 1000)))
+            finally:
+                lease.refill = None
+                done.set_result(None)
         bucket = self._local.get(client_id)
         if bucket is None:
             if len(self._local) > 100_000:

@@ -8,8 +8,10 @@ import os
 import zlib
 from urllib.parse import quote
 
+import orjson
 import pytest
 
+from capture import posthog_format, segment_format
 from capture.body import BodyProblem, Decoded, decode_body
 from capture.credentials import header_key
 
@@ -25,7 +27,15 @@ def decode(raw: bytes, ctype: str = "application/json", enc: str = "", comp: str
 
 def doc_of(outcome: object) -> object:
     assert isinstance(outcome, Decoded), outcome
-    return outcome.doc
+    return orjson.loads(outcome.data)
+
+
+def read(raw: bytes, fmt: object = segment_format) -> object:
+    """A body decoded, then read by a wire format (what the handler does with it)."""
+    out = decode(raw)
+    if isinstance(out, BodyProblem):
+        return out
+    return fmt.parse(out.data, "batch")  # type: ignore[attr-defined]
 
 
 def problem(outcome: object) -> tuple[int, str]:
@@ -86,12 +96,17 @@ def test_a_gzip_bomb_stops_at_the_decoded_limit() -> None:
 
 
 def test_truncated_or_non_json_bodies_are_400_with_the_parser_reason() -> None:
-    out = decode(DOC[:-5])
-    assert problem(out) == (400, "invalid_json")
-    assert isinstance(out, BodyProblem) and "JSON" in out.message
-    assert problem(decode(os.urandom(64).replace(b"\x1f", b"x"))) == (400, "invalid_json")
+    for fmt in (segment_format, posthog_format):
+        out = read(DOC[:-5], fmt)
+        assert problem(out) == (400, "invalid_json")
+        assert isinstance(out, BodyProblem) and "JSON" in out.message
+        assert problem(read(os.urandom(64).replace(b"\x1f", b"x"), fmt)) == (400, "invalid_json")
+        assert problem(read(b"[" * 5000 + b"]" * 5000, fmt)) == (400, "invalid_json")  # too deep
     assert problem(decode(b"")) == (400, "invalid_request")
-    assert problem(decode(b"[" * 5000 + b"]" * 5000)) == (400, "invalid_json")  # too deep
+    # Values pass through as raw JSON text, which the JSON decoder does not check: the
+    # body as a whole must be UTF-8.
+    latin1 = b'{"batch": [{"event": "caf\xe9", "userId": "u", "properties": {"x": "\xe9"}}]}'
+    assert problem(decode(latin1)) == (400, "invalid_json")
 
 
 @pytest.mark.parametrize("ctype", ["image/png", "multipart/form-data; boundary=x", "text/html"])

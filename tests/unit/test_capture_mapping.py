@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
 from analytics_core.event_contract import Origin, ValidEvent, hash_api_key, parse_message
 from capture import posthog_format, segment_format
+from capture.body import BodyProblem
+from capture.chunks import pack
 from capture.mapping import (
     CAPTURE_ID_NAMESPACE,
-    EventOutcome,
     EventRejected,
     MapContext,
-    MappedEvent,
-    contract_check,
+    Parsed,
+    canonical_json,
     event_id,
+    map_all,
     uuid5,
 )
 
@@ -40,6 +44,47 @@ def ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
+def parsed(fmt: Any, body: object, kind: str = "batch") -> Parsed[Any]:
+    out = fmt.parse(body if isinstance(body, bytes) else json.dumps(body).encode(), kind)
+    assert isinstance(out, Parsed), out
+    return out
+
+
+@dataclass(frozen=True)
+class MappedEvent:
+    """One event as it goes to Kafka: its position in the request and its JSON bytes."""
+
+    index: int
+    encoded: bytes
+
+
+EventOutcome = MappedEvent | EventRejected
+
+
+def outcomes(
+    fmt: Any, body: object, ctx: MapContext = CTX, kind: str = "batch"
+) -> list[EventOutcome]:
+    """Every message of a body, mapped or rejected, in request order (what the handler does:
+    parse, map, pack into Kafka messages)."""
+    p = parsed(fmt, body, kind)
+    mapped, rejected = map_all(p.items, fmt.map_item, ctx)
+    messages, too_large = pack(mapped, ctx.max_event_bytes)
+    sent = {eid for m in messages for eid in m.event_ids}
+    found: list[EventOutcome] = [*rejected, *p.rejected, *too_large]
+    for index, event in zip(mapped.indices, mapped.events, strict=True):
+        if event.event_id in sent:
+            found.append(MappedEvent(index, msgspec.json.encode(event)))
+    return sorted(found, key=lambda o: o.index)
+
+
+def segment_one(msg: object, ctx: MapContext = CTX) -> EventOutcome:
+    return outcomes(segment_format, {"batch": [msg]}, ctx)[0]
+
+
+def posthog_one(msg: object, ctx: MapContext = CTX) -> EventOutcome:
+    return outcomes(posthog_format, {"batch": [msg]}, ctx)[0]
+
+
 def mapped(outcome: object) -> dict[str, Any]:
     assert isinstance(outcome, MappedEvent), outcome
     doc: dict[str, Any] = orjson.loads(outcome.encoded)
@@ -51,11 +96,9 @@ def mapped(outcome: object) -> dict[str, Any]:
 
 def segment_docs(ctx: MapContext = CTX) -> list[dict[str, Any]]:
     body = load("segment_batch_every_type.json")
-    msgs = segment_format.messages(body, "batch")
-    assert isinstance(msgs, list)
-    sent = segment_format.batch_sent_at(body)
+    sent = parsed(segment_format, body).sent_at
     ctx = MapContext(ctx.client_id, ctx.key_hash, ctx.received_ms, ms(str(sent)), 256 * 1024)
-    return [mapped(segment_format.map_message(m, i, ctx)) for i, m in enumerate(msgs)]
+    return [mapped(o) for o in outcomes(segment_format, body, ctx)]
 
 
 def test_segment_track_maps_every_field() -> None:
@@ -118,41 +161,41 @@ def test_the_fast_uuid5_is_uuid5() -> None:
 
 def test_a_message_without_id_gets_an_id_from_its_content() -> None:
     msg = {"type": "track", "event": "x", "userId": "u", "timestamp": "2026-11-27T10:00:00Z"}
-    first = event_id("acme", None, msg)
-    assert first == event_id("acme", None, dict(msg))
-    assert first != event_id("acme", None, dict(msg, event="y"))
+
+    def id_of(m: dict[str, Any]) -> str:
+        return event_id("acme", None, lambda: canonical_json(json.dumps(m).encode(), {}))
+
+    first = id_of(msg)
+    assert first == id_of(dict(msg))
+    assert first == id_of(dict(reversed(msg.items())))  # the same fields in another order
+    assert first != id_of(dict(msg, event="y"))
     uuid.UUID(first)
+    assert mapped(segment_one(msg))["event_id"] == first  # what the mapper derives
 
 
 def test_missing_timestamp_is_the_time_received_and_sent_at_is_optional() -> None:
-    out = mapped(
-        segment_format.map_message({"type": "track", "event": "e", "anonymousId": "a"}, 0, CTX)
-    )
+    out = mapped(segment_one({"type": "track", "event": "e", "anonymousId": "a"}))
     assert out["timestamp"] == RECEIVED_MS
     assert "sent_at" not in out
 
 
 def test_a_timestamp_without_zone_is_utc_and_numbers_are_epoch_ms() -> None:
     naive = {"type": "track", "event": "e", "userId": "u", "timestamp": "2026-11-27T10:00:00"}
-    assert mapped(segment_format.map_message(naive, 0, CTX))["timestamp"] == ms(
-        "2026-11-27T10:00:00+00:00"
-    )
+    assert mapped(segment_one(naive))["timestamp"] == ms("2026-11-27T10:00:00+00:00")
     epoch = dict(naive, timestamp=1_795_000_000_123)
-    assert mapped(segment_format.map_message(epoch, 0, CTX))["timestamp"] == 1_795_000_000_123
+    assert mapped(segment_one(epoch))["timestamp"] == 1_795_000_000_123
 
 
 def test_numeric_user_ids_are_strings() -> None:
-    out = mapped(segment_format.map_message({"type": "track", "event": "e", "userId": 42}, 0, CTX))
+    out = mapped(segment_one({"type": "track", "event": "e", "userId": 42}))
     assert out["user_id"] == "42"
 
 
 def test_one_bad_event_is_rejected_with_its_index_and_reason_the_others_map() -> None:
     body = load("segment_batch_one_bad_event.json")
-    msgs = segment_format.messages(body, "batch")
-    assert isinstance(msgs, list)
-    outcomes = [segment_format.map_message(m, i, CTX) for i, m in enumerate(msgs)]
-    good = [o for o in outcomes if isinstance(o, MappedEvent)]
-    bad = {o.index: o.message for o in outcomes if isinstance(o, EventRejected)}
+    found = outcomes(segment_format, body)
+    good = [o for o in found if isinstance(o, MappedEvent)]
+    bad = {o.index: o.message for o in found if isinstance(o, EventRejected)}
     assert [mapped(o)["event_name"] for o in good] == ["Signed Up", "Logged In"]
     assert set(bad) == {1, 2, 3, 4, 5}
     assert "event" in bad[1]
@@ -173,43 +216,35 @@ def test_forged_client_id_and_keys_in_the_body_never_reach_the_event() -> None:
         "token": "victim-key",
         "event_id": "00000000-0000-0000-0000-000000000000",
     }
-    out = mapped(segment_format.map_message(msg, 0, CTX))
+    out = mapped(segment_one(msg))
     assert out["client_id"] == "acme" and out["api_key_hash"] == KEY_HASH
     assert "victim-key" not in json.dumps(out)
     assert out["properties"]["$client_id"] == "victim"  # kept as data, never as routing
 
 
-def checked(outcome: EventOutcome) -> EventOutcome:
-    """The outcome once the contract has seen it (what the handler does per message)."""
-    if isinstance(outcome, EventRejected):
-        return outcome
-    ok, refused = contract_check([outcome])
-    return ok[0] if ok else refused[0]
-
-
 def test_contract_limits_reject_the_event_with_the_contracts_reason() -> None:
     long_user = {"type": "track", "event": "e", "userId": "u" * 201}
-    out = checked(segment_format.map_message(long_user, 3, CTX))
+    filler = {"type": "track", "event": "e", "userId": "u"}
+    out = outcomes(segment_format, {"batch": [filler, filler, filler, long_user]})[3]
     assert isinstance(out, EventRejected) and out.index == 3 and "user_id" in out.message
     too_old = {"type": "track", "event": "e", "userId": "u", "timestamp": "1969-01-01T00:00:00Z"}
-    assert isinstance(checked(segment_format.map_message(too_old, 0, CTX)), EventRejected)
+    assert isinstance(segment_one(too_old), EventRejected)
     deep: Any = {}
     for _ in range(300):  # deeper than the contract (and the encoder) allows
         deep = {"d": deep}
     nested = {"type": "track", "event": "e", "userId": "u", "properties": deep}
-    assert isinstance(checked(segment_format.map_message(nested, 0, CTX)), EventRejected)
+    assert isinstance(segment_one(nested), EventRejected)
 
 
-def test_contract_check_keeps_the_valid_events_of_a_message_and_names_the_others() -> None:
+def test_the_contract_is_checked_while_mapping_keeping_the_valid_events() -> None:
     msgs = [
         {"type": "track", "event": "ok", "userId": "u"},
         {"type": "track", "event": "x" * 201, "userId": "u"},
         {"type": "track", "event": "ok2", "userId": "u"},
     ]
-    mapped_events = [segment_format.map_message(m, i, CTX) for i, m in enumerate(msgs)]
-    assert all(isinstance(m, MappedEvent) for m in mapped_events)
-    ok, refused = contract_check(mapped_events)  # type: ignore[arg-type]
-    assert [e.index for e in ok] == [0, 2]
+    found = outcomes(segment_format, {"batch": msgs})
+    assert [o.index for o in found if isinstance(o, MappedEvent)] == [0, 2]
+    refused = [o for o in found if isinstance(o, EventRejected)]
     assert [(r.index, r.code) for r in refused] == [(1, "invalid_event")]
     assert "event_name" in refused[0].message
 
@@ -217,7 +252,7 @@ def test_contract_check_keeps_the_valid_events_of_a_message_and_names_the_others
 def test_an_event_over_the_size_limit_is_rejected() -> None:
     small = MapContext("acme", KEY_HASH, RECEIVED_MS, None, 1024)
     big = {"type": "track", "event": "e", "userId": "u", "properties": {"x": "y" * 2000}}
-    out = segment_format.map_message(big, 0, small)
+    out = segment_one(big, small)
     assert isinstance(out, EventRejected) and out.code == "event_too_large"
 
 
@@ -230,31 +265,30 @@ def test_an_event_over_the_size_limit_is_rejected() -> None:
     ],
 )
 def test_segment_bodies_without_messages_are_refused(kind: str, body: object, problem: str) -> None:
-    out = segment_format.messages(body, kind)
-    assert isinstance(out, str) and problem in out
+    out = segment_format.parse(json.dumps(body).encode(), kind)
+    assert isinstance(out, BodyProblem) and out.status == 400 and problem in out.message
 
 
 def test_single_message_paths_imply_the_type() -> None:
-    msgs = segment_format.messages({"userId": "u", "traits": {"a": 1}}, "identify")
-    assert isinstance(msgs, list)
-    assert mapped(segment_format.map_message(msgs[0], 0, CTX))["event_name"] == "$identify"
-    short = segment_format.messages({"userId": "u", "event": "e"}, "t")
-    assert isinstance(short, list) and short[0]["type"] == "track"
+    identify = outcomes(segment_format, {"userId": "u", "traits": {"a": 1}}, kind="identify")
+    assert mapped(identify[0])["event_name"] == "$identify"
+    short = parsed(segment_format, {"userId": "u", "event": "e", "type": "page"}, "t")
+    assert short.items[0].msg.type == "track"  # the path wins over the body
 
 
 def test_segment_write_key_from_the_body() -> None:
-    assert segment_format.body_key({"writeKey": "k", "batch": []}, []) == "k"
-    assert segment_format.body_key({}, [{"writeKey": "k2"}]) == "k2"
-    assert not isinstance(segment_format.body_key({}, [{"writeKey": "a"}, {"writeKey": "b"}]), str)
+    track = {"type": "track", "event": "e", "userId": "u"}
+    assert parsed(segment_format, {"writeKey": "k", "batch": [track]}).key == "k"
+    assert parsed(segment_format, {"batch": [dict(track, writeKey="k2")]}).key == "k2"
+    both = parsed(segment_format, {"batch": [dict(track, writeKey="a"), dict(track, writeKey="b")]})
+    assert both.key is None and both.key_problem is not None
 
 
 def posthog_docs(name: str) -> list[dict[str, Any]]:
     body = load(name)
-    msgs = posthog_format.messages(body, "batch")
-    assert isinstance(msgs, list)
-    sent = posthog_format.batch_sent_at(body, "")
+    sent = parsed(posthog_format, body).sent_at
     ctx = MapContext("acme", KEY_HASH, RECEIVED_MS, ms(str(sent)) if sent else None, 256 * 1024)
-    return [mapped(posthog_format.map_message(m, i, ctx)) for i, m in enumerate(msgs)]
+    return [mapped(o) for o in outcomes(posthog_format, body, ctx)]
 
 
 def test_posthog_python_batch_maps_every_field() -> None:
@@ -281,9 +315,9 @@ def test_posthog_python_batch_maps_every_field() -> None:
 
 def test_posthog_js_array_body_and_its_key_in_properties() -> None:
     body = load("posthog_js_events_array.json")
-    msgs = posthog_format.messages(body, "e")
-    assert isinstance(msgs, list) and len(msgs) == 2
-    assert posthog_format.body_key(body, msgs) == "must-not-be-stored"
+    p = parsed(posthog_format, body, "e")
+    assert len(p.items) == 2
+    assert p.key == "must-not-be-stored"
     pageview, signup = posthog_docs("posthog_js_events_array.json")
     assert pageview["user_id"] == "0192b6e3-0000-7000-8000-000000000001"
     assert signup["properties"]["$set"] == {"email": "ada@example.test"}
@@ -291,13 +325,18 @@ def test_posthog_js_array_body_and_its_key_in_properties() -> None:
 
 
 def test_posthog_sent_at_falls_back_to_the_underscore_query_parameter() -> None:
-    assert posthog_format.batch_sent_at([{}], "1795000000999") == 1_795_000_000_999
-    assert posthog_format.batch_sent_at([{}], "") is None
+    event = b'[{"event": "e", "distinct_id": "u"}]'
+    assert posthog_format.parse(event, "e", "1795000000999").sent_at == 1_795_000_000_999  # type: ignore[union-attr]
+    assert posthog_format.parse(event, "e", "").sent_at is None  # type: ignore[union-attr]
 
 
 def test_posthog_events_without_name_or_distinct_id_are_rejected() -> None:
-    no_name = posthog_format.map_message({"distinct_id": "u"}, 0, CTX)
+    no_name = posthog_one({"distinct_id": "u"})
     assert isinstance(no_name, EventRejected) and "event" in no_name.message
-    no_user = posthog_format.map_message({"event": "x", "properties": {}}, 1, CTX)
-    assert isinstance(no_user, EventRejected) and "distinct_id" in no_user.message
-    assert posthog_format.messages("text", "e") == "body must be a JSON object or array"
+    no_user = outcomes(
+        posthog_format, {"batch": [{"event": "x"}, {"event": "x", "properties": {}}]}
+    )[1]
+    assert isinstance(no_user, EventRejected) and no_user.index == 1
+    assert "distinct_id" in no_user.message
+    text = posthog_format.parse(b'"text"', "e")
+    assert isinstance(text, BodyProblem) and text.message == "body must be a JSON object or array"

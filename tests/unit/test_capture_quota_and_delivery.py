@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import orjson
 import pytest
+from msgspec import Raw
 
 from analytics_core.clients import (
     ClientFound,
@@ -18,10 +20,10 @@ from analytics_core.event_contract import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
 from analytics_core.quotas import Quota, QuotaError, StoredQuota, validate
 from analytics_core.settings import SettingsError
 from capture.auth import Authenticated, AuthUnavailable, KeyAmbiguous, KeyUnknown, Refused, verdict
-from capture.chunks import chunk, message_value
+from capture.chunks import message_value, pack
 from capture.config import CaptureSettings
 from capture.kafka_sink import Delivered, NotDelivered
-from capture.mapping import MappedEvent
+from capture.mapping import ContractEvent, Mapped
 from capture.quota import Admitted, OverQuota, TokenBucket
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
@@ -77,17 +79,36 @@ def test_auth_verdicts() -> None:
     assert isinstance(verdict(h, "acme", RegistryUnavailable("pg down")), AuthUnavailable)
 
 
-def events(n: int, size: int = 100) -> list[MappedEvent]:
-    return [MappedEvent(i, f"id-{i}", b'"' + b"x" * (size - 2) + b'"') for i in range(n)]
+def events(n: int, size: int = 100) -> Mapped:
+    """`n` contract events whose properties hold `size` bytes each, at request positions
+    0..n-1."""
+    value = Raw(b'"' + b"x" * size + b'"')
+    return Mapped(
+        [ContractEvent("acme", "a" * 64, f"id-{i}", "e", 1, {"x": value}, "u") for i in range(n)],
+        list(range(n)),
+    )
 
 
 def test_chunks_respect_the_contracts_event_and_byte_limits() -> None:
-    assert [len(c) for c in chunk(events(1201))] == [MAX_BATCH_EVENTS, MAX_BATCH_EVENTS, 201]
-    big = chunk(events(30, size=100_000))
-    assert all(len(message_value(c)) <= MAX_MESSAGE_BYTES for c in big)
-    assert sum(len(c) for c in big) == 30
-    assert [e.index for c in big for e in c] == list(range(30))  # request order kept
-    assert orjson.loads(message_value(events(3))) == ["x" * 98] * 3
+    limit = 256 * 1024
+    messages, rejected = pack(events(1201), limit)
+    assert [len(m.event_ids) for m in messages] == [MAX_BATCH_EVENTS, MAX_BATCH_EVENTS, 201]
+    assert rejected == []
+    big, _ = pack(events(30, size=100_000), limit)
+    assert all(len(m.value) <= MAX_MESSAGE_BYTES for m in big)
+    assert sum(len(m.event_ids) for m in big) == 30
+    assert [i for m in big for i in m.event_ids] == [f"id-{i}" for i in range(30)]  # order
+    one, _ = pack(events(3), limit)
+    assert [e["event_id"] for e in orjson.loads(one[0].value)] == ["id-0", "id-1", "id-2"]
+    assert one[0].value == message_value([msgspec.json.encode(e) for e in events(3).events])
+
+
+def test_an_event_over_the_event_limit_is_rejected_by_index_and_the_others_sent() -> None:
+    mapped = events(3)
+    mapped.events[1].properties["big"] = Raw(b'"' + b"y" * 5000 + b'"')
+    messages, rejected = pack(mapped, 2048)
+    assert [(r.index, r.code) for r in rejected] == [(1, "event_too_large")]
+    assert [m.event_ids for m in messages] == [["id-0", "id-2"]]
 
 
 def test_retry_memory_knows_delivered_and_pending_copies_and_forgets_failed_ones() -> None:

@@ -4,13 +4,18 @@ limits)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from analytics_core import pg
-from analytics_core.quotas import get_quota, set_quota
+from analytics_core.quotas import Quota, get_quota, set_quota
 from analytics_core.settings import Settings
+from capture.quota import BUCKET_PREFIX, Admitted, QuotaBook, RateLimiter
+from capture.redis_clients import sync_client
 from devstack import api
 from tests.conftest import ClientFixture
 from tests.integration.capture.conftest import CaptureProcess
@@ -82,3 +87,59 @@ def test_redis_down_keeps_accepting_with_per_process_limits(
     assert statuses[:3] == [200, 200, 200], statuses
     assert 429 in statuses, statuses
     assert cap.alive()
+
+
+def test_leases_keep_redis_off_the_request_path_and_the_bucket_shared(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """Two limiters (two processes' worth) on one client: most requests are admitted from
+    a lease without asking Redis, together they never admit more than the shared bucket
+    allows, and an unspent lease goes back to the bucket."""
+    busy: ClientFixture = make_client("qlease")
+    idle: ClientFixture = make_client("qback")
+    for c in (busy, idle):
+        give_quota(stack, c.client_id, rate=100.0, burst=1000)  # leases of 10 tokens
+    registry = ThreadPoolExecutor(1)
+    book = QuotaBook(stack.postgres, Quota(2000.0, 20_000), cache_s=60)
+    first, second = (RateLimiter(stack.redis, book, registry, lease_s=0.1) for _ in range(2))
+    redis = sync_client(stack.redis)
+
+    def bucket(client_id: str) -> tuple[float, float]:
+        tokens, ts = redis.hmget(BUCKET_PREFIX + client_id, ["tokens", "ts"])
+        return float(tokens), float(ts)
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        admitted = 0
+        for i in range(3000):  # one event per request, alternately through both
+            limiter = first if i % 2 == 0 else second
+            if isinstance(await limiter.take(busy.client_id, 1), Admitted):
+                admitted += 1
+        elapsed = time.monotonic() - started
+        # The bucket held 1000 and refilled at 100/s; each limiter may still hold an
+        # unspent lease, taken from the same bucket.
+        assert 1000 - 2 * 10 <= admitted <= 1000 + 100 * elapsed + 1, (admitted, elapsed)
+        calls = first.redis_calls + second.redis_calls
+        assert calls * 5 <= admitted, calls  # a Redis call per ~10 events, not per event
+
+        # An unspent lease goes back with the client's next call once it has expired.
+        assert isinstance(await first.take(idle.client_id, 1), Admitted)
+        assert first.leased(idle.client_id) == 10
+        assert isinstance(await second.take(idle.client_id, 900), Admitted)  # drain it
+        tokens_before, ts_before = bucket(idle.client_id)
+        await asyncio.sleep(0.3)
+        assert isinstance(await first.take(idle.client_id, 1), Admitted)
+        tokens_after, ts_after = bucket(idle.client_id)
+        refill = (ts_after - ts_before) * 100.0 / 1000
+        given_back = tokens_after + 1 + first.leased(idle.client_id) - tokens_before - refill
+        assert abs(given_back - 10) < 0.01, given_back
+        await first.close()
+        await second.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis.close()
+        book.close()
+        registry.shutdown()
