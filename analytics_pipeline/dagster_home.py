@@ -58,6 +58,9 @@ def dagster_env(settings: Settings, home: Path) -> dict[str, str]:
         "POSTGRES_PASSWORD": pg.password,
         "POSTGRES_DB": pg.dbname,
         "DAGSTER_POSTGRES_DB": pg.dagster_dbname,
+        # dagster-postgres builds its own URL without TLS options; libpq reads these.
+        "PGSSLMODE": pg.sslmode,
+        **({"PGSSLROOTCERT": pg.sslrootcert} if pg.sslrootcert else {}),
     }
 
 

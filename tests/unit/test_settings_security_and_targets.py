@@ -124,3 +124,14 @@ def test_extra_clickhouse_targets_are_read_by_name() -> None:
 def test_bad_targets_fail_fast_naming_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(env)
+
+
+def test_dagster_storage_gets_postgres_tls_through_libpq_variables(tmp_path: Path) -> None:
+    from analytics_pipeline.dagster_home import dagster_env
+
+    ca = tmp_path / "pg-ca.pem"
+    ca.write_text("x")
+    env = {"POSTGRES_SSLMODE": "verify-full", "POSTGRES_SSLROOTCERT": str(ca)}
+    exported = dagster_env(Settings.from_env(env), tmp_path)
+    assert exported["PGSSLMODE"] == "verify-full" and exported["PGSSLROOTCERT"] == str(ca)
+    assert "PGSSLROOTCERT" not in dagster_env(Settings.from_env({}), tmp_path)
