@@ -152,10 +152,21 @@ class DockerEngine:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                return
+                break
             time.sleep(0.3)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1)
+        self._unmount_leftovers()
+
+    def _unmount_leftovers(self) -> None:
+        """dockerd leaves its default network namespace (and data-root) mounted: undo that."""
+        root = str(self.root.resolve()) + "/"
+        with open("/proc/self/mountinfo") as fh:
+            points = [line.split()[4] for line in fh]
+        for point in sorted((p for p in points if p.startswith(root)), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
