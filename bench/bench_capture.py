@@ -6,22 +6,27 @@ to a topic of its own (`bench_capture_raw`, so no router ever reads these events
 
 1. HTTP server candidates, each serving the same minimal handler (read the body, parse
    the JSON, answer): granian, uvicorn (httptools + uvloop), aiohttp (uvloop);
-2. batches of 1 and 50 events, for 1 and 100 clients: the capture service (`python -m
-   capture`) and, side by side, the bare HTTP -> Kafka handler (bench/baselines/
-   bare_http_kafka.py): events/s at the maximum, then p50/p95/p99 of acknowledged
-   requests at half of the capture service's maximum rate;
-3. one client flooding far over its quota while ten others send at a fixed rate: the
+2. the request path alone, in process (bench/capture_request_path.py): CPU per event
+   without HTTP and Kafka;
+3. batches of 1 and 50 events, for 1 and 100 clients: the capture service (`python -m
+   capture`) and, alternating with it, the bare HTTP -> Kafka handler (bench/baselines/
+   bare_http_kafka.py): events/s at the maximum and the CPU the server used per event,
+   `--repeat` times, then p50/p95/p99 of acknowledged requests at half of the capture
+   service's (median) maximum rate;
+4. one client flooding far over its quota while ten others send at a fixed rate: the
    others' latency and success with and without the flood;
-4. overload (1000 connections of 50-event batches): peak RSS of the service.
+5. overload (1000 connections of 50-event batches): peak RSS of the service.
+
+The machine's load average is printed with every run: on a shared machine the rates move
+with it, the CPU per event much less.
 
 Usage: .venv/bin/python -m bench.bench_capture [--duration 10] [--connections 64]
-       [--skip-servers]   (prints its figures; takes about 5 minutes)
+       [--repeat 3] [--skip-servers]   (prints its figures; about 10 minutes)
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import shutil
@@ -43,11 +48,11 @@ from analytics_core import pg, registry
 from analytics_core.event_contract import hash_api_key
 from analytics_core.quotas import set_quota
 from analytics_core.settings import Settings
+from bench.capture_bodies import CLIENTS, NOISY, basic, body_of, client_id, key_of
+from bench.capture_request_path import measure as measure_request_path
 
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "bench_capture_raw"
-CLIENTS = 100
-NOISY = "bench-cap-noisy"
 VEGETA_HINT = (
     "go install github.com/tsenart/vegeta/v12@v12.12.0 (binary in ~/go/bin or "
     "~/.cache/analytics-pipeline/bin)"
@@ -62,48 +67,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def client_id(i: int) -> str:
-    return f"bench-cap-{i:03d}"
-
-
-def key_of(cid: str) -> str:
-    return f"{cid}-key"
-
-
-def basic(cid: str) -> str:
-    return "Basic " + base64.b64encode(f"{key_of(cid)}:".encode()).decode()
-
-
-# -- events -----------------------------------------------------------------------------
-def event_template(i: int) -> dict[str, Any]:
-    """A ~450-byte Segment track call with a message id, as SDKs send; @SEQ@ makes each
-    request's events distinct."""
-    return {
-        "type": "track",
-        "messageId": f"ajs-@SEQ@-{i}",
-        "event": "Order Completed",
-        "userId": f"user-{i % 97}",
-        "timestamp": "2026-11-27T10:00:00.000Z",
-        "properties": {
-            "i": i,
-            "url": "/checkout/complete",
-            "revenue": 42.5,
-            "currency": "EUR",
-            "items": [{"sku": "sku-123", "qty": 2}, {"sku": "sku-456", "qty": 1}],
-        },
-        "context": {
-            "library": {"name": "analytics-python", "version": "2.4.0"},
-            "ip": "203.0.113.9",
-            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) bench",
-        },
-    }
-
-
-def body_of(batch: int, seq: str | None = None) -> bytes:
-    text = json.dumps({"batch": [event_template(i) for i in range(batch)]})
-    return (text if seq is None else text.replace("@SEQ@", seq)).encode()
 
 
 WRK_LUA = """
@@ -457,6 +420,47 @@ def fmt_load(label: str, load: Load, extra: str = "") -> str:
     )
 
 
+def load_average() -> str:
+    return "load average {:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
+
+
+def measured(server: Server, url: str, batch: int, keys: list[str], d: int, c: int) -> Run:
+    """One closed-loop run, with the CPU the server's processes used for it."""
+    cpu0 = server.cpu_seconds()
+    load = run_wrk(url, "/v1/batch", batch, keys, duration=d, connections=c)
+    cpu = server.cpu_seconds() - cpu0
+    return Run(load, cpu * 1e6 / max(1, load.requests * batch), os.getloadavg()[0])
+
+
+@dataclass
+class Run:
+    load: Load
+    cpu_us_per_event: float  # all threads of the server's processes
+    load_average: float
+
+    def text(self, label: str, extra: str = "") -> str:
+        return fmt_load(
+            label,
+            self.load,
+            f"  server CPU {self.cpu_us_per_event:6.1f} us/event  load {self.load_average:4.1f}"
+            + extra,
+        )
+
+
+def median_load(runs: list[Run]) -> Load:
+    """The run with the median rate (the half-rate latency runs start from it)."""
+    return sorted((r.load for r in runs), key=lambda load: load.eps)[len(runs) // 2]
+
+
+def span(values: list[float], fmt: str = "{:,.0f}") -> str:
+    low, high = min(values), max(values)
+    return (
+        fmt.format(low)
+        if fmt.format(low) == fmt.format(high)
+        else f"{fmt.format(low)}-{fmt.format(high)}"
+    )
+
+
 def compare_servers(duration: int, connections: int) -> list[str]:
     lines = ["", "HTTP server candidates (same minimal handler: read body, parse JSON, answer):"]
     for server in ("granian", "uvicorn", "aiohttp"):
@@ -509,6 +513,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections")
     parser.add_argument("--skip-servers", action="store_true", help="skip the server comparison")
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="maximum-rate runs per configuration, bare and capture alternating (default 3)",
+    )
+    parser.add_argument(
         "--serve-minimal", choices=["granian", "uvicorn", "aiohttp"], help=argparse.SUPPRESS
     )
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -526,13 +536,26 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     prepare(settings)
     d, c = args.duration, args.connections
-    report = [f"capture benchmark, {os.cpu_count()} cores, {d} s per run, wrk -c{c}"]
+    report = [
+        f"capture benchmark, {os.cpu_count()} cores, {d} s per run, wrk -c{c}, "
+        f"{args.repeat} repetition(s); at start: {load_average()}"
+    ]
     if not args.skip_servers:
         report += compare_servers(d, c)
 
+    report += ["", "Request path alone (in process, no HTTP server, no Kafka), CPU per event:"]
+    for batch, requests in ((1, 4096), (50, 512)):
+        path = measure_request_path(batch, requests)
+        report.append(
+            f"  batch {batch:>2}: handler {path['handler']:6.2f} us/event, "
+            f"with the ASGI app {path['app']:6.2f} us/event "
+            f"({path['app'] * batch:,.0f} us/request)"
+        )
+        log(report[-1])
+
     one = [basic(client_id(0))]
     hundred = [basic(client_id(i)) for i in range(CLIENTS)]
-    maxima: dict[tuple[str, int, int], Load] = {}
+    runs: dict[tuple[str, int, int], list[Run]] = {}
     bare_port, cap_port = free_port(), free_port()
     bare = Server(
         [sys.executable, "-m", "bench.baselines.bare_http_kafka"],
@@ -540,30 +563,53 @@ def main(argv: list[str] | None = None) -> int:
         bare_port,
         "/",
     )
-    report += ["", "Maximum rate (wrk, closed loop), acknowledged by Kafka (acks=all):"]
-    try:
-        for batch in (1, 50):
-            load = run_wrk(bare.url, "/v1/batch", batch, one, duration=d, connections=c)
-            maxima[("bare", batch, 1)] = load
-            report.append(fmt_load(f"  bare HTTP->Kafka, batch {batch}", load))
-            log(report[-1])
-    finally:
-        bare.stop()
     cap = Server(
         [sys.executable, "-m", "capture"], service_env(settings, cap_port), cap_port, "/readyz"
     )
+    report += [
+        "",
+        "Maximum rate (wrk, closed loop), acknowledged by Kafka (acks=all); bare and capture "
+        "alternate:",
+    ]
     try:
+        try:
+            for rep in range(args.repeat):
+                for batch in (1, 50):
+                    base = measured(bare, bare.url, batch, one, d, c)
+                    runs.setdefault(("bare", batch, 1), []).append(base)
+                    report.append(base.text(f"  bare HTTP->Kafka, batch {batch}"))
+                    log(report[-1])
+                    for n, keys in ((1, one), (CLIENTS, hundred)):
+                        run = measured(cap, cap.url, batch, keys, d, c)
+                        runs.setdefault(("capture", batch, n), []).append(run)
+                        ratio = run.load.eps / base.load.eps
+                        label = f"  capture, batch {batch}, {n} client(s)"
+                        report.append(run.text(label, f"  = {ratio:.2f} x bare"))
+                        log(report[-1])
+                if rep + 1 < args.repeat:
+                    report.append("")
+        finally:
+            bare.stop()
+        report += ["", "Summary of the maximum-rate runs (ranges over the repetitions):"]
         for batch in (1, 50):
-            for n, keys in ((1, one), (CLIENTS, hundred)):
-                load = run_wrk(cap.url, "/v1/batch", batch, keys, duration=d, connections=c)
-                maxima[("capture", batch, n)] = load
-                ratio = load.eps / maxima[("bare", batch, 1)].eps
+            bare_runs = runs[("bare", batch, 1)]
+            bare_eps = span([r.load.eps for r in bare_runs])
+            bare_cpu = span([r.cpu_us_per_event for r in bare_runs], "{:.1f}")
+            report.append(
+                f"  batch {batch:>2}, bare:                {bare_eps:>15} ev/s, "
+                f"server CPU {bare_cpu} us/event"
+            )
+            for n in (1, CLIENTS):
+                cap_runs = runs[("capture", batch, n)]
+                ratios = [r.load.eps / b.load.eps for r, b in zip(cap_runs, bare_runs, strict=True)]
                 report.append(
-                    fmt_load(
-                        f"  capture, batch {batch}, {n} client(s)", load, f"  = {ratio:.2f} x bare"
-                    )
+                    f"  batch {batch:>2}, capture, {n:>3} client(s): "
+                    f"{span([r.load.eps for r in cap_runs]):>15} ev/s = "
+                    f"{span(ratios, '{:.2f}')} x bare, server CPU "
+                    f"{span([r.cpu_us_per_event for r in cap_runs], '{:.1f}')} us/event"
                 )
-                log(report[-1])
+        log("\n".join(report[-5:]))
+        maxima = {key: median_load(rs) for key, rs in runs.items()}
 
         report += ["", "Latency at half of the capture service's maximum (vegeta, open loop):"]
         with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
@@ -655,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         log(report[-1])
     finally:
         cap.stop()
+    report += ["", f"At the end: {load_average()}"]
     print("\n".join(report))
     return 0
 

@@ -93,7 +93,7 @@ class CaptureApp:
             index, directory, registry_thread, front_ttl_s=min(1.0, s.cache_local_ttl_s)
         )
         book = QuotaBook(s.common.postgres, s.default_quota, s.quota_cache_s)
-        limiter = RateLimiter(s.common.redis, book, registry_thread)
+        limiter = RateLimiter(s.common.redis, book, registry_thread, lease_s=s.quota_lease_s)
         self._sink = KafkaSink(s, loop)
         memory = RetryMemory(s.retry_memory_s, s.retry_memory_events)
         self.capture = Capture(s, self._sink, auth, limiter, memory, self.metrics)

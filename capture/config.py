@@ -57,6 +57,11 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
     ("CAPTURE_QUOTA_BURST", "20000", "Default quota: burst (token bucket size) per client"),
     ("CAPTURE_QUOTA_CACHE_S", "10", "How long a client's quota is cached in-process"),
     (
+        "CAPTURE_QUOTA_LEASE_MS",
+        "100",
+        "Quota tokens a process takes from Redis ahead, in ms of the client's rate (0: none)",
+    ),
+    (
         "CAPTURE_RETRY_MEMORY_S",
         "600",
         "Remember event ids of unanswered or slow requests this long, so SDK retries of "
@@ -91,6 +96,7 @@ class CaptureSettings:
     kafka_queue_kbytes: int = 64 * 1024
     default_quota: Quota = field(default_factory=lambda: Quota(2000.0, 20_000))
     quota_cache_s: float = 10.0
+    quota_lease_s: float = 0.1
     retry_memory_s: float = 600.0
     retry_memory_events: int = 1_000_000
     retry_memory_after_s: float = 1.0
@@ -126,6 +132,7 @@ class CaptureSettings:
                 env_int(e, "CAPTURE_QUOTA_BURST", 20_000, minimum=1),
             ),
             quota_cache_s=env_float(e, "CAPTURE_QUOTA_CACHE_S", 10.0),
+            quota_lease_s=env_int(e, "CAPTURE_QUOTA_LEASE_MS", 100, minimum=0) / 1000,
             retry_memory_s=env_float(e, "CAPTURE_RETRY_MEMORY_S", 600.0),
             retry_memory_events=env_int(e, "CAPTURE_RETRY_MEMORY_EVENTS", 1_000_000),
             retry_memory_after_s=env_int(e, "CAPTURE_RETRY_MEMORY_AFTER_MS", 1000) / 1000,

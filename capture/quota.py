@@ -10,10 +10,11 @@ the average rate holds.
 Leases keep Redis off the request path: when the script admits a request it also hands
 the process up to `lease_s` seconds of the client's rate (at most a tenth of its burst)
 from what is left in the bucket. Later requests of that client spend the lease in process
-and ask Redis again only when it runs short. Leased tokens are taken from the shared
-bucket, so all processes together never admit more than the bucket allows; a lease not
-spent within `lease_s` goes back to the bucket with the client's next call. A client whose
-quota is small next to its lease size gets no lease: every request asks Redis.
+and ask Redis again only when it runs short or is `LEASE_TTL_S` old; one call per client
+at a time, and the unspent rest of the lease goes back to the bucket in that call. Leased
+tokens are taken from the shared bucket, so all processes together never admit more than
+the bucket allows. A client whose quota is small next to its lease size gets no lease:
+every request asks Redis.
 After a 429 the client is refused in process, without asking Redis, for its Retry-After
 (the bucket can only hold less by then).
 
@@ -103,6 +104,10 @@ class Lease:
     tokens: int
     until: float  # monotonic
     refill: asyncio.Future[None] | None = None  # a Redis call for this client in flight
+
+
+# How long a lease may be spent; unspent tokens then go back with the client's next call.
+LEASE_TTL_S = 1.0
 
 
 def lease_size(quota: Quota, lease_s: float) -> int:
@@ -233,36 +238,41 @@ class RateLimiter:
 
     async def take(self, client_id: str, cost: int) -> QuotaOutcome:
         lease = self._leases.get(client_id)
-        if lease is not None and lease.tokens >= cost and time.monotonic() < lease.until:
-            lease.tokens -= cost
-            return ADMITTED
-        refused = self.still_refused(client_id)
-        if refused is not None:
-            return OverQuota(refused)
-        if lease is not None and lease.refill is not None:
-            # Another request of this client is asking Redis: its lease may cover us too.
-            await asyncio.shield(lease.refill)
+        if lease is None:
+            if len(self._leases) > 100_000:
+                self._leases.clear()
+            lease = self._leases[client_id] = Lease(0, 0.0)
+        # One Redis call per client at a time: requests that find the lease short while
+        # it is being renewed wait for the renewal, which may cover them too.
+        while True:
             if lease.tokens >= cost and time.monotonic() < lease.until:
                 lease.tokens -= cost
                 return ADMITTED
-        outcome = await self._take(client_id, cost)
+            if lease.refill is None:
+                break
+            await asyncio.shield(lease.refill)
+        refused = self.still_refused(client_id)
+        if refused is not None:
+            return OverQuota(refused)
+        done = lease.refill = asyncio.get_running_loop().create_future()
+        try:
+            outcome = await self._take(client_id, cost, lease)
+        finally:
+            lease.refill = None
+            done.set_result(None)
         if isinstance(outcome, OverQuota):
             if len(self._refused_until) > 100_000:
                 self._refused_until.clear()
             self._refused_until[client_id] = time.monotonic() + outcome.retry_after_s
         return outcome
 
-    async def _take(self, client_id: str, cost: int) -> QuotaOutcome:
+    async def _take(self, client_id: str, cost: int, lease: Lease) -> QuotaOutcome:
+        """Ask the shared bucket (the caller holds the client's renewal), or the process's
+        own bucket while Redis is unreachable."""
         quota = await self.quota(client_id)
         now = time.monotonic()
         if now >= self._redis_down_until:
-            lease = self._leases.get(client_id)
-            if lease is None:
-                if len(self._leases) > 100_000:
-                    self._leases.clear()
-                lease = self._leases[client_id] = Lease(0, now)
-            back, lease.tokens = lease.tokens, 0
-            done = lease.refill = asyncio.get_running_loop().create_future()
+            back, lease.tokens = lease.tokens, 0  # the unspent lease goes back
             try:
                 self.redis_calls += 1
                 admitted, wait_ms, leased = await self._script(
@@ -276,6 +286,7 @@ class RateLimiter:
                     ],
                 )
             except (redis.RedisError, OSError) as exc:
+                lease.tokens = back  # never reached Redis: still ours to spend
                 self.redis_errors += 1
                 now = time.monotonic()
                 self._redis_down_until = now + self._redis_retry_after_s
@@ -286,12 +297,9 @@ class RateLimiter:
             else:
                 if int(admitted):
                     lease.tokens = int(leased)
-                    lease.until = time.monotonic() + self._lease_s
+                    lease.until = time.monotonic() + LEASE_TTL_S
                     return ADMITTED
                 return OverQuota(max(1, math.ceil(int(wait_ms) / 1000)))
-            finally:
-                lease.refill = None
-                done.set_result(None)
         bucket = self._local.get(client_id)
         if bucket is None:
             if len(self._local) > 100_000:

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Capture endpoint (issue 13): what its tests and benchmark need beyond the Python packages.
-# - Debian's chromium (headless browser test) and wrk (load generator of bench_capture);
+# - Debian's chromium (headless browser test) and wrk (closed-loop load generator of
+#   bench/bench_capture.py);
 # - posthog-js from npm (the browser SDK the test page loads), cached once under
-#   ~/.cache/analytics-pipeline/posthog-js-<version>/.
+#   ~/.cache/analytics-pipeline/posthog-js-<version>/;
+# - vegeta (open-loop load generator of the benchmark's latency runs), built once from the
+#   Go module proxy into ~/.cache/analytics-pipeline/vegeta-<version>/ and linked as
+#   ~/.cache/analytics-pipeline/bin/vegeta.
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
 POSTHOG_JS_VERSION=1.449.2
+VEGETA_VERSION=v12.12.0
 CACHE="${HOME}/.cache/analytics-pipeline"
 log() { printf '[setup:capture] %s\n' "$*" >&2; }
 
@@ -31,3 +36,22 @@ if [[ ! -f ${dest}/array.full.no-external.js ]]; then
   mkdir -p "$dest"
   cp "$tmp/package/dist/array.full.no-external.js" "$dest/"
 fi
+
+vegeta_dir="${CACHE}/vegeta-${VEGETA_VERSION}"
+if [[ ! -x ${vegeta_dir}/vegeta ]]; then
+  go=$(command -v go || true)
+  [[ -n $go ]] || go=/usr/local/go/bin/go
+  if [[ ! -x $go ]]; then
+    log "Go is needed to build vegeta ${VEGETA_VERSION} (the benchmark's load generator)"
+    exit 1
+  fi
+  log "building vegeta ${VEGETA_VERSION} with go install (once; cached in ${vegeta_dir})"
+  rm -rf "${vegeta_dir}.partial"
+  mkdir -p "${vegeta_dir}.partial"
+  GOBIN="${vegeta_dir}.partial" GOPATH="${CACHE}/go" GOFLAGS=-mod=mod \
+    "$go" install "github.com/tsenart/vegeta/v12@${VEGETA_VERSION}"
+  rm -rf "$vegeta_dir"
+  mv "${vegeta_dir}.partial" "$vegeta_dir"
+fi
+mkdir -p "${CACHE}/bin"
+ln -sfn "${vegeta_dir}/vegeta" "${CACHE}/bin/vegeta"
