@@ -1,7 +1,12 @@
 """`python -m analytics_core.admin`: operator commands for the metadata registry.
 
 migrate-metadata           apply postgres/sql/*.sql (idempotent)
-add-client ID              register a client (pending by default), prints its API key once
+add-client ID [--target T] register a client (pending by default) on a ClickHouse target
+                           (default: the target with the fewest clients), prints its API key
+targets                    the configured ClickHouse targets and how many clients each holds
+move-client ID --to T      move a client's database to another target (resumable; same code
+                           as the Dagster job move_client); --abandon gives up an unfinished
+                           move that has not switched yet
 seed-demo                  register the demo client `demo` with a known key (idempotent)
 provision ID               provision a client without Dagster (same code as the sensor's run)
 deprovision ID --confirm ID   drop a client's database (same guarded code as the Dagster job)
@@ -27,7 +32,9 @@ from analytics_core import lifecycle, pg, quotas, registry
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import MAX_TEXT, hash_api_key
+from analytics_core.moves import cli as moves_cli
 from analytics_core.naming import client_id_problem
+from analytics_core.placement import Placed, PlacementRefused, place
 from analytics_core.settings import Settings, SettingsError
 
 DEMO_CLIENT = "demo"
@@ -48,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--api-key", help="plain API key (default: a new random one)")
     add.add_argument("--status", choices=[s.value for s in ClientStatus], default="pending")
     add.add_argument("--batch-source", help="landing-zone directory or fsspec URL for batch loads")
+    add.add_argument(
+        "--target",
+        help="ClickHouse target for its database (default: the one with the fewest clients)",
+    )
     sub.add_parser("seed-demo", help=f"register client {DEMO_CLIENT!r} (pending) with a known key")
     prov = sub.add_parser("provision", help="provision a client now (without Dagster)")
     prov.add_argument("client_id")
@@ -76,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     quota.add_argument("--events-per-s", type=float, help="refill rate, events per second (> 0)")
     quota.add_argument("--burst", type=int, help="bucket capacity, events (>= 1)")
     quota.add_argument("--default", action="store_true", help="use the service defaults")
+    moves_cli.add_parsers(sub)
     return p
 
 
@@ -86,18 +98,31 @@ def _add(
     status: str,
     name: str,
     batch_source: str | None,
-) -> bool:
+    target: str | None = None,
+) -> Placed | PlacementRefused | None:
+    """Register the client where the placement policy puts it; None when it exists already."""
     conn = pg.connect(settings.postgres)
     try:
         registry.apply_metadata_schema(conn)
-        return registry.add_client(
+        placed = place(
+            list(settings.clickhouse_targets()), registry.clients_per_target(conn), target
+        )
+        if isinstance(placed, PlacementRefused):
+            return placed
+        added = registry.add_client(
             conn,
             client_id,
             hash_api_key(api_key),
             name=name,
             status=ClientStatus(status),
             batch_source_url=batch_source,
+            ch_target=placed.target,
         )
+        if added:
+            registry.audit(
+                conn, client_id, "placed", {"target": placed.target, "why": placed.why}, actor="cli"
+            )
+        return placed if added else None
     finally:
         conn.close()
 
@@ -154,20 +179,42 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             conn.close()
         print("metadata schema up to date: " + ", ".join(applied))
         return 0
-    if cmd in ("add-client", "provision", "deprovision", "rotate-key", "invalidate", "set-quota"):
+    if cmd == "targets":
+        return moves_cli.run_targets(settings)
+    if cmd in (
+        "add-client",
+        "provision",
+        "deprovision",
+        "rotate-key",
+        "invalidate",
+        "set-quota",
+        "move-client",
+    ):
         problem = client_id_problem(args.client_id) or _key_problem(getattr(args, "api_key", None))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
     if cmd == "add-client":
         key = args.api_key or secrets.token_urlsafe(24)
-        if _add(settings, args.client_id, key, args.status, args.name, args.batch_source):
-            print(f"client {args.client_id} added ({args.status}); API key: {key}")
+        placed = _add(
+            settings, args.client_id, key, args.status, args.name, args.batch_source, args.target
+        )
+        if isinstance(placed, PlacementRefused):
+            print(f"error: {placed.reason}", file=sys.stderr)
+            return 2
+        if placed is not None:
+            print(
+                f"client {args.client_id} added ({args.status}) on ClickHouse target "
+                f"{placed.target} ({placed.why}); API key: {key}"
+            )
             return 0
         print(f"client {args.client_id} already exists; nothing changed", file=sys.stderr)
         return 1
     if cmd == "seed-demo":
         added = _add(settings, DEMO_CLIENT, DEMO_API_KEY, "pending", "Demo app", None)
+        if isinstance(added, PlacementRefused):
+            print(f"error: {added.reason}", file=sys.stderr)
+            return 2
         state = "added (pending)" if added else "already present"
         print(f"demo client {DEMO_CLIENT!r} {state}; API key: {DEMO_API_KEY}")
         return 0
@@ -178,8 +225,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"provisioning failed: {outcome.reason}", file=sys.stderr)
             return 1
         print(
-            f"client {args.client_id} active in database {outcome.database}, "
-            f"schema version {outcome.schema_version}"
+            f"client {args.client_id} active in database {outcome.database} on ClickHouse "
+            f"target {outcome.target}, schema version {outcome.schema_version}"
         )
         return 0
     if cmd == "deprovision":
@@ -189,8 +236,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             for row in registry.list_clients(conn):
                 print(
-                    f"{row.client_id:<24} {row.status:<15} {row.ch_database_name or '-':<30}"
-                    f" {row.status_detail or ''}"
+                    f"{row.client_id:<24} {row.status:<15} {row.ch_target:<10}"
+                    f" {row.ch_database_name or '-':<30} {row.status_detail or ''}"
                 )
         finally:
             conn.close()
@@ -215,6 +262,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if cmd == "set-quota":
         return _set_quota(settings, args)
+    if cmd == "move-client":
+        return moves_cli.run_move(settings, args)
     raise AssertionError(cmd)
 
 

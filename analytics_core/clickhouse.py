@@ -1,4 +1,8 @@
-"""ClickHouse connections (HTTP, via clickhouse-connect) and database-level DDL."""
+"""ClickHouse connections (HTTP, via clickhouse-connect) and database-level DDL.
+
+DDL helpers take the target's `cluster` ("" for one server): for a cluster the statement is
+issued ON CLUSTER (analytics_core.migrations.cluster_ddl), so every replica gets it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
+from analytics_core.migrations.cluster_ddl import render
 from analytics_core.naming import quote_identifier
 from analytics_core.settings import ClickHouseSettings
 
@@ -35,12 +40,20 @@ def http_client(
     )
 
 
-def create_database(client: Client, database: str) -> None:
-    client.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+def run_ddl(client: Client, statement: str, database: str, cluster: str = "") -> None:
+    """One DDL statement with `database` as the current database, ON CLUSTER when the target
+    is a cluster (tables are then qualified with `database` and engines replicated)."""
+    client.command(render(statement, database, cluster), settings={"database": database})
 
 
-def drop_database(client: Client, database: str) -> None:
-    client.command(f"DROP DATABASE IF EXISTS {quote_identifier(database)} SYNC")
+def create_database(client: Client, database: str, cluster: str = "") -> None:
+    sql = f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}"
+    client.command(render(sql, database, cluster))
+
+
+def drop_database(client: Client, database: str, cluster: str = "") -> None:
+    sql = f"DROP DATABASE IF EXISTS {quote_identifier(database)} SYNC"
+    client.command(render(sql, database, cluster))
 
 
 def database_exists(client: Client, database: str) -> bool:

@@ -1,16 +1,21 @@
 """The open connections the core's I/O steps work with (lifecycle, reconciliation, trace,
-batch planning), so a step never rebuilds them from settings.
+batch planning, client moves), so a step never rebuilds them from settings.
 
 Whoever calls a step owns its connections: the Dagster code location opens them from its
 resources (analytics_pipeline/resources), a CLI or a test from a `Settings` read once at its
 start (`open_connections`). Kafka clients are short-lived and made per read from the Kafka
 settings (topic_scan, dlq), so the bundle carries those settings rather than a client.
+
+ClickHouse is a set of named targets (`Settings.clickhouse_targets()`): a client's database
+lives on the target its registry row names (`clients.ch_target`), and `clickhouse_for` gives
+that target's client. The `default` target also holds the shared ops database (router
+accounting), so `clickhouse` (the default target's client) is what ops readers use.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -20,7 +25,14 @@ from clickhouse_connect.driver.client import Client
 
 from analytics_core import client_cache, pg
 from analytics_core.clickhouse import http_client
-from analytics_core.settings import KafkaSettings, RedisSettings, Settings
+from analytics_core.placement import unknown_target_problem
+from analytics_core.settings import (
+    DEFAULT_TARGET,
+    ClickHouseSettings,
+    KafkaSettings,
+    RedisSettings,
+    Settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,28 +40,47 @@ log = logging.getLogger(__name__)
 CacheInvalidator = Callable[[str], None]
 
 
+class UnknownTarget(LookupError):
+    """A client is placed on a target these settings do not configure; the message names it.
+    Never answered by using another target: a client's database does not move silently."""
+
+
 @dataclass
 class Connections:
     registry: psycopg2.extensions.connection  # the PostgreSQL registry (clients, ...)
-    open_clickhouse: Callable[[], Client]  # opens the ClickHouse client on first use
+    # Every configured ClickHouse target by name, the default first.
+    targets: Mapping[str, ClickHouseSettings]
+    open_clickhouse: Callable[[ClickHouseSettings], Client]  # a new client for a target
     invalidate_cache: CacheInvalidator
     kafka: KafkaSettings
-    ops_database: str  # ClickHouse database of the router's accounting
-    _clickhouse: Client | None = field(default=None, init=False, repr=False)
+    ops_database: str  # ClickHouse database of the router's accounting (default target)
+    _clients: dict[str, Client] = field(default_factory=dict, init=False, repr=False)
+
+    def target(self, name: str) -> ClickHouseSettings:
+        """The settings of a configured target; UnknownTarget (naming it) otherwise."""
+        found = self.targets.get(name)
+        if found is None:
+            raise UnknownTarget(unknown_target_problem(name, list(self.targets)))
+        return found
+
+    def clickhouse_for(self, target: str) -> Client:
+        """The HTTP client of one target (any database: statements name theirs). Opened on
+        first use, so an outage surfaces inside the step that needs that target, where it is
+        an expected, transient failure; other targets are not touched."""
+        client = self._clients.get(target)
+        if client is None:
+            client = self._clients[target] = self.open_clickhouse(self.target(target))
+        return client
 
     @property
     def clickhouse(self) -> Client:
-        """The ClickHouse HTTP client (any database: statements name theirs, or pass
-        settings={"database": ...}). Opened on first use, so an outage surfaces inside the
-        step that needs ClickHouse, where it is an expected, transient failure."""
-        if self._clickhouse is None:
-            self._clickhouse = self.open_clickhouse()
-        return self._clickhouse
+        """The default target's client: the ops database, and the clients placed there."""
+        return self.clickhouse_for(DEFAULT_TARGET)
 
     def close_clickhouse(self) -> None:
-        if self._clickhouse is not None:
-            self._clickhouse.close()
-            self._clickhouse = None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
 
 def cache_invalidator(redis_settings: RedisSettings) -> CacheInvalidator:
@@ -73,7 +104,8 @@ def open_connections(
     conn = pg.connect(settings.postgres)
     c = Connections(
         registry=conn,
-        open_clickhouse=lambda: http_client(settings.clickhouse, timeout_s=clickhouse_timeout_s),
+        targets=settings.clickhouse_targets(),
+        open_clickhouse=lambda ch: http_client(ch, timeout_s=clickhouse_timeout_s),
         invalidate_cache=cache_invalidator(settings.redis),
         kafka=settings.kafka,
         ops_database=settings.clickhouse.ops_database,

@@ -7,14 +7,20 @@ so a status change takes effect within seconds.
 
 Steps take open connections (`analytics_core.connections.Connections`), never settings:
 the Dagster assets pass their resources' connections, the CLI opens them once.
+
+Every step works on the ClickHouse target the client's row names (`clients.ch_target`); a
+target missing from the settings is an error that names it, never a reason to use another.
+One step (or client move) works on a client at a time (`registry.client_lock`), and no
+step touches a client whose move is unfinished (analytics_core.moves).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
+from typing import TypeVar
 
 import psycopg2
 from clickhouse_connect.driver.client import Client
@@ -24,10 +30,12 @@ from analytics_core import registry
 from analytics_core.batch.tables import is_dlt_internal
 from analytics_core.clickhouse import database_exists, drop_database, table_row_counts
 from analytics_core.clients import ClientStatus
-from analytics_core.connections import Connections, cache_invalidator
+from analytics_core.connections import Connections, UnknownTarget, cache_invalidator
 from analytics_core.migrations import files, planning
 from analytics_core.migrations.apply import apply_plan
+from analytics_core.migrations.cluster_ddl import NotClusterSafe
 from analytics_core.migrations.files import MigrationFile
+from analytics_core.moves import store as move_store
 from analytics_core.naming import (
     InvalidIdentifier,
     client_id_problem,
@@ -35,7 +43,7 @@ from analytics_core.naming import (
     quote_identifier,
     validate_identifier,
 )
-from analytics_core.settings import Settings
+from analytics_core.settings import ClickHouseSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ class Provisioned:
     schema_version: int
     was_active: bool
     tables: dict[str, int] = field(default_factory=dict)
+    target: str = "default"
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Migrated:
     database: str
     applied_versions: list[int]
     schema_version: int
+    target: str = "default"
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,9 @@ class StepFailed:
     transient: bool = False
 
 
+StepT = TypeVar("StepT")
+
+
 def invalidate_cache(settings: Settings, client_id: str) -> None:
     """Drop a client's router cache entry (operator commands); never raises."""
     cache_invalidator(settings.redis)(client_id)
@@ -86,8 +99,40 @@ def _is_outage(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, OSError))
 
 
-def _database_of(row: registry.ClientRow) -> str:
+def database_of(row: registry.ClientRow) -> str:
     return validate_identifier(row.ch_database_name or database_name_for(row.client_id))
+
+
+def target_of(c: Connections, row: registry.ClientRow) -> ClickHouseSettings | str:
+    """The settings of the client's target, or why it has none here (not configured)."""
+    try:
+        return c.target(row.ch_target)
+    except UnknownTarget as exc:
+        return f"client {row.client_id}: {exc}"
+
+
+def busy_reason(conn: registry.Conn, client_id: str) -> str | None:
+    """Why lifecycle steps must leave the client alone now (an unfinished move), or None."""
+    move = move_store.open_move(conn, client_id)
+    if move is None:
+        return None
+    return (
+        f"client {client_id} is being moved from {move.source_target!r} to "
+        f"{move.dest_target!r} (step {move.step}); run the move again (Dagster job "
+        "move_client, or admin move-client) to finish it first"
+    )
+
+
+def locked(c: Connections, client_id: str, step: Callable[[], StepT]) -> StepT | StepFailed:
+    """Run `step` holding the client's lock; a client already locked is busy (transient)."""
+    with registry.client_lock(c.registry, client_id) as taken:
+        if not taken:
+            return StepFailed(
+                client_id,
+                f"another lifecycle step or a move is working on client {client_id} now",
+                transient=True,
+            )
+        return step()
 
 
 def _available(
@@ -110,11 +155,23 @@ def provision(
     migrations: Sequence[MigrationFile] | None = None,
     migrations_dir: Traversable | None = None,
 ) -> Provisioned | StepFailed:
-    """Create the client's database with every migration, then mark it active.
+    """Create the client's database on its target with every migration, then mark it active.
 
     `migrations` (already loaded) wins over `migrations_dir` (default: the shipped
     clickhouse/migrations).
     """
+    return locked(
+        c, client_id, lambda: _provision(c, client_id, run_id, migrations, migrations_dir)
+    )
+
+
+def _provision(
+    c: Connections,
+    client_id: str,
+    run_id: str | None,
+    migrations: Sequence[MigrationFile] | None,
+    migrations_dir: Traversable | None,
+) -> Provisioned | StepFailed:
     conn = c.registry
     row = registry.get_client(conn, client_id)
     if row is None:
@@ -123,6 +180,9 @@ def provision(
         return StepFailed(
             client_id, f"client is {row.status}; it can not be provisioned again", refused=True
         )
+    busy = busy_reason(conn, client_id)
+    if busy is not None:
+        return StepFailed(client_id, busy, refused=True)
     was_active = row.status == ClientStatus.ACTIVE
 
     def fail(reason: str, *, transient: bool = False) -> StepFailed:
@@ -136,13 +196,16 @@ def provision(
     if problem is not None:
         return fail(problem)
     try:
-        database = _database_of(row)
+        database = database_of(row)
     except InvalidIdentifier as exc:
         return fail(f"ch_database_name: {exc}")
+    target = target_of(c, row)
+    if isinstance(target, str):
+        return fail(target)
     available = _available(migrations, migrations_dir)
     if isinstance(available, str):
         return fail(available)
-    outcome = _apply(c, client_id, database, available, run_id)
+    outcome = _apply(c, client_id, database, target, available, run_id)
     if isinstance(outcome, StepFailed):
         return fail(outcome.reason, transient=outcome.transient)
     if not was_active:
@@ -157,7 +220,11 @@ def provision(
             conn,
             client_id,
             "provisioned",
-            {"database": database, "schema_version": outcome.schema_version},
+            {
+                "database": database,
+                "target": target.target,
+                "schema_version": outcome.schema_version,
+            },
             run_id=run_id,
         )
         c.invalidate_cache(client_id)
@@ -167,7 +234,8 @@ def provision(
         outcome.applied_versions,
         outcome.schema_version,
         was_active,
-        tables=_row_counts(c.clickhouse, database),
+        tables=_row_counts(c.clickhouse_for(target.target), database),
+        target=target.target,
     )
 
 
@@ -180,6 +248,16 @@ def migrate(
     migrations_dir: Traversable | None = None,
 ) -> Migrated | StepFailed:
     """Apply pending migrations to an active client; refuses tampered history."""
+    return locked(c, client_id, lambda: _migrate(c, client_id, run_id, migrations, migrations_dir))
+
+
+def _migrate(
+    c: Connections,
+    client_id: str,
+    run_id: str | None,
+    migrations: Sequence[MigrationFile] | None,
+    migrations_dir: Traversable | None,
+) -> Migrated | StepFailed:
     conn = c.registry
     row = registry.get_client(conn, client_id)
     if row is None or row.status != ClientStatus.ACTIVE:
@@ -187,13 +265,18 @@ def migrate(
         return StepFailed(
             client_id, f"client is {status}; only active clients migrate", refused=True
         )
-    database = _database_of(row)
+    database = database_of(row)
+    busy = busy_reason(conn, client_id)
+    target = target_of(c, row)
     available = _available(migrations, migrations_dir)
-    outcome = (
-        StepFailed(client_id, available, refused=True)
-        if isinstance(available, str)
-        else _apply(c, client_id, database, available, run_id)
-    )
+    if busy is not None:
+        outcome: Migrated | StepFailed = StepFailed(client_id, busy, refused=True)
+    elif isinstance(target, str):
+        outcome = StepFailed(client_id, target, refused=True)
+    elif isinstance(available, str):
+        outcome = StepFailed(client_id, available, refused=True)
+    else:
+        outcome = _apply(c, client_id, database, target, available, run_id)
     if isinstance(outcome, StepFailed):
         registry.audit(
             conn, client_id, "migration_failed", {"error": outcome.reason}, run_id=run_id
@@ -205,6 +288,7 @@ def _apply(
     c: Connections,
     client_id: str,
     database: str,
+    target: ClickHouseSettings,
     available: Sequence[MigrationFile],
     run_id: str | None,
 ) -> Migrated | StepFailed:
@@ -226,14 +310,17 @@ def _apply(
             )
 
     try:
-        done = apply_plan(c.clickhouse, database, plan, record)
+        ch = c.clickhouse_for(target.target)
+        done = apply_plan(ch, database, plan, record, cluster=target.cluster)
     except (ClickHouseError, OSError) as exc:
-        reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
+        reason = f"ClickHouse: {str(exc).splitlines()[0][:500]} (target {target.target})"
         return StepFailed(client_id, reason, transient=_is_outage(exc))
     except InvalidIdentifier as exc:  # a column the events view can not name
         return StepFailed(client_id, f"events view: {exc}")
+    except NotClusterSafe as exc:
+        return StepFailed(client_id, f"cluster {target.cluster}: {exc}", refused=True)
     versions = [a.version for a in applied] + done
-    return Migrated(client_id, database, done, max(versions, default=0))
+    return Migrated(client_id, database, done, max(versions, default=0), target.target)
 
 
 def deprovision_refusal(client_id: str, confirm: str) -> str | None:
@@ -279,19 +366,36 @@ def deprovision(
     refusal = deprovision_refusal(client_id, confirm)
     if refusal is not None:
         return refuse(refusal)
+    return locked(c, client_id, lambda: _deprovision(c, client_id, refuse, run_id, actor))
+
+
+def _deprovision(
+    c: Connections,
+    client_id: str,
+    refuse: Callable[[str], StepFailed],
+    run_id: str | None,
+    actor: str,
+) -> Deprovisioned | StepFailed:
+    conn = c.registry
     row = registry.get_client(conn, client_id)
     if row is None:
         return refuse(f"no client {client_id!r} in the registry")
     try:
-        database = _database_of(row)
+        database = database_of(row)
     except InvalidIdentifier as exc:
         return refuse(f"ch_database_name: {exc}")
+    busy = busy_reason(conn, client_id)
+    if busy is not None:
+        return refuse(busy)
+    target = target_of(c, row)
+    if isinstance(target, str):
+        return refuse(target)
     already = row.status == ClientStatus.DEPROVISIONED
     if not already:
         registry.set_status(conn, client_id, ClientStatus.DEPROVISIONING, "deprovision started")
         c.invalidate_cache(client_id)
     try:
-        ch = c.clickhouse
+        ch = c.clickhouse_for(target.target)
         rows_before: dict[str, int] = {}
         if database_exists(ch, database):
             rows_before = client_row_counts(ch, database)
@@ -299,9 +403,9 @@ def deprovision(
                 # total_rows counts unmerged replays; the audit records distinct events.
                 q = f"SELECT count() FROM {quote_identifier(database)}.events_base FINAL"
                 rows_before["events_base"] = int(ch.query(q).result_rows[0][0])
-        drop_database(ch, database)
+        drop_database(ch, database, target.cluster)
     except (ClickHouseError, OSError) as exc:
-        reason = f"ClickHouse: {str(exc).splitlines()[0][:500]}"
+        reason = f"ClickHouse: {str(exc).splitlines()[0][:500]} (target {target.target})"
         registry.audit(
             conn, client_id, "deprovision_failed", {"error": reason}, run_id=run_id, actor=actor
         )
@@ -312,7 +416,12 @@ def deprovision(
         conn,
         client_id,
         "deprovisioned",
-        {"database": database, "rows_before": rows_before, "already": already},
+        {
+            "database": database,
+            "target": target.target,
+            "rows_before": rows_before,
+            "already": already,
+        },
         run_id=run_id,
         actor=actor,
     )

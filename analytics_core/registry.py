@@ -8,7 +8,8 @@ lifecycle step is durable when the function returns.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.resources.abc import Traversable
@@ -53,6 +54,7 @@ class ClientRow:
     batch_source_url: str | None
     created_at: datetime
     updated_at: datetime
+    ch_target: str = "default"  # the ClickHouse target holding the database (placement)
 
     def record(self) -> ClientRecord | None:
         """The routing view; None when the row can not be routed (unknown status, no db)."""
@@ -65,7 +67,7 @@ class ClientRow:
 
 _COLUMNS = (
     "client_id, name, status, status_detail, api_key_hash, ch_database_name, "
-    "batch_source_url, created_at, updated_at"
+    "batch_source_url, created_at, updated_at, ch_target"
 )
 
 
@@ -100,18 +102,81 @@ def add_client(
     status: ClientStatus = ClientStatus.PENDING,
     ch_database_name: str | None = None,
     batch_source_url: str | None = None,
+    ch_target: str = "default",
 ) -> bool:
-    """Insert a client; False when it already exists (idempotent seed)."""
+    """Insert a client placed on `ch_target` (analytics_core.placement chooses it); False when
+    it already exists (idempotent seed: the existing row, its target included, is kept)."""
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO clients (client_id, name, status, api_key_hash, ch_database_name,"
-            " batch_source_url) VALUES (%s, %s, %s, %s, %s, %s)"
+            " batch_source_url, ch_target) VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (client_id) DO NOTHING",
-            (client_id, name, status.value, api_key_hash, ch_database_name, batch_source_url),
+            (
+                client_id,
+                name,
+                status.value,
+                api_key_hash,
+                ch_database_name,
+                batch_source_url,
+                ch_target,
+            ),
         )
         inserted = cur.rowcount == 1
     conn.commit()
     return inserted
+
+
+def clients_per_target(conn: Conn) -> dict[str, int]:
+    """How many clients each target holds (deprovisioned ones excluded): placement's input."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT ch_target, count(*) FROM clients WHERE status <> %s GROUP BY ch_target",
+            (ClientStatus.DEPROVISIONED.value,),
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    return {str(t): int(n) for t, n in rows}
+
+
+def targets_in_use(conn: Conn) -> set[str]:
+    """Every target some client that still has (or will have) a database is placed on."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT DISTINCT ch_target FROM clients WHERE status <> %s",
+            (ClientStatus.DEPROVISIONED.value,),
+        )
+        rows = cur.fetchall()
+    conn.commit()
+    return {str(r[0]) for r in rows}
+
+
+# Session-level advisory locks on (class, hashtext(client_id)): one lifecycle step or client
+# move works on a client at a time, whichever process runs it (Dagster run, CLI). A killed
+# process loses its session, and with it the lock.
+_CLIENT_LOCK_CLASS = 7424002
+
+
+@contextmanager
+def client_lock(conn: Conn, client_id: str) -> Iterator[bool]:
+    """Try to take the client's lock on this connection; yields whether it was taken (never
+    waits: the caller reports the client as busy). Released on exit."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_CLIENT_LOCK_CLASS, client_id)
+        )
+        row = cur.fetchone()
+    conn.commit()
+    taken = bool(row and row[0])
+    try:
+        yield taken
+    finally:
+        if taken and not conn.closed:
+            conn.rollback()  # a failed statement must not keep the unlock from running
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_CLIENT_LOCK_CLASS, client_id)
+                )
+            conn.commit()
 
 
 def set_status(

@@ -21,6 +21,7 @@ from analytics_core.settings import Settings
 from analytics_pipeline.defs.alerts import definitions as alerts
 from analytics_pipeline.defs.batch_loads import definitions as batch_loads
 from analytics_pipeline.defs.client_lifecycle import definitions as client_lifecycle
+from analytics_pipeline.defs.client_moves import definitions as client_moves
 from analytics_pipeline.defs.dead_letters import definitions as dead_letters
 from analytics_pipeline.defs.reconciliation import definitions as reconciliation
 from analytics_pipeline.defs.trace import definitions as trace
@@ -35,6 +36,7 @@ def make_definitions(
     working_dir = pipelines_dir(settings or process_settings())
     return dg.Definitions.merge(
         client_lifecycle.defs,
+        client_moves.defs,
         batch_loads.build_defs(working_dir),
         dead_letters.defs,
         reconciliation.defs,

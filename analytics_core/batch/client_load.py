@@ -22,9 +22,9 @@ from analytics_core.batch.report import LoadReport
 from analytics_core.batch.source import landing_zone_source
 from analytics_core.clickhouse import database_exists
 from analytics_core.clients import ClientStatus
-from analytics_core.connections import Connections
+from analytics_core.connections import Connections, UnknownTarget
+from analytics_core.lifecycle import busy_reason
 from analytics_core.naming import InvalidIdentifier, client_id_problem, validate_identifier
-from analytics_core.settings import ClickHouseSettings
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,7 @@ class LoadPlan:
     pipeline: dlt.Pipeline
     source: DltSource
     report: LoadReport
+    target: str = "default"  # the ClickHouse target holding the database
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,11 @@ class LoadSummary:
 
 
 def plan_client_load(
-    c: Connections,
-    client_id: str,
-    *,
-    destination: ClickHouseSettings,
-    working_dir: str,
+    c: Connections, client_id: str, *, working_dir: str
 ) -> LoadPlan | Skipped | Broken:
-    """The client's load, or why it does not load. `destination` is the ClickHouse dlt writes
-    to (its credentials; the database is the client's), `working_dir` dlt's local state."""
+    """The client's load, or why it does not load. dlt writes to the client's database on
+    its ClickHouse target (`clients.ch_target`); `working_dir` holds dlt's local state. A
+    client in the middle of a move is skipped (its batch tables are being copied)."""
     problem = client_id_problem(client_id)
     if problem is not None:
         return Skipped(str(client_id), problem)
@@ -87,9 +85,18 @@ def plan_client_load(
         database = validate_identifier(row.ch_database_name)
     except InvalidIdentifier as exc:
         return Broken(client_id, f"client {client_id} is active but ch_database_name: {exc}")
-    if not database_exists(c.clickhouse, database):
+    moving = busy_reason(c.registry, client_id)
+    if moving is not None:
+        return Skipped(client_id, f"{moving}; batch loads resume once it is done")
+    try:
+        destination = c.target(row.ch_target)
+    except UnknownTarget as exc:
+        return Broken(client_id, f"client {client_id}: {exc}")
+    if not database_exists(c.clickhouse_for(destination.target), database):
         return Broken(
-            client_id, f"client {client_id} is active but its database {database} is missing"
+            client_id,
+            f"client {client_id} is active but its database {database} is missing on "
+            f"ClickHouse target {destination.target}",
         )
     zone = LandingZone(row.batch_source_url)
     report = LoadReport()
@@ -103,6 +110,7 @@ def plan_client_load(
         pipeline=client_pipeline(destination, working_dir, client_id, database),
         source=landing_zone_source(zone, report),
         report=report,
+        target=destination.target,
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from analytics_core.clickhouse import create_database, table_columns
+from analytics_core.clickhouse import create_database, run_ddl, table_columns
 from analytics_core.events_table import EVENTS_TABLE, EVENTS_VIEW, events_view_sql, view_is_stale
 from analytics_core.migrations.files import MigrationFile, split_statements
 from analytics_core.migrations.planning import Plan
@@ -18,34 +18,38 @@ def apply_plan(
     database: str,
     plan: Plan,
     on_applied: Callable[[MigrationFile], None],
+    *,
+    cluster: str = "",
 ) -> list[int]:
     """Apply pending migrations in order; `on_applied` records each one right after it ran.
 
     Migration files never name their database: each statement runs with `database` as its
-    current database (the HTTP `database` parameter), whatever the client's default is.
+    current database (the HTTP `database` parameter), whatever the client's default is. On a
+    target that is a cluster (`cluster` set) each statement is issued ON CLUSTER with
+    replicated engines (cluster_ddl); a statement that can not be is refused before it runs.
     Statements are written to be re-runnable (IF NOT EXISTS), so a crash between a
     statement and its record is healed by re-applying the same version. Every run, even one
     with nothing pending, ends by refreshing the `events` view (`refresh_events_view`).
     """
     validate_identifier(database)
-    create_database(client, database)
+    create_database(client, database, cluster)
     applied: list[int] = []
     for migration in plan.pending:
         for statement in split_statements(migration.sql):
-            client.command(statement, settings={"database": database})
+            run_ddl(client, statement, database, cluster)
         on_applied(migration)
         applied.append(migration.version)
-    refresh_events_view(client, database)
+    refresh_events_view(client, database, cluster)
     return applied
 
 
-def refresh_events_view(client: Client, database: str) -> bool:
+def refresh_events_view(client: Client, database: str, cluster: str = "") -> bool:
     """(Re)create `events` with every column of events_base; False when there is no base
     table (yet). Idempotent; the replacement is atomic for readers."""
     columns = [name for name, _type in table_columns(client, database, EVENTS_TABLE)]
     if not columns:
         return False
-    client.command(events_view_sql(database, columns))
+    run_ddl(client, events_view_sql(database, columns), database, cluster)
     return True
 
 

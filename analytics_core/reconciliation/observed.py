@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import psycopg2
 import psycopg2.errors
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.external import ExternalData
 from confluent_kafka import Message
 
 from analytics_core.dead_letter import header_map
@@ -24,6 +25,34 @@ from analytics_core.trace.topic_scan import ScanBounds, scan_topic
 PARKED_TABLE = "parked_dead_letters"
 
 
+def _ranges_sql(ops_database: str, *, only_client: bool) -> str:
+    """The accounting ranges a row is matched to; `only_client`: just those that counted any
+    fate of the client (what is shipped to another server, see read_row_groups)."""
+    return (
+        "SELECT consumer_group, topic, partition AS p, first_offset AS o, next_offset,"
+        " arrayMap(k -> toUInt32(splitByChar('|', k)[4]),"
+        "  arrayFilter(k -> startsWith(k, {routed:String}), mapKeys(counts))) AS windows"
+        f" FROM {table_ref(ops_database)} FINAL"
+        " WHERE recorded_at >= toDateTime({since:UInt32}, 'UTC')"
+        " AND consumer_group IN {groups:Array(String)}"
+        + (
+            " AND arrayExists(k -> startsWith(k, {client:String}), mapKeys(counts))"
+            if only_client
+            else ""
+        )
+    )
+
+
+RANGES_STRUCTURE = [
+    "consumer_group String",
+    "topic String",
+    "p UInt32",
+    "o UInt64",
+    "next_offset UInt64",
+    "windows Array(UInt32)",
+]
+
+
 def read_row_groups(
     ch: Client,
     database: str,
@@ -34,6 +63,7 @@ def read_row_groups(
     ranges_since: datetime,
     topics: Sequence[str],
     groups: Sequence[str],
+    ops: Client | None = None,
 ) -> list[RowGroup]:
     """The client's rows (FINAL: one per event id), each matched by ASOF join to the range
     at or before its Kafka offset, counted per range group / placement / window.
@@ -41,7 +71,35 @@ def read_row_groups(
     The window of a row inside a range is the range's window for the client's routed
     events (`reconcile.pick_window`, written in SQL): a row re-read after a crash keeps its
     first received_at, but the range that finally committed it decides.
+
+    `ops`: the server of the ops database when it is not `ch` (the client is placed on
+    another ClickHouse target). The ranges that counted any fate of the client are read there
+    and sent with the row query as an external table; every row of the client lies in such a
+    range (a range counts every event it commits), so the join matches the same ranges.
     """
+    params = {
+        "rows_since": int(rows_since.timestamp()),
+        "since": int(ranges_since.timestamp()),
+        "topics": list(topics),
+        # An empty IN list is not valid SQL; '' is never a consumer group.
+        "groups": list(groups) or [""],
+        "routed": f"{client_id}|{ROUTED}|",
+        "client": f"{client_id}|",
+    }
+    external = None
+    if ops is None:
+        ranges = _ranges_sql(ops_database, only_client=False)
+    else:
+        shipped = ops.raw_query(
+            _ranges_sql(ops_database, only_client=True), parameters=params, fmt="TabSeparated"
+        )
+        external = ExternalData(
+            file_name="client_ranges",
+            data=shipped,
+            fmt="TabSeparated",
+            structure=RANGES_STRUCTURE,
+        )
+        ranges = "SELECT * FROM client_ranges"
     sql = (
         "SELECT r.consumer_group AS grp, e.topic AS tp, e.p AS part,"
         " e.o < r.next_offset AS ranged, r.next_offset AS after_offset,"
@@ -55,26 +113,11 @@ def read_row_groups(
         "  WHERE received_at >= toDateTime({rows_since:UInt32}, 'UTC')"
         "   AND kafka_topic IN {topics:Array(String)}"
         " ) AS e"
-        " ASOF LEFT JOIN ("
-        "  SELECT consumer_group, topic, partition AS p, first_offset AS o, next_offset,"
-        "   arrayMap(k -> toUInt32(splitByChar('|', k)[4]),"
-        "    arrayFilter(k -> startsWith(k, {routed:String}), mapKeys(counts))) AS windows"
-        f"  FROM {table_ref(ops_database)} FINAL"
-        "  WHERE recorded_at >= toDateTime({since:UInt32}, 'UTC')"
-        "   AND consumer_group IN {groups:Array(String)}"
-        " ) AS r"
+        f" ASOF LEFT JOIN ({ranges}) AS r"
         " ON e.topic = r.topic AND e.p = r.p AND e.o >= r.o"
         " GROUP BY grp, tp, part, ranged, after_offset, w"
     )
-    params = {
-        "rows_since": int(rows_since.timestamp()),
-        "since": int(ranges_since.timestamp()),
-        "topics": list(topics),
-        # An empty IN list is not valid SQL; '' is never a consumer group.
-        "groups": list(groups) or [""],
-        "routed": f"{client_id}|{ROUTED}|",
-    }
-    rows = ch.query(sql, parameters=params).result_rows
+    rows = ch.query(sql, parameters=params, external_data=external).result_rows
     return [
         RowGroup(
             topic=str(tp),

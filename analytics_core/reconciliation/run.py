@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from analytics_core import registry
 from analytics_core.clickhouse import database_exists
-from analytics_core.connections import Connections
+from analytics_core.connections import Connections, UnknownTarget
 from analytics_core.reconciliation import accounting, observed
 from analytics_core.reconciliation.model import (
     WINDOW_SECONDS,
@@ -25,7 +25,7 @@ from analytics_core.reconciliation.model import (
     hour_of,
 )
 from analytics_core.reconciliation.reconcile import reconcile
-from analytics_core.settings import env_float, env_int, env_str
+from analytics_core.settings import DEFAULT_TARGET, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,15 @@ class ReconciliationOptions:
         )
 
 
-def client_database(conn: registry.Conn, client_id: str) -> str | Unavailable:
+@dataclass(frozen=True)
+class Placement:
+    """Where a client's rows are: its database on its ClickHouse target."""
+
+    database: str
+    target: str
+
+
+def client_database(conn: registry.Conn, client_id: str) -> Placement | Unavailable:
     row = registry.get_client(conn, client_id)
     if row is None:
         return Unavailable(client_id, f"no client {client_id!r} in the registry", "no_client")
@@ -56,7 +64,7 @@ def client_database(conn: registry.Conn, client_id: str) -> str | Unavailable:
         return Unavailable(
             client_id, f"client {client_id} has no database (status {row.status})", "no_database"
         )
-    return row.ch_database_name
+    return Placement(row.ch_database_name, row.ch_target)
 
 
 def reconcile_client(
@@ -67,18 +75,27 @@ def reconcile_client(
     now: datetime | None = None,
 ) -> Report | Unavailable:
     moment = now or datetime.now(UTC)
-    database = client_database(c.registry, client_id)
-    if isinstance(database, Unavailable):
-        return database
+    place = client_database(c.registry, client_id)
+    if isinstance(place, Unavailable):
+        return place
+    database = place.database
     ops = c.ops_database
     horizon = hour_of(moment - timedelta(hours=opts.lookback_hours)) + WINDOW_SECONDS
     since = datetime.fromtimestamp(horizon, UTC)
     rows_since = since - timedelta(seconds=WINDOW_SECONDS)
 
+    # The accounting is on the default target (the ops database); the rows on the client's.
     ch = c.clickhouse
-    if not database_exists(ch, database):
+    try:
+        rows_ch = c.clickhouse_for(place.target)
+    except UnknownTarget as exc:
+        return Unavailable(client_id, f"client {client_id}: {exc}")
+    if not database_exists(rows_ch, database):
         return Unavailable(
-            client_id, f"database {database} of client {client_id} is gone", "no_database"
+            client_id,
+            f"database {database} of client {client_id} is gone from ClickHouse target "
+            f"{place.target}",
+            "no_database",
         )
     problem = accounting.accounting_problem(ch, ops)
     if problem is not None:
@@ -91,7 +108,7 @@ def reconcile_client(
     islands = accounting.read_islands(ch, ops, since, used_groups)
     dead_ranges = accounting.read_dead_ranges(ch, ops, client_id, since, groups)
     rows = observed.read_row_groups(
-        ch,
+        rows_ch,
         database,
         ops,
         client_id,
@@ -99,6 +116,7 @@ def reconcile_client(
         ranges_since=since,
         topics=topics,
         groups=used_groups,
+        ops=None if place.target == DEFAULT_TARGET else ch,
     )
     letters, scan = observed.scan_dead_letters(
         c.kafka, client_id, topics, since=since, max_messages=opts.max_dead_letters

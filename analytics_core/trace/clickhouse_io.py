@@ -42,8 +42,10 @@ def _utc(value: object) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def find_rows(ch: Client, databases: Mapping[str, str | None], event_id: str) -> list[RowHit]:
-    """Rows with this event id in `databases` (database -> client id)."""
+def find_rows(
+    ch: Client, databases: Mapping[str, str | None], event_id: str, target: str = "default"
+) -> list[RowHit]:
+    """Rows with this event id in `databases` (database -> client id) on one target."""
     names = [validate_identifier(d) for d in sorted(databases)]
     hits: list[RowHit] = []
     for i in range(0, len(names), CHUNK):
@@ -75,6 +77,7 @@ def find_rows(ch: Client, databases: Mapping[str, str | None], event_id: str) ->
                     received_at=_utc(r[11]),
                     ingested_at=_utc(r[12]),
                     router_instance=str(r[13]),
+                    target=target,
                 )
             )
     return hits

@@ -31,6 +31,7 @@ class RowHit:
     received_at: datetime
     ingested_at: datetime
     router_instance: str
+    target: str = "default"  # the ClickHouse target the row was found on
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -33,7 +33,8 @@ def text(report: TraceReport | TraceError) -> str:
             )
             out.append(
                 f"    received {_t(r.received_at)}, ingested {_t(r.ingested_at)}"
-                f" by {r.router_instance}; {r.event_name} at {_t(r.event_timestamp)}"
+                f" by {r.router_instance} (ClickHouse target {r.target});"
+                f" {r.event_name} at {_t(r.event_timestamp)}"
             )
     if report.letters:
         out.append("")

@@ -7,11 +7,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
 from analytics_core import registry
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import Connections
 from analytics_core.trace import clickhouse_io, kafka_io, postgres_io
-from analytics_core.trace.model import Coords, RawCopy, TraceError, TraceReport
+from analytics_core.trace.model import Coords, RawCopy, RowHit, TraceError, TraceReport
 from analytics_core.trace.topic_scan import ScanBounds
 
 DEFAULT_SINCE = timedelta(days=7)
@@ -77,11 +79,21 @@ def trace_event(
     if isinstance(dbs, str):
         return TraceError(normal, dbs)
     notes: list[str] = []
-    present = clickhouse_io.existing_databases(c.clickhouse, sorted(dbs))
-    missing = sorted(set(dbs) - set(present))
+    present: set[str] = set()
+    rows: list[RowHit] = []
+    # Every target is searched: a client's rows are on its own, and during a move on two.
+    for target in c.targets:
+        try:
+            ch = c.clickhouse_for(target)
+            here = clickhouse_io.existing_databases(ch, sorted(dbs))
+            rows += clickhouse_io.find_rows(ch, {d: dbs[d] for d in here}, normal, target)
+        except (ClickHouseError, OSError) as exc:
+            notes.append(f"ClickHouse target {target} not searched: {str(exc).splitlines()[0]}")
+            continue
+        present |= set(here)
+    missing = sorted(set(dbs) - present)
     if missing:
         notes.append(f"databases not found in ClickHouse: {', '.join(missing[:10])}")
-    rows = clickhouse_io.find_rows(c.clickhouse, {d: dbs[d] for d in present}, normal)
 
     since = opts.since or datetime.now(UTC) - DEFAULT_SINCE
     letters, scan = kafka_io.find_dead_letters(
@@ -112,7 +124,7 @@ def trace_event(
     return TraceReport(
         event_id=normal,
         client_id=client_id,
-        databases_searched=tuple(present),
+        databases_searched=tuple(sorted(present)),
         rows=tuple(rows),
         letters=tuple(letters),
         fates=tuple(fates),

@@ -1,4 +1,5 @@
-"""ClickHouse (the per-client databases, the ops database) and the migration files."""
+"""ClickHouse (the per-client databases on their targets, the ops database) and the migration
+files."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from analytics_core import package_data
 from analytics_core.clickhouse import http_client
 from analytics_core.migrations import files
 from analytics_core.migrations.files import MigrationFile
-from analytics_core.settings import ClickHouseSettings
+from analytics_core.settings import DEFAULT_TARGET, ClickHouseSettings
 from analytics_pipeline.resources.env_defaults import EnvDefaultsResource, process_settings
 
 
 class ClickHouseResource(EnvDefaultsResource):
     """Unset fields come from CLICKHOUSE_* and PIPELINE_OPS_DATABASE; `migrations_dir`
-    defaults to the migrations shipped in the package (clickhouse/migrations)."""
+    defaults to the migrations shipped in the package (clickhouse/migrations).
+
+    The fields describe the `default` target (which also holds the ops database); the other
+    targets come from CLICKHOUSE_TARGETS and CLICKHOUSE_<NAME>_* (`targets()`), like the
+    router's, so every process agrees on where each client's database lives."""
 
     host: str | None = Field(default=None, description="CLICKHOUSE_HOST when unset")
     http_port: int | None = Field(default=None, description="CLICKHOUSE_HTTP_PORT when unset")
@@ -37,7 +42,12 @@ class ClickHouseResource(EnvDefaultsResource):
     )
 
     def settings(self) -> ClickHouseSettings:
+        """The default target's settings."""
         return self._overlay(process_settings().clickhouse)
+
+    def targets(self) -> dict[str, ClickHouseSettings]:
+        """Every configured target by name, the default first."""
+        return {**process_settings().clickhouse_targets(), DEFAULT_TARGET: self.settings()}
 
     def migrations_path(self) -> Traversable:
         """The configured directory, else the migrations shipped in the package."""
@@ -49,14 +59,19 @@ class ClickHouseResource(EnvDefaultsResource):
         """Base schema + migration files in version order; raises MigrationFileError."""
         return files.load(self.migrations_path())
 
-    def open_client(self, *, timeout_s: int = 300) -> Client:
-        """An HTTP client for any database; the caller closes it."""
-        return http_client(self.settings(), timeout_s=timeout_s)
+    def open_client(
+        self, target: ClickHouseSettings | None = None, *, timeout_s: int = 300
+    ) -> Client:
+        """An HTTP client for any database of one target (default: the default target); the
+        caller closes it."""
+        return http_client(target or self.settings(), timeout_s=timeout_s)
 
     @contextmanager
-    def connect(self, *, timeout_s: int = 300) -> Iterator[Client]:
-        """An HTTP client for any database (closed on exit)."""
-        client = self.open_client(timeout_s=timeout_s)
+    def connect(
+        self, target: ClickHouseSettings | None = None, *, timeout_s: int = 300
+    ) -> Iterator[Client]:
+        """An HTTP client for any database of one target (closed on exit)."""
+        client = self.open_client(target, timeout_s=timeout_s)
         try:
             yield client
         finally:

@@ -39,6 +39,7 @@ def open_connections(
     with postgres.connect() as conn:
         c = Connections(
             registry=conn,
+            targets=clickhouse.targets(),
             open_clickhouse=clickhouse.open_client,
             invalidate_cache=redis.invalidator() if redis is not None else _no_cache,
             kafka=kafka_settings,

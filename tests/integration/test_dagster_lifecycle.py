@@ -434,7 +434,12 @@ def test_deprovisioning_refuses_a_wrong_confirmation_then_completes(sb: Sandbox)
     assert client_id not in sb.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)
     action, run_id, detail, actor = audit(sb, client_id)[-1]
     assert (action, run_id, actor) == ("deprovisioned", done.run_id, "pytest")
-    assert detail == {"database": database, "rows_before": {"events_base": 3}, "already": False}
+    assert detail == {
+        "database": database,
+        "target": "default",
+        "rows_before": {"events_base": 3},
+        "already": False,
+    }
 
     # Idempotent: again is harmless, and the sensor does not bring the partition back.
     again = deprovision(sb, defs, client_id, confirm=client_id)

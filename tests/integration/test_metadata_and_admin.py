@@ -83,7 +83,7 @@ def admin(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_admin_cli_adds_provisions_and_rotates(stack: Settings) -> None:
     cid = unique_id("cli")
-    added = admin("add-client", cid, "--api-key", "first-key")
+    added = admin("add-client", cid, "--api-key", "first-key", "--target", "default")
     assert added.returncode == 0 and "first-key" in added.stdout
     again = admin("add-client", cid)
     assert again.returncode == 1 and "already exists" in again.stderr

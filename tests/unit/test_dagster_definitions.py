@@ -387,6 +387,7 @@ def test_every_per_client_job_is_launched_for_a_client_partition() -> None:
         "deprovision_client",
         "reconcile_client",
         "batch_load_clients",
+        "move_client",
     ):
         partitions = repo.get_job(name).partitions_def
         assert isinstance(partitions, DynamicPartitionsDefinition), name

@@ -103,6 +103,7 @@ def _table_metadata(
         "client_id": MetadataValue.text(plan.client_id),
         "database": MetadataValue.text(plan.database),
         "landing_zone": MetadataValue.text(plan.source_url),
+        "clickhouse_target": MetadataValue.text(plan.target),
         **standard,
         "rows_loaded": MetadataValue.int(m["rows_loaded"]),
         "files_consumed": MetadataValue.json(m["files_consumed"]),
@@ -172,9 +173,7 @@ def build_batch_assets(working_dir: str) -> AssetsDefinition:
     ) -> Iterator[MaterializeResult]:
         client_id = context.partition_key
         with open_connections(postgres, clickhouse) as c:
-            plan = plan_client_load(
-                c, client_id, destination=clickhouse.settings(), working_dir=working_dir
-            )
+            plan = plan_client_load(c, client_id, working_dir=working_dir)
         if isinstance(plan, Skipped):
             context.log.info(f"batch load skipped: {plan.reason}")
             for key in sorted(context.selected_asset_keys, key=lambda k: k.path):
@@ -197,7 +196,7 @@ def build_batch_assets(working_dir: str) -> AssetsDefinition:
             write_file_log(
                 conn, client_id, plan.report, load_ids[-1] if load_ids else None, context.run.run_id
             )
-        with clickhouse.connect() as ch:
+        with clickhouse.connect(clickhouse.targets()[plan.target]) as ch:
             for result in results:
                 if not isinstance(result, MaterializeResult) or result.asset_key is None:
                     continue

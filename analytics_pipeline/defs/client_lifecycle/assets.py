@@ -59,15 +59,19 @@ def client_database(
         )
         if isinstance(outcome, lifecycle.StepFailed):
             raise step_failure(outcome, "provisioning")
-        table = read_table_metadata(c.clickhouse, outcome.database, EVENTS_TABLE)
+        table = read_table_metadata(
+            c.clickhouse_for(outcome.target), outcome.database, EVENTS_TABLE
+        )
     context.log.info(
-        f"client {client_id} active in {outcome.database}, schema version "
+        f"client {client_id} active in {outcome.database} on ClickHouse target "
+        f"{outcome.target}, schema version "
         f"{outcome.schema_version}" + (" (already active)" if outcome.was_active else "")
     )
     return MaterializeResult(
         metadata={
             "client_id": MetadataValue.text(client_id),
             "database": MetadataValue.text(outcome.database),
+            "clickhouse_target": MetadataValue.text(outcome.target),
             "schema_version": MetadataValue.int(outcome.schema_version),
             "applied_versions": MetadataValue.json(outcome.applied_versions),
             "was_already_active": MetadataValue.bool(outcome.was_active),
@@ -102,8 +106,9 @@ def client_schema(
         if isinstance(outcome, lifecycle.StepFailed):
             raise step_failure(outcome, "migration")
         applied = registry.applied_versions(c.registry, client_id)
-        row_counts = lifecycle.client_row_counts(c.clickhouse, outcome.database)
-        table = read_table_metadata(c.clickhouse, outcome.database, EVENTS_TABLE)
+        ch = c.clickhouse_for(outcome.target)
+        row_counts = lifecycle.client_row_counts(ch, outcome.database)
+        table = read_table_metadata(ch, outcome.database, EVENTS_TABLE)
     context.log.info(
         f"client {client_id}: applied {outcome.applied_versions or 'nothing'}, "
         f"schema version {outcome.schema_version}"
@@ -112,6 +117,7 @@ def client_schema(
         metadata={
             "client_id": MetadataValue.text(client_id),
             "database": MetadataValue.text(outcome.database),
+            "clickhouse_target": MetadataValue.text(outcome.target),
             "schema_version": MetadataValue.int(outcome.schema_version),
             "applied_now": MetadataValue.json(outcome.applied_versions),
             **table,

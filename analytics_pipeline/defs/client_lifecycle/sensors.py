@@ -24,6 +24,7 @@ fail the tick with the file named, before any run is requested.
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from dagster import (
     AddDynamicPartitionsRequest,
     AssetPartitionStatus,
@@ -38,6 +39,7 @@ from dagster import (
 
 from analytics_core import lifecycle, registry
 from analytics_core.clients import ClientStatus
+from analytics_core.connections import Connections, UnknownTarget
 from analytics_core.migrations import planning
 from analytics_core.migrations.apply import stale_events_views
 from analytics_core.naming import client_id_problem
@@ -133,6 +135,25 @@ def provisioning_sensor(
 TARGET_TAG = "analytics/migration_target"
 
 
+def _stale_views(
+    context: SensorEvaluationContext, c: Connections, clients: list[registry.ClientRow]
+) -> set[str]:
+    """Databases whose events view lacks a column, asked of each client's ClickHouse target;
+    a target that is not configured or not reachable is skipped with a warning (its clients
+    are looked at again next tick), so one target never holds up the others'."""
+    by_target: dict[str, list[str]] = {}
+    for r in clients:
+        if r.ch_database_name:
+            by_target.setdefault(r.ch_target, []).append(r.ch_database_name)
+    stale: set[str] = set()
+    for target, databases in sorted(by_target.items()):
+        try:
+            stale |= stale_events_views(c.clickhouse_for(target), sorted(set(databases)))
+        except (UnknownTarget, ClickHouseError, OSError) as exc:
+            context.log.warning(f"events views on ClickHouse target {target} not checked: {exc}")
+    return stale
+
+
 @sensor(
     name="migrations_sensor",
     job=migrate_client_job,
@@ -165,7 +186,7 @@ def migrations_sensor(
             for r in clients
         }
         databases = {r.client_id: r.ch_database_name for r in clients if r.ch_database_name}
-        stale = stale_events_views(c.clickhouse, sorted(set(databases.values())))
+        stale = _stale_views(context, c, clients)
     statuses = (
         context.instance.get_status_by_partition(
             client_schema.key, sorted(existing & set(plans)), clients_partitions

@@ -37,8 +37,8 @@ from dagster import (
 from analytics_core.events_table import EVENTS_TABLE
 from analytics_core.reconciliation.model import Report, Unavailable, window_label
 from analytics_core.reconciliation.render import markdown_table, summary
+from analytics_core.reconciliation.run import Placement, reconcile_client
 from analytics_core.reconciliation.run import client_database as database_of
-from analytics_core.reconciliation.run import reconcile_client
 from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.defs.reconciliation.resources import ReconciliationResource
 from analytics_pipeline.failures import refusal
@@ -104,11 +104,20 @@ def _observe(
         raise refusal("reconciliation needs a client: launch it for the client's partition")
     client_id = context.partition_key
     with open_connections(postgres, clickhouse, kafka=kafka) as c:
-        database = database_of(c.registry, client_id)
+        place = database_of(c.registry, client_id)
         observed = (
-            read_table_metadata(c.clickhouse, database, EVENTS_TABLE)
-            if isinstance(database, str)
-            else {"not_observed": MetadataValue.text(database.reason)}
+            {
+                "clickhouse_target": MetadataValue.text(place.target),
+                **read_table_metadata(c.clickhouse_for(place.target), place.database, EVENTS_TABLE),
+            }
+            if isinstance(place, Placement) and place.target in c.targets
+            else {
+                "not_observed": MetadataValue.text(
+                    place.reason
+                    if isinstance(place, Unavailable)
+                    else f"ClickHouse target {place.target!r} is not configured"
+                )
+            }
         )
         report = reconcile_client(c, client_id, reconciliation.options())
     context.log.info(summary(report))

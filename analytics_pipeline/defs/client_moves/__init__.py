@@ -1,0 +1,1 @@
+"""Client moves between ClickHouse targets: the `move_client` job (analytics_core.moves)."""
