@@ -74,12 +74,7 @@ def child_load(client_id: str) -> dict[str, Any]:
     for label in ("first", "second"):
         start = time.perf_counter()
         with open_connections(settings) as c:
-            plan = plan_client_load(
-                c,
-                client_id,
-                destination=settings.clickhouse,
-                working_dir=pipelines_dir(settings),
-            )
+            plan = plan_client_load(c, client_id, working_dir=pipelines_dir(settings))
         assert isinstance(plan, LoadPlan), plan
         summary = run_plan(plan)
         out[label] = {
