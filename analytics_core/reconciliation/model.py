@@ -372,6 +372,7 @@ class Unavailable:
     client_id: str
     reason: str
     # "no_client", "no_database": nothing can have been routed (not a failure);
+    # "moving": the client's move between ClickHouse targets is unfinished (not a failure);
     # "no_accounting": the router wrote no accounting, nothing can be proven.
     kind: str = "no_accounting"
 

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from analytics_core import registry
 from analytics_core.clickhouse import database_exists
 from analytics_core.connections import Connections, UnknownTarget
+from analytics_core.lifecycle import busy_reason
 from analytics_core.reconciliation import accounting, observed
 from analytics_core.reconciliation.model import (
     WINDOW_SECONDS,
@@ -78,6 +79,10 @@ def reconcile_client(
     place = client_database(c.registry, client_id)
     if isinstance(place, Unavailable):
         return place
+    moving = busy_reason(c.registry, client_id)
+    if moving is not None:
+        # Rows are on two targets until the move is done: nothing can be judged meanwhile.
+        return Unavailable(client_id, moving, "moving")
     database = place.database
     ops = c.ops_database
     horizon = hour_of(moment - timedelta(hours=opts.lookback_hours)) + WINDOW_SECONDS

@@ -380,3 +380,45 @@ def test_moves_that_can_not_be_done_are_refused_and_an_early_one_can_be_abandone
     assert "move_abandoned" in _audit(t.settings, client_id)
     refused = t.admin("move-client", pending, "--to", "ch2")
     assert refused.returncode == 2 and "only active clients move" in refused.stderr
+
+
+def test_the_dagster_job_moves_a_client_launched_for_its_partition(
+    two_targets: TwoTargets, registry_conn: registry.Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`move_client` as the UI launches it: for the client's partition, config = the target."""
+    from dagster import DagsterInstance
+
+    from analytics_pipeline.definitions import make_definitions
+    from analytics_pipeline.resources import process_settings
+
+    t = two_targets
+    client_id, database = _active(t, "default", "mvd")
+    sent = _insert_events(t, "default", database, "events_base", 200)
+    for name, value in t.env.items():
+        monkeypatch.setenv(name, value)
+    process_settings.cache_clear()  # the resources read both targets from this environment
+    try:
+        instance = DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("clients", [client_id])
+        job = make_definitions().resolve_job_def("move_client")
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=client_id,
+            run_config={"ops": {"move": {"config": {"target": "ch2", "grace_s": 0}}}},
+            tags={"dagster/user": "ops@example.com"},
+        )
+    finally:
+        process_settings.cache_clear()
+    assert result.success
+    [metadata] = [
+        e.step_output_data.metadata  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.is_successful_output
+    ]
+    assert metadata["to_target"].value == "ch2"
+    assert metadata["from_target"].value == "default"
+    assert sorted(_stored_ids(t, "ch2", database)) == sorted(sent)
+    assert not t.has_database("default", database)
+    [done] = store.moves_of(registry_conn, client_id)
+    assert done.step == Step.DONE and done.requested_by == "ops@example.com"
+    assert done.dagster_run_id == result.run_id
