@@ -8,6 +8,8 @@ work on the same client at once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 CLIENT_TAG = "analytics/client_id"
 STEP_TAG = "analytics/lifecycle_step"
 
@@ -16,5 +18,21 @@ PARTITION_TAG = "dagster/partition"
 RUN_KEY = "dagster/run_key"
 
 
+# Tags that name who launched a run (the UI's user, or a caller's own).
+USER_TAGS = ("dagster/user", "user")
+
+
 def client_tags(client_id: str, step: str) -> dict[str, str]:
     return {CLIENT_TAG: client_id, STEP_TAG: step}
+
+
+def requester(requested_by: str, run_tags: Mapping[str, str]) -> str:
+    """Who asked for a run, for the audit log: the config's `requested_by`, else the user
+    tag of the run, else "dagster"."""
+    if requested_by.strip():
+        return requested_by.strip()[:200]
+    for tag in USER_TAGS:
+        user = run_tags.get(tag)
+        if user:
+            return user
+    return "dagster"

@@ -32,9 +32,7 @@ from analytics_pipeline.resources import (
     open_connections,
 )
 from analytics_pipeline.run_history import running_runs_for_client
-from analytics_pipeline.tags import STEP_TAG
-
-USER_TAGS = ("dagster/user", "user")
+from analytics_pipeline.tags import STEP_TAG, requester
 
 # client_schema runs after client_database and finds nothing pending: provisioning already
 # applied every migration. It is in the job so the UI shows the schema of a new client.
@@ -81,13 +79,7 @@ def _client_of(
 
 
 def _actor(context: OpExecutionContext, config: DeprovisionConfig) -> str:
-    if config.requested_by.strip():
-        return config.requested_by.strip()[:200]
-    for tag in USER_TAGS:
-        user = context.run.tags.get(tag)
-        if user:
-            return user
-    return "dagster"
+    return requester(config.requested_by, context.run.tags)
 
 
 def _refused(client_id: str, reason: str) -> lifecycle.StepFailed:

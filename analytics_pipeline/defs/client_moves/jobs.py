@@ -27,9 +27,7 @@ from analytics_pipeline.resources import (
     open_connections,
 )
 from analytics_pipeline.run_history import running_runs_for_client
-from analytics_pipeline.tags import STEP_TAG
-
-USER_TAGS = ("dagster/user", "user")
+from analytics_pipeline.tags import STEP_TAG, requester
 
 
 class MoveConfig(Config):
@@ -48,16 +46,6 @@ class MoveConfig(Config):
         description="Seconds between the registry switch and the fence of the old table",
     )
     requested_by: str = Field(default="", description="Who asks (recorded in the audit log)")
-
-
-def _actor(context: OpExecutionContext, config: MoveConfig) -> str:
-    if config.requested_by.strip():
-        return config.requested_by.strip()[:200]
-    for tag in USER_TAGS:
-        user = context.run.tags.get(tag)
-        if user:
-            return user
-    return "dagster"
 
 
 @op(retry_policy=TRANSIENT_RETRY)
@@ -84,7 +72,7 @@ def move(
             ),
             "move",
         )
-    actor = _actor(context, config)
+    actor = requester(config.requested_by, context.run.tags)
     with open_connections(postgres, clickhouse, redis=redis) as c:
         if config.abandon:
             dropped = abandon_move(c, client_id, run_id=context.run_id, actor=actor)

@@ -19,6 +19,7 @@ from analytics_core import lifecycle, pg, registry
 from analytics_core.batch.client_load import Broken, plan_client_load
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import hash_api_key
+from analytics_core.events_table import EVENT_COLUMNS
 from analytics_core.migrations import files
 from analytics_core.migrations.cluster_ddl import render
 from analytics_core.migrations.files import split_statements
@@ -88,23 +89,7 @@ def _insert_events(t: TwoTargets, target: str, database: str, table: str, n: int
                 ]
                 for k, i in enumerate(ids)
             ],
-            column_names=[
-                "event_id",
-                "event_name",
-                "event_timestamp",
-                "user_id",
-                "event_properties",
-                "kafka_topic",
-                "kafka_partition",
-                "kafka_offset",
-                "batch_index",
-                "origin_partition",
-                "origin_offset",
-                "attempt",
-                "received_at",
-                "ingested_at",
-                "router_instance",
-            ],
+            column_names=[c for c in EVENT_COLUMNS if c != "sent_at"],
         )
     finally:
         ch.close()
