@@ -145,23 +145,27 @@ def decode_messages(
     (`decode_loose`); deeper than `MAX_SENT_DEPTH`, rejected."""
     items: list[Item[M]] = []
     rejected: list[EventRejected] = []
-    # A message can not nest deeper than it has brackets: measured one by one only when the
-    # whole body has more brackets than a message may nest.
-    measure = body.count(b"{") + body.count(b"[") > MAX_SENT_DEPTH
+    # Every level of nesting takes two bytes at least: a small body can not be too deep.
+    measure = len(body) > 2 * MAX_SENT_DEPTH
+    decode = decoder.decode
     for index, raw in enumerate(raws):
-        data = bytes(raw)
-        if measure and nests_deeper_than(data, MAX_SENT_DEPTH):
-            rejected.append(too_deep(index))
-            continue
+        if measure:
+            data = bytes(raw)
+            # nests_deeper_than's first test, inline: most messages have few brackets.
+            if data.count(b"{") + data.count(b"[") > MAX_SENT_DEPTH and nests_deeper_than(
+                data, MAX_SENT_DEPTH
+            ):
+                rejected.append(too_deep(index))
+                continue
         try:
-            items.append(Item(index, decoder.decode(data), None, data))
+            items.append(Item(index, decode(raw), None, raw))
             continue
         except msgspec.ValidationError:
-            loose = decode_loose(struct_type, data)
+            loose = decode_loose(struct_type, raw)
         if loose is None:
             rejected.append(EventRejected(index, "invalid_event", "message must be a JSON object"))
         else:
-            items.append(Item(index, loose[0], loose[1], data))
+            items.append(Item(index, loose[0], loose[1], raw))
     return items, rejected
 
 

@@ -22,6 +22,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from capture.body import BodyProblem, invalid_json
 from capture.mapping import (
+    MAX_ID_CHARS,
     NOT_AN_OBJECT,
     UUID_TEXT,
     ContractEvent,
@@ -37,6 +38,7 @@ from capture.mapping import (
     identity,
     one_key,
     time_ms,
+    uuid5,
 )
 
 EVENT_NAMES = {
@@ -206,10 +208,19 @@ def map_item(item: SegmentItem, ctx: MapContext) -> ContractEvent:
         props["$anonymousId"] = encode_value(anonymous)
         anonymous = None
     mid = msg.messageId
-    if type(mid) is str and len(mid) == 36 and UUID_TEXT.fullmatch(mid):
-        eid = mid.lower()
+    if type(mid) is str and 0 < len(mid) <= MAX_ID_CHARS:
+        if len(mid) == 36 and UUID_TEXT.fullmatch(mid):
+            eid = mid.lower()
+        else:
+            eid = uuid5(f"{ctx.client_id}/{mid}")
     else:
         eid = event_id(ctx.client_id, mid, lambda: _canonical(item))
+    ts = msg.timestamp
+    if type(ts) is datetime and ts.tzinfo is not None:
+        ts_ms: int | None = int(ts.timestamp() * 1000)
+    else:
+        ts_ms = time_ms(ts, "timestamp")
+    sent = msg.sentAt
     return finish(
         ctx,
         eid,
@@ -218,8 +229,8 @@ def map_item(item: SegmentItem, ctx: MapContext) -> ContractEvent:
         user,
         anonymous,
         "userId" if user is not None else "anonymousId",
-        time_ms(msg.timestamp, "timestamp"),
-        time_ms(msg.sentAt, "sentAt"),
+        ts_ms,
+        None if sent is UNSET else time_ms(sent, "sentAt"),
         props,
     )
 
