@@ -252,7 +252,7 @@ class CaptureApp:
                 await self._drain(receive)
                 await self._finish(route, send, self._too_large(), cors, started)
                 return
-            self.metrics.c_request_bytes(route.label).inc(len(body))
+            self.metrics.request_bytes.add((route.label,), len(body))
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
             try:
                 answer = await self.capture.handle(Incoming(route, headers, query, body))
@@ -306,8 +306,8 @@ class CaptureApp:
         started: float,
     ) -> None:
         await self._send(send, answer, cors)
-        self.metrics.c_requests(route.label, _STATUS_TEXT[answer.status]).inc()
-        self.metrics.c_request_seconds(route.fmt).observe(time.monotonic() - started)
+        self.metrics.requests.add((route.label, _STATUS_TEXT[answer.status]))
+        self.metrics.request_seconds.observe(route.fmt, time.monotonic() - started)
 
     def _service(self, name: str, method: str) -> Response:
         if method not in ("GET", "HEAD"):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 
+# SDKs send the same header on every request: decoded once per distinct header (bounded).
+@functools.lru_cache(maxsize=4096)
 def header_key(authorization: str) -> str | None:
     scheme, _, value = authorization.strip().partition(" ")
     scheme = scheme.lower()

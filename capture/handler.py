@@ -96,8 +96,8 @@ class Capture:
         if isinstance(decoded, BodyProblem):
             return responses.error(decoded.status, decoded.code, decoded.message)
         route = req.route
-        self.metrics.c_decoded_bytes(route.label).inc(len(decoded.data))
-        self.metrics.c_encodings(route.label, decoded.encoding).inc()
+        self.metrics.decoded_bytes.add((route.label,), len(decoded.data))
+        self.metrics.encodings.add((route.label, decoded.encoding))
         parsed: Parsed[Any] | BodyProblem
         if route.fmt == SEGMENT:
             parsed = segment_format.parse(decoded.data, route.kind)
@@ -151,7 +151,7 @@ class Capture:
         delivered = await self._deliver(client_id, messages, earlier, started)
         if delivered is not None:
             return delivered
-        self.metrics.c_events_accepted(client_id).inc(accepted)
+        self.metrics.events_accepted.add((client_id,), accepted)
         return responses.ok(accepted, rejected)
 
     async def _authenticate(self, key: str) -> Authenticated | Response:
@@ -217,7 +217,7 @@ class Capture:
                 break
         waits = [f for _m, f in sent] + earlier
         if waits and not queue_full:
-            await asyncio.wait(waits, timeout=self.s.ack_timeout_s)
+            await wait_all(waits, self.s.ack_timeout_s)
         all_acked = not queue_full and all(
             f.done() and isinstance(f.result(), Delivered) for f in waits
         )
@@ -241,6 +241,38 @@ class Capture:
         return responses.error(
             503, f"{cause}_unavailable", message, retry_after_s=self.s.retry_after_s
         )
+
+
+async def wait_all(futures: list[asyncio.Future[DeliveryOutcome]], timeout_s: float) -> None:
+    """Until every future is done or `timeout_s` has passed. The futures are never
+    cancelled: the retry memory may still need their outcome. (`asyncio.wait` without its
+    set and coroutine checks: this runs once per request.)"""
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    left = len(pending)
+
+    def one_done(_: object) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(None)
+
+    def expired() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    for f in pending:
+        f.add_done_callback(one_done)
+    timer = loop.call_later(timeout_s, expired)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        for f in pending:
+            f.remove_done_callback(one_done)
 
 
 def _request_sent_ms(raw: object) -> int | None:

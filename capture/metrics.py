@@ -4,66 +4,123 @@ Every name here is part of the operations contract: deploy/ alert rules and the 
 dashboard refer to them, and tests/unit/test_deploy_monitoring.py checks they exist.
 Labels are bounded: `route` is one of the fixed routes, `client_id` only ever holds an
 authenticated client (bounded by the registry), `code` is a fixed set of reasons.
-`child` keeps each labelled child once made, so a request does not pay for
-prometheus_client's `labels()` (a lock and validation per call) on the hot path.
+
+The metrics every request updates (`Tally`, `Buckets`) are plain numbers, exported by a
+collector when /metrics is read: a prometheus_client child costs a lock and a few calls
+per update, several times per request. Invariant: they are only updated and read on the
+event loop's thread (the service answers /metrics there too), so they need no lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import bisect
+from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 
-class Children:
-    """A metric's labelled children, made once per label values."""
+class Tally:
+    """A labelled counter as plain numbers (see the module docstring)."""
 
-    def __init__(self, metric: Any) -> None:
-        self._metric = metric
-        self._made: dict[tuple[str, ...], Any] = {}
+    def __init__(self, name: str, doc: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.doc = doc
+        self.labels = list(labels)
+        self.values: dict[tuple[str, ...], float] = {}
 
-    def __call__(self, *values: str) -> Any:
-        child = self._made.get(values)
-        if child is None:
-            child = self._made[values] = self._metric.labels(*values)
-        return child
+    def add(self, labels: tuple[str, ...], amount: float = 1) -> None:
+        self.values[labels] = self.values.get(labels, 0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
+class Buckets:
+    """A histogram with one label, as plain numbers (see the module docstring)."""
+
+    def __init__(self, name: str, doc: str, label: str, bounds: Sequence[float]) -> None:
+        self.name = name
+        self.doc = doc
+        self.label = label
+        self.bounds = list(bounds)
+        self.counts: dict[str, list[int]] = {}  # one count per bound, then +Inf
+        self.sums: dict[str, float] = {}
+
+    def observe(self, label: str, value: float) -> None:
+        counts = self.counts.get(label)
+        if counts is None:
+            counts = self.counts[label] = [0] * (len(self.bounds) + 1)
+            self.sums[label] = 0.0
+        counts[bisect.bisect_left(self.bounds, value)] += 1  # le: bound >= value
+        self.sums[label] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=[self.label])
+        for label, counts in self.counts.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip([*self.bounds, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append((floatToGoString(bound), cumulative))
+            family.add_metric([label], buckets, self.sums[label])
+        return family
+
+
+class _PlainMetrics(Collector):
+    def __init__(self, metrics: Sequence[Tally | Buckets]) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._metrics:
+            yield metric.family()
 
 
 class CaptureMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "capture_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        # Updated by every request: plain numbers (see the module docstring).
+        self.requests = Tally(
+            "capture_requests", "HTTP requests by route and status", ["route", "status"]
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = Buckets(
             "capture_request_duration_seconds",
             "Time from the request body read to the answer (includes Kafka's ack)",
-            ["route"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
+            "route",
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.request_bytes = Counter(
-            "capture_request_bytes",
-            "Request body bytes received (on the wire)",
-            ["route"],
-            registry=r,
+        self.request_bytes = Tally(
+            "capture_request_bytes", "Request body bytes received (on the wire)", ["route"]
         )
-        self.decoded_bytes = Counter(
-            "capture_decoded_bytes", "Request body bytes after decompression", ["route"], registry=r
+        self.decoded_bytes = Tally(
+            "capture_decoded_bytes", "Request body bytes after decompression", ["route"]
         )
-        self.encodings = Counter(
+        self.encodings = Tally(
             "capture_request_encodings",
             "Request bodies by encoding (identity, gzip, deflate, gzip-js)",
             ["route", "encoding"],
-            registry=r,
         )
-        self.events_accepted = Counter(
+        self.events_accepted = Tally(
             "capture_events_accepted",
             "Events acknowledged by Kafka and answered 200",
             ["client_id"],
-            registry=r,
+        )
+        r.register(
+            _PlainMetrics(
+                [
+                    self.requests,
+                    self.request_seconds,
+                    self.request_bytes,
+                    self.decoded_bytes,
+                    self.encodings,
+                    self.events_accepted,
+                ]
+            )
         )
         self.events_rejected = Counter(
             "capture_events_rejected",
@@ -112,13 +169,6 @@ class CaptureMetrics:
             registry=r,
         )
         self.up = Gauge("capture_up", "1 while the capture service serves", registry=r)
-
-        self.c_requests = Children(self.requests)
-        self.c_request_seconds = Children(self.request_seconds)
-        self.c_request_bytes = Children(self.request_bytes)
-        self.c_decoded_bytes = Children(self.decoded_bytes)
-        self.c_encodings = Children(self.encodings)
-        self.c_events_accepted = Children(self.events_accepted)
 
     def watch_inflight(
         self, requests: Callable[[], float], body_bytes: Callable[[], float]
