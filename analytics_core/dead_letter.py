@@ -191,6 +191,11 @@ _REPLAY_PREFIX = "replay-"
 _REPLAY_HEADERS = frozenset((*REPLAY_FIELDS, REPLAY_SIGNATURE))
 
 
+def has_replay_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> bool:
+    """Whether any header claims a replay (`read_replay_context` then decides what it is)."""
+    return bool(headers) and any(key.startswith(_REPLAY_PREFIX) for key, _ in headers)  # type: ignore[union-attr]
+
+
 def replay_signature(key: bytes, fields: Sequence[bytes], value: bytes | None) -> bytes:
     """Hex HMAC-SHA256 of the replay identity and the message value (length-prefixed, so
     no two different inputs share an encoding)."""

@@ -16,7 +16,10 @@ Invariants:
   parser copies object text without a depth limit; measured past 1500) accept, so an
   accepted event can never make a client's INSERT fail;
 - credentials are ASCII: `credential_hash` is 64 lower-case ASCII hex digits, so the
-  constant-time comparison never sees a character it refuses.
+  constant-time comparison never sees a character it refuses;
+- `common_events` (the router's hot path) only ever accepts messages `parse_message` accepts
+  whole, with the same values: it declines (None) anything else, and the caller then asks
+  `parse_message`, the authority.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import accumulate
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from msgspec import UNSET, Raw, UnsetType
+from msgspec import UNSET, Meta, Raw, UnsetType
 
 from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
@@ -410,4 +413,146 @@ def _parse_event_checked(doc: EventDoc, batch_index: int, origin: Origin) -> Eve
         sent_at_ms=sent_ms,
         user_id=user,
         properties=text,
+    )
+
+
+# ---------------------------------------------------------------------------- hot path
+_Text = Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
+_Millis = Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP_MS)]
+
+
+class _CommonDoc(msgspec.Struct, gc=False):
+    """An event in the common shape, typed so that one decoding pass (in C) checks every
+    field's type, length and range: plain api_key or api_key_hash, epoch-ms (or RFC 3339)
+    timestamps, text fields of 1..MAX_TEXT characters. Anything else fails to decode, and
+    the message goes to `parse_message`."""
+
+    client_id: str
+    timestamp: _Millis | str
+    properties: Raw
+    api_key: _Text | UnsetType = UNSET
+    api_key_hash: str | UnsetType = UNSET
+    event_id: str | UnsetType = UNSET
+    event_name: _Text | UnsetType = UNSET
+    event_type: _Text | UnsetType = UNSET
+    user_id: _Text | UnsetType = UNSET
+    anonymous_id: _Text | UnsetType = UNSET
+    sent_at: _Millis | str | UnsetType = UNSET
+
+
+# One valid event in the common shape, with the contract's values: (client_id, credential
+# (lower-case hex sha256), event id as 16 big-endian bytes or None (derive it from the
+# origin), event_name, timestamp_ms, user_id, properties (the producer's text: a bytes-like
+# Raw), sent_at_ms or None). A tuple: the hot path builds millions.
+CommonEvent = tuple[str, str, bytes | None, str, int, str, Raw, int | None]
+
+_COMMON_MESSAGE = msgspec.json.Decoder(_CommonDoc | list[Raw])
+_COMMON_EVENT = msgspec.json.Decoder(_CommonDoc)
+
+
+def common_events(raw: bytes) -> list[CommonEvent] | None:
+    """Every event of a message in the common shape, all valid by the contract, or None
+    (something is unusual: `parse_message` decides). Same checks as `parse_message`, in the
+    same order of precedence, so a message accepted here is accepted there with the same
+    values (tests/unit/test_event_contract.py)."""
+    if len(raw) > MAX_MESSAGE_BYTES or not raw:
+        return None
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    try:
+        doc = _COMMON_MESSAGE.decode(raw)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    if type(doc) is _CommonDoc:
+        if nests_deeper_than(raw, MAX_NESTING_DEPTH):
+            return None
+        event = _common(doc)
+        return None if event is None else [event]
+    assert isinstance(doc, list)
+    if not 0 < len(doc) <= MAX_BATCH_EVENTS:
+        return None
+    events = []
+    for item in doc:
+        text = bytes(item)
+        if nests_deeper_than(text, MAX_NESTING_DEPTH - 1):
+            return None
+        try:
+            event = _common(_COMMON_EVENT.decode(text))
+        except (msgspec.MsgspecError, RecursionError):
+            return None
+        if event is None:
+            return None
+        events.append(event)
+    return events
+
+
+def uuid_bytes(event_id: str) -> bytes | None:
+    """The 16 bytes of a canonical UUID (8-4-4-4-12 ASCII hex digits), else None. Same
+    acceptance as `_CANONICAL_UUID`: 36 characters with the dashes in place, the 32 others
+    hex digits (`fromhex` takes only ASCII hex, and whitespace, which would leave fewer
+    than 16 bytes)."""
+    if len(event_id) != 36 or not (
+        event_id[8] == event_id[13] == event_id[18] == event_id[23] == "-"
+    ):
+        return None
+    try:
+        out = bytes.fromhex(event_id.replace("-", ""))
+    except ValueError:
+        return None
+    return out if len(out) == 16 else None
+
+
+def _common(doc: _CommonDoc) -> CommonEvent | None:
+    """The checks decoding can not express, and the contract's values; None when
+    `parse_event` would not accept the event as it is."""
+    cid = doc.client_id
+    if not (cid in _valid_client_ids or _remember_client_id(cid)):
+        return None
+    key = doc.api_key
+    if type(key) is str:
+        credential = _hash_key_memo(key)
+    else:
+        key_hash = doc.api_key_hash
+        if type(key_hash) is not str or not _HEX_SHA256.fullmatch(key_hash):
+            return None
+        credential = key_hash.lower()
+    eid = doc.event_id
+    event_uuid = None
+    if type(eid) is str:
+        event_uuid = uuid_bytes(eid)
+        if event_uuid is None:
+            return None
+    name = doc.event_name
+    if name is UNSET:
+        name = doc.event_type
+        if name is UNSET:
+            return None
+    user = doc.user_id
+    if user is UNSET:
+        user = doc.anonymous_id
+        if user is UNSET:
+            return None
+    ts, sent = doc.timestamp, doc.sent_at
+    if type(ts) is str or type(sent) is str:
+        try:
+            ts = _timestamp_ms(ts, "timestamp")
+            if sent is not UNSET:
+                sent = _timestamp_ms(sent, "sent_at")
+        except _Violation:
+            return None
+    props = doc.properties
+    if memoryview(props)[:1] != b"{":
+        return None
+    return (
+        cid,
+        credential,
+        event_uuid,
+        name,  # type: ignore[return-value]  # str once the aliases are resolved
+        ts,
+        user,
+        props,
+        None if sent is UNSET else sent,
     )

@@ -23,7 +23,7 @@ from analytics_core.settings import ClickHouseSettings
 from router.accounting import RangeRow
 from router.buffers import Batch
 from router.replay_guard import ReplayIdentity
-from router.rows import INSERT_SETTINGS, encode_batch
+from router.rows import INSERT_SETTINGS, ROW_FORMAT, insert_body
 
 # Server codes that mean "the server is busy or going away", not "this database is broken".
 ACCOUNTING_COLUMNS = (
@@ -89,12 +89,12 @@ class ClickHouseSink:
         started = time.perf_counter()
         try:
             client = self._get()
-            block = encode_batch(batch.rows, ingested_ms, self._instance)
             client.raw_insert(
                 f"{quote_identifier(batch.database)}.{EVENTS_TABLE}",
                 EVENT_COLUMNS,
-                insert_block=block,
-                fmt="JSONCompactEachRow",
+                # Streamed (chunked), a compressed group of rows at a time.
+                insert_block=insert_body(batch.rows.line_groups(), ingested_ms, self._instance),
+                fmt=ROW_FORMAT,
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": batch.token},
             )
         except (ClickHouseError, OSError) as exc:

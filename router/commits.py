@@ -45,7 +45,9 @@ class OffsetCommitter:
         self.guard = guard
         self.metrics = metrics
         # Accounting rows are written on the consumer thread: a ClickHouse client of their own.
-        self.accounting = Accounting(rs.common.kafka.raw_topic) if rs.reconciliation else None
+        self.accounting = (
+            Accounting(rs.common.kafka.raw_topic, tracker) if rs.reconciliation else None
+        )
         self._sink = (
             ClickHouseSink(rs.common.clickhouse, rs.instance_id) if rs.reconciliation else None
         )

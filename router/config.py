@@ -37,16 +37,22 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
     ("ROUTER_CLIENT_MIN_ROWS", "1000", "A client's rows are inserted once it has this many..."),
     ("ROUTER_CLIENT_MAX_WAIT_MS", "5000", "...or once its oldest buffered row is this old"),
     (
+        "ROUTER_CATCHUP_MIN_ROWS",
+        "50000",
+        "While a Kafka backlog is drained: a client's rows are inserted at this many...",
+    ),
+    (
         "ROUTER_CATCHUP_MAX_WAIT_MS",
         "30000",
-        "...or, while a Kafka backlog is drained, this old: fewer, bigger INSERTs",
+        "...or this old (or under memory pressure): fewer, bigger INSERTs",
     ),
     ("ROUTER_INSERT_CONCURRENCY", "4", "INSERTs in flight at once (one per client batch)"),
     ("ROUTER_MAX_BUFFERED_ROWS", "2000000", "Pause consumption while holding this many rows"),
     (
         "ROUTER_MAX_BUFFERED_MB",
-        "1024",
-        "...or when rows held take this much memory; the biggest clients flush at 2/3 of it",
+        "256",
+        "...or when rows held take this much memory (compressed); the biggest clients flush "
+        "at 2/3 of it",
     ),
     ("ROUTER_DESTINATION_MAX_ATTEMPTS", "5", "Attempts before a rejected batch is dead-lettered"),
     (
@@ -95,9 +101,10 @@ class RouterSettings:
     flush_max_rows: int = 1_000_000
     flush_interval_s: float = 1.0
     max_buffered_rows: int = 2_000_000
-    max_buffered_bytes: int = 1024 * 2**20
+    max_buffered_bytes: int = 256 * 2**20
     client_min_rows: int = 1000
     client_max_wait_s: float = 5.0
+    catchup_min_rows: int = 50_000
     catchup_max_wait_s: float = 30.0
     insert_concurrency: int = 4
     destination_max_attempts: int = 5
@@ -127,9 +134,10 @@ class RouterSettings:
             flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 1_000_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
             max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 2_000_000, minimum=1),
-            max_buffered_bytes=env_int(e, "ROUTER_MAX_BUFFERED_MB", 1024, minimum=1) * 2**20,
+            max_buffered_bytes=env_int(e, "ROUTER_MAX_BUFFERED_MB", 256, minimum=1) * 2**20,
             client_min_rows=env_int(e, "ROUTER_CLIENT_MIN_ROWS", 1000, minimum=1),
             client_max_wait_s=env_int(e, "ROUTER_CLIENT_MAX_WAIT_MS", 5000, minimum=0) / 1000,
+            catchup_min_rows=env_int(e, "ROUTER_CATCHUP_MIN_ROWS", 50_000, minimum=1),
             catchup_max_wait_s=env_int(e, "ROUTER_CATCHUP_MAX_WAIT_MS", 30_000, minimum=0) / 1000,
             insert_concurrency=env_int(e, "ROUTER_INSERT_CONCURRENCY", 4, minimum=1),
             destination_max_attempts=env_int(e, "ROUTER_DESTINATION_MAX_ATTEMPTS", 5, minimum=1),

@@ -2,8 +2,8 @@
 
 Invariants:
 - a consumed message's dead letter counts as its fate only once the broker acknowledged it
-  (acks=all, idempotent producer): `ack(partition, offset)` is called from the delivery
-  report, so an offset is never committed past an undelivered letter;
+  (acks=all, idempotent producer): `ack(partition, offset, letter)` is called from the
+  delivery report, so an offset is never committed past an undelivered letter;
 - an undelivered letter is re-sent (`resend_undelivered`, from the consumer loop), never
   dropped; a letter the topic can never take (its value is too large for the dead-letter
   topic's message limit) is re-sent with the value cut to `MAX_MESSAGE_BYTES`, and its
@@ -56,7 +56,7 @@ class DeadLetterProducer:
         self,
         kafka: KafkaSettings,
         client_id: str,
-        ack: Callable[[int, int], None],
+        ack: Callable[[int, int, DeadLetter], None],
         metrics: RouterMetrics,
     ) -> None:
         self.topic = kafka.dead_letter_topic
@@ -83,7 +83,7 @@ class DeadLetterProducer:
     def _produce(self, item: PendingLetter) -> None:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
-                self._ack(item.partition, item.offset)
+                self._ack(item.partition, item.offset, item.letter)
             elif err.code() in _TOO_LARGE and not item.truncated:
                 self._undelivered.append(_cut(item))
             else:

@@ -1,11 +1,14 @@
 """When client buffers become INSERTs (pure: thresholds in, sealed batches out).
 
 Invariants:
-- a client is written once it has `min_rows` rows or its oldest row waited `max_wait_s`;
-  while the router catches up on a backlog (in Kafka: full polls; or in the writer: a
-  slow write round; or paused), `catchup_max_wait_s` replaces that wait
-  (never shorter): each INSERT creates a part in the client's table, and ClickHouse's
-  cost per part is what limits many clients, while latency is the backlog's anyway;
+- a client is written once it has `min_rows` rows or its oldest row would wait longer than
+  `max_wait_s` by the next round (flush rounds are `round_s` apart, so no row waits longer
+  than `max_wait_s` for its INSERT to start);
+- while the router catches up on a backlog (Kafka lag of a poll or more, or paused),
+  `catchup_min_rows` and `catchup_max_wait_s` replace those (never smaller): each INSERT
+  creates a part in the client's table, ClickHouse's cost per part and per merge is what
+  limits the router, and latency is the backlog's anyway; when the backlog is gone, every
+  open buffer is written at once (its rows waited through the backlog already);
 - under memory pressure (open rows or bytes at the flush thresholds) the biggest buffers
   are sealed first, down to half the thresholds, so the rows go out in the fewest,
   largest INSERTs however many clients share the budget;
@@ -31,6 +34,8 @@ class FlushLimits:
     catchup_max_wait_s: float
     flush_rows: int
     flush_bytes: int
+    catchup_min_rows: int = 0  # 0: min_rows
+    round_s: float = 0.0  # time between flush rounds
 
     @classmethod
     def from_settings(cls, rs: RouterSettings) -> FlushLimits:
@@ -40,10 +45,15 @@ class FlushLimits:
             catchup_max_wait_s=max(rs.client_max_wait_s, rs.catchup_max_wait_s),
             flush_rows=min(rs.flush_max_rows, rs.max_buffered_rows * 2 // 3),
             flush_bytes=rs.max_buffered_bytes * 2 // 3,
+            catchup_min_rows=max(rs.client_min_rows, rs.catchup_min_rows),
+            round_s=rs.flush_interval_s,
         )
 
     def wait_s(self, catching_up: bool) -> float:
         return self.catchup_max_wait_s if catching_up else self.max_wait_s
+
+    def rows(self, catching_up: bool) -> int:
+        return max(self.min_rows, self.catchup_min_rows) if catching_up else self.min_rows
 
 
 def under_pressure(buffers: ClientBuffers, limits: FlushLimits, *, paused: bool = False) -> bool:
@@ -60,9 +70,14 @@ def seal_due(
     *,
     catching_up: bool,
     paused: bool = False,
+    caught_up: bool = False,
 ) -> list[Batch]:
-    """The batches to write now (they leave the open buffers)."""
-    sealed = buffers.seal_ready(now, limits.min_rows, limits.wait_s(catching_up))
+    """The batches to write now (they leave the open buffers). `caught_up`: a backlog was
+    just drained."""
+    if caught_up:
+        return buffers.seal()
+    wait = max(0.0, limits.wait_s(catching_up) - limits.round_s)
+    sealed = buffers.seal_ready(now, limits.rows(catching_up), wait)
     if under_pressure(buffers, limits, paused=paused):
         sealed += buffers.seal_largest(limits.flush_rows // 2, limits.flush_bytes // 2)
     return sealed

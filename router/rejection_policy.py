@@ -6,7 +6,8 @@ Invariants:
 - after `max_attempts` the batch's events become `destination_error` dead letters, one per
   row, with the ORIGINAL message bytes (read back from Kafka, where they stay until their
   offsets are committed); a row whose original already left Kafka (retention) is
-  dead-lettered as its routed row instead, and the detail says so.
+  dead-lettered as its routed row (a JSON object of its columns) instead, and the detail
+  says so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from analytics_core.event_contract import Origin
 from analytics_core.reasons import Reason
 from router.backoff import delay_for_attempt
 from router.buffers import Batch
+from router.rows import read_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +63,12 @@ def rejected_letters(
     """One `destination_error` letter per row of `batch`; `originals` maps (partition,
     offset) to the message value read back from Kafka."""
     out = []
-    for r in batch.rows:
+    for r in batch.rows.rows():
         key = (r.partition, r.offset)
         if key in originals:
             value, why = originals[key], detail
         else:  # gone from Kafka (retention) before its dead letter: keep what we have
-            value = r.line + b"]"
+            value = read_row(r.line).as_json()
             why = f"{detail}; original message no longer in Kafka, value is the routed row"
         event_id, attempt = r.letter_fields()
         letter = DeadLetter(

@@ -20,11 +20,14 @@ so nothing is lost, and `count() == uniqExact(event_id)` holds without FINAL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TypeVar
 
 from router.rows import PendingRow, read_row
+
+T = TypeVar("T")
 
 HW_PREFIX = "hw="
 
@@ -75,13 +78,13 @@ class CrashReplayGuard:
         self.attempted_hw.pop(partition, None)
         self.committed_hw.pop(partition, None)
 
-    def high_water_to_commit(self, rows: Iterable[PendingRow]) -> set[int]:
-        """Rows are about to be inserted: the partitions whose high water must be committed
-        first, because it moved past what Kafka records."""
+    def high_water_to_commit(self, highest: Mapping[int, int]) -> set[int]:
+        """Rows up to `highest[partition]` are about to be inserted: the partitions whose
+        high water must be committed first, because it moved past what Kafka records."""
         attempted = self.attempted_hw
-        for r in rows:
-            if r.offset > attempted.get(r.partition, -1):
-                attempted[r.partition] = r.offset
+        for partition, offset in highest.items():
+            if offset > attempted.get(partition, -1):
+                attempted[partition] = offset
         return {p for p, hw in attempted.items() if self.committed_hw.get(p, -1) < hw}
 
     def commit_metadata(self, partition: int, offset: int) -> str | None:
@@ -102,20 +105,19 @@ class CrashReplayGuard:
 
 
 def suspect_spans(
-    rows: Iterable[PendingRow], suspect: dict[int, SuspectRange]
+    partitions: Iterable[int], offsets: Iterable[int], suspect: dict[int, SuspectRange]
 ) -> dict[int, SuspectRange]:
-    """Per partition, the offsets of `rows` inside a suspect range, as one span to query."""
+    """Per partition, the offsets of some rows (their partitions and offsets) inside a
+    suspect range, as one span to query."""
     spans: dict[int, SuspectRange] = {}
-    for r in rows:
-        span = suspect.get(r.partition)
-        if span is not None and r.offset in span:
-            seen = spans.get(r.partition)
+    for partition, offset in zip(partitions, offsets, strict=True):
+        span = suspect.get(partition)
+        if span is not None and offset in span:
+            seen = spans.get(partition)
             if seen is None:
-                spans[r.partition] = SuspectRange(r.offset, r.offset)
+                spans[partition] = SuspectRange(offset, offset)
             else:
-                spans[r.partition] = SuspectRange(
-                    min(seen.first, r.offset), max(seen.last, r.offset)
-                )
+                spans[partition] = SuspectRange(min(seen.first, offset), max(seen.last, offset))
     return spans
 
 
@@ -128,14 +130,10 @@ class ReplayIdentity:
     day: date
 
 
-# Positions in the encoded row (EVENT_COLUMNS order).
-_EVENT_ID, _EVENT_NAME, _EVENT_TIMESTAMP = 0, 1, 2
-
-
 def identity_of(row: PendingRow) -> ReplayIdentity:
     values = read_row(row.line)
-    day = datetime.fromtimestamp(float(values[_EVENT_TIMESTAMP]), UTC).date()
-    return ReplayIdentity(str(values[_EVENT_ID]), str(values[_EVENT_NAME]), day)
+    day = datetime.fromtimestamp(values.timestamp_ms / 1000, UTC).date()
+    return ReplayIdentity(values.event_id, values.event_name, day)
 
 
 def replay_identities(rows: Iterable[PendingRow]) -> dict[int, ReplayIdentity]:
@@ -144,14 +142,14 @@ def replay_identities(rows: Iterable[PendingRow]) -> dict[int, ReplayIdentity]:
 
 
 def drop_stored_replays(
-    rows: list[PendingRow],
+    rows: Sequence[T],
     identities: dict[int, ReplayIdentity],
     stored: set[ReplayIdentity],
-) -> tuple[list[PendingRow], list[PendingRow]]:
-    """(kept, dropped): a replayed row is dropped when its event is stored, or when an
-    earlier row of the same batch is the same event."""
-    kept: list[PendingRow] = []
-    dropped: list[PendingRow] = []
+) -> tuple[list[T], list[T]]:
+    """(kept, dropped) of `rows` (rows, or their indexes): a replayed row is dropped when
+    its event is stored, or when an earlier row of the same batch is the same event."""
+    kept: list[T] = []
+    dropped: list[T] = []
     seen = set(stored)
     for i, r in enumerate(rows):
         ident = identities.get(i)

@@ -30,18 +30,16 @@ from datetime import UTC, datetime
 from confluent_kafka import (
     OFFSET_INVALID,
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
 
 from analytics_core.client_cache import ClientDirectory
-from analytics_core.clients import LookupResult
-from analytics_core.reasons import Reason
+from analytics_core.dead_letter import DeadLetter
 from analytics_core.trace.topic_scan import read_messages
 from router import VERSION
-from router.accounting import DEAD_LETTERED, ROUTED, FateKey, window_of
+from router.accounting import DEAD_LETTERED, ROUTED
 from router.backoff import Backoff
 from router.backpressure import Budget, Change, Held, pause_change
 from router.buffers import Batch, ClientBuffers
@@ -49,13 +47,13 @@ from router.clickhouse_sink import Inserted, Outage, Rejected
 from router.commits import OffsetCommitter
 from router.config import RouterSettings
 from router.dead_letter_producer import DeadLetterProducer
-from router.decision import RawMessage, Retry
+from router.decision import RawMessage
 from router.failures import describe
 from router.flush_policy import FlushLimits, seal_due, under_pressure
 from router.kafka_consumer import consumer_config
 from router.metrics import RouterMetrics
 from router.offsets import OffsetTracker
-from router.processing import ProcessingContext, process_message
+from router.poll import PollRouter
 from router.rejection_policy import GiveUp, after_rejection, rejected_letters
 from router.replay_guard import CrashReplayGuard
 from router.writer import InFlightWrite, Writer
@@ -63,7 +61,8 @@ from router.writer import InFlightWrite, Writer
 log = logging.getLogger("router")
 
 CONSUME_BATCH = 2000
-BEHIND_FOR_S = 2.0  # a full poll, or a write this long, means a backlog for this long
+BEHIND_FOR_S = 2.0  # a full poll, or a lag of one, means a backlog for at least this long
+CAUGHT_UP_LAG = CONSUME_BATCH // 4  # messages left in Kafka when a backlog counts as gone
 LATENCY_SAMPLE = 8
 LAG_EVERY_S = 5.0
 
@@ -106,8 +105,13 @@ class Router:
         self.buffers = ClientBuffers()
         self.limits = FlushLimits.from_settings(rs)
         self.budget = Budget(rs.max_buffered_rows, rs.max_buffered_bytes)
-        # Catching up: a backlog in Kafka (full polls) or paused by back-pressure.
+        # Catching up: a backlog in Kafka (full polls, or a lag of a poll) or paused by
+        # back-pressure. When the lag of a backlog is gone, the next flush round writes every
+        # open buffer (`backlog_drained`, router.flush_policy).
         self.behind_until = 0.0
+        self.in_backlog = False
+        self.backlog_drained = False
+        self.consumed_to: dict[int, int] = {}  # partition -> next offset to process
         self.last_cache_refresh = 0.0
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
@@ -121,9 +125,14 @@ class Router:
         self.last_lag_check = 0.0
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
         self._inflight: InFlightWrite | None = None
-        # Accounting keeps each buffered message's fate key: one shared tuple per key.
-        self._fate_keys: dict[FateKey, FateKey] = {}
-        self._context = ProcessingContext(_now_iso(), VERSION, common.replay.keys())
+        self.poll_router = PollRouter(
+            self.topic,
+            self.buffers,
+            self.tracker,
+            self.directory.lookup,
+            common.replay.keys(),
+            VERSION,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def ready(self) -> bool:
@@ -177,10 +186,9 @@ class Router:
         now = time.monotonic()
         self._resume_due(now)
         msgs = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1)
-        if len(msgs) >= CONSUME_BATCH:
-            self.behind_until = now + BEHIND_FOR_S
         if msgs:
             self._process(msgs)
+        self._note_backlog(now, full=len(msgs) >= CONSUME_BATCH)
         self.letters.poll(0)
         self.letters.resend_undelivered()
         if self._inflight is not None and self._inflight.future.done():
@@ -200,83 +208,24 @@ class Router:
             self._update_lag()
 
     def _process(self, msgs: list[Message]) -> None:
-        # Hot path: names are bound to locals; one client lookup per client per poll
-        # (the memo lives for one poll, ~0.1 s, well inside the cache TTLs).
-        ctx = self._context = ProcessingContext(_now_iso(), VERSION, self._context.replay_keys)
-        received_ms = int(time.time() * 1000)
-        skip: set[int] = set()
-        m = self.metrics
-        consumed_messages = consumed_events = 0
-        accounting = self.accounting
-        window = window_of(received_ms)
-        directory_lookup = self.directory.lookup
-        memo: dict[str, LookupResult] = {}
-        fate_keys = self._fate_keys
-        if len(fate_keys) > 100_000:  # keys of past windows / gone clients
-            fate_keys.clear()
-
-        def lookup(client_id: str) -> LookupResult:
-            found = memo.get(client_id)
-            if found is None:
-                found = memo[client_id] = directory_lookup(client_id)
-            return found
-
-        seen = self.tracker.seen
-        add_row = self.buffers.add
+        result = self.poll_router.route(
+            msgs,  # type: ignore[arg-type]  # confluent_kafka.Message is a KafkaMessage
+            int(time.time() * 1000),
+            _now_iso(),
+            time.monotonic(),
+        )
+        self.consumed_to.update(result.positions)
+        for rewind in result.rewinds:
+            self._retry_later(self.topic, rewind.partition, rewind.offset, rewind.detail)
+        for raw, exc in result.unprocessable:
+            self._unprocessable(raw, exc)
         send_letter = self.letters.send
-        now_mono = time.monotonic()
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", extra={"error": str(err)})
-                continue
-            # Messages without an error always carry their coordinates.
-            partition: int = msg.partition()  # type: ignore[assignment]
-            if partition in skip:
-                continue
-            offset: int = msg.offset()  # type: ignore[assignment]
-            topic: str = msg.topic()  # type: ignore[assignment]
-            value = msg.value()
-            raw = RawMessage(
-                topic,
-                partition,
-                offset,
-                value,
-                msg.headers(),  # type: ignore[arg-type]  # list of (str, bytes | None)
-                received_ms,
-            )
-            fates = process_message(raw, lookup, ctx, msg.timestamp()[1])
-            if isinstance(fates, Retry):
-                self._retry_later(topic, partition, offset, fates.detail)
-                memo.clear()
-                skip.add(partition)
-                continue
-            if fates.unprocessable is not None:
-                self._unprocessable(raw, fates.unprocessable)
-            events = fates.events
-            consumed_messages += 1
-            consumed_events += events
-            seen((topic, partition), offset, events)
-            keys: list[FateKey] = []
-            for routed in fates.rows:
-                if accounting is not None:
-                    key = (routed.client_id, ROUTED, "", window)
-                    keys.append(fate_keys.setdefault(key, key))  # one tuple per client
-                row = routed.row
-                add_row(routed.database, routed.client_id, row, now_mono, row.memory())
-            for letter in fates.letters:
-                if accounting is not None:
-                    keys.append(
-                        (letter.client_id or "", DEAD_LETTERED, letter.reason.value, window)
-                    )
-                send_letter(value, letter, partition, offset)
-            if accounting is not None:
-                accounting.record(partition, offset, keys)
-        if consumed_messages:
+        for item in result.letters:
+            send_letter(item.value, item.letter, item.partition, item.offset)
+        if result.messages:
             self.registry_backoff.reset()
-        m.messages_consumed.inc(consumed_messages)
-        m.events_consumed.inc(consumed_events)
+        self.metrics.messages_consumed.inc(result.messages)
+        self.metrics.events_consumed.inc(result.events)
 
     def _unprocessable(self, raw: RawMessage, exc: BaseException) -> None:
         self.metrics.unprocessable.labels(error=type(exc).__name__).inc()
@@ -313,10 +262,45 @@ class Router:
         self.retry_paused[partition] = time.monotonic() + delay
         self.metrics.retries.labels(kind="registry").inc()
 
-    def _letter_delivered(self, partition: int, offset: int) -> None:
-        self.tracker.ack((self.topic, partition), offset)
+    def _letter_delivered(self, partition: int, offset: int, letter: DeadLetter) -> None:
+        self.tracker.ack(
+            (self.topic, partition),
+            offset,
+            letter.client_id or "",
+            DEAD_LETTERED,
+            letter.reason.value,
+        )
 
     # ------------------------------------------------------------------ flushing
+    def _note_backlog(self, now: float, *, full: bool) -> None:
+        """A full poll or a lag of a poll's messages is a backlog (catch-up rules for at
+        least `BEHIND_FOR_S`); a lag under `CAUGHT_UP_LAG` after one means it is drained."""
+        lag = self._kafka_lag()
+        if full or lag >= CONSUME_BATCH:
+            self.behind_until = now + BEHIND_FOR_S
+            self.in_backlog = True
+        elif self.in_backlog and lag < CAUGHT_UP_LAG:
+            self.in_backlog = False
+            self.backlog_drained = True
+        self._catching_up(now)
+
+    def _kafka_lag(self) -> int:
+        """Messages in Kafka past what this router consumed (high watermarks as of the last
+        fetch: no broker round trip)."""
+        lag = 0
+        for p in self.assigned:
+            consumed = self.consumed_to.get(p)
+            if consumed is None:
+                continue
+            try:
+                hi = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), cached=True
+                )[1]
+            except KafkaException:
+                continue
+            lag += max(0, hi - consumed)
+        return lag
+
     def _catching_up(self, now: float) -> bool:
         behind = self.paused_all or now < self.behind_until
         self.metrics.catching_up.set(1 if behind else 0)
@@ -353,12 +337,19 @@ class Router:
                 now,
                 catching_up=self._catching_up(now),
                 paused=self.paused_all,
+                caught_up=self.backlog_drained,
             )
+            self.backlog_drained = False
         batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
         if not batches:
             self.committer.commit()
             return
-        stale = self.guard.high_water_to_commit(r for b in batches for r in b.rows)
+        highest: dict[int, int] = {}
+        for b in batches:
+            for partition, (_lo, hi, _n) in b.spans.items():
+                if hi > highest.get(partition, -1):
+                    highest[partition] = hi
+        stale = self.guard.high_water_to_commit(highest)
         if stale and not self.committer.commit(include=stale):
             # Kafka did not record how far rows may reach ClickHouse: inserting now could
             # leave rows a new owner would not know to skip. The rows wait (an outage).
@@ -371,20 +362,14 @@ class Router:
     def _finish_write(self, *, commit: bool = True) -> None:
         assert self._inflight is not None
         results = self._inflight.future.result()
-        started = self._inflight.started
         self._inflight = None
-        now = time.monotonic()
-        if now - started >= BEHIND_FOR_S:
-            # The writer, not Kafka, is behind (many clients, each INSERT a part): also
-            # a backlog, worth fewer, bigger INSERTs.
-            self.behind_until = now + BEHIND_FOR_S
         outage: list[Batch] = []
         last_outage: Outage | None = None
         for res in results:
-            for r in res.dropped:
-                self.tracker.ack((self.topic, r.partition), r.offset)
+            if res.dropped:
+                self._stored_already(res.batch, res.dropped)
             if isinstance(res.outcome, Inserted):
-                self._inserted(res.batch, res.outcome, res.ingested_ms)
+                self._inserted(res.batch, res.outcome, res.visible_ms)
             elif isinstance(res.outcome, Outage):
                 outage.append(res.batch)
                 last_outage = res.outcome
@@ -413,20 +398,26 @@ class Router:
             b.next_attempt_at = self.outage_until
             self.buffers.park_for_retry(b)
 
-    def _inserted(self, batch: Batch, outcome: Inserted, ingested_ms: int) -> None:
+    def _stored_already(self, batch: Batch, dropped: list[tuple[int, int]]) -> None:
+        """Rows the writer found stored (a crash or dead-letter replay, out of the batch
+        now): their fate is durable, routed."""
+        for partition, offset in dropped:
+            self.tracker.ack((self.topic, partition), offset, batch.client_id, ROUTED)
+
+    def _inserted(self, batch: Batch, outcome: Inserted, visible_ms: int) -> None:
         m = self.metrics
         m.batch_rows.observe(outcome.rows)
         m.insert_seconds.observe(outcome.seconds)
         m.events_routed.labels(client_id=batch.client_id).inc(outcome.rows)
+        client_id = batch.client_id
+        for seg, n in batch.rows.segments().items():
+            seg.done(n, client_id, ROUTED)
+        # Latency is sampled (1 row in LATENCY_SAMPLE): percentiles stay exact enough and
+        # the loop stays cheap. Visible = the INSERT acknowledged.
         observe = m.e2e_latency.observe
-        ack = self.tracker.ack
-        topic = self.topic
-        for i, r in enumerate(batch.rows):
-            ack((topic, r.partition), r.offset)
-            # Latency is sampled (1 row in LATENCY_SAMPLE): percentiles stay exact enough
-            # and the hot path stays cheap.
-            if i % LATENCY_SAMPLE == 0 and r.produced_ms > 0:
-                observe(max(0.0, (ingested_ms - r.produced_ms) / 1000))
+        for produced in batch.rows.produced_ms[::LATENCY_SAMPLE]:
+            if produced > 0:
+                observe(max(0.0, (visible_ms - produced) / 1000))
         if batch.attempts:
             log.info(
                 "batch inserted after retry",
@@ -503,19 +494,15 @@ class Router:
             now_iso=_now_iso(),
             router_version=VERSION,
         )
-        for item in letters:
-            if self.accounting is not None:
-                self.accounting.reclassify(
-                    item.partition, item.offset, batch.client_id, Reason.DESTINATION_ERROR.value
-                )
+        for item in letters:  # each acknowledges its row's part when delivered
             self.letters.send(item.value, item.letter, item.partition, item.offset)
 
     def _read_originals(self, batch: Batch) -> dict[tuple[int, int], bytes | None] | None:
         """The original messages of a batch's rows, read back from the (uncommitted) topic;
         None when Kafka can not be read now (the batch is retried later)."""
         wanted: dict[int, set[int]] = {}
-        for r in batch.rows:
-            wanted.setdefault(r.partition, set()).add(r.offset)
+        for partition, offset in zip(batch.rows.partitions, batch.rows.offsets, strict=True):
+            wanted.setdefault(partition, set()).add(offset)
         try:
             return read_messages(self.rs.common.kafka, self.topic, wanted)
         except KafkaException as exc:

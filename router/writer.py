@@ -27,7 +27,6 @@ from router.replay_guard import (
     replay_identities,
     suspect_spans,
 )
-from router.rows import PendingRow
 
 log = logging.getLogger("router")
 
@@ -36,8 +35,10 @@ log = logging.getLogger("router")
 class WriteResult:
     batch: Batch
     outcome: Inserted | Outage | Rejected
-    ingested_ms: int
-    dropped: list[PendingRow] = field(default_factory=list)  # already stored: ack, no insert
+    ingested_ms: int  # when its INSERT started: the rows' ingested_at
+    # (partition, offset) of rows found stored already: acked without an insert
+    dropped: list[tuple[int, int]] = field(default_factory=list)
+    visible_ms: int = 0  # when the INSERT was acknowledged: the rows became visible
 
 
 @dataclass
@@ -63,22 +64,22 @@ class Writer:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
 
     def submit(self, batches: list[Batch], suspect: dict[int, SuspectRange]) -> InFlightWrite:
-        ingested_ms = int(time.time() * 1000)
         return InFlightWrite(
-            self._writer.submit(self._write, batches, ingested_ms, suspect),
+            self._writer.submit(self._write, batches, suspect),
             rows=sum(len(b.rows) for b in batches),
             nbytes=sum(b.nbytes for b in batches),
             started=time.monotonic(),
         )
 
-    def _write(
-        self, batches: list[Batch], ingested_ms: int, suspect: dict[int, SuspectRange]
-    ) -> list[WriteResult]:
+    def _write(self, batches: list[Batch], suspect: dict[int, SuspectRange]) -> list[WriteResult]:
         def one(batch: Batch) -> WriteResult:
             sink = self._sinks.get()
             try:
-                result = WriteResult(batch, Inserted(0, 0.0), ingested_ms)
+                # ingested_at is when this batch's INSERT starts (a write of many batches
+                # runs them a few at a time), so latency from it is honest.
+                result = WriteResult(batch, Inserted(0, 0.0), int(time.time() * 1000))
                 result.outcome = self._insert(sink, result, suspect)
+                result.visible_ms = int(time.time() * 1000)
                 return result
             finally:
                 self._sinks.put(sink)
@@ -93,7 +94,7 @@ class Writer:
             outage = self._drop_stored(sink, result, suspect)
             if outage is not None:
                 return outage
-            if not batch.rows:
+            if not len(batch.rows):
                 return Inserted(0, 0.0)
         return sink.insert(batch, result.ingested_ms)
 
@@ -101,8 +102,9 @@ class Writer:
         self, sink: ClickHouseSink, result: WriteResult, suspect: dict[int, SuspectRange]
     ) -> Outage | None:
         batch = result.batch
+        block = batch.rows
         if suspect:
-            spans = suspect_spans(batch.rows, suspect)
+            spans = suspect_spans(block.partitions, block.offsets, suspect)
             present: set[tuple[int, int, int]] = set()
             for partition, span in spans.items():
                 found = sink.existing_rows(
@@ -112,29 +114,41 @@ class Writer:
                     return found
                 present |= found
             if present:
-                kept: list[PendingRow] = []
-                for r in batch.rows:
-                    in_table = (r.partition, r.offset, r.batch_index) in present
-                    (result.dropped if in_table else kept).append(r)
-                batch.rows = kept
+                stored_rows = [
+                    i
+                    for i, row in enumerate(
+                        zip(block.partitions, block.offsets, block.batch_indexes, strict=True)
+                    )
+                    if row in present
+                ]
+                self._drop(result, stored_rows)
                 log.info(
                     "skipped rows already inserted before a restart",
-                    extra={"client_id": batch.client_id, "rows": len(result.dropped)},
+                    extra={"client_id": batch.client_id, "rows": len(stored_rows)},
                 )
-        identities = replay_identities(batch.rows)
-        if identities:
+        block = batch.rows
+        if block.origins:
+            identities = replay_identities(block.rows())
             stored = sink.stored_identities(batch.database, set(identities.values()))
             if isinstance(stored, Outage):
                 return stored
-            kept, dropped = drop_stored_replays(batch.rows, identities, stored)
+            _kept, dropped = drop_stored_replays(range(len(block)), identities, stored)
             if dropped:
-                batch.rows = kept
-                result.dropped += dropped
+                self._drop(result, dropped)
                 log.info(
                     "skipped replayed events already stored",
                     extra={"client_id": batch.client_id, "rows": len(dropped)},
                 )
         return None
+
+    @staticmethod
+    def _drop(result: WriteResult, indexes: list[int]) -> None:
+        """Rows at `indexes` are stored already: out of the batch, acked by the consumer
+        thread (which adjusts the batch's segment counts)."""
+        block = result.batch.rows
+        gone = set(indexes)
+        result.dropped += [(block.partitions[i], block.offsets[i]) for i in indexes]
+        result.batch.replace_rows(block.keeping(i for i in range(len(block)) if i not in gone))
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from analytics_core.event_contract import Origin, ValidEvent
 from analytics_core.settings import Settings
-from router.buffers import Batch, dedup_token
+from router.buffers import Batch
 from router.clickhouse_sink import ClickHouseSink, Inserted, Rejected
 from router.decision import Routed
 from router.rows import PendingRow, pending_row
@@ -15,7 +17,13 @@ from tests.conftest import ch_scalar
 pytestmark = pytest.mark.integration
 
 
-def rows(client_id: str, database: str, n: int, first_offset: int = 0) -> list[PendingRow]:
+def rows(
+    client_id: str,
+    database: str,
+    n: int,
+    first_offset: int = 0,
+    timestamp_ms: Callable[[int], int] = lambda i: 1795771200000 + i,
+) -> list[PendingRow]:
     out = []
     for i in range(n):
         off = first_offset + i
@@ -26,7 +34,7 @@ def rows(client_id: str, database: str, n: int, first_offset: int = 0) -> list[P
             f"00000000-0000-4000-8000-{off:012d}",
             False,
             "pv",
-            1795771200000 + i,
+            timestamp_ms(i),
             None,
             "u",
             b'{"url": "/p/%d", "nested": {"a": [1]}, "big": 123456789012345678901234567890}' % i,
@@ -38,8 +46,7 @@ def rows(client_id: str, database: str, n: int, first_offset: int = 0) -> list[P
 
 def test_retried_batch_with_the_same_token_is_stored_once(stack: Settings, make_client) -> None:  # type: ignore[no-untyped-def]
     c = make_client("sink")
-    batch_rows = rows(c.client_id, c.database, 500)
-    batch = Batch(c.database, c.client_id, batch_rows, dedup_token(c.database, batch_rows))
+    batch = Batch.from_rows(c.database, c.client_id, rows(c.client_id, c.database, 500))
     sink = ClickHouseSink(stack.clickhouse, "t")
     try:
         assert isinstance(sink.insert(batch, 1795771201000), Inserted)
@@ -64,7 +71,7 @@ def test_missing_database_is_a_rejection_not_an_outage(stack: Settings) -> None:
     sink = ClickHouseSink(stack.clickhouse, "t")
     try:
         r = rows("ghost", "client_does_not_exist_db", 3)
-        outcome = sink.insert(Batch("client_does_not_exist_db", "ghost", r, "tok"), 0)
+        outcome = sink.insert(Batch.from_rows("client_does_not_exist_db", "ghost", r), 0)
     finally:
         sink.close()
     assert isinstance(outcome, Rejected) and outcome.code == 81
@@ -78,10 +85,9 @@ def test_a_batch_spanning_hundreds_of_months_is_inserted_not_an_endless_outage(
     1970..2299 made ClickHouse refuse the batch with code 252 ("too many partitions"), which
     the sink must treat as an overload, so every client stalled. Now it is inserted."""
     c = make_client("sink")
-    batch_rows = rows(c.client_id, c.database, 300)
-    for i, r in enumerate(batch_rows):  # one month apart: 300 partitions in one INSERT
-        r.line = r.line.replace(b",1795771200", f",{i * 2_700_000}".encode(), 1)
-    batch = Batch(c.database, c.client_id, batch_rows, dedup_token(c.database, batch_rows))
+    # One month apart: 300 partitions in one INSERT.
+    batch_rows = rows(c.client_id, c.database, 300, timestamp_ms=lambda i: i * 2_700_000_000)
+    batch = Batch.from_rows(c.database, c.client_id, batch_rows)
     sink = ClickHouseSink(stack.clickhouse, "t")
     try:
         assert isinstance(sink.insert(batch, 1795771201000), Inserted)

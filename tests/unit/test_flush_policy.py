@@ -93,3 +93,40 @@ def test_a_paused_router_writes_down_below_the_resume_level_whatever_the_wait() 
     sealed = seal_due(b, LIMITS, now=1.0, catching_up=True, paused=True)
     # Down to flush_bytes / 2 = 1/3 of the budget: below the 1/2 at which consumption resumes.
     assert len(sealed) == 1 and b.open_bytes == 4000
+
+
+def test_while_catching_up_clients_are_written_in_bigger_inserts() -> None:
+    limits = FlushLimits(100, 5.0, 30.0, flush_rows=10**6, flush_bytes=10**9, catchup_min_rows=500)
+    b = ClientBuffers()
+    fill(b, "client_a", 400, at=0.0)
+    fill(b, "client_b", 500, at=0.0)
+    [batch] = seal_due(b, limits, now=1.0, catching_up=True)  # 400 < 500: a waits
+    assert batch.database == "client_b" and b.open_rows == 400
+    [batch] = seal_due(b, limits, now=1.0, catching_up=False)  # normal rules again
+    assert batch.database == "client_a"
+
+
+def test_when_a_backlog_is_drained_every_open_buffer_is_written() -> None:
+    b = ClientBuffers()
+    fill(b, "client_a", 3, at=9.0)
+    fill(b, "client_b", 1, at=9.5)
+    assert seal_due(b, LIMITS, now=10.0, catching_up=False) == []  # young and small
+    sealed = seal_due(b, LIMITS, now=10.0, catching_up=False, caught_up=True)
+    assert sorted(x.database for x in sealed) == ["client_a", "client_b"] and b.open_rows == 0
+
+
+def test_no_row_waits_longer_than_the_wait_for_its_insert_to_start() -> None:
+    limits = FlushLimits(100, 5.0, 30.0, flush_rows=10**6, flush_bytes=10**9, round_s=1.0)
+    b = ClientBuffers()
+    fill(b, "client_a", 1, at=0.0)
+    assert seal_due(b, limits, now=3.9, catching_up=False) == []
+    # The round after this one would come at 5.0 + up to a second: seal at 4 s.
+    [batch] = seal_due(b, limits, now=4.0, catching_up=False)
+    assert batch.database == "client_a"
+
+
+def test_limits_from_settings_carry_the_catch_up_rows_and_the_round() -> None:
+    rs = RouterSettings(client_min_rows=1000, catchup_min_rows=50_000, flush_interval_s=0.5)
+    limits = FlushLimits.from_settings(rs)
+    assert limits.rows(catching_up=True) == 50_000 and limits.rows(catching_up=False) == 1000
+    assert limits.round_s == 0.5

@@ -32,12 +32,12 @@ def row(partition: int, offset: int, *, origin: Origin | None = None, n: int = 0
 
 def test_high_water_is_committed_before_rows_can_reach_clickhouse() -> None:
     g = CrashReplayGuard()
-    assert g.high_water_to_commit([row(0, 5), row(0, 9), row(1, 3)]) == {0, 1}
+    assert g.high_water_to_commit({0: 9, 1: 3}) == {0, 1}  # rows up to 0:9 and 1:3
     assert g.commit_metadata(0, 5) == "hw=9" and g.commit_metadata(0, 10) is None
     g.committed(0, 5, "hw=9")
     g.committed(1, 3, "hw=3")
-    assert g.high_water_to_commit([row(0, 8)]) == set()  # nothing new past what Kafka has
-    assert g.high_water_to_commit([row(0, 12)]) == {0}
+    assert g.high_water_to_commit({0: 8}) == set()  # nothing new past what Kafka has
+    assert g.high_water_to_commit({0: 12}) == {0}
 
 
 def test_an_unclean_stop_marks_the_span_suspect_until_the_commit_passes_it() -> None:
@@ -46,9 +46,8 @@ def test_an_unclean_stop_marks_the_span_suspect_until_the_commit_passes_it() -> 
     assert g.assigned(2, 100, "hw=140")
     assert g.suspect == {2: SuspectRange(100, 140)} and 120 in g.suspect[2]
     snapshot = g.snapshot()
-    spans = suspect_spans(
-        [row(2, 99), row(2, 101), row(2, 130), row(2, 141), row(0, 120)], snapshot
-    )
+    rows = [row(2, 99), row(2, 101), row(2, 130), row(2, 141), row(0, 120)]
+    spans = suspect_spans([r.partition for r in rows], [r.offset for r in rows], snapshot)
     assert spans == {2: SuspectRange(101, 130)}
     g.committed(2, 120, "hw=140")
     assert 2 in g.suspect

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import orjson
+
 from analytics_core.event_contract import Origin, ValidEvent
 from analytics_core.reasons import Reason
 from router.backoff import Backoff, delay_for_attempt
 from router.backpressure import Budget, Change, Held, pause_change
-from router.buffers import Batch, dedup_token
+from router.buffers import Batch
 from router.config import RouterSettings
 from router.decision import Routed
 from router.kafka_consumer import consumer_config
 from router.rejection_policy import GiveUp, RetryBatch, after_rejection, rejected_letters
-from router.rows import pending_row
+from router.rows import pending_row, read_row
 
 T = "shared_raw_events"
 
@@ -32,13 +34,15 @@ def test_rejected_rows_carry_their_original_bytes_or_say_they_could_not() -> Non
         return pending_row(Routed("c", "db", ev, Origin(T, 0, offset), 3), T, 0, offset, 0, 1)
 
     rows = [row(4), row(5)]
-    batch = Batch("db", "c", rows, dedup_token("db", rows))
+    batch = Batch.from_rows("db", "c", rows)
     letters = rejected_letters(
         batch, {(0, 4): b"orig"}, topic=T, detail="d", now_iso="now", router_version="v"
     )
     kept, gone = letters
     assert kept.value == b"orig" and kept.letter.detail == "d" and kept.offset == 4
-    assert gone.value == rows[1].line + b"]" and "no longer in Kafka" in gone.letter.detail
+    assert gone.value == read_row(rows[1].line).as_json()  # the routed row, as JSON
+    assert orjson.loads(gone.value or b"")["kafka_offset"] == 5
+    assert "no longer in Kafka" in gone.letter.detail
     for item in letters:
         assert item.letter.reason is Reason.DESTINATION_ERROR and item.letter.attempt == 3
         assert item.letter.batch_index == 1 and item.letter.client_id == "c"

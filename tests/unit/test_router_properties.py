@@ -1,6 +1,7 @@
 """Property-based tests of the router's pure path: for ANY bytes and ANY headers, one
-message gives an outcome (rows and/or dead letters), never an exception, and the rows it
-encodes are valid JSONCompactEachRow with the producer's properties text unchanged."""
+message gives an outcome (rows and/or dead letters), never an exception, the rows it
+encodes are valid RowBinary rows of every column with the producer's properties text
+unchanged, and the hot path (router.poll) gives it exactly the same fates."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from analytics_core.clients import ClientFound, ClientMissing, ClientRecord, ClientStatus
 from analytics_core.dead_letter import REPLAY_FIELDS, REPLAY_SIGNATURE, ReplayKeys
 from analytics_core.event_contract import hash_api_key
+from router.buffers import RowBlock
 from router.decision import RawMessage
 from router.processing import MessageFates, ProcessingContext, process_message
-from router.rows import encode_batch
+from router.rows import read_row
+from tests.unit.router_messages import assert_paths_agree
 
 # Hypothesis keeps caches in ./.hypothesis by default: not in the work tree.
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "analytics-pipeline-hypothesis")
@@ -109,8 +112,22 @@ def run(value: bytes | None, hdrs: list[tuple[str, bytes | None]] | None) -> Mes
 def check_rows(fates: MessageFates) -> None:
     for routed in fates.rows:
         assert routed.database == "client_acme"  # only the authenticated tenant
-        values: list[Any] = orjson.loads(encode_batch([routed.row], 1_000, 'r"1'))
-        assert len(values) == 16
+        line = routed.row.line
+        values = read_row(line)  # reads back whole: every column, nothing after
+        assert (values.partition, values.offset, values.topic) == (1, 42, "raw")
+        block = RowBlock("client_acme", "acme")
+        block.add(line, 1, 42, values.batch_index, 0, None)
+        assert block.data() == line
+
+
+def _message(doc: dict[str, Any], batch: bool) -> tuple[bytes, bytes]:
+    """(message value, properties text): the stdlib encoder writes big integers too, and
+    spaces orjson would not write."""
+    props = json.dumps(doc.get("properties"), indent=1).encode()
+    raw = json.dumps({k: v for k, v in doc.items() if k != "properties"}).encode()
+    if "properties" in doc:
+        raw = raw[:-1] + (b',"properties":' if len(raw) > 2 else b'"properties":') + props + b"}"
+    return (b"[" + raw + b"," + raw + b"]" if batch else raw), props
 
 
 @PROFILE
@@ -126,16 +143,11 @@ def test_any_bytes_and_headers_give_an_outcome(
 def test_any_event_like_document_gives_an_outcome_and_exact_properties(
     doc: dict[str, Any], batch: bool, hdrs: list[tuple[str, bytes | None]] | None
 ) -> None:
-    # The stdlib encoder: big integers too, and spaces orjson would not write.
-    props = json.dumps(doc.get("properties"), indent=1).encode()
-    raw = json.dumps({k: v for k, v in doc.items() if k != "properties"}).encode()
-    if "properties" in doc:
-        raw = raw[:-1] + (b',"properties":' if len(raw) > 2 else b'"properties":') + props + b"}"
-    value = b"[" + raw + b"," + raw + b"]" if batch else raw
+    value, props = _message(doc, batch)
     fates = run(value, hdrs)
     check_rows(fates)
     for routed in fates.rows:
-        assert b"," + props + b"," in routed.row.line  # the producer's text, unchanged
+        assert read_row(routed.row.line).properties == props  # the producer's text, unchanged
 
 
 @PROFILE
@@ -143,3 +155,26 @@ def test_any_event_like_document_gives_an_outcome_and_exact_properties(
 def test_valid_events_cut_or_spliced_anywhere_give_an_outcome(value: bytes, cut: int) -> None:
     good = orjson.dumps(base_event)
     check_rows(run(good[:cut] + value + good[cut:], None))
+
+
+@PROFILE
+@given(doc=event_docs, batch=st.booleans(), hdrs=headers)
+def test_the_hot_path_gives_any_event_like_document_the_reference_fates(
+    doc: dict[str, Any], batch: bool, hdrs: list[tuple[str, bytes | None]] | None
+) -> None:
+    assert_paths_agree(_message(doc, batch)[0], hdrs)
+
+
+@PROFILE
+@given(value=st.none() | st.binary(max_size=2000), hdrs=headers)
+def test_the_hot_path_gives_any_bytes_the_reference_fates(
+    value: bytes | None, hdrs: list[tuple[str, bytes | None]] | None
+) -> None:
+    assert_paths_agree(value, hdrs)
+
+
+@PROFILE
+@given(value=st.binary(max_size=300), cut=st.integers(min_value=0, max_value=400))
+def test_the_hot_path_gives_spliced_events_the_reference_fates(value: bytes, cut: int) -> None:
+    good = orjson.dumps(base_event)
+    assert_paths_agree(good[:cut] + value + good[cut:], None)
