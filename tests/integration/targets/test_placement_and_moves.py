@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from analytics_core.moves import store
 from analytics_core.moves.copy import FENCED_TABLE
 from analytics_core.moves.plan import Step
 from analytics_core.moves.run import Abandoned, Moved, MoveOptions, abandon_move, move_client
+from analytics_core.ops_schema import ensure_ops_schema
 from analytics_core.settings import REPO_ROOT, Settings
 from analytics_core.trace.model import TraceReport
 from analytics_core.trace.run import trace_event
@@ -407,3 +409,90 @@ def test_the_dagster_job_moves_a_client_launched_for_its_partition(
     [done] = store.moves_of(registry_conn, client_id)
     assert done.step == Step.DONE and done.requested_by == "ops@example.com"
     assert done.dagster_run_id == result.run_id
+
+
+def test_reconciliation_reads_accounting_on_default_and_rows_on_the_clients_target(
+    two_targets: TwoTargets,
+) -> None:
+    """The same accounting and rows for a client on `default` (one ASOF join there) and one on
+    ch2 (its ranges shipped to ch2 as an external table): the reports agree, and a row
+    missing on ch2 is found missing."""
+    from analytics_core.reconciliation.model import Report
+    from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
+
+    t = two_targets
+    here, here_db = _active(t, "default", "rc")
+    there, there_db = _active(t, "ch2", "rc")
+    group = unique_id("rc-group")
+    hour = (int(time.time()) // 3600 - 2) * 3600  # a closed window, two hours ago
+    received = datetime.fromtimestamp(hour + 60, UTC)
+    ensure_ops_schema(t.settings)
+    ops = t.ch("default")
+    try:
+        counts = {f"{here}|routed||{hour}": 10, f"{there}|routed||{hour}": 10}
+        ops.insert(
+            "pipeline_ops.router_consumption",
+            [[group, "shared_raw_events", 0, 100, 110, 20, 20, counts, "test"]],
+            column_names=[
+                "consumer_group",
+                "topic",
+                "partition",
+                "first_offset",
+                "next_offset",
+                "messages",
+                "events",
+                "counts",
+                "router_instance",
+            ],
+        )
+    finally:
+        ops.close()
+    for target, database in (("default", here_db), ("ch2", there_db)):
+        ch = t.ch(target)
+        try:
+            ch.insert(
+                f"`{database}`.events_base",
+                [
+                    [
+                        uuid.uuid4(),
+                        "e",
+                        received,
+                        "u",
+                        "{}",
+                        "shared_raw_events",
+                        0,
+                        100 + k,
+                        0,
+                        0,
+                        100 + k,
+                        0,
+                        received,
+                        received,
+                        "test",
+                    ]
+                    for k in range(10)
+                ],
+                column_names=[c for c in EVENT_COLUMNS if c != "sent_at"],
+            )
+        finally:
+            ch.close()
+    opts = ReconciliationOptions(grace_s=0, lookback_hours=4, groups=(group,))
+
+    def report(client_id: str) -> Report:
+        with open_connections(t.settings) as c:
+            found = reconcile_client(c, client_id, opts)
+        assert isinstance(found, Report), found
+        return found
+
+    on_default, on_ch2 = report(here), report(there)
+    assert on_default.passed and on_ch2.passed, (on_default.problems, on_ch2.problems)
+    assert on_default.totals() == on_ch2.totals()
+    assert on_ch2.totals()["rows_found"] == on_ch2.totals()["routed"] == 10
+
+    ch2 = t.ch("ch2")
+    try:
+        ch2.command(f"DELETE FROM `{there_db}`.events_base WHERE kafka_offset = 105")
+    finally:
+        ch2.close()
+    broken = report(there)
+    assert not broken.passed and broken.totals()["missing"] == 1
