@@ -220,6 +220,7 @@ class Authenticator:
         self._directory = directory
         self._executor = executor
         self._front: dict[str, tuple[AuthOutcome, float]] = {}
+        self._resolving: dict[str, asyncio.Future[AuthOutcome]] = {}
         self._hashes: dict[str, str] = {}
         self._front_ttl_s = front_ttl_s
         self._max_front = max_front
@@ -238,8 +239,20 @@ class Authenticator:
         hit = self._front.get(key_hash)
         if hit is not None and now - hit[1] < self._front_ttl_s:
             return hit[0]
+        # One lookup per key at a time: the requests of a busy client that all find its
+        # verdict expired wait for the same lookup (queueing one each on the registry
+        # thread stalled them by tens of milliseconds every second).
+        running = self._resolving.get(key_hash)
+        if running is not None:
+            return await asyncio.shield(running)
         loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(self._executor, self._resolve, key_hash)
+        running = self._resolving[key_hash] = loop.run_in_executor(
+            self._executor, self._resolve, key_hash
+        )
+        try:
+            outcome = await asyncio.shield(running)
+        finally:
+            del self._resolving[key_hash]
         if not isinstance(outcome, AuthUnavailable):
             if len(self._front) >= self._max_front:
                 self._front.clear()

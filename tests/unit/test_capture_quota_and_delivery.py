@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import orjson
@@ -16,10 +18,18 @@ from analytics_core.clients import (
     ClientStatus,
     RegistryUnavailable,
 )
-from analytics_core.event_contract import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
+from analytics_core.event_contract import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, hash_api_key
 from analytics_core.quotas import Quota, QuotaError, StoredQuota, validate
 from analytics_core.settings import SettingsError
-from capture.auth import Authenticated, AuthUnavailable, KeyAmbiguous, KeyUnknown, Refused, verdict
+from capture.auth import (
+    Authenticated,
+    Authenticator,
+    AuthUnavailable,
+    KeyAmbiguous,
+    KeyUnknown,
+    Refused,
+    verdict,
+)
 from capture.chunks import message_value, pack
 from capture.config import CaptureSettings
 from capture.kafka_sink import Delivered, NotDelivered
@@ -156,3 +166,38 @@ def test_settings_defaults_and_fail_fast_errors() -> None:
         CaptureSettings.from_env({"CAPTURE_MAX_EVENT_BYTES": str(MAX_MESSAGE_BYTES)})
     with pytest.raises(SettingsError, match="CAPTURE_MAX_DECODED_BYTES"):
         CaptureSettings.from_env({"CAPTURE_MAX_DECODED_BYTES": "2048"})
+
+
+class CountingIndex:
+    """The write-key index's answer for one key, counting the lookups."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+
+    def client_for(self, key_hash: str) -> str:
+        self.lookups += 1
+        time.sleep(0.05)  # a lookup that takes a while (Redis, PostgreSQL)
+        return "acme"
+
+
+class ActiveDirectory:
+    def lookup(self, client_id: str) -> ClientFound:
+        return record(ClientStatus.ACTIVE, hash_api_key("k"))
+
+
+def test_concurrent_requests_of_one_key_share_one_registry_lookup() -> None:
+    async def scenario() -> None:
+        index = CountingIndex()
+        auth = Authenticator(
+            index,  # type: ignore[arg-type]
+            ActiveDirectory(),  # type: ignore[arg-type]
+            ThreadPoolExecutor(1),
+            front_ttl_s=0.2,
+        )
+        first = await asyncio.gather(*(auth.authenticate("k") for _ in range(50)))
+        assert index.lookups == 1 and all(isinstance(o, Authenticated) for o in first)
+        await asyncio.sleep(0.3)  # the verdict expired: looked up again, once
+        await asyncio.gather(*(auth.authenticate("k") for _ in range(50)))
+        assert index.lookups == 2
+
+    asyncio.run(scenario())
