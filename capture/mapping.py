@@ -250,21 +250,32 @@ def canonical_json(raw: bytes | Raw, overrides: dict[str, Any]) -> bytes:
         return bytes(raw)
 
 
-def event_id(client_id: str, message_id: object, content: Callable[[], bytes]) -> str:
-    """The event id of a message (see the module docstring); `content` gives its canonical
-    JSON and is only called for a message without an id."""
-    if isinstance(message_id, int) and not isinstance(message_id, bool):
-        message_id = str(message_id)
-    if type(message_id) is str and message_id:
-        if len(message_id) > MAX_ID_CHARS:
-            raise Unmappable("invalid_event", f"message id is longer than {MAX_ID_CHARS}")
+def event_id(
+    client_id: str, message_id: object, raw: bytes | Raw, implied_type: object = UNSET
+) -> str:
+    """The event id of a message (see the module docstring). An id-less message's comes
+    from its canonical JSON: `raw` as sent, with the type its endpoint implies if any."""
+    if type(message_id) is str and 0 < len(message_id) <= MAX_ID_CHARS:
         if len(message_id) == 36 and UUID_TEXT.fullmatch(message_id):
             return message_id.lower()
         return uuid5(f"{client_id}/{message_id}")
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        return uuid5(f"{client_id}/{message_id}")
+    if type(message_id) is str and len(message_id) > MAX_ID_CHARS:
+        raise Unmappable("invalid_event", f"message id is longer than {MAX_ID_CHARS}")
     if message_id is not None and message_id is not UNSET and message_id != "":
         raise Unmappable("invalid_event", "message id must be a string")
-    digest = hashlib.sha256(content()).hexdigest()
+    implied = {} if implied_type is UNSET else {"type": implied_type}
+    digest = hashlib.sha256(canonical_json(raw, implied)).hexdigest()
     return uuid5(f"{client_id}/sha256:{digest}")
+
+
+def keep_fields(props: dict[str, Raw], extras: dict[str, Raw], secrets: frozenset[str]) -> None:
+    """A message's fields its struct does not know, kept inside `properties`: under their
+    own name when it starts with `$`, else as `$<name>`; credentials are never kept."""
+    for field, value in extras.items():
+        if field not in secrets:
+            props[field if field.startswith("$") else "$" + field] = value
 
 
 def time_ms(value: object, field: str) -> int | None:

@@ -22,23 +22,20 @@ from msgspec import UNSET, Raw, UnsetType
 
 from capture.body import BodyProblem, invalid_json
 from capture.mapping import (
-    MAX_ID_CHARS,
     NOT_AN_OBJECT,
-    UUID_TEXT,
     ContractEvent,
     Item,
     MapContext,
     Parsed,
     Unmappable,
-    canonical_json,
     decode_messages,
     decode_value,
     event_id,
     finish,
     identity,
+    keep_fields,
     one_key,
     time_ms,
-    uuid5,
 )
 
 BATCH_PATHS = frozenset({"batch", "e", "capture", "track", "i/v0/e"})
@@ -167,24 +164,11 @@ def map_item(item: PostHogItem, ctx: MapContext) -> ContractEvent:
     if msg.set_once is not UNSET:
         props["$set_once"] = msg.set_once
     if item.extras:
-        for field, value in item.extras.items():
-            if field not in _SECRETS:
-                props[field if field.startswith("$") else "$" + field] = value
-    ts = msg.timestamp
-    if type(ts) is datetime and ts.tzinfo is not None:
-        ts_ms: int | None = int(ts.timestamp() * 1000)
-    else:
-        ts_ms = time_ms(ts, "timestamp")
-    if ts_ms is None:
+        keep_fields(props, item.extras, _SECRETS)
+    ts = time_ms(msg.timestamp, "timestamp")
+    if ts is None:
         offset = msg.offset
         if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0:
-            ts_ms = ctx.received_ms - offset
-    mid = msg.uuid
-    if type(mid) is str and 0 < len(mid) <= MAX_ID_CHARS:
-        if len(mid) == 36 and UUID_TEXT.fullmatch(mid):
-            eid = mid.lower()
-        else:
-            eid = uuid5(f"{ctx.client_id}/{mid}")
-    else:
-        eid = event_id(ctx.client_id, mid, lambda: canonical_json(item.raw, {}))
-    return finish(ctx, eid, name, "event", user, None, "distinct_id", ts_ms, None, props)
+            ts = ctx.received_ms - offset
+    eid = event_id(ctx.client_id, msg.uuid, item.raw)
+    return finish(ctx, eid, name, "event", user, None, "distinct_id", ts, None, props)

@@ -22,23 +22,20 @@ from msgspec import UNSET, Raw, UnsetType
 
 from capture.body import BodyProblem, invalid_json
 from capture.mapping import (
-    MAX_ID_CHARS,
     NOT_AN_OBJECT,
-    UUID_TEXT,
     ContractEvent,
     Item,
     MapContext,
     Parsed,
     Unmappable,
-    canonical_json,
     decode_messages,
     encode_value,
     event_id,
     finish,
     identity,
+    keep_fields,
     one_key,
     time_ms,
-    uuid5,
 )
 
 EVENT_NAMES = {
@@ -201,43 +198,23 @@ def map_item(item: SegmentItem, ctx: MapContext) -> ContractEvent:
     if msg.originalTimestamp is not UNSET:
         props["$originalTimestamp"] = msg.originalTimestamp
     if item.extras:
-        for field, value in item.extras.items():
-            if field not in _SECRETS:
-                props[field if field.startswith("$") else "$" + field] = value
+        keep_fields(props, item.extras, _SECRETS)
     if user is not None and anonymous is not None:
         props["$anonymousId"] = encode_value(anonymous)
         anonymous = None
-    mid = msg.messageId
-    if type(mid) is str and 0 < len(mid) <= MAX_ID_CHARS:
-        if len(mid) == 36 and UUID_TEXT.fullmatch(mid):
-            eid = mid.lower()
-        else:
-            eid = uuid5(f"{ctx.client_id}/{mid}")
-    else:
-        eid = event_id(ctx.client_id, mid, lambda: _canonical(item))
-    ts = msg.timestamp
-    if type(ts) is datetime and ts.tzinfo is not None:
-        ts_ms: int | None = int(ts.timestamp() * 1000)
-    else:
-        ts_ms = time_ms(ts, "timestamp")
     sent = msg.sentAt
     return finish(
         ctx,
-        eid,
+        event_id(ctx.client_id, msg.messageId, item.raw, msg.type),
         name,
         "event",
         user,
         anonymous,
         "userId" if user is not None else "anonymousId",
-        ts_ms,
+        time_ms(msg.timestamp, "timestamp"),
         None if sent is UNSET else time_ms(sent, "sentAt"),
         props,
     )
 
 
 _SECRETS = frozenset({"writeKey", "write_key", "api_key", "token"})
-
-
-def _canonical(item: SegmentItem) -> bytes:
-    overrides = {} if item.msg.type is UNSET else {"type": item.msg.type}
-    return canonical_json(item.raw, overrides)
