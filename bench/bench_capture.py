@@ -54,8 +54,8 @@ from bench.capture_request_path import measure as measure_request_path
 REPO = Path(__file__).resolve().parents[1]
 TOPIC = "bench_capture_raw"
 VEGETA_HINT = (
-    "go install github.com/tsenart/vegeta/v12@v12.12.0 (binary in ~/go/bin or "
-    "~/.cache/analytics-pipeline/bin)"
+    "run bin/setup (bin/setup.d/40-capture.sh builds vegeta v12.12.0 into "
+    "~/.cache/analytics-pipeline/bin), or go install github.com/tsenart/vegeta/v12@v12.12.0"
 )
 
 
@@ -503,18 +503,25 @@ def compare_servers(duration: int, connections: int) -> list[str]:
     return lines
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.bench_capture",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
-    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--duration", type=positive, default=10, help="seconds per load run")
+    parser.add_argument("--connections", type=positive, default=64, help="wrk connections")
     parser.add_argument("--skip-servers", action="store_true", help="skip the server comparison")
     parser.add_argument(
         "--repeat",
-        type=int,
+        type=positive,
         default=3,
         help="maximum-rate runs per configuration, bare and capture alternating (default 3)",
     )
