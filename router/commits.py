@@ -7,7 +7,9 @@ Invariants:
   token: no accounting row, no commit, so the range stays open and is retried, and a range
   re-read after a crash replaces its row (the accounting is exact);
 - each commit carries the crash-replay guard's high-water metadata for its partition
-  (`router.replay_guard`), and the guard learns what Kafka recorded;
+  (`router.replay_guard`), and the guard learns what Kafka recorded; before rows are
+  inserted past what Kafka records, `record_high_water` commits it alone, at the
+  unchanged offsets (no accounting row needed, so it costs one Kafka round trip);
 - `committed` holds the last committed offset per partition: the consumer lag is counted
   from it (what a restart would read again).
 """
@@ -66,16 +68,35 @@ class OffsetCommitter:
         self._ops_ready = True
         return True
 
-    def commit(self, *, include: set[int] | None = None) -> bool:
-        """Commit what is durable; `include`: partitions whose high water must be recorded
-        even if their offset did not move (rows are about to be inserted). False when
-        something to commit could not be (accounting row or Kafka): it is retried later."""
+    def record_high_water(self, partitions: set[int]) -> bool:
+        """Rows of `partitions` are about to be inserted: commit the crash-replay guard's
+        high water for them at their unchanged offsets (the last committed one, else the
+        first consumed), so no accounting row is due. False when Kafka did not take it."""
+        topic = self.rs.common.kafka.raw_topic
+        tps = []
+        for p in sorted(partitions):
+            offset = self.committed.get(p, self.tracker.first_offset((topic, p)))
+            if offset is None:
+                continue  # nothing consumed: no row of it to insert
+            metadata = self.guard.commit_metadata(p, offset)
+            if metadata is not None:  # else the offset is past every row attempted already
+                tps.append(TopicPartition(topic, p, offset, metadata=metadata))
+        if not tps:
+            return True
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("high-water commit failed; will retry", extra={"error": str(exc)})
+            return False
+        for done in tps:
+            self.guard.committed(done.partition, done.offset, done.metadata)
+        return True
+
+    def commit(self) -> bool:
+        """Commit what is durable. False when something to commit could not be (accounting
+        row or Kafka): it is retried later."""
         self.last_round = time.monotonic()
         offsets = self.tracker.committable()
-        if include:
-            for tp, target in self.tracker.positions().items():
-                if tp[1] in include and tp not in offsets:
-                    offsets[tp] = target
         if not offsets:
             return True
         by_partition = {p: o for (_t, p), o in offsets.items()}

@@ -33,7 +33,11 @@ ROUTER_ENV: tuple[tuple[str, str, str], ...] = (
         "A router silent this long is dead: its partitions go to the others",
     ),
     ("ROUTER_FLUSH_MAX_ROWS", "1000000", "Flush the biggest clients when this many rows are open"),
-    ("ROUTER_FLUSH_INTERVAL_MS", "1000", "...or every this often, for the clients ready below"),
+    (
+        "ROUTER_FLUSH_INTERVAL_MS",
+        "1000",
+        "Offsets whose events are durable are committed (accounting row first) this often",
+    ),
     ("ROUTER_CLIENT_MIN_ROWS", "1000", "A client's rows are inserted once it has this many..."),
     ("ROUTER_CLIENT_MAX_WAIT_MS", "5000", "...or once its oldest buffered row is this old"),
     (

@@ -38,7 +38,8 @@ class FlushLimits:
     round_s: float = 0.0  # time between flush rounds
 
     @classmethod
-    def from_settings(cls, rs: RouterSettings) -> FlushLimits:
+    def from_settings(cls, rs: RouterSettings, round_s: float = 0.0) -> FlushLimits:
+        """`round_s`: how often the router checks its buffers."""
         return cls(
             min_rows=rs.client_min_rows,
             max_wait_s=rs.client_max_wait_s,
@@ -46,7 +47,7 @@ class FlushLimits:
             flush_rows=min(rs.flush_max_rows, rs.max_buffered_rows * 2 // 3),
             flush_bytes=rs.max_buffered_bytes * 2 // 3,
             catchup_min_rows=max(rs.client_min_rows, rs.catchup_min_rows),
-            round_s=rs.flush_interval_s,
+            round_s=round_s,
         )
 
     def wait_s(self, catching_up: bool) -> float:

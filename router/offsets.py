@@ -96,6 +96,11 @@ class OffsetTracker:
         if seg is not None:  # else revoked meanwhile: its state was dropped
             seg.done(1, client_id, outcome, reason)
 
+    def first_offset(self, tp: TopicPartition) -> int | None:
+        """The first offset of the oldest segment not committed yet (None: no segment)."""
+        state = self._parts.get(tp)
+        return state.segments[0].first if state is not None and state.segments else None
+
     def positions(self) -> dict[TopicPartition, int]:
         """The committable offset of every partition, advanced or not."""
         out: dict[TopicPartition, int] = {}

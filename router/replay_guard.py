@@ -85,7 +85,7 @@ class CrashReplayGuard:
         for partition, offset in highest.items():
             if offset > attempted.get(partition, -1):
                 attempted[partition] = offset
-        return {p for p, hw in attempted.items() if self.committed_hw.get(p, -1) < hw}
+        return {p for p in highest if self.committed_hw.get(p, -1) < attempted[p]}
 
     def commit_metadata(self, partition: int, offset: int) -> str | None:
         """Metadata to commit with `offset`: the high water while rows above it may be in

@@ -61,8 +61,12 @@ from router.writer import InFlightWrite, Writer
 log = logging.getLogger("router")
 
 CONSUME_BATCH = 2000
-BEHIND_FOR_S = 2.0  # a full poll, or a lag of one, means a backlog for at least this long
-CAUGHT_UP_LAG = CONSUME_BATCH // 4  # messages left in Kafka when a backlog counts as gone
+# A backlog: this many messages in Kafka past what the router consumed (at the rates of a
+# steady load the lag stays around one poll, so these never flap into catch-up rules).
+BACKLOG_LAG = 4 * CONSUME_BATCH
+BEHIND_FOR_S = 2.0  # a backlog keeps the catch-up rules at least this long...
+CAUGHT_UP_LAG = CONSUME_BATCH // 4  # ...but once the lag is this small it is drained
+ROUNDS_PER_INTERVAL = 5  # buffers are checked for rows due this often per flush interval
 LATENCY_SAMPLE = 8
 LAG_EVERY_S = 5.0
 
@@ -103,7 +107,10 @@ class Router:
         self.committer = OffsetCommitter(rs, self.consumer, self.tracker, self.guard, self.metrics)
         self.accounting = self.committer.accounting
         self.buffers = ClientBuffers()
-        self.limits = FlushLimits.from_settings(rs)
+        # Buffers are checked for rows due every `seal_every_s`; offsets are committed every
+        # flush interval (each commit writes an accounting row and waits for Kafka).
+        self.seal_every_s = rs.flush_interval_s / ROUNDS_PER_INTERVAL
+        self.limits = FlushLimits.from_settings(rs, self.seal_every_s)
         self.budget = Budget(rs.max_buffered_rows, rs.max_buffered_bytes)
         # Catching up: a backlog in Kafka (full polls, or a lag of a poll) or paused by
         # back-pressure. When the lag of a backlog is gone, the next flush round writes every
@@ -188,7 +195,7 @@ class Router:
         msgs = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1)
         if msgs:
             self._process(msgs)
-        self._note_backlog(now, full=len(msgs) >= CONSUME_BATCH)
+        self._note_backlog(now)
         self.letters.poll(0)
         self.letters.resend_undelivered()
         if self._inflight is not None and self._inflight.future.done():
@@ -199,8 +206,8 @@ class Router:
             self.directory.refresh_ahead()
         if self._flush_due(now):
             self._flush()
-        elif now - self.committer.last_round >= self.rs.flush_interval_s:
-            # Offsets whose fates are all dead letters (no row to flush) are committed too.
+        if now - self.committer.last_round >= self.rs.flush_interval_s:
+            # What became durable since the last round: rows inserted, letters delivered.
             self.committer.commit()
         self._apply_backpressure()
         if now - self.last_lag_check > LAG_EVERY_S:
@@ -272,11 +279,11 @@ class Router:
         )
 
     # ------------------------------------------------------------------ flushing
-    def _note_backlog(self, now: float, *, full: bool) -> None:
-        """A full poll or a lag of a poll's messages is a backlog (catch-up rules for at
-        least `BEHIND_FOR_S`); a lag under `CAUGHT_UP_LAG` after one means it is drained."""
+    def _note_backlog(self, now: float) -> None:
+        """A lag of `BACKLOG_LAG` is a backlog (catch-up rules for at least
+        `BEHIND_FOR_S`); a lag under `CAUGHT_UP_LAG` after one means it is drained."""
         lag = self._kafka_lag()
-        if full or lag >= CONSUME_BATCH:
+        if lag >= BACKLOG_LAG:
             self.behind_until = now + BEHIND_FOR_S
             self.in_backlog = True
         elif self.in_backlog and lag < CAUGHT_UP_LAG:
@@ -289,7 +296,7 @@ class Router:
         fetch: no broker round trip)."""
         lag = 0
         for p in self.assigned:
-            consumed = self.consumed_to.get(p)
+            consumed = self.consumed_to.get(p, self.committer.committed.get(p))
             if consumed is None:
                 continue
             try:
@@ -307,9 +314,11 @@ class Router:
         return behind
 
     def _flush_due(self, now: float) -> bool:
-        if under_pressure(self.buffers, self.limits, paused=self.paused_all):
+        if self.backlog_drained or under_pressure(
+            self.buffers, self.limits, paused=self.paused_all
+        ):
             return True
-        if self.buffers.open_rows and now - self.last_flush_round >= self.rs.flush_interval_s:
+        if self.buffers.open_rows and now - self.last_flush_round >= self.seal_every_s:
             return True
         return any(b.next_attempt_at <= now for b in self.buffers.retrying)
 
@@ -342,7 +351,6 @@ class Router:
             self.backlog_drained = False
         batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
         if not batches:
-            self.committer.commit()
             return
         highest: dict[int, int] = {}
         for b in batches:
@@ -350,7 +358,7 @@ class Router:
                 if hi > highest.get(partition, -1):
                     highest[partition] = hi
         stale = self.guard.high_water_to_commit(highest)
-        if stale and not self.committer.commit(include=stale):
+        if stale and not self.committer.record_high_water(stale):
             # Kafka did not record how far rows may reach ClickHouse: inserting now could
             # leave rows a new owner would not know to skip. The rows wait (an outage).
             self._hold(batches, "the high-water offset commit failed")
@@ -359,7 +367,8 @@ class Router:
         if force:
             self._finish_write()
 
-    def _finish_write(self, *, commit: bool = True) -> None:
+    def _finish_write(self) -> None:
+        """Apply a write's outcomes; its offsets are committed by the next commit round."""
         assert self._inflight is not None
         results = self._inflight.future.result()
         self._inflight = None
@@ -381,8 +390,6 @@ class Router:
             self.outage_backoff.reset()
             self.clickhouse_ok = True
         self.letters.poll(0)
-        if commit:
-            self.committer.commit()
         if self.on_flush is not None:
             self.on_flush()
 
@@ -606,7 +613,7 @@ class Router:
         if self._inflight is not None:
             # Its rows must not reach ClickHouse after the new owner looked for them: let the
             # write finish now (nothing is committed); a failed batch is then forgotten too.
-            self._finish_write(commit=False)
+            self._finish_write()
         self._forget(lost)
         consumer.incremental_unassign(partitions)
 
@@ -617,6 +624,7 @@ class Router:
                 "rows of revoked partitions left for the new owner", extra={"rows": dropped}
             )
         for p in partitions:
+            self.consumed_to.pop(p, None)
             self.tracker.forget((self.topic, p))
             self.committer.forget(p)
             self.guard.revoked(p)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -315,14 +316,31 @@ def assert_accounting(settings: Settings, group: str, routed: dict[str, int]) ->
     assert {k: totals.get(k, 0) for k in routed} == routed
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_router_left_running() -> Iterator[None]:
+    """A test that fails half-way must not leave its router consuming the shared topic (it
+    would route the next tests' events a second time)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def _router_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "router"],
         cwd=REPO,
         env=env,
-        stdout=open(log_path, "ab"),
+        stdout=open(log_path, "ab"),  # noqa: SIM115  # the child keeps it; it dies with it
         stderr=subprocess.STDOUT,
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def test_sigkill_mid_batch_then_restart_has_no_loss_and_no_duplicates(

@@ -126,7 +126,7 @@ def test_no_row_waits_longer_than_the_wait_for_its_insert_to_start() -> None:
 
 
 def test_limits_from_settings_carry_the_catch_up_rows_and_the_round() -> None:
-    rs = RouterSettings(client_min_rows=1000, catchup_min_rows=50_000, flush_interval_s=0.5)
-    limits = FlushLimits.from_settings(rs)
+    rs = RouterSettings(client_min_rows=1000, catchup_min_rows=50_000)
+    limits = FlushLimits.from_settings(rs, round_s=0.5)
     assert limits.rows(catching_up=True) == 50_000 and limits.rows(catching_up=False) == 1000
     assert limits.round_s == 0.5
