@@ -34,7 +34,7 @@ from capture.chunks import message_value, pack
 from capture.config import CaptureSettings
 from capture.kafka_sink import Delivered, NotDelivered
 from capture.mapping import ContractEvent, Mapped
-from capture.quota import Admitted, OverQuota, TokenBucket
+from capture.quota import Admitted, OverQuota, TokenBucket, lease_size
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
 
@@ -56,6 +56,15 @@ def test_a_batch_bigger_than_the_burst_passes_when_full_and_leaves_a_debt() -> N
     later = bucket.take(QUOTA, 1, 2.0)  # -300 + 200 refilled = -100: still in debt
     assert isinstance(later, OverQuota) and later.retry_after_s == 2
     assert isinstance(bucket.take(QUOTA, 1, 3.1), Admitted)
+
+
+def test_a_lease_is_a_slice_of_the_rate_and_at_most_a_tenth_of_the_burst() -> None:
+    assert lease_size(Quota(100.0, 1000), 0.1) == 10
+    assert lease_size(Quota(1e6, 1000), 0.1) == 100  # a tenth of the burst
+    assert lease_size(Quota(1.0, 100), 0.1) == 0  # a small quota: every request asks Redis
+    assert lease_size(Quota(100.0, 1000), 0.0) == 0  # CAPTURE_QUOTA_LEASE_MS=0: no leases
+    assert CaptureSettings.from_env({"CAPTURE_QUOTA_LEASE_MS": "0"}).quota_lease_s == 0
+    assert CaptureSettings.from_env({}).quota_lease_s == 0.1
 
 
 def test_stored_quota_defaults_and_validation() -> None:
