@@ -37,6 +37,7 @@ from analytics_core.settings import DEFAULT_TARGET, Settings
 from bench.bench_router import (
     API_KEY,
     PAD,
+    RouterCode,
     create_topic,
     delete_topic,
     log,
@@ -165,7 +166,7 @@ def run_layout(
     lines: list[str] = []
     try:
         subprocess.run(
-            producer_cmd(env, [(c, db) for c, db, _t in layout.clients], events),
+            producer_cmd([(c, db) for c, db, _t in layout.clients], events),
             cwd=REPO,
             env=env,
             check=True,
@@ -175,7 +176,9 @@ def run_layout(
         before_cpu = {t: cpu_seconds(pids[t]) for t in targets}
         before = {t: server_counters(settings, t) for t in targets}
         started = time.monotonic()
-        router = start_router(env, workdir / f"router-placement-{run_id}.log")
+        router = start_router(
+            RouterCode("placement", REPO), env, workdir / f"router-placement-{run_id}.log"
+        )
         last = wait_rows(lambda: visible(settings, prefix, targets), events, timeout)
         router_cpu = cpu_seconds(router.pid)
         rss = peak_rss_mib(router.pid)

@@ -590,48 +590,28 @@ def bench_clients(
                 n_clients, f"  -> router/minimal = {res.after.rate / res.minimal.rate:.2f}"
             )
         )
-        if args.alt_budget_mb and n_clients >= 100:
-            alt = drain(
-                RouterCode("after", REPO, codes[0].startup_cpu_s),
-                settings,
-                dict(env, ROUTER_MAX_BUFFERED_MB=str(args.alt_budget_mb)),
-                prefix,
-                clients,
-                events,
-                args,
-                f"alt-{n_clients}",
-                workdir,
+
+        def variant(label: str, **changes: str) -> Drain:
+            """The router drain again, with other settings."""
+            tag = f"{label.replace(' ', '-').replace(',', '')}-{n_clients}"
+            again = RouterCode("after", REPO, codes[0].startup_cpu_s)
+            d = drain(
+                again, settings, dict(env, **changes), prefix, clients, events, args, tag, workdir
             )
-            alt.label = f"router drain, {args.alt_budget_mb} MB budget"
+            d.label = f"router drain, {label}"
+            return d
+
+        if args.alt_budget_mb and n_clients >= 100:
+            alt = variant(
+                f"{args.alt_budget_mb} MB budget", ROUTER_MAX_BUFFERED_MB=str(args.alt_budget_mb)
+            )
             add(alt.line(n_clients))
         if args.compare_accounting:
-            off = drain(
-                RouterCode("after", REPO, codes[0].startup_cpu_s),
-                settings,
-                dict(env, ROUTER_RECONCILIATION="off"),
-                prefix,
-                clients,
-                events,
-                args,
-                f"off-{n_clients}",
-                workdir,
-            )
-            off.label = "router drain, accounting off"
+            off = variant("accounting off", ROUTER_RECONCILIATION="off")
             add(off.line(n_clients, f"  -> accounting on/off = {res.after.rate / off.rate:.3f}"))
         if args.redis_outage:
             for label, port in redis_outages():
-                down = drain(
-                    RouterCode("after", REPO, codes[0].startup_cpu_s),
-                    settings,
-                    dict(env, REDIS_PORT=str(port)),
-                    prefix,
-                    clients,
-                    events,
-                    args,
-                    f"{label.replace(' ', '-')}-{n_clients}",
-                    workdir,
-                )
-                down.label = f"router drain, {label}"
+                down = variant(label, REDIS_PORT=str(port))
                 add(down.line(n_clients, f"  -> Redis down/up = {down.rate / res.after.rate:.2f}"))
         if args.steady_seconds > 0:
             rate = res.after.rate * args.steady_fraction
