@@ -47,6 +47,7 @@ from analytics_core.clients import (
     LookupResult,
     RegistryUnavailable,
 )
+from analytics_core.redis_connect import connection_kwargs
 from analytics_core.settings import PostgresSettings, RedisSettings
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,7 @@ def redis_client(
     None keeps the library's retries with backoff (operator commands)."""
     # The library's default Retry is kept unless a count is given (its stubs lack `retry`).
     extra: dict[str, Any] = {} if retries is None else {"retry": Retry(NoBackoff(), retries)}
-    return redis.Redis(
-        host=settings.host,
-        port=settings.port,
-        db=settings.db,
-        password=settings.password or None,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        **extra,
-    )
+    return redis.Redis(**connection_kwargs(settings, timeout_s=timeout_s), **extra)
 
 
 def cache_key(client_id: str) -> str:

@@ -13,31 +13,18 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from analytics_core.redis_connect import connection_kwargs
 from analytics_core.settings import RedisSettings
 
 TIMEOUT_S = 0.5
 
 
 def sync_client(s: RedisSettings) -> redis.Redis:
-    return redis.Redis(
-        host=s.host,
-        port=s.port,
-        db=s.db,
-        password=s.password or None,
-        socket_timeout=TIMEOUT_S,
-        socket_connect_timeout=TIMEOUT_S,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return redis.Redis(**connection_kwargs(s, timeout_s=TIMEOUT_S), retry=Retry(NoBackoff(), 0))
 
 
 def async_client(s: RedisSettings) -> aioredis.Redis:
     # Same parameters as sync_client, for the asyncio client class.
     return aioredis.Redis(
-        host=s.host,
-        port=s.port,
-        db=s.db,
-        password=s.password or None,
-        socket_timeout=TIMEOUT_S,
-        socket_connect_timeout=TIMEOUT_S,
-        retry=AsyncRetry(NoBackoff(), 0),
+        **connection_kwargs(s, timeout_s=TIMEOUT_S), retry=AsyncRetry(NoBackoff(), 0)
     )

@@ -1,24 +1,32 @@
 """TLS settings reach the real servers: a private PostgreSQL that refuses plaintext, with a
 certificate from a CA made here, is used through POSTGRES_SSLMODE / POSTGRES_SSLROOTCERT by
-the operator CLI and by the core's connections (and refused with the wrong CA)."""
+the operator CLI and by the core's connections (and refused with the wrong CA); a TLS-only
+redis-server is used through REDIS_TLS / REDIS_CA_CERT by the router's and the capture
+service's Redis clients (and refused in plaintext or with the wrong CA)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
+import redis
 
 from analytics_core import pg
+from analytics_core.client_cache import redis_client
 from analytics_core.settings import REPO_ROOT, Settings
+from capture import redis_clients as capture_redis
 from devstack import api
 
 pytestmark = pytest.mark.integration
@@ -144,3 +152,68 @@ def test_plaintext_is_refused_and_an_unknown_ca_fails_verification(
     wrong_ca = Settings.from_env({**os.environ, **_tls_env(plain, certs.other_ca)})
     with pytest.raises(psycopg2.OperationalError, match="certificate verify failed"):
         pg.connect(wrong_ca.postgres).close()
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Certs]]:
+    """A private redis-server that listens with TLS only (no plaintext port)."""
+    base = tmp_path_factory.mktemp("tls-redis")
+    certs = make_certs(base / "certs")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(certs.cert), "--tls-key-file", str(certs.key),
+            "--tls-ca-cert-file", str(certs.ca), "--tls-auth-clients", "no",
+            "--save", "", "--appendonly", "no", "--dir", str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, "redis-server with TLS did not start"
+            time.sleep(0.1)
+        yield port, certs
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _redis_settings(port: int, **env: str) -> Settings:
+    return Settings.from_env({**os.environ, "REDIS_PORT": str(port), **env})
+
+
+def test_router_and_capture_redis_clients_speak_tls_and_verify_the_server(
+    tls_redis: tuple[int, Certs],
+) -> None:
+    port, certs = tls_redis
+    settings = _redis_settings(port, REDIS_TLS="true", REDIS_CA_CERT=str(certs.ca))
+    client = redis_client(settings.redis, timeout_s=2.0, retries=0)
+    assert client.set("tls-probe", "1") is True
+    assert client.get("tls-probe") == b"1"
+    assert capture_redis.sync_client(settings.redis).get("tls-probe") == b"1"
+
+    async def via_asyncio() -> Any:
+        c = capture_redis.async_client(settings.redis)
+        try:
+            return await c.get("tls-probe")
+        finally:
+            await c.aclose()
+
+    assert asyncio.run(via_asyncio()) == b"1"
+
+
+def test_redis_plaintext_fails_and_an_unknown_ca_fails_verification(
+    tls_redis: tuple[int, Certs],
+) -> None:
+    port, certs = tls_redis
+    plain = _redis_settings(port, REDIS_TLS="false")
+    with pytest.raises(redis.RedisError):
+        redis_client(plain.redis, timeout_s=2.0, retries=0).ping()
+    wrong_ca = _redis_settings(port, REDIS_TLS="true", REDIS_CA_CERT=str(certs.other_ca))
+    with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+        redis_client(wrong_ca.redis, timeout_s=2.0, retries=0).ping()
