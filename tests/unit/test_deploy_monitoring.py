@@ -136,12 +136,18 @@ def test_rules_cover_the_required_alerts_and_are_well_formed() -> None:
         assert re.fullmatch(r"\d+[smh]", rule["for"])
 
 
-def test_scrape_config_targets_the_router() -> None:
+def test_scrape_config_targets_the_router_and_capture() -> None:
     doc = yaml.safe_load((PROM / "prometheus.yml").read_text())
     assert doc["rule_files"] == ["alerts.yml"]
-    (job,) = doc["scrape_configs"]
-    assert job["job_name"] == "analytics-router" and job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["127.0.0.1:9108"]
+    jobs = {job["job_name"]: job for job in doc["scrape_configs"]}
+    assert set(jobs) == {"analytics-router", "analytics-capture"}
+    router, capture = jobs["analytics-router"], jobs["analytics-capture"]
+    assert router["metrics_path"] == "/metrics" == capture["metrics_path"]
+    assert router["static_configs"][0]["targets"] == ["127.0.0.1:9108"]
+    assert capture["static_configs"][0]["targets"] == ["127.0.0.1:8000"]
+    # The alert rules name the jobs that scrape them.
+    alerts = (PROM / "alerts.yml").read_text()
+    assert 'job="analytics-capture"' in alerts
 
 
 def test_dashboard_has_the_router_and_per_client_panels() -> None:
