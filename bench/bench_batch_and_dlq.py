@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from analytics_core import lifecycle, pg, registry
+from analytics_core import kafka_clients, lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
 from analytics_core.connections import open_connections
 from analytics_core.dead_letter import DeadLetter
@@ -243,14 +242,12 @@ def bench_dlq(settings: Settings, count: int, timeout: float) -> None:
     client_id, _database = make_client(settings, "bench-dlq")
     tag = uuid.uuid4().hex[:8]
     raw, dead = f"bench_raw_{tag}", f"bench_dead_{tag}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     for f in admin.create_topics([NewTopic(t, 6, 1) for t in (raw, dead)]).values():
         f.result(30)
     try:
         t = time.perf_counter()
-        producer = Producer(
-            {"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 50}
-        )
+        producer = kafka_clients.producer(settings.kafka, **{"linger.ms": 50})
         for payload, headers in letters(client_id, count):
             while True:
                 try:

@@ -8,8 +8,8 @@ import os
 import sys
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
+from analytics_core import kafka_clients
 from analytics_core.settings import SettingsError, describe
 from capture import VERSION
 from capture.config import CAPTURE_ENV, CaptureSettings
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_kafka(settings: CaptureSettings) -> str | None:
     """Why the service can not start (Kafka unreachable, topic missing), or None."""
     kafka = settings.common.kafka
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    admin = kafka_clients.admin(kafka)
     try:
         meta = admin.list_topics(timeout=5)
     except KafkaException as exc:

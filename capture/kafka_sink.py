@@ -16,10 +16,13 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from analytics_core import kafka_clients
 from capture.config import CaptureSettings
 
 log = logging.getLogger("capture.kafka")
@@ -39,6 +42,26 @@ class NotDelivered:
 DeliveryOutcome = Delivered | NotDelivered
 
 
+def producer_config(
+    settings: CaptureSettings, error_cb: Callable[[KafkaError], None]
+) -> dict[str, Any]:
+    """The factory's producer (security, acks=all, idempotence) with capture's batching."""
+    return kafka_clients.producer_config(
+        settings.common.kafka,
+        **{
+            "client.id": "capture",
+            "linger.ms": settings.kafka_linger_ms,
+            "compression.type": "lz4",
+            "message.timeout.ms": settings.kafka_message_timeout_ms,
+            "queue.buffering.max.kbytes": settings.kafka_queue_kbytes,
+            "queue.buffering.max.messages": 1_000_000,
+            "message.max.bytes": 1_000_000,
+            "error_cb": error_cb,
+            "logger": log,  # librdkafka's own lines as JSON logs, not raw stderr
+        },
+    )
+
+
 class QueueFull(Exception):
     """The producer's local queue is full: Kafka is slow or away."""
 
@@ -47,22 +70,7 @@ class KafkaSink:
     def __init__(self, settings: CaptureSettings, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.topic = settings.common.kafka.raw_topic
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.common.kafka.bootstrap_servers,
-                "client.id": "capture",
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": settings.kafka_linger_ms,
-                "compression.type": "lz4",
-                "message.timeout.ms": settings.kafka_message_timeout_ms,
-                "queue.buffering.max.kbytes": settings.kafka_queue_kbytes,
-                "queue.buffering.max.messages": 1_000_000,
-                "message.max.bytes": 1_000_000,
-                "error_cb": self._on_error,
-                "logger": log,  # librdkafka's own lines as JSON logs, not raw stderr
-            }
-        )
+        self._producer = Producer(producer_config(settings, error_cb=self._on_error))
         self._done: list[tuple[asyncio.Future[DeliveryOutcome], DeliveryOutcome]] = []
         self._done_lock = threading.Lock()
         self._stop = threading.Event()

@@ -9,8 +9,8 @@ import sys
 from types import FrameType
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
+from analytics_core import kafka_clients
 from analytics_core.settings import SettingsError, describe
 from router import VERSION
 from router.config import ROUTER_ENV, RouterSettings
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_topics(settings: RouterSettings) -> str | None:
     """Why the router can not start (topic missing, Kafka unreachable), or None."""
-    admin = AdminClient({"bootstrap.servers": settings.common.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.common.kafka)
     try:
         meta = admin.list_topics(timeout=10)
     except KafkaException as exc:

@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from analytics_core import kafka_clients
 from analytics_core.dead_letter import DeadLetter
 from analytics_core.event_contract import MAX_MESSAGE_BYTES
 from analytics_core.settings import KafkaSettings
@@ -40,15 +42,11 @@ class PendingLetter:
     truncated: bool = False
 
 
-def producer_config(kafka: KafkaSettings, client_id: str) -> dict[str, object]:
-    return {
-        "bootstrap.servers": kafka.bootstrap_servers,
-        "client.id": client_id,
-        "acks": "all",
-        "enable.idempotence": True,
-        "linger.ms": 20,
-        "message.timeout.ms": 300000,
-    }
+def producer_config(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
+    """The factory's producer (security, acks=all, idempotence) with the dead letters' tuning."""
+    return kafka_clients.producer_config(
+        kafka, **{"client.id": client_id, "linger.ms": 20, "message.timeout.ms": 300000}
+    )
 
 
 class DeadLetterProducer:

@@ -14,17 +14,17 @@ Invariants:
 
 from __future__ import annotations
 
+from typing import Any
+
+from analytics_core import kafka_clients
 from router.config import RouterSettings
 
 
-def consumer_config(rs: RouterSettings) -> dict[str, object]:
-    config: dict[str, object] = {
-        "bootstrap.servers": rs.common.kafka.bootstrap_servers,
-        "group.id": rs.group_id,
+def consumer_config(rs: RouterSettings) -> dict[str, Any]:
+    """The factory's consumer (security, explicit commits, earliest) with the router's tuning."""
+    overrides: dict[str, Any] = {
         "client.id": rs.instance_id,
-        "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
         "session.timeout.ms": rs.session_timeout_ms,
         "heartbeat.interval.ms": max(100, min(1000, rs.session_timeout_ms // 3)),
@@ -33,5 +33,5 @@ def consumer_config(rs: RouterSettings) -> dict[str, object]:
         "queued.max.messages.kbytes": 65536,
     }
     if rs.group_instance_id:
-        config["group.instance.id"] = rs.group_instance_id
-    return config
+        overrides["group.instance.id"] = rs.group_instance_id
+    return kafka_clients.consumer_config(rs.common.kafka, rs.group_id, **overrides)

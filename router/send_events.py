@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 
 import orjson
-from confluent_kafka import Producer
 
+from analytics_core import kafka_clients
 from analytics_core.settings import Settings
 
 INVALID_KINDS = (
@@ -119,14 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print("send_events: --count and --rate must be >= 0", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "acks": "all",
-            "linger.ms": 10,
-            "enable.idempotence": True,
-        }
-    )
+    producer = kafka_clients.producer(settings.kafka, **{"linger.ms": 10})
     failures: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
-from analytics_core import lifecycle, pg, registry
+from analytics_core import kafka_clients, lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
@@ -104,9 +104,7 @@ def event(client: ClientFixture, **over: object) -> dict[str, object]:
 class Kafka:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = Producer(
-            {"bootstrap.servers": settings.kafka.bootstrap_servers, "acks": "all", "linger.ms": 5}
-        )
+        self.producer = kafka_clients.producer(settings.kafka, **{"linger.ms": 5})
 
     def send(
         self,
@@ -138,12 +136,7 @@ class Kafka:
         self.send([orjson.dumps(d) for d in docs])
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                "group.id": unique_id("probe"),
-            }
-        )
+        c = kafka_clients.consumer(self.settings.kafka, unique_id("probe"))
         try:
             meta = c.list_topics(topic, timeout=10)
             out = {}
@@ -164,13 +157,7 @@ class Kafka:
     ) -> list[tuple[DeadLetter, bytes | None]]:
         """Dead letters written after `since` (end offsets) that match, waiting for `expect`."""
         topic = self.settings.kafka.dead_letter_topic
-        c = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                "group.id": unique_id("dl-reader"),
-                "enable.auto.commit": False,
-            }
-        )
+        c = kafka_clients.consumer(self.settings.kafka, unique_id("dl-reader"))
         c.assign([TopicPartition(topic, p, o) for p, o in since.items()])
         found: list[tuple[DeadLetter, bytes | None]] = []
         deadline = time.monotonic() + timeout_s
@@ -278,13 +265,7 @@ def fresh_group(settings: Settings, prefix: str) -> str:
 def _seek_group_to_end(settings: Settings, group: str) -> None:
     """Commit the current end offsets for `group`, so its routers skip older test traffic."""
     topic = settings.kafka.raw_topic
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-        }
-    )
+    c = kafka_clients.consumer(settings.kafka, group)
     try:
         meta = c.list_topics(topic, timeout=10)
         tps = []

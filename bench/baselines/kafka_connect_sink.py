@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from analytics_core import kafka_clients
 from analytics_core.clickhouse import http_client
 from analytics_core.naming import quote_identifier
 from analytics_core.settings import Settings
@@ -620,17 +621,15 @@ def run_sink(
 
 
 def create_topic(settings: Settings, topic: str, partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     for fut in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         fut.result(30)
 
 
 def delete_topic(settings: Settings, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     for fut in admin.delete_topics([topic]).values():
         with contextlib.suppress(Exception):
             fut.result(30)
@@ -641,18 +640,16 @@ def produce_events(
 ) -> float:
     """Produce `n` ~500-byte events (router.send_events' format) keyed by client; seconds."""
     import orjson
-    from confluent_kafka import Producer
 
     from router.send_events import valid_event
 
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "acks": "all",
+    producer = kafka_clients.producer(
+        settings.kafka,
+        **{
             "linger.ms": 20,
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 500000,
-        }
+        },
     )
     ids = [f"bench-connect-{i}" for i in range(clients)]
     t0 = time.monotonic()

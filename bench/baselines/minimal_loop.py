@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from confluent_kafka import Consumer
-
+from analytics_core import kafka_clients
 from analytics_core.clickhouse import http_client
 from analytics_core.settings import Settings
 
@@ -48,14 +47,7 @@ def run(
     flush_rows: int,
     flush_s: float,
 ) -> float:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = kafka_clients.consumer(settings.kafka, group)
     consumer.subscribe([topic])
     ch = http_client(settings.clickhouse)
     started = time.monotonic()

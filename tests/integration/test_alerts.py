@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 from dagster import Definitions, ExecuteInProcessResult
 
-from analytics_core import lifecycle
+from analytics_core import kafka_clients, lifecycle
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
 from analytics_pipeline.definitions import make_definitions
@@ -170,7 +169,7 @@ def test_failed_asset_check_and_stuck_client_alerts(sb: Sandbox, hook: Hook) -> 
 def test_dead_letter_growth_alert_with_reasons(sb: Sandbox, hook: Hook) -> None:
     settings = Settings.from_env()
     topic = f"t5_dead_{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     for f in admin.create_topics([NewTopic(topic, num_partitions=2)]).values():
         f.result(30)
     try:
@@ -179,7 +178,7 @@ def test_dead_letter_growth_alert_with_reasons(sb: Sandbox, hook: Hook) -> None:
             kafka=KafkaResource(dead_letter_topic=topic),
         )
         base = tick(sb, defs, "alert_on_dead_letter_growth", None)
-        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        producer = kafka_clients.producer(settings.kafka)
 
         def letters(n: int, reason: str, client: str) -> None:
             for _ in range(n):

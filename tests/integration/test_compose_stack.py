@@ -26,9 +26,8 @@ from typing import Any
 import orjson
 import psycopg2
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from analytics_core import registry
+from analytics_core import kafka_clients, registry
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
 from tests.conftest import ClientFixture, Kafka, ch_scalar, event, free_port, wait_for
@@ -316,7 +315,7 @@ def test_router_killed_mid_stream_and_restarted_loses_nothing(
 
 
 def group_assignment(settings: Settings) -> dict[str, set[int]]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     future = admin.describe_consumer_groups([ROUTER_GROUP])[ROUTER_GROUP]
     group = future.result(timeout=30)
     return {

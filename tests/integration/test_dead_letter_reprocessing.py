@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from dagster import DagsterInstance, materialize
 
-from analytics_core import lifecycle, pg
+from analytics_core import kafka_clients, lifecycle, pg
 from analytics_core.clickhouse import http_client
 from analytics_core.connections import open_connections
 from analytics_core.dead_letter import DeadLetter, read_dead_letter
@@ -53,7 +53,7 @@ class Topics:
         assert self.producer.flush(30) == 0
 
     def end(self, topic: str) -> int:
-        c = Consumer({"bootstrap.servers": self.settings.kafka.bootstrap_servers, "group.id": "x"})
+        c = kafka_clients.consumer(self.settings.kafka, "x")
         try:
             parts = c.list_topics(topic, timeout=10).topics[topic].partitions
             return sum(
@@ -63,14 +63,7 @@ class Topics:
             c.close()
 
     def letters(self) -> list[tuple[DeadLetter, bytes | None]]:
-        c = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka.bootstrap_servers,
-                "group.id": f"t4-read-{uuid.uuid4().hex[:8]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
-        )
+        c = kafka_clients.consumer(self.settings.kafka, f"t4-read-{uuid.uuid4().hex[:8]}")
         want = self.end(self.dead)
         out: list[tuple[DeadLetter, bytes | None]] = []
         try:
@@ -88,7 +81,7 @@ class Topics:
 @pytest.fixture
 def topics(stack: Settings) -> Iterator[Topics]:
     with private_topics(stack, "t4") as settings:
-        producer = Producer({"bootstrap.servers": stack.kafka.bootstrap_servers, "acks": "all"})
+        producer = kafka_clients.producer(stack.kafka)
         yield Topics(settings, f"t4-dlq-{uuid.uuid4().hex[:8]}", producer)
 
 

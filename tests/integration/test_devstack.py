@@ -24,9 +24,10 @@ import clickhouse_connect
 import psycopg2
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import NewTopic
 
+from analytics_core import kafka_clients
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
 from devstack.options import load_options
@@ -186,21 +187,13 @@ def test_down_then_up_keeps_data(scratch: Settings) -> None:
     r.close()
     # Kafka: a committed consumer-group offset.
     topic, group = f"devstack_persist_{tag}", f"devstack_persist_{tag}"
-    bootstrap = settings.kafka.bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = kafka_clients.admin(settings.kafka)
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    producer = kafka_clients.producer(settings.kafka)
     for i in range(5):
         producer.produce(topic, value=str(i).encode())
     assert producer.flush(30) == 0
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = kafka_clients.consumer(settings.kafka, group)
     consumer.subscribe([topic])
     seen: list[bytes] = []
     deadline = time.monotonic() + 30
@@ -230,11 +223,11 @@ def test_down_then_up_keeps_data(scratch: Settings) -> None:
     assert r.get(f"devstack_persist:{tag}") == tag.encode()
     r.delete(f"devstack_persist:{tag}")
     r.close()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = kafka_clients.consumer(settings.kafka, group)
     committed = consumer.committed([TopicPartition(topic, 0)], timeout=30)
     consumer.close()
     assert committed[0].offset == 2
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # keep the handle alive for .result
+    admin = kafka_clients.admin(settings.kafka)  # keep the handle alive for .result
     admin.delete_topics([topic])[topic].result(30)
 
 

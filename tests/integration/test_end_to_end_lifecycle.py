@@ -23,9 +23,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import KafkaError
 
-from analytics_core import package_data
+from analytics_core import kafka_clients, package_data
 from analytics_core.clickhouse import database_exists, http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.dead_letter import read_dead_letter
@@ -107,7 +107,7 @@ def scalar(sb: Sandbox, query: str) -> object:
 
 def send(sb: Sandbox, topic: str, client_id: str, api_key: str, first: int, n: int) -> list[str]:
     """Send n valid events numbered first.. (url /page/<i % 50>); returns their event ids."""
-    producer = Producer({"bootstrap.servers": sb.settings.kafka.bootstrap_servers, "acks": "all"})
+    producer = kafka_clients.producer(sb.settings.kafka)
     ids = []
     for i in range(first, first + n):
         event = valid_event(client_id, api_key, i)
@@ -119,14 +119,7 @@ def send(sb: Sandbox, topic: str, client_id: str, api_key: str, first: int, n: i
 
 def dead_letters(sb: Sandbox, topic: str, event_ids: set[str]) -> dict[str, str]:
     """event id -> dead-letter reason, for the given events (waits until all are there)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": sb.settings.kafka.bootstrap_servers,
-            "group.id": f"t3-e2e-reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = kafka_clients.consumer(sb.settings.kafka, f"t3-e2e-reader-{uuid.uuid4().hex[:8]}")
     consumer.subscribe([topic])
     found: dict[str, str] = {}
     deadline = time.monotonic() + 60

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
+from analytics_core import kafka_clients
 from analytics_core.clickhouse import http_client
 from analytics_core.dead_letter import read_dead_letter
-from analytics_core.settings import REPO_ROOT, Settings
+from analytics_core.settings import REPO_ROOT, KafkaSettings, Settings
 from devstack import api
 from tests.conftest import ClientFixture, event, router_env, unique_id, wait_for
 from tests.integration.local_topology import Scratch, scratch_env, scratch_topology
@@ -66,8 +67,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(scratch, time.monotonic() - t0)
 
 
+def _kafka(bootstrap: str) -> KafkaSettings:
+    """The scratch cluster's brokers (a local, plaintext cluster)."""
+    return KafkaSettings(bootstrap_servers=bootstrap)
+
+
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return kafka_clients.admin(_kafka(bootstrap))
 
 
 @pytest.mark.timeout(240)
@@ -97,7 +103,7 @@ def test_three_nodes_replicate_every_topic_and_show_in_status(cluster: Cluster) 
         assert admin.describe_configs([res])[res].result(10)["min.insync.replicas"].value == "2"
     # The internal offsets topic (created by the first group) is replicated three times too.
     group = unique_id("cluster-offsets")
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    c = kafka_clients.consumer(_kafka(bootstrap), group)
     wait_for(
         lambda: _retriable(
             lambda: c.commit(offsets=[TopicPartition(k.raw_topic, 0, 0)], asynchronous=False)
@@ -143,14 +149,7 @@ class SteadyProducer:
         return self
 
     def _run(self) -> None:
-        producer = Producer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-            }
-        )
+        producer = kafka_clients.producer(_kafka(self.bootstrap), **{"linger.ms": 5})
         lock = threading.Lock()
 
         def on_delivery(err: KafkaError | None, msg: object, client_id: str, eid: str) -> None:
@@ -211,7 +210,7 @@ def _landed(settings: Settings, clients: list[ClientFixture]) -> dict[int, int]:
 
 def _dead_letters(bootstrap: str, topic: str) -> list[tuple[str, str]]:
     """Every message on the (private) dead-letter topic: (reason, detail)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_id("dl-audit")})
+    c = kafka_clients.consumer(_kafka(bootstrap), unique_id("dl-audit"))
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
         want = 0

@@ -12,9 +12,10 @@ import psycopg2
 import pytest
 import redis
 from clickhouse_driver import Client as NativeClient
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka.admin import NewTopic
 
+from analytics_core import kafka_clients
 from analytics_core.settings import Settings
 from devstack import api
 
@@ -37,7 +38,7 @@ def _unique(prefix: str) -> str:
 
 @pytest.fixture
 def topic(settings: Settings) -> Iterator[str]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     name = _unique("devstack_test")
     admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])[name].result(30)
     yield name
@@ -45,14 +46,7 @@ def topic(settings: Settings) -> Iterator[str]:
 
 
 def _consumer(settings: Settings, group: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    return kafka_clients.consumer(settings.kafka, group)
 
 
 def _consume(consumer: Consumer, count: int, timeout: float = 30.0) -> list[Message]:
@@ -71,21 +65,13 @@ def _consume(consumer: Consumer, count: int, timeout: float = 30.0) -> list[Mess
 
 
 def test_kafka_produce_consume_commit_resume(settings: Settings, topic: str) -> None:
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "acks": "all",
-            "enable.idempotence": True,
-        }
-    )
+    producer = kafka_clients.producer(settings.kafka)
     sent = {f"event-{i}" for i in range(30)}
     for value in sorted(sent):
         producer.produce(topic, key=value.encode(), value=value.encode())
     assert producer.flush(30) == 0
 
-    meta = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}).list_topics(
-        topic, timeout=10
-    )
+    meta = kafka_clients.admin(settings.kafka).list_topics(topic, timeout=10)
     assert len(meta.topics[topic].partitions) == 3
 
     group = _unique("devstack_group")
@@ -112,7 +98,7 @@ def test_kafka_produce_consume_commit_resume(settings: Settings, topic: str) -> 
 
 
 def test_kafka_shared_topics_exist(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     topics = admin.list_topics(timeout=10).topics
     for name in (settings.kafka.raw_topic, settings.kafka.dead_letter_topic):
         assert name in topics
