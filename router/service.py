@@ -37,7 +37,7 @@ from confluent_kafka import (
 
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.dead_letter import DeadLetter
-from analytics_core.trace.topic_scan import read_messages
+from analytics_core.kafka_reads import read_messages
 from router import VERSION
 from router.accounting import DEAD_LETTERED, ROUTED
 from router.backoff import Backoff
