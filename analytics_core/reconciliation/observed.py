@@ -15,12 +15,12 @@ from confluent_kafka import Message
 
 from analytics_core.dead_letter import header_map
 from analytics_core.events_table import EVENTS_TABLE
+from analytics_core.kafka_reads import ScanBounds, scan_topic
 from analytics_core.naming import quote_identifier
 from analytics_core.reconciliation.accounting import table_ref
 from analytics_core.reconciliation.model import ROUTED, LetterSighting, RowGroup, ScanSummary
 from analytics_core.registry import Conn
 from analytics_core.settings import KafkaSettings
-from analytics_core.trace.topic_scan import ScanBounds, scan_topic
 
 PARKED_TABLE = "parked_dead_letters"
 

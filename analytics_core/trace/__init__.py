@@ -10,7 +10,7 @@ Sources, each read by its own module:
   (before merges a replayed event may briefly have two);
 - `kafka_io`: dead letters on `shared_dead_letter` whose `dl-event-id` is the id, or whose
   derived id (uuid5 of dl-origin-* and dl-batch-index, for events without an id of their
-  own) is the id; bounded by --since and --max-messages (`topic_scan`); and the raw
+  own) is the id; bounded by --since and --max-messages (`analytics_core.kafka_reads`); and the raw
   messages at the coordinates found (origin, routed copy, failed copies, replays);
 - `postgres_io`: the reprocessing outcome: `replayed_dead_letters`, `parked_dead_letters`,
   `deferred_dead_letters` (issue 4's tables; their absence is reported, not an error).

@@ -12,9 +12,9 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from analytics_core import registry
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import Connections
+from analytics_core.kafka_reads import ScanBounds
 from analytics_core.trace import clickhouse_io, kafka_io, postgres_io
 from analytics_core.trace.model import Coords, RawCopy, RowHit, TraceError, TraceReport
-from analytics_core.trace.topic_scan import ScanBounds
 
 DEFAULT_SINCE = timedelta(days=7)
 DEFAULT_MAX_MESSAGES = 500_000

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from analytics_core import kafka_clients
+from analytics_core.kafka_reads import read_messages
 from analytics_core.settings import KafkaSettings, Settings
-from analytics_core.trace.topic_scan import read_messages
 from tests.conftest import Kafka, free_port, unique_id
 
 pytestmark = pytest.mark.integration
@@ -17,7 +18,7 @@ def test_reads_the_wanted_offsets_and_leaves_out_those_not_in_the_topic(
     stack: Settings, kafka: Kafka
 ) -> None:
     topic = unique_id("reads").replace("-", "_")
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(stack.kafka)
     for f in admin.create_topics([NewTopic(topic, 2, 1)]).values():
         f.result(30)
     try:
