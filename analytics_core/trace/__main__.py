@@ -1,7 +1,7 @@
 """`python -m analytics_core.trace EVENT_ID [--client ID] [--since 7d] [--json]`.
 
 Exit status: 0 found, 1 not found anywhere, 2 could not trace (bad id, unknown client,
-bad configuration).
+bad configuration), 3 not found but a ClickHouse target could not be searched (no verdict).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text(report))
     if isinstance(report, TraceError):
         return 2
+    if not report.conclusive:
+        return 3
     return 0 if report.found else 1
 
 

@@ -120,10 +120,18 @@ class TraceReport:
     raw_copies: tuple[RawCopy, ...]
     dead_letter_scan: str
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # ClickHouse targets that could not be searched (down, refused): while any is listed,
+    # "not found" is not a verdict.
+    unsearched_targets: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def found(self) -> bool:
         return bool(self.rows or self.letters or self.fates)
+
+    @property
+    def conclusive(self) -> bool:
+        """Found, or not found with every ClickHouse target searched."""
+        return self.found or not self.unsearched_targets
 
     @property
     def status(self) -> str:
@@ -156,6 +164,7 @@ class TraceReport:
             "reprocessing": [f.to_dict() for f in self.fates],
             "raw_messages": [c.to_dict() for c in self.raw_copies],
             "dead_letter_scan": self.dead_letter_scan,
+            "unsearched_targets": list(self.unsearched_targets),
             "notes": list(self.notes),
         }
 

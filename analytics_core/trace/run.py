@@ -79,6 +79,7 @@ def trace_event(
     if isinstance(dbs, str):
         return TraceError(normal, dbs)
     notes: list[str] = []
+    unsearched: list[str] = []
     present: set[str] = set()
     rows: list[RowHit] = []
     # Every target is searched: a client's rows are on its own, and during a move on two.
@@ -89,6 +90,7 @@ def trace_event(
             rows += clickhouse_io.find_rows(ch, {d: dbs[d] for d in here}, normal, target)
         except (ClickHouseError, OSError) as exc:
             notes.append(f"ClickHouse target {target} not searched: {str(exc).splitlines()[0]}")
+            unsearched.append(target)
             continue
         present |= set(here)
     missing = sorted(set(dbs) - present)
@@ -131,4 +133,5 @@ def trace_event(
         raw_copies=tuple(raw),
         dead_letter_scan=scan_note,
         notes=tuple(notes),
+        unsearched_targets=tuple(unsearched),
     )

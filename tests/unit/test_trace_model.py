@@ -112,3 +112,13 @@ def test_not_found_and_error_rendering() -> None:
     assert not empty.found and empty.status == "not found"
     assert "not found anywhere" in text(empty)
     assert "can not trace" in text(TraceError("x", "bad id"))
+
+
+def test_not_found_with_a_target_unsearched_is_no_verdict() -> None:
+    searched = TraceReport("e", None, ("client_acme",), (), (), (), (), "scan ok")
+    assert searched.conclusive
+    blind = TraceReport("e", None, (), (), (), (), (), "scan ok", unsearched_targets=("ch2",))
+    assert not blind.found and not blind.conclusive
+    assert blind.to_dict()["unsearched_targets"] == ["ch2"]
+    row = sample_report().rows  # found somewhere: a verdict even with a target down
+    assert TraceReport("e", None, (), row, (), (), (), "ok", unsearched_targets=("ch2",)).conclusive

@@ -4,7 +4,8 @@ The op runs `analytics_core.trace.run.trace_event` (the code behind
 `python -m analytics_core.trace`), logs the human-readable report and attaches it as output
 metadata (status, counts, the text report, the JSON report). An event that is not found is a
 successful run whose metadata says so; a malformed id or an unknown client is a refusal: the
-run fails with the reason (a warning alert, not a critical one).
+run fails with the reason (a warning alert, not a critical one). Not found while a ClickHouse
+target could not be searched is no verdict: the run fails (a critical alert) naming the target.
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
@@ -12,7 +13,7 @@ run fails with the reason (a warning alert, not a critical one).
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
 from analytics_core.trace.model import TraceError
@@ -64,6 +65,14 @@ def trace_event_op(
         )
     rendered = text(report)
     context.log.info(rendered)
+    if not report.conclusive:
+        raise Failure(
+            description=(
+                f"event {report.event_id} not found, but ClickHouse target(s) "
+                f"{', '.join(report.unsearched_targets)} could not be searched: no verdict"
+            ),
+            metadata={"report": MetadataValue.md("```\n" + rendered + "\n```")},
+        )
     doc = report.to_dict()
     return Output(
         doc,
