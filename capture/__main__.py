@@ -10,10 +10,10 @@ import sys
 from confluent_kafka import KafkaException
 
 from analytics_core import kafka_clients
+from analytics_core.logging_setup import configure
 from analytics_core.settings import SettingsError, describe
 from capture import VERSION
 from capture.config import CAPTURE_ENV, CaptureSettings
-from router.logging_setup import configure
 
 COMMON_ENV = (
     ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092", "Kafka brokers"),

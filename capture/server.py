@@ -33,7 +33,7 @@ def log_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "router.logging_setup.JsonFormatter"}},
+        "formatters": {"json": {"()": "analytics_core.logging_setup.JsonFormatter"}},
         "handlers": {"console": json_handler, "access": json_handler},
         "root": {"handlers": ["console"], "level": level.upper()},
         "loggers": {

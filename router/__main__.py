@@ -11,10 +11,10 @@ from types import FrameType
 from confluent_kafka import KafkaException
 
 from analytics_core import kafka_clients
+from analytics_core.logging_setup import configure
 from analytics_core.settings import SettingsError, describe
 from router import VERSION
 from router.config import ROUTER_ENV, RouterSettings
-from router.logging_setup import configure
 from router.metrics import HealthServer, RouterMetrics
 from router.service import Router
 

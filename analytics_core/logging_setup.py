@@ -1,7 +1,8 @@
-"""Structured logs: one JSON object per line on stderr.
+"""Structured logs of the services (router, capture): one JSON object per line on stderr.
 
 Every line about an event carries `client_id` and its Kafka coordinates
-(`topic`, `partition`, `offset`) through `extra=`.
+(`topic`, `partition`, `offset`) through `extra=`; any other `extra=` field becomes a key.
+`configure` is called once per process at start, never at import.
 """
 
 from __future__ import annotations
