@@ -18,25 +18,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+# The window and the count keys are reconciliation's contract: defined once, in the pure core.
+from analytics_core.reconciliation.window import DEAD_LETTERED as DEAD_LETTERED
+from analytics_core.reconciliation.window import ROUTED as ROUTED
+from analytics_core.reconciliation.window import count_key
+from analytics_core.reconciliation.window import window_of as window_of
+
 if TYPE_CHECKING:
     from router.offsets import OffsetTracker
-
-ROUTED = "routed"
-DEAD_LETTERED = "dead_lettered"
 
 # (client_id or "", outcome, reason or "", window_start_unix)
 FateKey = tuple[str, str, str, int]
 
-WINDOW_SECONDS = 3600
-
-
-def window_of(received_ms: int) -> int:
-    return received_ms // 1000 // WINDOW_SECONDS * WINDOW_SECONDS
-
 
 def map_key(key: FateKey) -> str:
-    client, outcome, reason, window = key
-    return f"{client}|{outcome}|{reason}|{window}"
+    return count_key(*key)
 
 
 @dataclass

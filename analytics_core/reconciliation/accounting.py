@@ -13,14 +13,8 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from analytics_core.naming import quote_identifier
-from analytics_core.reconciliation.model import (
-    DEAD_LETTERED,
-    AccountedCount,
-    DeadRange,
-    OffsetSpan,
-    Stream,
-    parse_count_key,
-)
+from analytics_core.reconciliation.model import AccountedCount, DeadRange, OffsetSpan, Stream
+from analytics_core.reconciliation.window import DEAD_LETTERED, parse_count_key
 
 CONSUMPTION_TABLE = "router_consumption"  # = analytics_core.ops_schema.CONSUMPTION_TABLE
 

@@ -2,51 +2,18 @@
 
 A `Stream` is one partition of one topic as consumed by one router consumer group: the
 unit in which accounting ranges are contiguous. Windows are hour starts in Unix seconds
-(the router's `router.accounting.window_of`: the hour of its receive time).
+(`analytics_core.reconciliation.window`, which the router imports too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-# Must equal router.accounting.WINDOW_SECONDS (a unit test asserts it; analytics_core never
-# imports the router).
-WINDOW_SECONDS = 3600
-ROUTED = "routed"
-DEAD_LETTERED = "dead_lettered"
-
-
-def window_label(window: int) -> str:
-    return datetime.fromtimestamp(window, UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def hour_of(moment: datetime) -> int:
-    ts = int(moment.timestamp())
-    return ts - ts % WINDOW_SECONDS
-
-
-@dataclass(frozen=True, slots=True)
-class CountKey:
-    client_id: str
-    outcome: str
-    reason: str
-    window: int
-
-
-def parse_count_key(key: str) -> CountKey | None:
-    """`client_id|outcome|reason|window_start_unix`, or None when malformed."""
-    parts = key.split("|")
-    if len(parts) != 4 or parts[1] not in (ROUTED, DEAD_LETTERED):
-        return None
-    try:
-        window = int(parts[3])
-    except ValueError:
-        return None
-    return CountKey(parts[0], parts[1], parts[2], window)
+from analytics_core.reconciliation.window import window_label
 
 
 @dataclass(frozen=True, slots=True, order=True)

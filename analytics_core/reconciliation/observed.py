@@ -18,7 +18,8 @@ from analytics_core.events_table import EVENTS_TABLE
 from analytics_core.kafka_reads import ScanBounds, scan_topic
 from analytics_core.naming import quote_identifier
 from analytics_core.reconciliation.accounting import table_ref
-from analytics_core.reconciliation.model import ROUTED, LetterSighting, RowGroup, ScanSummary
+from analytics_core.reconciliation.model import LetterSighting, RowGroup, ScanSummary
+from analytics_core.reconciliation.window import ROUTED
 from analytics_core.registry import Conn
 from analytics_core.settings import KafkaSettings
 

@@ -21,8 +21,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from analytics_core.reconciliation.model import (
-    DEAD_LETTERED,
-    ROUTED,
     AccountedCount,
     DeadRange,
     Gap,
@@ -34,9 +32,8 @@ from analytics_core.reconciliation.model import (
     Report,
     Stream,
     WindowResult,
-    hour_of,
-    window_label,
 )
+from analytics_core.reconciliation.window import DEAD_LETTERED, ROUTED, hour_of, window_label
 
 
 def pick_window(candidates: Iterable[int], fallback: int) -> int:

@@ -17,15 +17,9 @@ from analytics_core.clickhouse import database_exists
 from analytics_core.connections import Connections, UnknownTarget
 from analytics_core.lifecycle import busy_reason
 from analytics_core.reconciliation import accounting, observed
-from analytics_core.reconciliation.model import (
-    WINDOW_SECONDS,
-    Observations,
-    Report,
-    ScanSummary,
-    Unavailable,
-    hour_of,
-)
+from analytics_core.reconciliation.model import Observations, Report, ScanSummary, Unavailable
 from analytics_core.reconciliation.reconcile import reconcile
+from analytics_core.reconciliation.window import WINDOW_SECONDS, hour_of
 from analytics_core.settings import DEFAULT_TARGET, env_float, env_int, env_str
 
 

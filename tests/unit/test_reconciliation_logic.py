@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from analytics_core.reconciliation.model import (
-    WINDOW_SECONDS,
     AccountedCount,
     DeadRange,
     LetterSighting,
@@ -15,7 +14,6 @@ from analytics_core.reconciliation.model import (
     RowGroup,
     ScanSummary,
     Stream,
-    parse_count_key,
 )
 from analytics_core.reconciliation.observed import merge_sightings
 from analytics_core.reconciliation.reconcile import pick_window, reconcile
@@ -52,17 +50,6 @@ def run(accounted, observations, grace_s: float = 0.0):
     return reconcile(
         "acme", "client_acme", accounted, observations, now=NOW, horizon=W - 3600, grace_s=grace_s
     )
-
-
-def test_window_constant_matches_the_router() -> None:
-    from router.accounting import WINDOW_SECONDS as ROUTER_WINDOW
-    from router.accounting import map_key
-
-    assert WINDOW_SECONDS == ROUTER_WINDOW
-    key = parse_count_key(map_key(("acme", "dead_lettered", "schema_violation", W)))
-    assert key is not None and key.client_id == "acme" and key.window == W
-    assert parse_count_key("bad|key") is None
-    assert parse_count_key("a|other|x|1") is None
 
 
 def test_balanced_window_passes() -> None:
