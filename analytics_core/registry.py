@@ -62,7 +62,9 @@ class ClientRow:
             status = ClientStatus(self.status)
         except ValueError:
             return None
-        return ClientRecord(self.client_id, status, self.api_key_hash, self.ch_database_name or "")
+        return ClientRecord(
+            self.client_id, status, self.api_key_hash, self.ch_database_name or "", self.ch_target
+        )
 
 
 _COLUMNS = (
