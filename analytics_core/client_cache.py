@@ -75,7 +75,12 @@ def encode(result: ClientFound | ClientMissing) -> bytes:
         return b'{"missing":true}'
     r = result.record
     return orjson.dumps(
-        {"status": r.status.value, "api_key_hash": r.api_key_hash, "db": r.ch_database_name}
+        {
+            "status": r.status.value,
+            "api_key_hash": r.api_key_hash,
+            "db": r.ch_database_name,
+            "target": r.ch_target,
+        }
     )
 
 
@@ -87,11 +92,15 @@ def decode(client_id: str, raw: bytes) -> ClientFound | ClientMissing | None:
         doc = orjson.loads(raw)
         if doc.get("missing"):
             return ClientMissing(client_id)
-        key_hash = doc["api_key_hash"]
+        key_hash, database, target = doc["api_key_hash"], doc["db"], doc.get("target")
         if not isinstance(key_hash, str) or not _KEY_HASH.fullmatch(key_hash):
             return None
+        if not isinstance(database, str) or not isinstance(target, str):
+            # An entry written before clients had targets (no "target") is a miss, never
+            # "default": the client may have moved since, and PostgreSQL knows.
+            return None
         return ClientFound(
-            ClientRecord(client_id, ClientStatus(doc["status"]), key_hash, doc["db"])
+            ClientRecord(client_id, ClientStatus(doc["status"]), key_hash, database, target)
         )
     except (orjson.JSONDecodeError, KeyError, ValueError, AttributeError, TypeError):
         return None  # unreadable cache entry: treat as a miss

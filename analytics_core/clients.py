@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from analytics_core.settings import DEFAULT_TARGET
+
 
 class ClientStatus(StrEnum):
     PENDING = "pending"
@@ -20,6 +22,9 @@ class ClientRecord:
     status: ClientStatus
     api_key_hash: str
     ch_database_name: str
+    # The ClickHouse target holding the database (analytics_core.placement); a move changes
+    # it, and every writer resolves it per client through this record.
+    ch_target: str = DEFAULT_TARGET
 
 
 @dataclass(frozen=True, slots=True)

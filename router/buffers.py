@@ -9,6 +9,10 @@ Invariants:
   with the same deduplication token, so an INSERT that succeeded but whose
   answer was lost is dropped by ClickHouse instead of duplicated;
 - rows arriving while a client's batch is being retried go to a new batch;
+- a block, and the batch sealed from it, is bound to one ClickHouse target (the client's
+  when its first row came); rows of a client whose target changed (a move) start a new
+  block, and the old one is sealed at once for its own target (router.service redirects a
+  batch the old target refuses after the move's fence);
 - a block knows each row's offset-tracker segment (router.offsets): an insert acknowledges
   exactly those rows, in their segments;
 - `open_rows`/`open_bytes` are the sums over the open blocks (rows appended straight to a
@@ -20,16 +24,18 @@ from __future__ import annotations
 
 import hashlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import lz4.block
 
 from analytics_core.event_contract import Origin
+from analytics_core.settings import DEFAULT_TARGET
 from router.offsets import Segment
 from router.rows import ROW_OVERHEAD_BYTES, PendingRow
 
 CHUNK_BYTES = 64 * 1024  # rows are compressed this many (uncompressed) bytes at a time
+NO_TARGETS: frozenset[str] = frozenset()
 
 
 class RowBlock:
@@ -59,11 +65,19 @@ class RowBlock:
         "run_counts",
         "runs",
         "tail",
+        "target",
     )
 
-    def __init__(self, database: str, client_id: str, opened_at: float = 0.0) -> None:
+    def __init__(
+        self,
+        database: str,
+        client_id: str,
+        opened_at: float = 0.0,
+        target: str = DEFAULT_TARGET,
+    ) -> None:
         self.database = database
         self.client_id = client_id
+        self.target = target  # the ClickHouse target its rows are written to
         self.opened_at = opened_at  # when its first row arrived
         self.chunks: list[bytes] = []  # compressed runs of whole rows
         self.chunk_rows = array("I")  # how many rows each chunk holds
@@ -164,7 +178,7 @@ class RowBlock:
             seg for seg, n in zip(self.runs, self.run_counts, strict=True) for _ in range(n)
         ]
         lines = self.lines()
-        out = RowBlock(self.database, self.client_id, self.opened_at)
+        out = RowBlock(self.database, self.client_id, self.opened_at, self.target)
         for i in keep:
             out.add(
                 lines[i],
@@ -229,15 +243,25 @@ class Batch:
     next_attempt_at: float = 0.0
     first_error: str | None = None
     first_failed_at: float | None = None
+    target: str = DEFAULT_TARGET  # the ClickHouse target it is written to
+    # Sent to the client's new target after the old one refused it (a move): before its next
+    # attempt, rows whose event the new target holds already are dropped (router.writer).
+    redirected: bool = False
 
     @property
     def nbytes(self) -> int:
         return self.rows.nbytes
 
     @classmethod
-    def from_rows(cls, database: str, client_id: str, rows: Iterable[PendingRow]) -> Batch:
+    def from_rows(
+        cls,
+        database: str,
+        client_id: str,
+        rows: Iterable[PendingRow],
+        target: str = DEFAULT_TARGET,
+    ) -> Batch:
         """A batch of rows made elsewhere (the rare paths' records, tests)."""
-        block = RowBlock(database, client_id)
+        block = RowBlock(database, client_id, target=target)
         for r in rows:
             block.add(r.line, r.partition, r.offset, r.batch_index, r.produced_ms, None, r.origin)
         return cls.of(block)
@@ -246,7 +270,12 @@ class Batch:
     def of(cls, block: RowBlock) -> Batch:
         spans = offset_spans(block.partitions, block.offsets)
         return cls(
-            block.database, block.client_id, block, spans, dedup_token(block.database, spans)
+            block.database,
+            block.client_id,
+            block,
+            spans,
+            dedup_token(block.database, spans),
+            target=block.target,
         )
 
     def replace_rows(self, block: RowBlock) -> None:
@@ -263,12 +292,18 @@ class ClientBuffers:
     open_rows: int = 0
     open_bytes: int = 0
 
-    def block(self, database: str, client_id: str, now: float) -> RowBlock:
-        """The open block of `database` (created empty at `now`); rows appended to it are
-        reported with `added`."""
+    def block(
+        self, database: str, client_id: str, now: float, target: str = DEFAULT_TARGET
+    ) -> RowBlock:
+        """The open block of `database` on `target` (created empty at `now`); rows appended
+        to it are reported with `added`. An open block of `database` bound to another target
+        (the client moved) is sealed for its own target and due at once."""
         block = self.open.get(database)
+        if block is not None and block.target != target:
+            self.retrying.append(self._seal_one(database))
+            block = None
         if block is None:
-            block = self.open[database] = RowBlock(database, client_id, now)
+            block = self.open[database] = RowBlock(database, client_id, now, target)
         return block
 
     def added(self, rows: int, nbytes: int) -> None:
@@ -282,10 +317,11 @@ class ClientBuffers:
         row: PendingRow,
         now: float = 0.0,
         nbytes: int | None = None,
+        target: str = DEFAULT_TARGET,
     ) -> None:
         """One row (tests, rare paths; the hot path appends to `block` directly). `nbytes`:
         the memory to count for it instead of its real size (tests of the thresholds)."""
-        block = self.block(database, client_id, now)
+        block = self.block(database, client_id, now, target)
         real = block.add(
             row.line, row.partition, row.offset, row.batch_index, row.produced_ms, None, row.origin
         )
@@ -299,25 +335,37 @@ class ClientBuffers:
         self.open_bytes -= block.nbytes
         return Batch.of(block)
 
-    def seal_ready(self, now: float, min_rows: int, max_wait_s: float) -> list[Batch]:
+    def seal_ready(
+        self,
+        now: float,
+        min_rows: int,
+        max_wait_s: float,
+        blocked: Container[str] = NO_TARGETS,
+    ) -> list[Batch]:
         """Seal the buffers worth an INSERT now: at least `min_rows` rows, or a first row
         older than `max_wait_s`. Small clients wait (bounded), so many clients do not turn
-        into many tiny INSERTs; the rest stay open."""
+        into many tiny INSERTs; the rest stay open. Buffers of `blocked` targets (busy or
+        down) stay open too: they are written, bigger, when their target can take them."""
         ready = [
             db
             for db, block in self.open.items()
-            if len(block) >= min_rows or now - block.opened_at >= max_wait_s
+            if (len(block) >= min_rows or now - block.opened_at >= max_wait_s)
+            and block.target not in blocked
         ]
         return [self._seal_one(db) for db in ready]
 
-    def seal_largest(self, keep_rows: int, keep_bytes: int) -> list[Batch]:
+    def seal_largest(
+        self, keep_rows: int, keep_bytes: int, blocked: Container[str] = NO_TARGETS
+    ) -> list[Batch]:
         """Seal the biggest buffers until at most `keep_rows` rows and `keep_bytes` bytes
-        stay open: under memory pressure the rows go out in the fewest, largest INSERTs."""
+        stay open: under memory pressure the rows go out in the fewest, largest INSERTs.
+        Buffers of `blocked` targets stay open (back-pressure bounds them)."""
         batches = []
         for db in sorted(self.open, key=lambda db: self.open[db].nbytes, reverse=True):
             if self.open_rows <= keep_rows and self.open_bytes <= keep_bytes:
                 break
-            batches.append(self._seal_one(db))
+            if self.open[db].target not in blocked:
+                batches.append(self._seal_one(db))
         return batches
 
     def total_rows(self) -> int:
@@ -326,13 +374,17 @@ class ClientBuffers:
     def total_bytes(self) -> int:
         return self.open_bytes + sum(b.nbytes for b in self.retrying)
 
-    def seal(self) -> list[Batch]:
-        """Turn every open buffer into a batch; the buffers start empty again."""
-        return [self._seal_one(db) for db in list(self.open)]
+    def seal(self, blocked: Container[str] = NO_TARGETS) -> list[Batch]:
+        """Turn every open buffer (but those of `blocked` targets) into a batch; those
+        buffers start empty again."""
+        return [self._seal_one(db) for db in list(self.open) if self.open[db].target not in blocked]
 
-    def due_retries(self, now: float) -> list[Batch]:
-        due = [b for b in self.retrying if b.next_attempt_at <= now]
-        self.retrying = [b for b in self.retrying if b.next_attempt_at > now]
+    def due_retries(self, now: float, blocked: Container[str] = NO_TARGETS) -> list[Batch]:
+        """The parked batches due by `now`, but those of `blocked` targets."""
+        due = [b for b in self.retrying if b.next_attempt_at <= now and b.target not in blocked]
+        if due:
+            taken = {id(b) for b in due}
+            self.retrying = [b for b in self.retrying if id(b) not in taken]
         return due
 
     def park_for_retry(self, batch: Batch) -> None:

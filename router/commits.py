@@ -10,6 +10,9 @@ Invariants:
   (`router.replay_guard`), and the guard learns what Kafka recorded; before rows are
   inserted past what Kafka records, `record_high_water` commits it alone, at the
   unchanged offsets (no accounting row needed, so it costs one Kafka round trip);
+- accounting rows go to the `default` target's ops database (reconciliation reads them
+  there); while it is down, commit rounds back off (no round waits on it longer than
+  `ACCOUNTING_TIMEOUT_S`) and offsets wait, while every target keeps being written;
 - `committed` holds the last committed offset per partition: the consumer lag is counted
   from it (what a restart would read again).
 """
@@ -23,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from analytics_core.ops_schema import ensure_ops_schema
 from router.accounting import Accounting
+from router.backoff import Backoff
 from router.clickhouse_sink import ClickHouseSink, Inserted
 from router.config import RouterSettings
 from router.metrics import RouterMetrics
@@ -30,6 +34,10 @@ from router.offsets import OffsetTracker
 from router.replay_guard import CrashReplayGuard
 
 log = logging.getLogger("router")
+
+# An accounting row is a few hundred bytes: a round that waits longer than this for one is
+# an outage of `default`, and the consumer thread (which writes every target) moves on.
+ACCOUNTING_TIMEOUT_S = 10
 
 
 class OffsetCommitter:
@@ -51,8 +59,12 @@ class OffsetCommitter:
             Accounting(rs.common.kafka.raw_topic, tracker) if rs.reconciliation else None
         )
         self._sink = (
-            ClickHouseSink(rs.common.clickhouse, rs.instance_id) if rs.reconciliation else None
+            ClickHouseSink(rs.common.clickhouse, rs.instance_id, timeout_s=ACCOUNTING_TIMEOUT_S)
+            if rs.reconciliation
+            else None
         )
+        self._accounting_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
+        self._accounting_retry_at = 0.0  # monotonic: no accounting write before this
         self._ops_ready = False
         self.committed: dict[int, int] = {}  # partition -> last committed offset
         self.last_round = time.monotonic()
@@ -128,19 +140,29 @@ class OffsetCommitter:
         rows = self.accounting.rows_for(commits)
         if not rows:
             return True
+        if time.monotonic() < self._accounting_retry_at:
+            return False  # `default` failed lately: the offsets wait for its backoff
         if not self.ensure_ops_schema():
+            self._accounting_failed()
             return False
         rs = self.rs
         outcome = self._sink.insert_accounting(
             rs.common.clickhouse.ops_database, rows, rs.instance_id, rs.group_id
         )
         if isinstance(outcome, Inserted):
+            self._accounting_backoff.reset()
             return True
+        delay = self._accounting_failed()
         log.warning(
             "accounting row not written; offsets not committed yet",
-            extra={"detail": outcome.detail},
+            extra={"detail": outcome.detail, "retry_in_s": delay},
         )
         return False
+
+    def _accounting_failed(self) -> float:
+        delay = self._accounting_backoff.next_delay()
+        self._accounting_retry_at = time.monotonic() + delay
+        return delay
 
     def assigned(self, partition: int, committed: int | None) -> None:
         if self.accounting is not None:

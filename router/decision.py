@@ -32,6 +32,7 @@ from analytics_core.dead_letter import (
 )
 from analytics_core.event_contract import ContractViolation, Origin, ValidEvent, parse_message
 from analytics_core.reasons import Reason
+from analytics_core.settings import DEFAULT_TARGET
 
 
 @dataclass(slots=True)  # not frozen: see analytics_core.event_contract
@@ -51,6 +52,7 @@ class Routed:
     event: ValidEvent
     origin: Origin
     attempt: int
+    target: str = DEFAULT_TARGET  # the ClickHouse target holding `database`
 
 
 @dataclass(slots=True)  # not frozen: see analytics_core.event_contract
@@ -178,5 +180,7 @@ def decide(
                 )
             )
         else:
-            fates.append(Routed(ev.client_id, record.ch_database_name, ev, origin, attempt))
+            fates.append(
+                Routed(ev.client_id, record.ch_database_name, ev, origin, attempt, record.ch_target)
+            )
     return fates

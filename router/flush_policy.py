@@ -21,9 +21,10 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass
 
-from router.buffers import Batch, ClientBuffers
+from router.buffers import NO_TARGETS, Batch, ClientBuffers
 from router.config import RouterSettings
 
 
@@ -72,13 +73,14 @@ def seal_due(
     catching_up: bool,
     paused: bool = False,
     caught_up: bool = False,
+    blocked: Container[str] = NO_TARGETS,
 ) -> list[Batch]:
     """The batches to write now (they leave the open buffers). `caught_up`: a backlog was
-    just drained."""
+    just drained. Buffers of `blocked` targets (a write in flight, or down) stay open."""
     if caught_up:
-        return buffers.seal()
+        return buffers.seal(blocked)
     wait = max(0.0, limits.wait_s(catching_up) - limits.round_s)
-    sealed = buffers.seal_ready(now, limits.rows(catching_up), wait)
+    sealed = buffers.seal_ready(now, limits.rows(catching_up), wait, blocked)
     if under_pressure(buffers, limits, paused=paused):
-        sealed += buffers.seal_largest(limits.flush_rows // 2, limits.flush_bytes // 2)
+        sealed += buffers.seal_largest(limits.flush_rows // 2, limits.flush_bytes // 2, blocked)
     return sealed

@@ -163,7 +163,7 @@ class PollRouter:
             out.events += fates.events
             for r in fates.rows:
                 row = r.row
-                block = self.buffers.block(r.database, r.client_id, now)
+                block = self.buffers.block(r.database, r.client_id, now, r.target)
                 bytes_added += block.add(
                     row.line,
                     partition,
@@ -241,7 +241,7 @@ class PollRouter:
             return None
         if not hmac.compare_digest(credential, record.api_key_hash):
             return None
-        return self.buffers.block(record.ch_database_name, client_id, now)
+        return self.buffers.block(record.ch_database_name, client_id, now, record.ch_target)
 
 
 _UNKNOWN = object()  # not authenticated yet in this poll

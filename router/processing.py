@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from analytics_core.dead_letter import DeadLetter, ReplayKeys
 from analytics_core.event_contract import Origin
 from analytics_core.reasons import Reason
+from analytics_core.settings import DEFAULT_TARGET
 from router.decision import ClientLookup, RawMessage, Retry, Routed, decide
 from router.failures import describe, is_outage
 from router.rows import PendingRow, pending_row
@@ -29,6 +30,7 @@ class RoutedRow:
     database: str
     client_id: str
     row: PendingRow
+    target: str = DEFAULT_TARGET  # the ClickHouse target holding `database`
 
 
 @dataclass(slots=True)
@@ -82,7 +84,7 @@ def process_message(
                     sent if sent is not None else produced_ms,
                     msg.received_ms,
                 )
-                rows.append(RoutedRow(fate.database, fate.client_id, row))
+                rows.append(RoutedRow(fate.database, fate.client_id, row, fate.target))
             else:
                 letters.append(fate.letter)  # type: ignore[union-attr]
         return MessageFates(rows, letters, None)

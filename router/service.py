@@ -15,7 +15,15 @@ message), `router.flush_policy` (when buffers become INSERTs), `router.backpress
   events wait, consumption pauses when the rows held reach the memory budget; any other
   failure of one message dead-letters that message (`unprocessable`) and the loop goes on;
 - one client's broken database only delays that client's batch (retry with backoff, then
-  `destination_error` dead letters); other clients keep flowing.
+  `destination_error` dead letters); other clients keep flowing;
+- each client's rows are written to its ClickHouse target (its registry record, resolved
+  per poll like its credential), through that target's lane (router.lanes): a target that
+  is down delays only its own clients. Accounting rows go to `default` (reconciliation
+  reads them there): while it is down, commits wait, every target keeps being written;
+- a batch the client's old target refuses after a move fenced it (the table renamed, the
+  database dropped) is sent to the client's current target, re-read from the registry,
+  without counting as a failed attempt: never dead-lettered, never duplicated
+  (router.writer drops what the new target holds already).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from confluent_kafka import (
 )
 
 from analytics_core.client_cache import ClientDirectory
+from analytics_core.clients import ClientFound, RegistryUnavailable
 from analytics_core.dead_letter import DeadLetter
 from analytics_core.kafka_reads import read_messages
 from router import VERSION
@@ -51,12 +60,12 @@ from router.decision import RawMessage
 from router.failures import describe
 from router.flush_policy import FlushLimits, seal_due, under_pressure
 from router.kafka_consumer import consumer_config
+from router.lanes import Lane, open_lanes
 from router.metrics import RouterMetrics
 from router.offsets import OffsetTracker
 from router.poll import PollRouter
 from router.rejection_policy import GiveUp, after_rejection, rejected_letters
 from router.replay_guard import CrashReplayGuard
-from router.writer import InFlightWrite, Writer
 
 log = logging.getLogger("router")
 
@@ -69,6 +78,13 @@ CAUGHT_UP_LAG = CONSUME_BATCH // 4  # ...but once the lag is this small it is dr
 ROUNDS_PER_INTERVAL = 5  # buffers are checked for rows due this often per flush interval
 LATENCY_SAMPLE = 8
 LAG_EVERY_S = 5.0
+
+
+def _unconfigured(target: str) -> str:
+    return (
+        f"the client is placed on ClickHouse target {target!r}, which this router does not "
+        "configure (add it to CLICKHOUSE_TARGETS with its CLICKHOUSE_<NAME>_* settings)"
+    )
 
 
 def _now_iso() -> str:
@@ -102,7 +118,14 @@ class Router:
         self.letters = DeadLetterProducer(
             common.kafka, rs.instance_id + "-dl", self._letter_delivered, self.metrics
         )
-        self.writer = Writer(common.clickhouse, rs.instance_id, self.topic, rs.insert_concurrency)
+        self.lanes: dict[str, Lane] = open_lanes(
+            common.clickhouse_targets(),
+            rs.instance_id,
+            self.topic,
+            rs.insert_concurrency,
+            rs.retry_backoff_s,
+            rs.retry_backoff_max_s,
+        )
         self.guard = CrashReplayGuard()
         self.committer = OffsetCommitter(rs, self.consumer, self.tracker, self.guard, self.metrics)
         self.accounting = self.committer.accounting
@@ -124,14 +147,11 @@ class Router:
         self.assigned: set[int] = set()
         self.retry_paused: dict[int, float] = {}  # partition -> resume at (registry outage)
         self.registry_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
-        self.outage_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
-        self.outage_until = 0.0
+        self.kafka_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.paused_all = False
         self.last_flush_round = time.monotonic()
-        self.clickhouse_ok = True
         self.last_lag_check = 0.0
         self.on_flush: Callable[[], None] | None = None  # test hook: called after each flush
-        self._inflight: InFlightWrite | None = None
         self.poll_router = PollRouter(
             self.topic,
             self.buffers,
@@ -142,6 +162,11 @@ class Router:
         )
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def clickhouse_ok(self) -> bool:
+        """Every target took its last write."""
+        return all(lane.ok for lane in self.lanes.values())
+
     def ready(self) -> bool:
         return bool(self.assigned) and self.clickhouse_ok and not self.stop_event.is_set()
 
@@ -182,7 +207,8 @@ class Router:
         if left:
             log.warning("exiting with unflushed rows; they will be re-read", extra={"rows": left})
         self.consumer.close()
-        self.writer.close()
+        for lane in self.lanes.values():
+            lane.writer.close()
         self.committer.close()
         self.directory.close()
         self.metrics.up.set(0)
@@ -198,8 +224,9 @@ class Router:
         self._note_backlog(now)
         self.letters.poll(0)
         self.letters.resend_undelivered()
-        if self._inflight is not None and self._inflight.future.done():
-            self._finish_write()
+        for lane in self.lanes.values():
+            if lane.done():
+                self._finish_write(lane)
         now = time.monotonic()
         if now - self.last_cache_refresh >= self.rs.cache_local_ttl_s / 4:
             self.last_cache_refresh = now
@@ -323,22 +350,28 @@ class Router:
         return any(b.next_attempt_at <= now for b in self.buffers.retrying)
 
     def _flush(self, *, force: bool = False) -> None:
-        """Seal the buffers and hand the batches to the writer.
+        """Seal the buffers and hand the batches to their targets' lanes.
 
-        At most one write is in flight; its outcomes are applied on this (the consumer)
-        thread by `_finish_write`, so the offset tracker is only touched here.
-        `force` waits for the write to finish (shutdown, rebalance).
+        Each lane has at most one write in flight; its outcomes are applied on this (the
+        consumer) thread by `_finish_write`, so the offset tracker is only touched here.
+        Buffers of a target whose lane is busy or backing off an outage stay open (or
+        parked) for it; the other lanes are written. `force` waits for every write to
+        finish and ignores outage backoffs (shutdown, rebalance).
         """
-        if self._inflight is not None:
-            if not (force or self._inflight.future.done()):
-                return
-            self._finish_write()
+        for lane in self.lanes.values():
+            if lane.inflight is not None and (force or lane.done()):
+                self._finish_write(lane)
         now = time.monotonic()
-        if now < self.outage_until and not force:
+        blocked = frozenset(
+            name
+            for name, lane in self.lanes.items()
+            if lane.inflight is not None or (not force and now < lane.outage_until)
+        )
+        if len(blocked) == len(self.lanes):
             return
         self.last_flush_round = now
         if force:
-            sealed = self.buffers.seal()
+            sealed = self.buffers.seal(blocked)
         else:
             sealed = seal_due(
                 self.buffers,
@@ -347,9 +380,15 @@ class Router:
                 catching_up=self._catching_up(now),
                 paused=self.paused_all,
                 caught_up=self.backlog_drained,
+                blocked=blocked,
             )
             self.backlog_drained = False
-        batches = sealed + self.buffers.due_retries(now if not force else float("inf"))
+        batches = sealed + self.buffers.due_retries(now if not force else float("inf"), blocked)
+        unplaced = [b for b in batches if b.target not in self.lanes]
+        if unplaced:
+            batches = [b for b in batches if b.target in self.lanes]
+            for b in unplaced:  # the client may have moved to a configured target since
+                self._rejected(b, Rejected(None, _unconfigured(b.target)))
         if not batches:
             return
         highest: dict[int, int] = {}
@@ -363,15 +402,23 @@ class Router:
             # leave rows a new owner would not know to skip. The rows wait (an outage).
             self._hold(batches, "the high-water offset commit failed")
             return
-        self._inflight = self.writer.submit(batches, self.guard.snapshot())
+        self.kafka_backoff.reset()
+        suspect = self.guard.snapshot()
+        by_target: dict[str, list[Batch]] = {}
+        for b in batches:
+            by_target.setdefault(b.target, []).append(b)
+        for target, group in by_target.items():
+            lane = self.lanes[target]
+            lane.inflight = lane.writer.submit(group, suspect)
         if force:
-            self._finish_write()
+            for target in by_target:
+                self._finish_write(self.lanes[target])
 
-    def _finish_write(self) -> None:
-        """Apply a write's outcomes; its offsets are committed by the next commit round."""
-        assert self._inflight is not None
-        results = self._inflight.future.result()
-        self._inflight = None
+    def _finish_write(self, lane: Lane) -> None:
+        """Apply a lane's write outcomes; its offsets are committed by the next commit round."""
+        assert lane.inflight is not None
+        results = lane.inflight.future.result()
+        lane.inflight = None
         outage: list[Batch] = []
         last_outage: Outage | None = None
         for res in results:
@@ -385,24 +432,26 @@ class Router:
             else:
                 self._rejected(res.batch, res.outcome)
         if last_outage is not None:
-            self._outage(outage, last_outage)
+            self._outage(lane, outage, last_outage)
         else:
-            self.outage_backoff.reset()
-            self.clickhouse_ok = True
+            lane.backoff.reset()
+            lane.ok = True
         self.letters.poll(0)
         if self.on_flush is not None:
             self.on_flush()
 
     def _hold(self, batches: list[Batch], why: str) -> None:
-        delay = self.outage_backoff.next_delay()
-        self.outage_until = time.monotonic() + delay
+        delay = self.kafka_backoff.next_delay()
+        until = time.monotonic() + delay
+        for lane in self.lanes.values():
+            lane.outage_until = max(lane.outage_until, until)
         self.metrics.retries.labels(kind="kafka_commit").inc()
         log.warning(
             "kafka unavailable; holding rows until their offsets can be recorded",
             extra={"retry_in_s": delay, "detail": why, "rows": sum(len(b.rows) for b in batches)},
         )
         for b in batches:
-            b.next_attempt_at = self.outage_until
+            b.next_attempt_at = until
             self.buffers.park_for_retry(b)
 
     def _stored_already(self, batch: Batch, dropped: list[tuple[int, int]]) -> None:
@@ -435,25 +484,61 @@ class Router:
                 },
             )
 
-    def _outage(self, batches: list[Batch], outcome: Outage) -> None:
-        delay = self.outage_backoff.next_delay()
-        self.outage_until = time.monotonic() + delay
-        self.clickhouse_ok = False
+    def _outage(self, lane: Lane, batches: list[Batch], outcome: Outage) -> None:
+        """The lane's target is unreachable: its batches wait with backoff, other lanes go on."""
+        delay = lane.backoff.next_delay()
+        lane.outage_until = time.monotonic() + delay
+        lane.ok = False
         self.metrics.insert_errors.labels(kind="outage").inc()
         self.metrics.retries.labels(kind="clickhouse_outage").inc()
         log.warning(
             "clickhouse unavailable; holding rows and retrying",
             extra={
+                "target": lane.target,
                 "retry_in_s": delay,
                 "detail": outcome.detail,
                 "rows": sum(len(b.rows) for b in batches),
             },
         )
         for b in batches:
-            b.next_attempt_at = self.outage_until
+            b.next_attempt_at = lane.outage_until
             self.buffers.park_for_retry(b)
 
+    def _follow_move(self, batch: Batch) -> bool:
+        """After a refused INSERT: True when the batch was parked again, without counting an
+        attempt, because its client is now on another target (a move: the batch goes there)
+        or the registry can not tell now (it is retried later)."""
+        self.directory.forget(batch.client_id)  # the move invalidated Redis: read it again
+        found = self.directory.lookup(batch.client_id)
+        if isinstance(found, RegistryUnavailable):
+            batch.next_attempt_at = time.monotonic() + self.rs.retry_backoff_max_s
+            self.buffers.park_for_retry(batch)
+            self.metrics.retries.labels(kind="registry").inc()
+            return True
+        if type(found) is not ClientFound:
+            return False
+        record = found.record
+        if record.ch_target == batch.target or record.ch_database_name != batch.database:
+            return False
+        log.info(
+            "client moved; its batch goes to its current target",
+            extra={
+                "client_id": batch.client_id,
+                "from": batch.target,
+                "to": record.ch_target,
+                "rows": len(batch.rows),
+            },
+        )
+        batch.target = record.ch_target
+        batch.redirected = True
+        batch.next_attempt_at = 0.0
+        self.buffers.park_for_retry(batch)
+        self.metrics.retries.labels(kind="moved").inc()
+        return True
+
     def _rejected(self, batch: Batch, outcome: Rejected) -> None:
+        if self._follow_move(batch):
+            return
         batch.attempts += 1
         self.metrics.insert_errors.labels(kind="rejected").inc()
         if batch.first_error is None:
@@ -521,10 +606,10 @@ class Router:
 
     # ------------------------------------------------------------------ flow control
     def _apply_backpressure(self) -> None:
-        write = self._inflight
+        writes = [lane.inflight for lane in self.lanes.values() if lane.inflight is not None]
         held = Held(
-            self.buffers.total_rows() + (write.rows if write else 0),
-            self.buffers.total_bytes() + (write.nbytes if write else 0),
+            self.buffers.total_rows() + sum(w.rows for w in writes),
+            self.buffers.total_bytes() + sum(w.nbytes for w in writes),
         )
         self.metrics.buffered_rows.set(held.rows)
         self.metrics.buffered_bytes.set(held.nbytes)
@@ -610,10 +695,11 @@ class Router:
         log.warning(
             "partitions lost; leaving them to the new owner", extra={"partitions": sorted(lost)}
         )
-        if self._inflight is not None:
-            # Its rows must not reach ClickHouse after the new owner looked for them: let the
-            # write finish now (nothing is committed); a failed batch is then forgotten too.
-            self._finish_write()
+        for lane in self.lanes.values():
+            if lane.inflight is not None:
+                # Its rows must not reach ClickHouse after the new owner looked for them: let
+                # the write finish now (nothing is committed); a failed batch is forgotten too.
+                self._finish_write(lane)
         self._forget(lost)
         consumer.incremental_unassign(partitions)
 

@@ -7,7 +7,13 @@ Invariants:
   snapshot of the crash-replay guard it was handed: no shared bookkeeping;
 - before a batch's first attempt, rows the table already holds are dropped and acked
   without an insert (router.replay_guard): crash replays by Kafka coordinates, dead-letter
-  replays by event identity.
+  replays by event identity; and before the attempt of a batch redirected to its client's
+  new target (a move fenced the old one), rows whose event that target holds already (a
+  lost answer's INSERT on the old target, copied over by the move's delta) are dropped the
+  same way, so a redirect never duplicates an event.
+
+One Writer serves one ClickHouse target (router.lanes): a target that is down holds only
+its own clients' batches.
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ from analytics_core.settings import ClickHouseSettings
 from router.buffers import Batch
 from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
 from router.replay_guard import (
+    ReplayIdentity,
     SuspectRange,
     drop_stored_replays,
+    identity_of,
     replay_identities,
     suspect_spans,
 )
 
 log = logging.getLogger("router")
+
+IDENTITY_CHUNK = 5000  # event identities looked up per query (the query text stays small)
 
 
 @dataclass
@@ -90,7 +100,7 @@ class Writer:
         self, sink: ClickHouseSink, result: WriteResult, suspect: dict[int, SuspectRange]
     ) -> Inserted | Outage | Rejected:
         batch = result.batch
-        if batch.attempts == 0:
+        if batch.attempts == 0 or batch.redirected:
             outage = self._drop_stored(sink, result, suspect)
             if outage is not None:
                 return outage
@@ -127,11 +137,22 @@ class Writer:
                     extra={"client_id": batch.client_id, "rows": len(stored_rows)},
                 )
         block = batch.rows
-        if block.origins:
-            identities = replay_identities(block.rows())
-            stored = sink.stored_identities(batch.database, set(identities.values()))
-            if isinstance(stored, Outage):
-                return stored
+        if block.origins or batch.redirected:
+            rows = block.rows()
+            identities = (
+                {i: identity_of(r) for i, r in enumerate(rows)}
+                if batch.redirected
+                else replay_identities(rows)
+            )
+            wanted = list(set(identities.values()))
+            stored: set[ReplayIdentity] = set()
+            for start in range(0, len(wanted), IDENTITY_CHUNK):
+                found_now = sink.stored_identities(
+                    batch.database, set(wanted[start : start + IDENTITY_CHUNK])
+                )
+                if isinstance(found_now, Outage):
+                    return found_now
+                stored |= found_now
             _kept, dropped = drop_stored_replays(range(len(block)), identities, stored)
             if dropped:
                 self._drop(result, dropped)

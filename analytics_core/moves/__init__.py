@@ -15,8 +15,11 @@ run killed at any moment is resumed by running the move again):
 3. `switched` -> `fenced`: on the source, `events_base` is renamed `events_base__moving`
    and the move waits until no INSERT into the client's database is running there. From
    then on nothing can add a row to the source: an INSERT from a router that still has the
-   old row fails (unknown table) and the router writes that batch to the client's current
-   target instead (router/writer.py). This is how we know every router has stopped writing
+   old row fails (unknown table) and the router re-reads the client's record and writes that
+   batch to its current target instead, without counting a failed attempt
+   (`Router._follow_move` in router/service.py; router/writer.py first drops the rows whose
+   event the destination holds already, so a redirect never duplicates the delta copy).
+   This is how we know every router has stopped writing
    to the old target: not by waiting and hoping, but because the old table no longer exists
    under the name routers write to.
 4. `fenced`   -> `delta_copied`: every event of the (now frozen) source whose identity

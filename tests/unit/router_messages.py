@@ -17,6 +17,10 @@ RECORDS = {
     "acme": ClientRecord("acme", ClientStatus.ACTIVE, hash_api_key("k-acme"), "client_acme"),
     "beta": ClientRecord("beta", ClientStatus.ACTIVE, hash_api_key("k-beta"), "client_beta"),
     "idle": ClientRecord("idle", ClientStatus.PENDING, hash_api_key("k-idle"), "client_idle"),
+    # placed on the second ClickHouse target (issue 15)
+    "gamma": ClientRecord(
+        "gamma", ClientStatus.ACTIVE, hash_api_key("k-gamma"), "client_gamma", "ch2"
+    ),
 }
 
 
@@ -85,7 +89,7 @@ def assert_paths_agree(
     offset: int = 42,
 ) -> MessageFates | Retry:
     """The hot path gives one message exactly the reference path's fates: the same rows
-    (bytes, database, batch index, origin), the same letters, the same count."""
+    (bytes, database and its target, batch index, origin), the same letters, the same count."""
     ref = reference(value, headers, partition, offset)
     result, buffers, tracker = poll_once([FakeMessage(value, partition, offset, headers)])
     if isinstance(ref, Retry):
@@ -95,11 +99,13 @@ def assert_paths_agree(
         assert buffers.open_rows == 0 and not result.letters
         return ref
     got = sorted(
-        (db, block.batch_indexes[i], line, block.origins.get(i))
+        (db, block.target, block.batch_indexes[i], line, block.origins.get(i))
         for db, block in buffers.open.items()
         for i, line in enumerate(block.lines())
     )
-    expected = sorted((r.database, r.row.batch_index, r.row.line, r.row.origin) for r in ref.rows)
+    expected = sorted(
+        (r.database, r.target, r.row.batch_index, r.row.line, r.row.origin) for r in ref.rows
+    )
     assert got == expected
     assert [item.letter for item in result.letters] == ref.letters
     assert all(
