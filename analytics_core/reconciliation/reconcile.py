@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from analytics_core.reconciliation.model import (
@@ -30,6 +31,7 @@ from analytics_core.reconciliation.model import (
     Problem,
     ProblemKind,
     Report,
+    RowGroup,
     Stream,
     WindowResult,
 )
@@ -104,66 +106,81 @@ def _cross_group_overlaps(spans: Sequence[OffsetSpan]) -> list[tuple[OffsetSpan,
     return out
 
 
-def reconcile(
-    client_id: str,
-    database: str,
-    accounted: Sequence[AccountedCount],
-    obs: Observations,
-    *,
-    now: datetime,
-    horizon: int,
-    grace_s: float,
-) -> Report:
-    # ---- accounting per window
-    routed: dict[int, int] = defaultdict(int)
-    dead: dict[int, int] = defaultdict(int)
-    dead_reasons: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    last: dict[int, datetime] = {}
+@dataclass
+class _Accounted:
+    """What the router's ranges counted per window (from the horizon on)."""
+
+    routed: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    dead: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    dead_reasons: dict[int, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
+    last: dict[int, datetime] = field(default_factory=dict)  # window -> last range recorded
+
+
+@dataclass
+class _RowsPlaced:
+    """The client's rows by where their offsets fall."""
+
+    found: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    unaccounted: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    in_gap: dict[tuple[Stream, int], int] = field(default_factory=lambda: defaultdict(int))
+    in_flight: int = 0
+
+
+@dataclass
+class _LettersPlaced:
+    """The client's dead letters (topic and parked) by where their source offsets fall."""
+
+    found: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    parked: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    unaccounted: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    extra: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    in_flight: int = 0
+
+
+def _tally_accounting(accounted: Sequence[AccountedCount], horizon: int) -> _Accounted:
+    acc = _Accounted()
     for a in accounted:
         if a.window < horizon:
             continue
         if a.outcome == ROUTED:
-            routed[a.window] += a.count
+            acc.routed[a.window] += a.count
         elif a.outcome == DEAD_LETTERED:
-            dead[a.window] += a.count
-            dead_reasons[a.window][a.reason] += a.count
+            acc.dead[a.window] += a.count
+            acc.dead_reasons[a.window][a.reason] += a.count
         else:
             continue
-        if a.window not in last or a.last_recorded > last[a.window]:
-            last[a.window] = a.last_recorded
+        if a.window not in acc.last or a.last_recorded > acc.last[a.window]:
+            acc.last[a.window] = a.last_recorded
+    return acc
 
-    coverage = _Coverage(obs.islands)
-    problems: list[Problem] = []
 
-    # ---- rows
-    found: dict[int, int] = defaultdict(int)
-    unaccounted_rows: dict[int, int] = defaultdict(int)
-    rows_in_gap: dict[tuple[Stream, int], int] = defaultdict(int)
-    in_flight_rows = 0
-    for rg in obs.rows:
+def _place_rows(rows: Iterable[RowGroup], coverage: _Coverage, horizon: int) -> _RowsPlaced:
+    placed = _RowsPlaced()
+    for rg in rows:
         if rg.ranged:
             if rg.window >= horizon:
-                found[rg.window] += rg.count
+                placed.found[rg.window] += rg.count
         elif rg.group == "":
             # No range precedes these offsets: consumed without accounting (or before the
             # lookback: rows received before the horizon are not judged).
             if rg.window >= horizon:
-                unaccounted_rows[rg.window] += rg.count
+                placed.unaccounted[rg.window] += rg.count
         else:
             stream = Stream(rg.group, rg.topic, rg.partition)
             if coverage.island_starts_at_or_after(stream, rg.after_offset):
-                rows_in_gap[(stream, rg.after_offset)] += rg.count
+                placed.in_gap[(stream, rg.after_offset)] += rg.count
                 if rg.window >= horizon:
-                    unaccounted_rows[rg.window] += rg.count
+                    placed.unaccounted[rg.window] += rg.count
             else:
-                in_flight_rows += rg.count
+                placed.in_flight += rg.count
+    return placed
 
-    # ---- dead letters (the topic and the parked table, one sighting per failed copy)
-    letters_found: dict[int, int] = defaultdict(int)
-    parked: dict[int, int] = defaultdict(int)
-    unaccounted_letters: dict[int, int] = defaultdict(int)
-    extra_letters: dict[int, int] = defaultdict(int)
-    in_flight_letters = 0
+
+def _place_letters(obs: Observations, coverage: _Coverage, horizon: int) -> _LettersPlaced:
+    """One sighting per failed copy, on the topic or parked."""
+    placed = _LettersPlaced()
     dead_by_tp: dict[tuple[str, int], list[DeadRange]] = defaultdict(list)
     for d in obs.dead_ranges:
         dead_by_tp[(d.stream.topic, d.stream.partition)].append(d)
@@ -173,121 +190,149 @@ def reconcile(
         if dr is not None:
             window = pick_window(dr.windows, own_hour)
             if window >= horizon:
-                letters_found[window] += 1
+                placed.found[window] += 1
                 if letter.parked:
-                    parked[window] += 1
+                    placed.parked[window] += 1
         elif coverage.inside(letter.topic, letter.partition, letter.offset):
             # Inside a range that counted no dead letter of this client.
             if own_hour >= horizon:
-                extra_letters[own_hour] += 1
+                placed.extra[own_hour] += 1
         elif coverage.after_all(letter.topic, letter.partition, letter.offset):
-            in_flight_letters += 1
+            placed.in_flight += 1
         elif own_hour >= horizon:
-            unaccounted_letters[own_hour] += 1
+            placed.unaccounted[own_hour] += 1
+    return placed
 
-    # ---- windows
-    windows: list[WindowResult] = []
-    all_windows = sorted(
-        set(routed) | set(dead) | set(found) | set(letters_found) | set(extra_letters)
-    )
-    verified = obs.letter_scan.complete
-    for w in all_windows:
-        recorded = last.get(w)
+
+def _window_results(
+    acc: _Accounted,
+    rows: _RowsPlaced,
+    letters: _LettersPlaced,
+    *,
+    letters_verified: bool,
+    now: datetime,
+    grace_s: float,
+) -> list[WindowResult]:
+    every = set(acc.routed) | set(acc.dead) | set(rows.found) | set(letters.found)
+    results = []
+    for w in sorted(every | set(letters.extra)):
+        recorded = acc.last.get(w)
         # Observations inside written ranges that counted nothing for the client in this
         # window are final at once (a range row never changes but by a crash re-read).
         judged = recorded is None or (now - recorded).total_seconds() >= grace_s
-        result = WindowResult(
-            window=w,
-            judged=judged,
-            routed_accounted=routed.get(w, 0),
-            dead_lettered_accounted=dead.get(w, 0),
-            dead_lettered_by_reason=dict(dead_reasons.get(w, {})),
-            rows_found=found.get(w, 0),
-            letters_found=letters_found.get(w, 0) + extra_letters.get(w, 0),
-            parked=parked.get(w, 0),
-            letters_verified=verified,
-            last_recorded=recorded,
+        results.append(
+            WindowResult(
+                window=w,
+                judged=judged,
+                routed_accounted=acc.routed.get(w, 0),
+                dead_lettered_accounted=acc.dead.get(w, 0),
+                dead_lettered_by_reason=dict(acc.dead_reasons.get(w, {})),
+                rows_found=rows.found.get(w, 0),
+                letters_found=letters.found.get(w, 0) + letters.extra.get(w, 0),
+                parked=letters.parked.get(w, 0),
+                letters_verified=letters_verified,
+                last_recorded=recorded,
+            )
         )
-        windows.append(result)
-        if not judged:
-            continue
-        label = window_label(w)
-        table = f"{database}.events_base"
-        if result.missing_rows:
-            problems.append(
-                Problem(
-                    ProblemKind.MISSING_ROWS,
-                    client_id,
-                    w,
-                    result.missing_rows,
-                    f"client {client_id}, window {label}: {result.missing_rows} routed event(s) "
-                    f"missing from {table} (router accounted {result.routed_accounted}, "
-                    f"table has {result.rows_found})",
-                )
-            )
-        if result.extra_rows:
-            problems.append(
-                Problem(
-                    ProblemKind.EXTRA_ROWS,
-                    client_id,
-                    w,
-                    result.extra_rows,
-                    f"client {client_id}, window {label}: {result.extra_rows} row(s) in {table} "
-                    f"more than the router accounted ({result.routed_accounted} routed, "
-                    f"{result.rows_found} rows)",
-                )
-            )
-        if result.missing_letters:
-            problems.append(
-                Problem(
-                    ProblemKind.MISSING_DEAD_LETTERS,
-                    client_id,
-                    w,
-                    result.missing_letters,
-                    f"client {client_id}, window {label}: {result.missing_letters} dead "
-                    f"letter(s) not found on the dead-letter topic nor parked (router accounted "
-                    f"{result.dead_lettered_accounted}, found {result.letters_found})",
-                )
-            )
-        if result.extra_letters:
-            problems.append(
-                Problem(
-                    ProblemKind.EXTRA_DEAD_LETTERS,
-                    client_id,
-                    w,
-                    result.extra_letters,
-                    f"client {client_id}, window {label}: {result.extra_letters} dead letter(s) "
-                    f"more than the router accounted ({result.dead_lettered_accounted})",
-                )
-            )
+    return results
 
-    for w, n in sorted(unaccounted_rows.items()):
+
+def _window_problems(result: WindowResult, client_id: str, database: str) -> list[Problem]:
+    """A judged window's differences between what was accounted and what was found."""
+    w, label, table = result.window, window_label(result.window), f"{database}.events_base"
+    problems = []
+    if result.missing_rows:
         problems.append(
             Problem(
-                ProblemKind.UNACCOUNTED_ROWS,
+                ProblemKind.MISSING_ROWS,
                 client_id,
                 w,
-                n,
-                f"client {client_id}, window {window_label(w)}: {n} row(s) in "
-                f"{database}.events_base come from offsets no router accounted for",
+                result.missing_rows,
+                f"client {client_id}, window {label}: {result.missing_rows} routed event(s) "
+                f"missing from {table} (router accounted {result.routed_accounted}, "
+                f"table has {result.rows_found})",
             )
         )
-    for w, n in sorted(unaccounted_letters.items()):
+    if result.extra_rows:
         problems.append(
             Problem(
-                ProblemKind.UNACCOUNTED_DEAD_LETTERS,
+                ProblemKind.EXTRA_ROWS,
                 client_id,
                 w,
-                n,
-                f"client {client_id}, window {window_label(w)}: {n} dead letter(s) come from "
-                "offsets no router accounted for",
+                result.extra_rows,
+                f"client {client_id}, window {label}: {result.extra_rows} row(s) in {table} "
+                f"more than the router accounted ({result.routed_accounted} routed, "
+                f"{result.rows_found} rows)",
             )
         )
+    if result.missing_letters:
+        problems.append(
+            Problem(
+                ProblemKind.MISSING_DEAD_LETTERS,
+                client_id,
+                w,
+                result.missing_letters,
+                f"client {client_id}, window {label}: {result.missing_letters} dead "
+                f"letter(s) not found on the dead-letter topic nor parked (router accounted "
+                f"{result.dead_lettered_accounted}, found {result.letters_found})",
+            )
+        )
+    if result.extra_letters:
+        problems.append(
+            Problem(
+                ProblemKind.EXTRA_DEAD_LETTERS,
+                client_id,
+                w,
+                result.extra_letters,
+                f"client {client_id}, window {label}: {result.extra_letters} dead letter(s) "
+                f"more than the router accounted ({result.dead_lettered_accounted})",
+            )
+        )
+    return problems
 
-    # ---- offsets
+
+def _unaccounted_problems(
+    client_id: str, database: str, rows: Mapping[int, int], letters: Mapping[int, int]
+) -> list[Problem]:
+    """Rows and dead letters from offsets that no range covers (before every range or in a
+    gap between a group's ranges)."""
+    problems = [
+        Problem(
+            ProblemKind.UNACCOUNTED_ROWS,
+            client_id,
+            w,
+            n,
+            f"client {client_id}, window {window_label(w)}: {n} row(s) in "
+            f"{database}.events_base come from offsets no router accounted for",
+        )
+        for w, n in sorted(rows.items())
+    ]
+    problems += [
+        Problem(
+            ProblemKind.UNACCOUNTED_DEAD_LETTERS,
+            client_id,
+            w,
+            n,
+            f"client {client_id}, window {window_label(w)}: {n} dead letter(s) come from "
+            "offsets no router accounted for",
+        )
+        for w, n in sorted(letters.items())
+    ]
+    return problems
+
+
+def _offset_findings(
+    client_id: str,
+    coverage: _Coverage,
+    client_spans: Sequence[OffsetSpan],
+    rows_in_gap: Mapping[tuple[Stream, int], int],
+) -> tuple[list[Gap], list[OffsetSpan], list[Problem]]:
+    """Gaps (offsets committed without a range) and overlaps (offsets counted twice) where
+    the client's events were consumed, with their problems."""
     raw_gaps, raw_overlaps = coverage.gaps_and_overlaps()
-    spans = {s.stream: s for s in obs.client_spans}
+    spans = {s.stream: s for s in client_spans}
     gaps: list[Gap] = []
+    problems: list[Problem] = []
     for g in raw_gaps:
         span = spans.get(g.stream)
         inside = rows_in_gap.get((g.stream, g.start), 0)
@@ -317,7 +362,7 @@ def reconcile(
                 "counted by two accounting ranges",
             )
         )
-    for x, y in _cross_group_overlaps(obs.client_spans):
+    for x, y in _cross_group_overlaps(client_spans):
         problems.append(
             Problem(
                 ProblemKind.OVERLAP,
@@ -330,6 +375,35 @@ def reconcile(
                 "counts the same events twice (set RECONCILIATION_CONSUMER_GROUPS)",
             )
         )
+    return gaps, overlaps, problems
+
+
+def reconcile(
+    client_id: str,
+    database: str,
+    accounted: Sequence[AccountedCount],
+    obs: Observations,
+    *,
+    now: datetime,
+    horizon: int,
+    grace_s: float,
+) -> Report:
+    acc = _tally_accounting(accounted, horizon)
+    coverage = _Coverage(obs.islands)
+    rows = _place_rows(obs.rows, coverage, horizon)
+    letters = _place_letters(obs, coverage, horizon)
+    windows = _window_results(
+        acc, rows, letters, letters_verified=obs.letter_scan.complete, now=now, grace_s=grace_s
+    )
+    problems: list[Problem] = []
+    for result in windows:
+        if result.judged:
+            problems += _window_problems(result, client_id, database)
+    problems += _unaccounted_problems(client_id, database, rows.unaccounted, letters.unaccounted)
+    gaps, overlaps, offset_problems = _offset_findings(
+        client_id, coverage, obs.client_spans, rows.in_gap
+    )
+    problems += offset_problems
 
     notes = list(obs.notes)
     if not obs.letter_scan.complete:
@@ -343,10 +417,10 @@ def reconcile(
         windows=tuple(windows),
         gaps=tuple(gaps),
         overlaps=tuple(overlaps),
-        unaccounted_rows=dict(unaccounted_rows),
-        unaccounted_letters=dict(unaccounted_letters),
-        in_flight_rows=in_flight_rows,
-        in_flight_letters=in_flight_letters,
+        unaccounted_rows=dict(rows.unaccounted),
+        unaccounted_letters=dict(letters.unaccounted),
+        in_flight_rows=rows.in_flight,
+        in_flight_letters=letters.in_flight,
         letter_scan=obs.letter_scan,
         problems=tuple(problems),
         notes=tuple(notes),
