@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+from collections.abc import Callable
 
 import psycopg2
 
@@ -170,101 +171,102 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    cmd = args.command
-    if cmd == "migrate-metadata":
-        conn = pg.connect(settings.postgres)
-        try:
-            applied = registry.apply_metadata_schema(conn)
-        finally:
-            conn.close()
-        print("metadata schema up to date: " + ", ".join(applied))
-        return 0
-    if cmd == "targets":
-        return moves_cli.run_targets(settings)
-    if cmd in (
-        "add-client",
-        "provision",
-        "deprovision",
-        "rotate-key",
-        "invalidate",
-        "set-quota",
-        "move-client",
-    ):
+    if args.command in NAMES_A_CLIENT:
         problem = client_id_problem(args.client_id) or _key_problem(getattr(args, "api_key", None))
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
-    if cmd == "add-client":
-        key = args.api_key or secrets.token_urlsafe(24)
-        placed = _add(
-            settings, args.client_id, key, args.status, args.name, args.batch_source, args.target
-        )
-        if isinstance(placed, PlacementRefused):
-            print(f"error: {placed.reason}", file=sys.stderr)
-            return 2
-        if placed is not None:
-            print(
-                f"client {args.client_id} added ({args.status}) on ClickHouse target "
-                f"{placed.target} ({placed.why}); API key: {key}"
-            )
-            return 0
-        print(f"client {args.client_id} already exists; nothing changed", file=sys.stderr)
-        return 1
-    if cmd == "seed-demo":
-        added = _add(settings, DEMO_CLIENT, DEMO_API_KEY, "pending", "Demo app", None)
-        if isinstance(added, PlacementRefused):
-            print(f"error: {added.reason}", file=sys.stderr)
-            return 2
-        state = "added (pending)" if added else "already present"
-        print(f"demo client {DEMO_CLIENT!r} {state}; API key: {DEMO_API_KEY}")
-        return 0
-    if cmd == "provision":
-        with open_connections(settings) as connections:
-            outcome = lifecycle.provision(connections, args.client_id, run_id=None)
-        if isinstance(outcome, lifecycle.StepFailed):
-            print(f"provisioning failed: {outcome.reason}", file=sys.stderr)
-            return 1
+    return COMMANDS[args.command](settings, args)
+
+
+def _migrate_metadata(settings: Settings, _args: argparse.Namespace) -> int:
+    conn = pg.connect(settings.postgres)
+    try:
+        applied = registry.apply_metadata_schema(conn)
+    finally:
+        conn.close()
+    print("metadata schema up to date: " + ", ".join(applied))
+    return 0
+
+
+def _targets(settings: Settings, _args: argparse.Namespace) -> int:
+    return moves_cli.run_targets(settings)
+
+
+def _add_client(settings: Settings, args: argparse.Namespace) -> int:
+    key = args.api_key or secrets.token_urlsafe(24)
+    placed = _add(
+        settings, args.client_id, key, args.status, args.name, args.batch_source, args.target
+    )
+    if isinstance(placed, PlacementRefused):
+        print(f"error: {placed.reason}", file=sys.stderr)
+        return 2
+    if placed is not None:
         print(
-            f"client {args.client_id} active in database {outcome.database} on ClickHouse "
-            f"target {outcome.target}, schema version {outcome.schema_version}"
+            f"client {args.client_id} added ({args.status}) on ClickHouse target "
+            f"{placed.target} ({placed.why}); API key: {key}"
         )
         return 0
-    if cmd == "deprovision":
-        return _deprovision(settings, args.client_id, args.confirm, args.requested_by)
-    if cmd == "list-clients":
-        conn = pg.connect(settings.postgres)
-        try:
-            for row in registry.list_clients(conn):
-                print(
-                    f"{row.client_id:<24} {row.status:<15} {row.ch_target:<10}"
-                    f" {row.ch_database_name or '-':<30} {row.status_detail or ''}"
-                )
-        finally:
-            conn.close()
-        return 0
-    if cmd == "rotate-key":
-        key = args.api_key or secrets.token_urlsafe(24)
-        conn = pg.connect(settings.postgres)
-        try:
-            if registry.get_client(conn, args.client_id) is None:
-                print(f"error: no client {args.client_id!r}", file=sys.stderr)
-                return 1
-            registry.set_api_key_hash(conn, args.client_id, hash_api_key(key))
-            registry.audit(conn, args.client_id, "key_rotated", actor="cli")
-        finally:
-            conn.close()
-        lifecycle.invalidate_cache(settings, args.client_id)
-        print(f"client {args.client_id}: new API key: {key}")
-        return 0
-    if cmd == "invalidate":
-        lifecycle.invalidate_cache(settings, args.client_id)
-        print(f"cache entry of {args.client_id} invalidated")
-        return 0
-    if cmd == "set-quota":
-        return _set_quota(settings, args)
-    if cmd == "move-client":
-        return moves_cli.run_move(settings, args)
-    raise AssertionError(cmd)
+    print(f"client {args.client_id} already exists; nothing changed", file=sys.stderr)
+    return 1
+
+
+def _seed_demo(settings: Settings, _args: argparse.Namespace) -> int:
+    added = _add(settings, DEMO_CLIENT, DEMO_API_KEY, "pending", "Demo app", None)
+    if isinstance(added, PlacementRefused):
+        print(f"error: {added.reason}", file=sys.stderr)
+        return 2
+    state = "added (pending)" if added else "already present"
+    print(f"demo client {DEMO_CLIENT!r} {state}; API key: {DEMO_API_KEY}")
+    return 0
+
+
+def _provision(settings: Settings, args: argparse.Namespace) -> int:
+    with open_connections(settings) as connections:
+        outcome = lifecycle.provision(connections, args.client_id, run_id=None)
+    if isinstance(outcome, lifecycle.StepFailed):
+        print(f"provisioning failed: {outcome.reason}", file=sys.stderr)
+        return 1
+    print(
+        f"client {args.client_id} active in database {outcome.database} on ClickHouse "
+        f"target {outcome.target}, schema version {outcome.schema_version}"
+    )
+    return 0
+
+
+def _list_clients(settings: Settings, _args: argparse.Namespace) -> int:
+    conn = pg.connect(settings.postgres)
+    try:
+        for row in registry.list_clients(conn):
+            print(
+                f"{row.client_id:<24} {row.status:<15} {row.ch_target:<10}"
+                f" {row.ch_database_name or '-':<30} {row.status_detail or ''}"
+            )
+    finally:
+        conn.close()
+    return 0
+
+
+def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
+    key = args.api_key or secrets.token_urlsafe(24)
+    conn = pg.connect(settings.postgres)
+    try:
+        if registry.get_client(conn, args.client_id) is None:
+            print(f"error: no client {args.client_id!r}", file=sys.stderr)
+            return 1
+        registry.set_api_key_hash(conn, args.client_id, hash_api_key(key))
+        registry.audit(conn, args.client_id, "key_rotated", actor="cli")
+    finally:
+        conn.close()
+    lifecycle.invalidate_cache(settings, args.client_id)
+    print(f"client {args.client_id}: new API key: {key}")
+    return 0
+
+
+def _invalidate(settings: Settings, args: argparse.Namespace) -> int:
+    lifecycle.invalidate_cache(settings, args.client_id)
+    print(f"cache entry of {args.client_id} invalidated")
+    return 0
 
 
 def _set_quota(settings: Settings, args: argparse.Namespace) -> int:
@@ -310,12 +312,13 @@ def _set_quota(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _deprovision(settings: Settings, client_id: str, confirm: str, requested_by: str) -> int:
+def _deprovision(settings: Settings, args: argparse.Namespace) -> int:
     """The Dagster job's guarded path (`lifecycle.deprovision`): the confirmation must repeat
     the id, a refusal changes nothing but leaves an audit row, a re-run is a no-op."""
-    actor = requested_by.strip()[:200] or "cli"
+    client_id = args.client_id
+    actor = args.requested_by.strip()[:200] or "cli"
     with open_connections(settings) as connections:
-        outcome = lifecycle.deprovision(connections, client_id, confirm, actor=actor)
+        outcome = lifecycle.deprovision(connections, client_id, args.confirm, actor=actor)
     if isinstance(outcome, lifecycle.StepFailed):
         print(f"deprovisioning refused or failed: {outcome.reason}", file=sys.stderr)
         return 2 if outcome.refused else 1
@@ -327,6 +330,40 @@ def _deprovision(settings: Settings, client_id: str, confirm: str, requested_by:
     )
     return 0
 
+
+def _move_client(settings: Settings, args: argparse.Namespace) -> int:
+    return moves_cli.run_move(settings, args)
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+# One handler per sub-command of `build_parser` (a unit test keeps both lists the same).
+COMMANDS: dict[str, Command] = {
+    "migrate-metadata": _migrate_metadata,
+    "targets": _targets,
+    "add-client": _add_client,
+    "seed-demo": _seed_demo,
+    "provision": _provision,
+    "deprovision": _deprovision,
+    "list-clients": _list_clients,
+    "rotate-key": _rotate_key,
+    "invalidate": _invalidate,
+    "set-quota": _set_quota,
+    "move-client": _move_client,
+}
+
+# Commands that name a client: its id (and a given --api-key) is checked before anything runs.
+NAMES_A_CLIENT = frozenset(
+    {
+        "add-client",
+        "provision",
+        "deprovision",
+        "rotate-key",
+        "invalidate",
+        "set-quota",
+        "move-client",
+    }
+)
 
 if __name__ == "__main__":
     sys.exit(main())
