@@ -8,7 +8,8 @@ and Dagster storage (fresh PostgreSQL databases, removed at the end), lets it se
 - provisioning runs: N pending clients, each provisioned by a `provision_client` run launched
   through GraphQL as the UI launches it (add the partition, launch for it), one after the
   other with the stack warm; for each, launch -> SUCCESS wall time (polled every 0.1 s) and
-  the peak RSS of the processes the run added (run worker, step processes);
+  the peak RSS of the processes the run added (run worker, step processes), and where the
+  time went (queue, launch, run worker start, resources, steps) from the run's event log;
 - concurrency: the instance's run limit, as dagster.yaml sets it.
 
 The provisioning sensor is stopped first, so only the measured runs exist. Prints one line per
@@ -20,6 +21,7 @@ Usage: .venv/bin/python -m bench.bench_dagster_runs [--runs 5] [--settle 20]
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -133,6 +135,32 @@ def stop_provisioning_sensor(gql: GraphQL) -> None:
     gql(STOP_SENSOR, id=found["id"])
 
 
+# Where a run's time goes, from its own event log: (label, event that opens the phase).
+PHASES = (
+    ("queued", "RUN_ENQUEUED"),
+    ("dequeued->starting", "RUN_DEQUEUED"),
+    ("worker start", "RUN_STARTING"),
+    ("resources", "RUN_START"),
+    ("steps", "STEP_START"),
+    ("finish", "STEP_SUCCESS"),
+)
+
+
+def phases(sb: Sandbox, run_id: str) -> dict[str, float]:
+    """Seconds per phase of a finished run (first STEP_START, last STEP_SUCCESS)."""
+    at: dict[str, float] = {}
+    for record in sb.instance.all_logs(run_id):
+        kind = record.dagster_event.event_type.name if record.dagster_event else None
+        if kind is None:
+            continue
+        if kind not in at or kind == "STEP_SUCCESS":
+            at[kind] = record.timestamp
+    marks = [(label, at[kind]) for label, kind in PHASES if kind in at]
+    if "RUN_SUCCESS" in at:
+        marks.append(("end", at["RUN_SUCCESS"]))
+    return {a[0]: round(b[1] - a[1], 2) for a, b in itertools.pairwise(marks)}
+
+
 def provision_once(gql: GraphQL, sb: Sandbox, root: int, at_rest: set[int]) -> tuple[float, int]:
     """(launch -> SUCCESS seconds, peak RSS KiB the run added) of one provisioning run."""
     client_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -159,6 +187,7 @@ def provision_once(gql: GraphQL, sb: Sandbox, root: int, at_rest: set[int]) -> t
         elapsed = time.monotonic() - start
     if status != "SUCCESS":
         raise SystemExit(f"run {run_id} ended {status}")
+    log(f"  phases (s): {phases(sb, run_id)}")
     return elapsed, sampler.peak_kib
 
 
