@@ -5,7 +5,8 @@ Layers, fastest first:
    invalidation messages on Redis pub/sub channel `INVALIDATION_CHANNEL`;
 2. Redis keys `client:v1:<id>` with TTL `redis_ttl_s` (unknown clients are
    negatively cached for `negative_ttl_s`, so a flood of bad ids does not hit
-   PostgreSQL);
+   PostgreSQL); an entry holds the routing view, the client's ClickHouse target included
+   (one without a target, written before targets existed, is a miss);
 3. PostgreSQL `clients`, the source of truth.
 
 Invariants: a change in PostgreSQL takes effect within redis_ttl_s + local_ttl_s

@@ -39,6 +39,15 @@ class TwoTargets:
         finally:
             ch.close()
 
+    def event_ids(self, target: str, database: str) -> list[str]:
+        """Every row's event id in a client's events table on `target` (duplicates kept)."""
+        ch = self.ch(target)
+        try:
+            rows = ch.query(f"SELECT toString(event_id) FROM `{database}`.events_base").result_rows
+        finally:
+            ch.close()
+        return [str(r[0]) for r in rows]
+
     def has_database(self, target: str, database: str) -> bool:
         found = self.scalar(
             target, "SELECT count() FROM system.databases WHERE name = {d:String}", d=database

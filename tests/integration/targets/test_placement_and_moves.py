@@ -98,15 +98,6 @@ def _insert_events(t: TwoTargets, target: str, database: str, table: str, n: int
     return ids
 
 
-def _stored_ids(t: TwoTargets, target: str, database: str) -> list[str]:
-    ch = t.ch(target)
-    try:
-        rows = ch.query(f"SELECT toString(event_id) FROM `{database}`.events_base").result_rows
-    finally:
-        ch.close()
-    return [str(r[0]) for r in rows]
-
-
 def _audit(s: Settings, client_id: str) -> list[str]:
     conn = pg.connect(s.postgres)
     try:
@@ -310,7 +301,7 @@ def test_a_move_survives_a_sigkill_after_the_switch_and_loses_and_duplicates_not
     assert verified["missing_identities"] == 0
     assert again.counts["delta_rows"] + again.counts["late_delta_rows"] >= len(late)
 
-    stored = _stored_ids(t, "ch2", database)
+    stored = t.event_ids("ch2", database)
     assert len(stored) == len(set(stored)) == len(sent) + len(late)
     assert set(stored) == set(sent) | set(late)
     assert t.scalar("ch2", f"SELECT count() FROM `{database}`.users") == 2
@@ -330,7 +321,7 @@ def test_a_move_survives_a_sigkill_after_the_switch_and_loses_and_duplicates_not
         assert isinstance(same, Moved) and same.already
         back = move_client(c, client_id, "default", options=MoveOptions(grace_s=0))
     assert isinstance(back, Moved) and not back.already
-    stored_back = _stored_ids(t, "default", database)
+    stored_back = t.event_ids("default", database)
     assert sorted(stored_back) == sorted(stored)
     assert not t.has_database("ch2", database)
 
@@ -404,7 +395,7 @@ def test_the_dagster_job_moves_a_client_launched_for_its_partition(
     ]
     assert metadata["to_target"].value == "ch2"
     assert metadata["from_target"].value == "default"
-    assert sorted(_stored_ids(t, "ch2", database)) == sorted(sent)
+    assert sorted(t.event_ids("ch2", database)) == sorted(sent)
     assert not t.has_database("default", database)
     [done] = store.moves_of(registry_conn, client_id)
     assert done.step == Step.DONE and done.requested_by == "ops@example.com"

@@ -98,15 +98,6 @@ def router(
                 proc.kill()
 
 
-def _ids(t: TwoTargets, target: str, database: str) -> list[str]:
-    ch = t.ch(target)
-    try:
-        rows = ch.query(f"SELECT toString(event_id) FROM `{database}`.events_base").result_rows
-    finally:
-        ch.close()
-    return [str(r[0]) for r in rows]
-
-
 def _delays(t: TwoTargets, target: str, database: str, since: float, until: float) -> list[float]:
     """Seconds from `sent_at` to the INSERT (`ingested_at`) of the events sent in a window."""
     ch = t.ch(target)
@@ -130,7 +121,7 @@ def _p99(values: list[float]) -> float:
 
 def _landed_all(t: TwoTargets, placed: dict[str, tuple[str, ClientFixture]], sent: Any) -> bool:
     return all(
-        len(_ids(t, target, c.database)) >= len(sent.delivered.get(c.client_id, []))
+        len(t.event_ids(target, c.database)) >= len(sent.delivered.get(c.client_id, []))
         for target, c in placed.values()
     )
 
@@ -141,7 +132,7 @@ def _check_exact(
     """Every client's table holds exactly its delivered event ids, each once."""
     figures: dict[str, dict[str, int]] = {}
     for target, c in placed.values():
-        ids = _ids(t, target, c.database)
+        ids = t.event_ids(target, c.database)
         sent = set(producer.delivered.get(c.client_id, []))
         figures[c.client_id] = {"sent": len(sent), "rows": len(ids), "distinct": len(set(ids))}
         assert len(ids) == len(set(ids)), f"duplicate rows: {figures}"
@@ -183,7 +174,7 @@ def test_a_target_down_for_60s_delays_only_its_own_clients(
     try:
         producer.start()
         wait_for(
-            lambda: all(_ids(t, target, c.database) for target, c in placed.values()),
+            lambda: all(t.event_ids(target, c.database) for target, c in placed.values()),
             90,
             what="rows of every client on both targets",
         )
@@ -243,7 +234,7 @@ def test_a_move_under_load_killed_after_the_switch_loses_and_duplicates_nothing(
     log = tmp_path / "move.log"
     try:
         producer.start()
-        wait_for(lambda: _ids(t, "default", mover.database), 90, what="the mover's first rows")
+        wait_for(lambda: t.event_ids("default", mover.database), 90, what="the mover's first rows")
         time.sleep(3)
         with log.open("wb") as out:
             job = subprocess.Popen(
@@ -329,7 +320,7 @@ def test_a_router_that_missed_the_move_sends_the_fenced_batch_to_the_new_target(
     )
     try:
         producer.start()
-        wait_for(lambda: _ids(t, "default", mover.database), 90, what="the mover's first rows")
+        wait_for(lambda: t.event_ids("default", mover.database), 90, what="the mover's first rows")
         with open_connections(t.settings) as c:
             moved = move_client(c, mover.client_id, "ch2", options=MoveOptions(grace_s=1.0))
         assert isinstance(moved, Moved), moved
