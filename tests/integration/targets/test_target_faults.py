@@ -29,17 +29,27 @@ import pytest
 
 from analytics_core import lifecycle, pg, registry
 from analytics_core.client_cache import ClientDirectory
+from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import hash_api_key
 from analytics_core.moves import store
 from analytics_core.moves.plan import Step
 from analytics_core.moves.run import Moved, MoveOptions, move_client
+from analytics_core.reasons import Reason
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
 from devstack.clickhouse import ClickHouseService
 from router.config import RouterSettings
 from router.service import Router
-from tests.conftest import ClientFixture, fresh_group, router_env, unique_id, wait_for
+from tests.conftest import (
+    ClientFixture,
+    Kafka,
+    event,
+    fresh_group,
+    router_env,
+    unique_id,
+    wait_for,
+)
 from tests.integration.router_support import end_offsets, letters_between
 from tests.integration.targets.conftest import TwoTargets
 from tests.integration.test_kafka_cluster import SteadyProducer
@@ -345,3 +355,47 @@ def test_a_router_that_missed_the_move_sends_the_fenced_batch_to_the_new_target(
         stack, letters_from, end_offsets(stack, stack.kafka.dead_letter_topic)
     )
     assert [x for x, _v in letters if x.client_id in (mover.client_id, stays.client_id)] == []
+
+
+@pytest.mark.timeout(180)
+def test_a_client_on_a_target_the_router_does_not_configure_is_dead_lettered_naming_it(
+    two_targets: TwoTargets,
+    stack: Settings,
+    kafka: Kafka,
+    router: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """A misconfiguration, not an outage: the rows are refused like a broken database's
+    (retried, the client read again each time), then dead-lettered `destination_error`
+    with a detail that says what to configure; the other clients keep flowing."""
+    t = two_targets
+    lost_id, key = unique_id("ch9"), "key-ch9"
+    conn = pg.connect(t.settings.postgres)
+    try:
+        registry.add_client(
+            conn,
+            lost_id,
+            hash_api_key(key),
+            status=ClientStatus.ACTIVE,
+            ch_database_name=f"client_{lost_id.replace('-', '_')}",
+            ch_target="ch9",
+        )
+    finally:
+        conn.close()
+    lost = ClientFixture(lost_id, key, f"client_{lost_id.replace('-', '_')}")
+    fine = _client(t, "ch2", "ch9ok")
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    proc = router(
+        ROUTER_DESTINATION_MAX_ATTEMPTS="2",
+        ROUTER_RETRY_BACKOFF_MS="100",
+        ROUTER_RETRY_BACKOFF_MAX_MS="200",
+    )
+    kafka.send_events([event(lost, n=n) for n in range(3)] + [event(fine, n=n) for n in range(3)])
+    letters = kafka.read_dead_letters(
+        since, lambda letter, _v: letter.client_id == lost_id, expect=3, timeout_s=90
+    )
+    assert len(letters) == 3, letters
+    for letter, _value in letters:
+        assert letter.reason is Reason.DESTINATION_ERROR
+        assert "'ch9'" in letter.detail and "CLICKHOUSE_TARGETS" in letter.detail
+    wait_for(lambda: len(t.event_ids("ch2", fine.database)) == 3, 60, what="ch2's client rows")
+    assert proc.poll() is None, "the router exited"
