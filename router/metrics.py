@@ -96,6 +96,13 @@ class RouterMetrics:
             "router_paused", "1 while consumption is paused (back-pressure)", registry=r
         )
         self.up = Gauge("router_up", "1 while the router loop runs", registry=r)
+        self.target_up = Gauge(
+            "router_clickhouse_target_up",
+            "1 while the ClickHouse target took this router's last write, 0 while it is "
+            "unreachable (its clients' rows wait; the other targets are written)",
+            ["target"],
+            registry=r,
+        )
         self.last_commit_ts = Gauge(
             "router_last_commit_timestamp_seconds",
             "Unix time of the last offset commit",

@@ -143,6 +143,8 @@ class Router:
         self.backlog_drained = False
         self.consumed_to: dict[int, int] = {}  # partition -> next offset to process
         self.last_cache_refresh = 0.0
+        for name in self.lanes:
+            self.metrics.target_up.labels(target=name).set(1)
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
         self.retry_paused: dict[int, float] = {}  # partition -> resume at (registry outage)
@@ -436,6 +438,7 @@ class Router:
         else:
             lane.backoff.reset()
             lane.ok = True
+            self.metrics.target_up.labels(target=lane.target).set(1)
         self.letters.poll(0)
         if self.on_flush is not None:
             self.on_flush()
@@ -489,6 +492,7 @@ class Router:
         delay = lane.backoff.next_delay()
         lane.outage_until = time.monotonic() + delay
         lane.ok = False
+        self.metrics.target_up.labels(target=lane.target).set(0)
         self.metrics.insert_errors.labels(kind="outage").inc()
         self.metrics.retries.labels(kind="clickhouse_outage").inc()
         log.warning(

@@ -45,12 +45,13 @@ from tests.conftest import (
     ClientFixture,
     Kafka,
     event,
+    free_port,
     fresh_group,
     router_env,
     unique_id,
     wait_for,
 )
-from tests.integration.router_support import end_offsets, letters_between
+from tests.integration.router_support import end_offsets, letters_between, metric_values, metrics
 from tests.integration.targets.conftest import TwoTargets
 from tests.integration.test_kafka_cluster import SteadyProducer
 
@@ -78,6 +79,13 @@ def _client(t: TwoTargets, target: str, prefix: str) -> ClientFixture:
     return ClientFixture(client_id, key, done.database)
 
 
+def _router_env(t: TwoTargets, group: str, **over: str) -> dict[str, str]:
+    """The pair's environment with the test router settings (and `over`) on top: the shell's
+    own ROUTER_* values (a private stack's metrics port) must not override them."""
+    mine = router_env(group, **over)
+    return {**t.env, **{k: v for k, v in mine.items() if k.startswith("ROUTER_")}}
+
+
 @pytest.fixture
 def router(
     two_targets: TwoTargets, stack: Settings, tmp_path: Path
@@ -87,7 +95,7 @@ def router(
 
     def start(**over: str) -> subprocess.Popen[bytes]:
         group = fresh_group(stack, "router-targets")
-        env = {**router_env(group, **over), **two_targets.env}
+        env = _router_env(two_targets, group, **over)
         proc = subprocess.Popen(
             [sys.executable, "-m", "router"],
             cwd=REPO_ROOT,
@@ -165,7 +173,8 @@ def test_a_target_down_for_60s_delays_only_its_own_clients(
     clients = [c for _t, c in placed.values()]
     on_ch2 = [c for target, c in placed.values() if target == "ch2"]
     letters_from = end_offsets(stack, stack.kafka.dead_letter_topic)
-    proc = router()
+    port = free_port()
+    proc = router(ROUTER_METRICS_PORT=str(port))
     producer = SteadyProducer(
         stack.kafka.bootstrap_servers, stack.kafka.raw_topic, clients, rate=120.0
     )
@@ -195,7 +204,16 @@ def test_a_target_down_for_60s_delays_only_its_own_clients(
         baseline = [
             d for c in on_ch2 for d in _delays(t, "ch2", c.database, baseline_from, stopped)
         ]
-        time.sleep(OUTAGE_S)
+        # The router says which target is down (its /metrics).
+        wait_for(
+            lambda: (
+                metric_values(metrics(port), "router_clickhouse_target_up")
+                == {'{target="ch2"}': 1.0, '{target="default"}': 0.0}
+            ),
+            30,
+            what="router_clickhouse_target_up: default 0, ch2 1",
+        )
+        time.sleep(max(0.0, OUTAGE_S - (time.time() - stopped)))
         # Measured while `default` is still down: ch2's rows are written meanwhile.
         during = [
             d for c in on_ch2 for d in _delays(t, "ch2", c.database, stopped + 2, time.time() - 2)
@@ -312,7 +330,7 @@ def test_a_router_that_missed_the_move_sends_the_fenced_batch_to_the_new_target(
     mover, stays = _client(t, "default", "deaf"), _client(t, "ch2", "deaf")
     letters_from = end_offsets(stack, stack.kafka.dead_letter_topic)
     group = fresh_group(stack, "router-deaf")
-    rs = RouterSettings.from_env({**router_env(group, ROUTER_CACHE_LOCAL_TTL_S="3600"), **t.env})
+    rs = RouterSettings.from_env(_router_env(t, group, ROUTER_CACHE_LOCAL_TTL_S="3600"))
     deaf = _DeafDirectory(rs.common.redis, rs.common.postgres, local_ttl_s=3600)
     router = Router(rs, directory=deaf)
     errors: list[BaseException] = []
