@@ -346,7 +346,11 @@ def test_clickhouse_locked_data_dir_fails_loudly(tmp_path: Path) -> None:
         elapsed = time.monotonic() - t0
     finally:
         squatter.terminate()
-        squatter.wait(30)
+        try:
+            squatter.wait(30)
+        except subprocess.TimeoutExpired:  # a loaded machine: its shutdown is not the test
+            squatter.kill()
+            squatter.wait(30)
     msg = str(info.value)
     assert msg.startswith("clickhouse:")
     assert "Code: 76" in msg
