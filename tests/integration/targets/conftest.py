@@ -12,6 +12,8 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from subprocess import Popen
+from typing import IO
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -53,6 +55,26 @@ class TwoTargets:
             target, "SELECT count() FROM system.databases WHERE name = {d:String}", d=database
         )
         return bool(found)
+
+    def start_move(self, client_id: str, dest: str, grace_s: float, log: IO[bytes]) -> Popen[bytes]:
+        """`admin move-client` started in the background (a test kills it mid-move)."""
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "analytics_core.admin",
+                "move-client",
+                client_id,
+                "--to",
+                dest,
+                "--grace-s",
+                str(grace_s),
+            ],
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def admin(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

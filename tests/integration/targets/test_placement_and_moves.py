@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -247,23 +245,7 @@ def test_a_move_survives_a_sigkill_after_the_switch_and_loses_and_duplicates_not
     ch.close()
 
     log = open(t.settings.state_dir.parent / f"move-{client_id}.log", "wb")  # noqa: SIM115
-    mover = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "analytics_core.admin",
-            "move-client",
-            client_id,
-            "--to",
-            "ch2",
-            "--grace-s",
-            "60",
-        ],
-        cwd=REPO_ROOT,
-        env=t.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    mover = t.start_move(client_id, "ch2", 60, log)
     try:
 
         def at_switch() -> bool:

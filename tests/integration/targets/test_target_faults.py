@@ -48,6 +48,7 @@ from tests.conftest import (
     free_port,
     fresh_group,
     router_env,
+    set_status,
     unique_id,
     wait_for,
 )
@@ -265,23 +266,7 @@ def test_a_move_under_load_killed_after_the_switch_loses_and_duplicates_nothing(
         wait_for(lambda: t.event_ids("default", mover.database), 90, what="the mover's first rows")
         time.sleep(3)
         with log.open("wb") as out:
-            job = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "analytics_core.admin",
-                    "move-client",
-                    mover.client_id,
-                    "--to",
-                    "ch2",
-                    "--grace-s",
-                    "30",
-                ],
-                cwd=REPO_ROOT,
-                env=t.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+            job = t.start_move(mover.client_id, "ch2", 30, out)
 
             def switched() -> bool:
                 move = store.open_move(conn, mover.client_id)
@@ -400,17 +385,22 @@ def test_a_client_on_a_target_the_router_does_not_configure_is_dead_lettered_nam
     finally:
         conn.close()
     lost = ClientFixture(lost_id, key, f"client_{lost_id.replace('-', '_')}")
-    fine = _client(t, "ch2", "ch9ok")
-    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
-    proc = router(
-        ROUTER_DESTINATION_MAX_ATTEMPTS="2",
-        ROUTER_RETRY_BACKOFF_MS="100",
-        ROUTER_RETRY_BACKOFF_MAX_MS="200",
-    )
-    kafka.send_events([event(lost, n=n) for n in range(3)] + [event(fine, n=n) for n in range(3)])
-    letters = kafka.read_dead_letters(
-        since, lambda letter, _v: letter.client_id == lost_id, expect=3, timeout_s=90
-    )
+    try:
+        fine = _client(t, "ch2", "ch9ok")
+        since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+        proc = router(
+            ROUTER_DESTINATION_MAX_ATTEMPTS="2",
+            ROUTER_RETRY_BACKOFF_MS="100",
+            ROUTER_RETRY_BACKOFF_MAX_MS="200",
+        )
+        kafka.send_events(
+            [event(lost, n=n) for n in range(3)] + [event(fine, n=n) for n in range(3)]
+        )
+        letters = kafka.read_dead_letters(
+            since, lambda letter, _v: letter.client_id == lost_id, expect=3, timeout_s=90
+        )
+    finally:  # no client left on an unconfigured target (`admin targets` fails on one)
+        set_status(t.settings, lost_id, ClientStatus.DEPROVISIONED)
     assert len(letters) == 3, letters
     for letter, _value in letters:
         assert letter.reason is Reason.DESTINATION_ERROR
