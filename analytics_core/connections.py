@@ -4,7 +4,7 @@ batch planning, client moves), so a step never rebuilds them from settings.
 Whoever calls a step owns its connections: the Dagster code location opens them from its
 resources (analytics_pipeline/resources), a CLI or a test from a `Settings` read once at its
 start (`open_connections`). Kafka clients are short-lived and made per read from the Kafka
-settings (topic_scan, dlq), so the bundle carries those settings rather than a client.
+settings (kafka_reads, dlq), so the bundle carries those settings rather than a client.
 
 ClickHouse is a set of named targets (`Settings.clickhouse_targets()`): a client's database
 lives on the target its registry row names (`clients.ch_target`), and `clickhouse_for` gives

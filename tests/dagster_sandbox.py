@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psycopg2.extensions
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 from dagster import (
     AddDynamicPartitionsRequest,
     DagsterInstance,
@@ -31,7 +31,7 @@ from dagster import (
 )
 from psycopg2 import sql
 
-from analytics_core import pg, registry
+from analytics_core import kafka_clients, pg, registry
 from analytics_core.clickhouse import drop_database, http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import Connections, open_connections
@@ -201,7 +201,7 @@ def private_topics(
     starts sees only the test's events and dead-letters nothing of other tests."""
     token = uuid.uuid4().hex[:8]
     raw, dead = f"{prefix}_raw_{token}", f"{prefix}_dead_{token}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     topics = [NewTopic(raw, raw_partitions, 1), NewTopic(dead, 1, 1)]
     for future in admin.create_topics(topics).values():
         future.result(30)
