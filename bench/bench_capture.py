@@ -42,9 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from analytics_core import pg, registry
+from analytics_core import kafka_clients, pg, registry
 from analytics_core.event_contract import hash_api_key
 from analytics_core.quotas import set_quota
 from analytics_core.settings import Settings
@@ -392,7 +392,7 @@ def serve_minimal(server: str, port: int) -> None:
 
 # -- the benchmark ----------------------------------------------------------------------------
 def prepare(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     if TOPIC not in admin.list_topics(timeout=10).topics:
         for fut in admin.create_topics(
             [NewTopic(TOPIC, num_partitions=6, replication_factor=1)]

@@ -42,9 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
-from analytics_core import lifecycle, pg, registry
+from analytics_core import kafka_clients, lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import hash_api_key
@@ -140,13 +140,13 @@ class StackCpu:
 
 # ------------------------------------------------------------------ topic, clients, rows
 def create_topic(settings: Settings, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
         f.result(30)
 
 
 def delete_topic(settings: Settings, topic: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     for f in admin.delete_topics([topic]).values():
         try:
             f.result(30)
@@ -227,15 +227,9 @@ def truncate(settings: Settings, clients: list[tuple[str, str]]) -> None:
 
 def commit_group_at_end(settings: Settings, topic: str, group: str) -> None:
     """Make `group` start at the topic's current end (it skips the events already there)."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    c = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-        }
-    )
+    c = kafka_clients.consumer(settings.kafka, group)
     try:
         tps = []
         for p in c.list_topics(topic, timeout=10).topics[topic].partitions:

@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
+from analytics_core import kafka_clients
 from analytics_core.dead_letter import DeadLetter, read_dead_letter
 from analytics_core.settings import Settings
 
@@ -33,13 +34,7 @@ def router_process(env: dict[str, str], log_path: Path) -> subprocess.Popen[byte
 
 
 def _consumer(settings: Settings, group: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": group,
-            "enable.auto.commit": False,
-        }
-    )
+    return kafka_clients.consumer(settings.kafka, group)
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -111,7 +106,7 @@ def metric_values(text: str, name: str) -> dict[str, float]:
 
 def assignment(settings: Settings, group: str, client_id: str) -> set[int]:
     """Partitions the group's member with this client.id owns now."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(settings.kafka)
     [future] = admin.describe_consumer_groups([group]).values()
     description = future.result(timeout=10)
     for member in description.members:
@@ -124,7 +119,7 @@ def assignment(settings: Settings, group: str, client_id: str) -> set[int]:
 def private_topics(stack: Settings, prefix: str, partitions: int = 3) -> Iterator[Settings]:
     """`stack` with a raw and a dead-letter topic of its own (deleted after): a router and
     a reprocessing run on them see no other test's traffic."""
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(stack.kafka)
     tag = uuid.uuid4().hex[:8]
     raw, dead = f"{prefix}_raw_{tag}", f"{prefix}_dead_{tag}"
     topics = [NewTopic(t, num_partitions=partitions) for t in (raw, dead)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from analytics_core import lifecycle, pg, registry
+from analytics_core import kafka_clients, lifecycle, pg, registry
 from analytics_core.clickhouse import http_client
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
@@ -632,7 +632,7 @@ def test_a_rejected_row_whose_original_left_kafka_is_dead_lettered_as_its_routed
     stack: Settings, kafka: Kafka
 ) -> None:
     """The rare case behind reading originals back: retention removed the message first."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import NewTopic
 
     from analytics_core.event_contract import Origin, ValidEvent
     from router.buffers import Batch
@@ -643,7 +643,7 @@ def test_a_rejected_row_whose_original_left_kafka_is_dead_lettered_as_its_routed
     from router.service import Router
 
     topic = unique_id("gone").replace("-", "_")
-    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap_servers})
+    admin = kafka_clients.admin(stack.kafka)
     for f in admin.create_topics([NewTopic(topic, 1, 1)]).values():
         f.result(30)
     client_id = unique_id("gone")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
+from analytics_core import kafka_clients
 from analytics_core.clickhouse import http_client
 from analytics_core.dead_letter import REPLAY_FIELDS, DeadLetter, ReplayKeys, replay_headers
 from analytics_core.event_contract import Origin
@@ -186,9 +186,7 @@ def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right
     router = start_router(
         KAFKA_RAW_TOPIC=s.kafka.raw_topic, KAFKA_DEAD_LETTER_TOPIC=s.kafka.dead_letter_topic
     )
-    producer = Producer(
-        {"bootstrap.servers": s.kafka.bootstrap_servers, "acks": "all", "linger.ms": 20}
-    )
+    producer = kafka_clients.producer(s.kafka, **{"linger.ms": 20})
     sent: dict[tuple[int, int], Sent] = {}
     failed: list[str] = []
 
