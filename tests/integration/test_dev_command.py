@@ -57,6 +57,11 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def _ignore_int_and_term() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 def test_bin_dev_stops_every_service_and_child_on_a_signal(
     sb: Sandbox, topics: tuple[str, str], tmp_path: Path, stop: signal.Signals
@@ -80,8 +85,9 @@ def test_bin_dev_stops_every_service_and_child_on_a_signal(
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            # As `bin/dev &` in a script: SIGINT ignored from the start.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            # As `bin/dev &` in a script (SIGINT ignored from the start), from a parent that
+            # left SIGTERM ignored too (CI's test runner did): bin/dev must still stop on both.
+            preexec_fn=_ignore_int_and_term,
             start_new_session=True,
         )
     everyone: set[int] = set()
