@@ -140,18 +140,6 @@ def clients_per_target(conn: Conn) -> dict[str, int]:
     return {str(t): int(n) for t, n in rows}
 
 
-def targets_in_use(conn: Conn) -> set[str]:
-    """Every target some client that still has (or will have) a database is placed on."""
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT DISTINCT ch_target FROM clients WHERE status <> %s",
-            (ClientStatus.DEPROVISIONED.value,),
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return {str(r[0]) for r in rows}
-
-
 # Session-level advisory locks on (class, hashtext(client_id)): one lifecycle step or client
 # move works on a client at a time, whichever process runs it (Dagster run, CLI). A killed
 # process loses its session, and with it the lock.

@@ -11,8 +11,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from analytics_core.client_cache import redis_client
 from analytics_core.redis_connect import connection_kwargs
 from analytics_core.settings import RedisSettings
 
@@ -20,7 +20,7 @@ TIMEOUT_S = 0.5
 
 
 def sync_client(s: RedisSettings) -> redis.Redis:
-    return redis.Redis(**connection_kwargs(s, timeout_s=TIMEOUT_S), retry=Retry(NoBackoff(), 0))
+    return redis_client(s, timeout_s=TIMEOUT_S, retries=0)
 
 
 def async_client(s: RedisSettings) -> aioredis.Redis:

@@ -25,7 +25,6 @@ from router.buffers import Batch
 from router.replay_guard import ReplayIdentity
 from router.rows import INSERT_SETTINGS, ROW_FORMAT, insert_body
 
-# Server codes that mean "the server is busy or going away", not "this database is broken".
 ACCOUNTING_COLUMNS = (
     "topic",
     "partition",
@@ -37,6 +36,7 @@ ACCOUNTING_COLUMNS = (
     "router_instance",
     "consumer_group",
 )
+# Server codes that mean "the server is busy or going away", not "this database is broken".
 OUTAGE_CODES = frozenset({3, 159, 160, 164, 202, 209, 210, 241, 252, 394, 425, 999, 1000})
 
 
