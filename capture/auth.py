@@ -8,7 +8,9 @@ sees the new hash, whatever the index still caches.
 
 `verdict` is the pure decision; `Authenticator` runs the blocking lookups on one worker
 thread (ClientDirectory is not thread-safe) and keeps a short-lived cache of verdicts on
-the event loop, so the hot path never blocks the loop.
+the event loop, so the hot path never blocks the loop. A verdict in use is looked up again
+in the background once it is past half its TTL, so a busy client's requests do not wait
+for the lookup when it expires; no verdict is ever served past its TTL.
 """
 
 from __future__ import annotations
@@ -235,29 +237,44 @@ class Authenticator:
 
     async def authenticate(self, key: str) -> AuthOutcome:
         key_hash = self.key_hash(key)
-        now = time.monotonic()
         hit = self._front.get(key_hash)
-        if hit is not None and now - hit[1] < self._front_ttl_s:
-            return hit[0]
+        if hit is not None:
+            age = time.monotonic() - hit[1]
+            if age < self._front_ttl_s:
+                # Refresh-ahead: the lookup runs while the verdict still holds, so when it
+                # expires the next one is (usually) there already.
+                if age >= self._front_ttl_s / 2 and key_hash not in self._resolving:
+                    self._start_lookup(key_hash)
+                return hit[0]
         # One lookup per key at a time: the requests of a busy client that all find its
         # verdict expired wait for the same lookup (queueing one each on the registry
         # thread stalled them by tens of milliseconds every second).
-        running = self._resolving.get(key_hash)
-        if running is not None:
-            return await asyncio.shield(running)
+        running = self._resolving.get(key_hash) or self._start_lookup(key_hash)
+        return await asyncio.shield(running)
+
+    def _start_lookup(self, key_hash: str) -> asyncio.Future[AuthOutcome]:
+        """The key's lookup on the registry thread; its verdict is cached when it ends."""
         loop = asyncio.get_running_loop()
         running = self._resolving[key_hash] = loop.run_in_executor(
             self._executor, self._resolve, key_hash
         )
-        try:
-            outcome = await asyncio.shield(running)
-        finally:
+
+        def ended(fut: asyncio.Future[AuthOutcome]) -> None:
             del self._resolving[key_hash]
-        if not isinstance(outcome, AuthUnavailable):
-            if len(self._front) >= self._max_front:
-                self._front.clear()
-            self._front[key_hash] = (outcome, time.monotonic())
-        return outcome
+            if fut.cancelled():
+                return
+            exc = fut.exception()  # retrieved here too: a refresh nobody awaits
+            if exc is not None:
+                log.error("write-key lookup failed", exc_info=exc)
+                return
+            outcome = fut.result()
+            if not isinstance(outcome, AuthUnavailable):
+                if len(self._front) >= self._max_front:
+                    self._front.clear()
+                self._front[key_hash] = (outcome, time.monotonic())
+
+        running.add_done_callback(ended)
+        return running
 
     def _resolve(self, key_hash: str) -> AuthOutcome:
         by_key = self._index.client_for(key_hash)

@@ -140,7 +140,9 @@ def retry_after_s(missing_tokens: float, rate: float) -> int:
 class QuotaBook:
     """Each client's effective quota, read from PostgreSQL and cached for `cache_s`.
 
-    PostgreSQL down: the last known quota (or the default) stays in force.
+    PostgreSQL down: the last known quota (or the default) stays in force. Past `cache_s`
+    the last known quota also stays in force while it is read again (`RateLimiter.quota`):
+    a quota change takes effect within `cache_s` plus one read.
     """
 
     def __init__(self, pg_settings: PostgresSettings, default: Quota, cache_s: float) -> None:
@@ -151,11 +153,12 @@ class QuotaBook:
         self._pg: psycopg2.extensions.connection | None = None
         self._pg_down_until = 0.0
 
-    def cached(self, client_id: str) -> Quota | None:
+    def cached(self, client_id: str) -> tuple[Quota, bool] | None:
+        """The last known quota and whether it is still fresh, or None if never read."""
         hit = self._known.get(client_id)
-        if hit is not None and time.monotonic() - hit[1] < self._cache_s:
-            return hit[0]
-        return None
+        if hit is None:
+            return None
+        return hit[0], time.monotonic() - hit[1] < self._cache_s
 
     def load(self, client_id: str) -> Quota:
         """Blocking read (run it on the registry thread)."""
@@ -206,6 +209,7 @@ class RateLimiter:
         # client -> monotonic time until which its last 429 holds (Retry-After): requests
         # inside it are refused without asking Redis (the bucket can only have less).
         self._refused_until: dict[str, float] = {}
+        self._reading: dict[str, asyncio.Future[Quota]] = {}  # quota reads in flight
         self.redis_calls = 0
         self.redis_errors = 0
 
@@ -214,11 +218,28 @@ class RateLimiter:
         return time.monotonic() < self._redis_down_until
 
     async def quota(self, client_id: str) -> Quota:
+        """The client's quota. Only its first read is waited for; an expired one stays in
+        force while it is read again on the registry thread (one read per client at a
+        time), so the quotas of many clients expiring together stall no request."""
         cached = self._book.cached(client_id)
+        if cached is not None and cached[1]:
+            return cached[0]
+        running = self._reading.get(client_id)
+        if running is None:
+            loop = asyncio.get_running_loop()
+            running = self._reading[client_id] = loop.run_in_executor(
+                self._executor, self._book.load, client_id
+            )
+
+            def ended(fut: asyncio.Future[Quota]) -> None:
+                del self._reading[client_id]
+                if not fut.cancelled() and fut.exception() is not None:
+                    log.error("quota read failed", exc_info=fut.exception())
+
+            running.add_done_callback(ended)
         if cached is not None:
-            return cached
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._book.load, client_id)
+            return cached[0]
+        return await asyncio.shield(running)
 
     def leased(self, client_id: str) -> int:
         """Tokens of the client's current lease in this process."""

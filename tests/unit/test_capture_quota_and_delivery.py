@@ -20,7 +20,7 @@ from analytics_core.clients import (
 )
 from analytics_core.event_contract import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, hash_api_key
 from analytics_core.quotas import Quota, QuotaError, StoredQuota, validate
-from analytics_core.settings import SettingsError
+from analytics_core.settings import RedisSettings, SettingsError
 from capture.auth import (
     Authenticated,
     Authenticator,
@@ -34,7 +34,7 @@ from capture.chunks import message_value, pack
 from capture.config import CaptureSettings
 from capture.kafka_sink import Delivered, NotDelivered
 from capture.mapping import ContractEvent, Mapped
-from capture.quota import Admitted, OverQuota, TokenBucket, lease_size
+from capture.quota import Admitted, OverQuota, RateLimiter, TokenBucket, lease_size
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
 
@@ -208,5 +208,88 @@ def test_concurrent_requests_of_one_key_share_one_registry_lookup() -> None:
         await asyncio.sleep(0.3)  # the verdict expired: looked up again, once
         await asyncio.gather(*(auth.authenticate("k") for _ in range(50)))
         assert index.lookups == 2
+
+    asyncio.run(scenario())
+
+
+class SwitchableDirectory:
+    """The directory's answer for client acme: active until `revoked` is set."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+
+    def lookup(self, client_id: str) -> ClientFound:
+        status = ClientStatus.DEPROVISIONED if self.revoked else ClientStatus.ACTIVE
+        return record(status, hash_api_key("k"))
+
+
+def test_a_verdict_in_use_is_refreshed_ahead_and_never_served_past_its_ttl() -> None:
+    async def scenario() -> None:
+        index, directory = CountingIndex(), SwitchableDirectory()
+        auth = Authenticator(
+            index,  # type: ignore[arg-type]
+            directory,  # type: ignore[arg-type]
+            ThreadPoolExecutor(1),
+            front_ttl_s=0.4,
+        )
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+        assert index.lookups == 1
+        await asyncio.sleep(0.25)  # past half the TTL: answered at once, looked up behind
+        started = time.monotonic()
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+        assert time.monotonic() - started < 0.03  # the lookup itself takes 0.05 s
+        await asyncio.sleep(0.1)
+        assert index.lookups == 2
+        # 0.35 s after the first lookup, 0.45 s later the first verdict has expired; the
+        # refreshed one holds, so no request waits.
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+        assert time.monotonic() - started < 0.03
+        # A revoked client: no verdict outlives its TTL, refreshed ahead or not.
+        directory.revoked = True
+        await asyncio.sleep(0.5)
+        refused = await auth.authenticate("k")
+        assert isinstance(refused, Refused) and refused.status == 403, refused
+
+    asyncio.run(scenario())
+
+
+class SlowBook:
+    """A quota book whose reads take 0.05 s and return the quota set last."""
+
+    def __init__(self, cache_s: float) -> None:
+        self.cache_s = cache_s
+        self.quota = QUOTA
+        self.reads = 0
+        self._known: tuple[Quota, float] | None = None
+
+    def cached(self, client_id: str) -> tuple[Quota, bool] | None:
+        if self._known is None:
+            return None
+        return self._known[0], time.monotonic() - self._known[1] < self.cache_s
+
+    def load(self, client_id: str) -> Quota:
+        self.reads += 1
+        time.sleep(0.05)
+        self._known = (self.quota, time.monotonic())
+        return self.quota
+
+
+def test_an_expired_quota_stays_in_force_while_it_is_read_again_once() -> None:
+    async def scenario() -> None:
+        book = SlowBook(cache_s=0.1)
+        limiter = RateLimiter(RedisSettings(), book, ThreadPoolExecutor(1))  # type: ignore[arg-type]
+        assert await limiter.quota("acme") == QUOTA  # the first read is waited for
+        assert book.reads == 1
+        book.quota = Quota(events_per_s=5.0, burst=10)
+        await asyncio.sleep(0.15)
+        started = time.monotonic()
+        answers = await asyncio.gather(*(limiter.quota("acme") for _ in range(20)))
+        assert time.monotonic() - started < 0.03 and set(answers) == {QUOTA}
+        await asyncio.sleep(0.1)
+        assert book.reads == 2  # one read for the twenty requests
+        assert await limiter.quota("acme") == Quota(events_per_s=5.0, burst=10)
+        await limiter.close()
 
     asyncio.run(scenario())
