@@ -12,7 +12,7 @@ to a topic of its own (`bench_capture_raw`, so no router ever reads these events
    capture`) and, alternating with it, the bare HTTP -> Kafka handler (bench/baselines/
    bare_http_kafka.py): events/s at the maximum and the CPU the server used per event,
    `--repeat` times, then p50/p95/p99 of acknowledged requests at half of the capture
-   service's (median) maximum rate;
+   service's (median) maximum rate, for the capture service and the bare handler alike;
 4. one client flooding far over its quota while ten others send at a fixed rate: the
    others' latency and success with and without the flood;
 5. overload (1000 connections of 50-event batches): peak RSS of the service.
@@ -298,8 +298,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        self.log.close()
-        os.unlink(self.log.name)
+        if not self.log.closed:  # stop() may be called twice (early, then in `finally`)
+            self.log.close()
+            os.unlink(self.log.name)
 
 
 def service_env(settings: Settings, port: int) -> dict[str, str]:
@@ -579,24 +580,21 @@ def main(argv: list[str] | None = None) -> int:
         "alternate:",
     ]
     try:
-        try:
-            for rep in range(args.repeat):
-                for batch in (1, 50):
-                    base = measured(bare, bare.url, batch, one, d, c)
-                    runs.setdefault(("bare", batch, 1), []).append(base)
-                    report.append(base.text(f"  bare HTTP->Kafka, batch {batch}"))
+        for rep in range(args.repeat):
+            for batch in (1, 50):
+                base = measured(bare, bare.url, batch, one, d, c)
+                runs.setdefault(("bare", batch, 1), []).append(base)
+                report.append(base.text(f"  bare HTTP->Kafka, batch {batch}"))
+                log(report[-1])
+                for n, keys in ((1, one), (CLIENTS, hundred)):
+                    run = measured(cap, cap.url, batch, keys, d, c)
+                    runs.setdefault(("capture", batch, n), []).append(run)
+                    ratio = run.load.eps / base.load.eps
+                    label = f"  capture, batch {batch}, {n} client(s)"
+                    report.append(run.text(label, f"  = {ratio:.2f} x bare"))
                     log(report[-1])
-                    for n, keys in ((1, one), (CLIENTS, hundred)):
-                        run = measured(cap, cap.url, batch, keys, d, c)
-                        runs.setdefault(("capture", batch, n), []).append(run)
-                        ratio = run.load.eps / base.load.eps
-                        label = f"  capture, batch {batch}, {n} client(s)"
-                        report.append(run.text(label, f"  = {ratio:.2f} x bare"))
-                        log(report[-1])
-                if rep + 1 < args.repeat:
-                    report.append("")
-        finally:
-            bare.stop()
+            if rep + 1 < args.repeat:
+                report.append("")
         report += ["", "Summary of the maximum-rate runs (ranges over the repetitions):"]
         for batch in (1, 50):
             bare_runs = runs[("bare", batch, 1)]
@@ -618,28 +616,34 @@ def main(argv: list[str] | None = None) -> int:
         log("\n".join(report[-5:]))
         maxima = {key: median_load(rs) for key, rs in runs.items()}
 
-        report += ["", "Latency at half of the capture service's maximum (vegeta, open loop):"]
+        report += [
+            "",
+            "Latency at half of the capture service's maximum (vegeta, open loop), and the bare "
+            "handler's at the same rate:",
+        ]
         with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
             work = Path(tmp)
             for batch in (1, 50):
                 for n in (1, CLIENTS):
                     rate = max(1, int(maxima[("capture", batch, n)].rps / 2))
                     clients = [client_id(i) for i in range(n)]
-                    load = run_vegeta(
-                        vegeta,
-                        cap.url,
-                        "/v1/batch",
-                        batch,
-                        clients,
-                        rate=rate,
-                        duration=d,
-                        workdir=work,
-                        tag=f"half-{batch}-{n}",
-                    )
-                    report.append(
-                        fmt_load(f"  capture, batch {batch}, {n} client(s), {rate} req/s", load)
-                    )
-                    log(report[-1])
+                    for name, server in (("capture", cap), ("bare HTTP->Kafka", bare)):
+                        load = run_vegeta(
+                            vegeta,
+                            server.url,
+                            "/v1/batch",
+                            batch,
+                            clients,
+                            rate=rate,
+                            duration=d,
+                            workdir=work,
+                            tag=f"half-{name[:4]}-{batch}-{n}",
+                        )
+                        report.append(
+                            fmt_load(f"  {name}, batch {batch}, {n} client(s), {rate} req/s", load)
+                        )
+                        log(report[-1])
+            bare.stop()
 
             report += [
                 "",
@@ -707,6 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         report.append(f"  capture RSS: {idle:.0f} MiB idle, {max(peak):.0f} MiB peak")
         log(report[-1])
     finally:
+        bare.stop()
         cap.stop()
     report += ["", f"At the end: {load_average()}"]
     print("\n".join(report))

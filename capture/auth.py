@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import random
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -221,7 +222,8 @@ class Authenticator:
         self._index = index
         self._directory = directory
         self._executor = executor
-        self._front: dict[str, tuple[AuthOutcome, float]] = {}
+        # key hash -> (verdict, when it was looked up, its age when it is looked up again)
+        self._front: dict[str, tuple[AuthOutcome, float, float]] = {}
         self._resolving: dict[str, asyncio.Future[AuthOutcome]] = {}
         self._hashes: dict[str, str] = {}
         self._front_ttl_s = front_ttl_s
@@ -243,7 +245,7 @@ class Authenticator:
             if age < self._front_ttl_s:
                 # Refresh-ahead: the lookup runs while the verdict still holds, so when it
                 # expires the next one is (usually) there already.
-                if age >= self._front_ttl_s / 2 and key_hash not in self._resolving:
+                if age >= hit[2] and key_hash not in self._resolving:
                     self._start_lookup(key_hash)
                 return hit[0]
         # One lookup per key at a time: the requests of a busy client that all find its
@@ -271,7 +273,11 @@ class Authenticator:
             if not isinstance(outcome, AuthUnavailable):
                 if len(self._front) >= self._max_front:
                     self._front.clear()
-                self._front[key_hash] = (outcome, time.monotonic())
+                # Refreshed at a random point of the TTL's second half: the lookups of
+                # clients first seen together spread out instead of queueing together on
+                # the registry thread every TTL (which stalled their requests).
+                refresh_age = self._front_ttl_s * random.uniform(0.5, 0.9)
+                self._front[key_hash] = (outcome, time.monotonic(), refresh_age)
 
         running.add_done_callback(ended)
         return running

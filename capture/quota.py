@@ -10,7 +10,8 @@ the average rate holds.
 Leases keep Redis off the request path: when the script admits a request it also hands
 the process up to `lease_s` seconds of the client's rate (at most a tenth of its burst)
 from what is left in the bucket. Later requests of that client spend the lease in process
-and ask Redis again only when it runs short or is `LEASE_TTL_S` old; one call per client
+and ask Redis again only when it runs short or is 80-100% of `LEASE_TTL_S` old (at random,
+so leases granted together are not renewed together); one call per client
 at a time, and the unspent rest of the lease goes back to the bucket in that call. Leased
 tokens are taken from the shared bucket, so all processes together never admit more than
 the bucket allows. A client whose quota is small next to its lease size gets no lease:
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -149,7 +151,7 @@ class QuotaBook:
         self._pg_settings = pg_settings
         self.default = default
         self._cache_s = cache_s
-        self._known: dict[str, tuple[Quota, float]] = {}
+        self._known: dict[str, tuple[Quota, float]] = {}  # client -> (quota, fresh until)
         self._pg: psycopg2.extensions.connection | None = None
         self._pg_down_until = 0.0
 
@@ -158,7 +160,7 @@ class QuotaBook:
         hit = self._known.get(client_id)
         if hit is None:
             return None
-        return hit[0], time.monotonic() - hit[1] < self._cache_s
+        return hit[0], time.monotonic() < hit[1]
 
     def load(self, client_id: str) -> Quota:
         """Blocking read (run it on the registry thread)."""
@@ -179,7 +181,9 @@ class QuotaBook:
         quota = self.default if stored is None else stored.effective(self.default)
         if len(self._known) > 100_000:
             self._known.clear()
-        self._known[client_id] = (quota, now)
+        # Fresh for 80-100% of cache_s, at random: the quotas of clients first seen
+        # together are read again at different times, not in one burst.
+        self._known[client_id] = (quota, now + self._cache_s * random.uniform(0.8, 1.0))
         return quota
 
     def close(self) -> None:
@@ -318,7 +322,9 @@ class RateLimiter:
             else:
                 if int(admitted):
                     lease.tokens = int(leased)
-                    lease.until = time.monotonic() + LEASE_TTL_S
+                    # 80-100% of LEASE_TTL_S at random, so the leases of clients first
+                    # seen together are not all renewed in the same instant.
+                    lease.until = time.monotonic() + LEASE_TTL_S * random.uniform(0.8, 1.0)
                     return ADMITTED
                 return OverQuota(max(1, math.ceil(int(wait_ms) / 1000)))
         bucket = self._local.get(client_id)
