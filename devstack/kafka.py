@@ -83,11 +83,13 @@ class KafkaService(Service):
     family = "kafka"
     stop_timeout: ClassVar[float] = 45.0
     fatal_patterns: ClassVar[tuple[str, ...]] = (
+        # Root causes first: they say what to fix, the exit line after them does not.
+        r"failed to bind to \S+: Address already in use",
+        r"Failed to acquire lock",
         r"ERROR Exiting Kafka",
         r"Exiting Kafka due to fatal exception",
         r"^Error: ",
         r"Could not find or load main class",
-        r"Failed to acquire lock",
     )
 
     def __init__(

@@ -157,13 +157,9 @@ class Service(ABC):
         process.remove_file(self.pid_path)
 
     def startup_failure(self) -> str | None:
-        text = self._new_log_text()
-        for pattern in self.fatal_patterns:
-            m = re.search(pattern, text, re.MULTILINE)
-            if m:
-                line_start = text.rfind("\n", 0, m.start()) + 1
-                line_end = text.find("\n", m.end())
-                return text[line_start : line_end if line_end >= 0 else None].strip()
+        reason = first_fatal_line(self._new_log_text(), self.fatal_patterns)
+        if reason is not None:
+            return reason
         pid = process.read_pid(self.pid_path)
         if pid is not None and not process.is_alive(pid):
             return f"process {pid} exited during start-up"
@@ -285,3 +281,15 @@ def start_all(services: Sequence[Service]) -> list[bool]:
         else:
             log.info("%s already running at %s (pid %s)", svc.name, svc.address(), svc.pid())
     return launched
+
+
+def first_fatal_line(text: str, patterns: tuple[str, ...]) -> str | None:
+    """The log line that says why a start failed: the line of the first pattern (in the
+    order given, so a root cause listed first wins over the exit line it leads to)."""
+    for pattern in patterns:
+        m = re.search(pattern, text, re.MULTILINE)
+        if m:
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            line_end = text.find("\n", m.end())
+            return text[line_start : line_end if line_end >= 0 else None].strip()
+    return None
