@@ -9,8 +9,9 @@ sees the new hash, whatever the index still caches.
 `verdict` is the pure decision; `Authenticator` runs the blocking lookups on one worker
 thread (ClientDirectory is not thread-safe) and keeps a short-lived cache of verdicts on
 the event loop, so the hot path never blocks the loop. A verdict in use is looked up again
-in the background once it is past half its TTL, so a busy client's requests do not wait
-for the lookup when it expires; no verdict is ever served past its TTL.
+in the background at a random point between half and nine tenths of its TTL, so a busy
+client's requests do not wait for the lookup when it expires; no verdict is ever served
+past its TTL.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from analytics_core.clients import (
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import PostgresSettings, RedisSettings
 from capture.redis_clients import sync_client
+from capture.single_flight import SingleFlight
 
 log = logging.getLogger("capture.auth")
 
@@ -221,10 +223,12 @@ class Authenticator:
     ) -> None:
         self._index = index
         self._directory = directory
-        self._executor = executor
+        # One lookup per key at a time: the requests of a busy client that all find its
+        # verdict expired wait for the same lookup (queueing one each on the registry
+        # thread stalled them by tens of milliseconds every second).
+        self._lookups: SingleFlight[str, AuthOutcome] = SingleFlight(executor, "write-key lookup")
         # key hash -> (verdict, when it was looked up, its age when it is looked up again)
         self._front: dict[str, tuple[AuthOutcome, float, float]] = {}
-        self._resolving: dict[str, asyncio.Future[AuthOutcome]] = {}
         self._hashes: dict[str, str] = {}
         self._front_ttl_s = front_ttl_s
         self._max_front = max_front
@@ -245,42 +249,23 @@ class Authenticator:
             if age < self._front_ttl_s:
                 # Refresh-ahead: the lookup runs while the verdict still holds, so when it
                 # expires the next one is (usually) there already.
-                if age >= hit[2] and key_hash not in self._resolving:
-                    self._start_lookup(key_hash)
+                if age >= hit[2]:  # joins the key's lookup if one is running
+                    self._lookups.start(key_hash, self._resolve, self._remember)
                 return hit[0]
-        # One lookup per key at a time: the requests of a busy client that all find its
-        # verdict expired wait for the same lookup (queueing one each on the registry
-        # thread stalled them by tens of milliseconds every second).
-        running = self._resolving.get(key_hash) or self._start_lookup(key_hash)
+        running = self._lookups.start(key_hash, self._resolve, self._remember)
         return await asyncio.shield(running)
 
-    def _start_lookup(self, key_hash: str) -> asyncio.Future[AuthOutcome]:
-        """The key's lookup on the registry thread; its verdict is cached when it ends."""
-        loop = asyncio.get_running_loop()
-        running = self._resolving[key_hash] = loop.run_in_executor(
-            self._executor, self._resolve, key_hash
-        )
-
-        def ended(fut: asyncio.Future[AuthOutcome]) -> None:
-            del self._resolving[key_hash]
-            if fut.cancelled():
-                return
-            exc = fut.exception()  # retrieved here too: a refresh nobody awaits
-            if exc is not None:
-                log.error("write-key lookup failed", exc_info=exc)
-                return
-            outcome = fut.result()
-            if not isinstance(outcome, AuthUnavailable):
-                if len(self._front) >= self._max_front:
-                    self._front.clear()
-                # Refreshed at a random point of the TTL's second half: the lookups of
-                # clients first seen together spread out instead of queueing together on
-                # the registry thread every TTL (which stalled their requests).
-                refresh_age = self._front_ttl_s * random.uniform(0.5, 0.9)
-                self._front[key_hash] = (outcome, time.monotonic(), refresh_age)
-
-        running.add_done_callback(ended)
-        return running
+    def _remember(self, key_hash: str, outcome: AuthOutcome) -> None:
+        """Cache a looked-up verdict (one of an unavailable registry never is)."""
+        if isinstance(outcome, AuthUnavailable):
+            return
+        if len(self._front) >= self._max_front:
+            self._front.clear()
+        # Refreshed at a random point of the TTL's second half: the lookups of clients first
+        # seen together spread out instead of queueing together on the registry thread every
+        # TTL (which stalled their requests).
+        refresh_age = self._front_ttl_s * random.uniform(0.5, 0.9)
+        self._front[key_hash] = (outcome, time.monotonic(), refresh_age)
 
     def _resolve(self, key_hash: str) -> AuthOutcome:
         by_key = self._index.client_for(key_hash)

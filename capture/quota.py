@@ -42,6 +42,7 @@ from analytics_core import pg
 from analytics_core.quotas import Quota, get_quota
 from analytics_core.settings import PostgresSettings, RedisSettings
 from capture.redis_clients import async_client
+from capture.single_flight import SingleFlight
 
 log = logging.getLogger("capture.quota")
 
@@ -204,7 +205,6 @@ class RateLimiter:
         self._redis = async_client(redis_settings)
         self._script = self._redis.register_script(TOKEN_BUCKET_LUA)
         self._book = book
-        self._executor = executor
         self._lease_s = lease_s
         self._redis_retry_after_s = redis_retry_after_s
         self._redis_down_until = 0.0
@@ -213,7 +213,7 @@ class RateLimiter:
         # client -> monotonic time until which its last 429 holds (Retry-After): requests
         # inside it are refused without asking Redis (the bucket can only have less).
         self._refused_until: dict[str, float] = {}
-        self._reading: dict[str, asyncio.Future[Quota]] = {}  # quota reads in flight
+        self._reads: SingleFlight[str, Quota] = SingleFlight(executor, "quota read")
         self.redis_calls = 0
         self.redis_errors = 0
 
@@ -228,19 +228,7 @@ class RateLimiter:
         cached = self._book.cached(client_id)
         if cached is not None and cached[1]:
             return cached[0]
-        running = self._reading.get(client_id)
-        if running is None:
-            loop = asyncio.get_running_loop()
-            running = self._reading[client_id] = loop.run_in_executor(
-                self._executor, self._book.load, client_id
-            )
-
-            def ended(fut: asyncio.Future[Quota]) -> None:
-                del self._reading[client_id]
-                if not fut.cancelled() and fut.exception() is not None:
-                    log.error("quota read failed", exc_info=fut.exception())
-
-            running.add_done_callback(ended)
+        running = self._reads.start(client_id, self._book.load)
         if cached is not None:
             return cached[0]
         return await asyncio.shield(running)

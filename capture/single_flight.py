@@ -1,0 +1,51 @@
+"""At most one blocking job per key at a time, run on an executor from the event loop.
+
+Used for the registry thread's lookups (write-key verdicts, quotas): every request that
+needs a key's job while it runs shares it instead of queueing its own. A job nobody
+awaits (a background refresh) still has its exception retrieved and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from typing import Generic, TypeVar
+
+log = logging.getLogger("capture")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SingleFlight(Generic[K, V]):
+    def __init__(self, executor: Executor, what: str) -> None:
+        self._executor = executor
+        self._what = what  # names the job in the log when it fails
+        self._running: dict[K, asyncio.Future[V]] = {}
+
+    def start(
+        self, key: K, job: Callable[[K], V], then: Callable[[K, V], None] | None = None
+    ) -> asyncio.Future[V]:
+        """`job(key)` on the executor (or the one already running for `key`); `then(key,
+        result)` runs before anyone awaiting it resumes."""
+        running = self._running.get(key)
+        if running is not None:
+            return running
+        running = self._running[key] = asyncio.get_running_loop().run_in_executor(
+            self._executor, job, key
+        )
+        running.add_done_callback(functools.partial(self._ended, key, then))
+        return running
+
+    def _ended(self, key: K, then: Callable[[K, V], None] | None, fut: asyncio.Future[V]) -> None:
+        del self._running[key]
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.error("%s failed", self._what, exc_info=exc)
+        elif then is not None:
+            then(key, fut.result())
