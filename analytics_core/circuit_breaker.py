@@ -55,9 +55,11 @@ class CircuitBreaker:
         self.opened_at = None
         self.probing = False
 
-    def failed(self) -> None:
+    def failed(self, *, at_once: bool = False) -> None:
+        """One more failed call; `at_once` opens the circuit now (a call that timed out:
+        a hung server would cost each of the next calls the same wait)."""
         self.failures += 1
-        if self.probing or self.failures >= self.failures_to_open:
+        if at_once or self.probing or self.failures >= self.failures_to_open:
             if self.opened_at is None:
                 self.times_opened += 1
             self.opened_at = self.clock()

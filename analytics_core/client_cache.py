@@ -312,7 +312,7 @@ class ClientDirectory:
         except psycopg2.Error as exc:
             self.stats.pg_errors += 1
             was_closed = self.pg_breaker.opened_at is None
-            self.pg_breaker.failed()
+            self.pg_breaker.failed(at_once=isinstance(exc, pg.PostgresCallTimeout))
             if self._pg is not None:
                 with contextlib.suppress(psycopg2.Error):
                     self._pg.close()

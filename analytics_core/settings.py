@@ -88,6 +88,8 @@ class PostgresSettings:
     dagster_dbname: str = "dagster"
     sslmode: str = "prefer"  # libpq sslmode (its default), one of POSTGRES_SSLMODES
     sslrootcert: str = ""  # CA file for verify-ca / verify-full
+    # The router and capture give up on one PostgreSQL call after this (a hung server).
+    call_timeout_s: float = 3.0
 
     def dsn(self, dbname: str | None = None) -> str:
         """libpq keyword DSN; values are quoted so passwords with spaces work."""
@@ -252,6 +254,7 @@ class Settings:
                 dagster_dbname=_env_str(e, "DAGSTER_POSTGRES_DB", "dagster"),
                 sslmode=_env_choice(e, "POSTGRES_SSLMODE", "prefer", POSTGRES_SSLMODES),
                 sslrootcert=_env_file(e, "POSTGRES_SSLROOTCERT"),
+                call_timeout_s=_env_float(e, "POSTGRES_CALL_TIMEOUT_S", 3.0, minimum=0.1),
             ),
             redis=RedisSettings(
                 host=_env_str(e, "REDIS_HOST", "127.0.0.1"),

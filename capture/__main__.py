@@ -23,6 +23,7 @@ COMMON_ENV = (
         "127.0.0.1/55432/analytics_meta/analytics/",
         "Registry (clients, quotas)",
     ),
+    ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
     ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/56379/0/", "Client cache and quota buckets"),
     ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
 )

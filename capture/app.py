@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from analytics_core import pg
 from analytics_core.client_cache import ClientDirectory
 from capture import responses
 from capture.auth import Authenticator, KeyIndex
@@ -70,6 +71,9 @@ class CaptureApp:
     async def startup(self) -> None:
         s = self._settings = self._settings or CaptureSettings.from_env()
         loop = asyncio.get_running_loop()
+        # A hung PostgreSQL holds the registry thread for one bounded call at a time, never
+        # for good (requests themselves wait at most registry_wait_s).
+        pg.bound_every_call(s.common.postgres.call_timeout_s)
         registry_thread = ThreadPoolExecutor(1, thread_name_prefix="registry")
         self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-probe")
         directory = ClientDirectory(
@@ -90,10 +94,20 @@ class CaptureApp:
         # Verdicts are cached on the loop for at most 1 s: a deprovisioned client or a
         # rotated key stops being accepted within that (plus the directory's own TTLs).
         auth = Authenticator(
-            index, directory, registry_thread, front_ttl_s=min(1.0, s.cache_local_ttl_s)
+            index,
+            directory,
+            registry_thread,
+            front_ttl_s=min(1.0, s.cache_local_ttl_s),
+            wait_s=s.registry_wait_s,
         )
         book = QuotaBook(s.common.postgres, s.default_quota, s.quota_cache_s)
-        limiter = RateLimiter(s.common.redis, book, registry_thread, lease_s=s.quota_lease_s)
+        limiter = RateLimiter(
+            s.common.redis,
+            book,
+            registry_thread,
+            lease_s=s.quota_lease_s,
+            registry_wait_s=s.registry_wait_s,
+        )
         self._sink = KafkaSink(s, loop)
         memory = RetryMemory(s.retry_memory_s, s.retry_memory_events)
         self.capture = Capture(s, self._sink, auth, limiter, memory, self.metrics)

@@ -10,13 +10,14 @@ sees the new hash, whatever the index still caches.
 thread (ClientDirectory is not thread-safe) and keeps a short-lived cache of verdicts on
 the event loop, so the hot path never blocks the loop. A verdict in use is looked up again
 in the background at a random point between half and nine tenths of its TTL, so a busy
-client's requests do not wait for the lookup when it expires; no verdict is ever served
-past its TTL.
+client's requests do not wait for the lookup when it expires. While the registry answers,
+no verdict is served past its TTL. When it cannot answer (PostgreSQL and Redis away, or a
+lookup still running `wait_s` after it started: a hung server), a request gets the key's
+last verdict, or 503 for a key never seen; it never waits longer than `wait_s`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hmac
 import logging
@@ -191,7 +192,9 @@ class KeyIndex:
                 rows = cur.fetchall()
             self._pg.commit()
         except psycopg2.Error as exc:
-            self._pg_down_until = now + 1.0
+            # A call that timed out (hung server) is not tried again as soon: each try
+            # holds the registry thread for the whole bound.
+            self._pg_down_until = now + (5.0 if isinstance(exc, pg.PostgresCallTimeout) else 1.0)
             if self._pg is not None:
                 with contextlib.suppress(psycopg2.Error):
                     self._pg.close()
@@ -219,6 +222,7 @@ class Authenticator:
         executor: ThreadPoolExecutor,
         *,
         front_ttl_s: float,
+        wait_s: float = 1.0,
         max_front: int = 100_000,
     ) -> None:
         self._index = index
@@ -231,7 +235,9 @@ class Authenticator:
         self._front: dict[str, tuple[AuthOutcome, float, float]] = {}
         self._hashes: dict[str, str] = {}
         self._front_ttl_s = front_ttl_s
+        self._wait_s = wait_s
         self._max_front = max_front
+        self.stale_served = 0  # verdicts served past their TTL: the registry was late
 
     def key_hash(self, key: str) -> str:
         h = self._hashes.get(key)
@@ -252,8 +258,20 @@ class Authenticator:
                 if age >= hit[2]:  # joins the key's lookup if one is running
                     self._lookups.start(key_hash, self._resolve, self._remember)
                 return hit[0]
-        running = self._lookups.start(key_hash, self._resolve, self._remember)
-        return await asyncio.shield(running)
+        outcome = await self._lookups.result_within(
+            key_hash, self._resolve, self._remember, self._wait_s
+        )
+        if outcome is None or isinstance(outcome, AuthUnavailable):
+            if hit is not None:
+                # The registry cannot answer (in time): the last verdict holds until it
+                # can, as the router keeps routing the clients it knows while PostgreSQL
+                # is away. A request never waits on a hung registry for longer than wait_s.
+                self.stale_served += 1
+                return hit[0]
+            return outcome or AuthUnavailable(
+                f"the client registry did not answer within {self._wait_s:g} s"
+            )
+        return outcome
 
     def _remember(self, key_hash: str, outcome: AuthOutcome) -> None:
         """Cache a looked-up verdict (one of an unavailable registry never is)."""

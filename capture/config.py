@@ -70,6 +70,12 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
     ("CAPTURE_RETRY_MEMORY_EVENTS", "1000000", "...at most this many event ids"),
     ("CAPTURE_RETRY_MEMORY_AFTER_MS", "1000", "...for requests answered later than this"),
     ("CAPTURE_CORS_ORIGINS", "*", "Comma-separated origins allowed by CORS (* = any)"),
+    (
+        "CAPTURE_REGISTRY_WAIT_MS",
+        "1000",
+        "A request waits this long for a registry lookup (write key, quota); past it the "
+        "last known verdict or quota holds, and a key never seen gets 503",
+    ),
     ("CAPTURE_CACHE_LOCAL_TTL_S", "2", "In-process client and write-key cache TTL"),
     ("CAPTURE_CACHE_TTL_S", "60", "Redis client and write-key cache TTL"),
     ("CAPTURE_CACHE_NEGATIVE_TTL_S", "10", "Redis TTL of unknown clients and write keys"),
@@ -101,6 +107,7 @@ class CaptureSettings:
     retry_memory_events: int = 1_000_000
     retry_memory_after_s: float = 1.0
     cors_origins: tuple[str, ...] = ("*",)
+    registry_wait_s: float = 1.0
     cache_local_ttl_s: float = 2.0
     cache_ttl_s: int = 60
     cache_negative_ttl_s: int = 10
@@ -139,6 +146,7 @@ class CaptureSettings:
             cors_origins=tuple(
                 o.strip() for o in env_str(e, "CAPTURE_CORS_ORIGINS", "*").split(",") if o.strip()
             ),
+            registry_wait_s=env_int(e, "CAPTURE_REGISTRY_WAIT_MS", 1000, minimum=10) / 1000,
             cache_local_ttl_s=env_float(e, "CAPTURE_CACHE_LOCAL_TTL_S", 2.0),
             cache_ttl_s=env_int(e, "CAPTURE_CACHE_TTL_S", 60, minimum=1),
             cache_negative_ttl_s=env_int(e, "CAPTURE_CACHE_NEGATIVE_TTL_S", 10, minimum=1),

@@ -175,7 +175,7 @@ class QuotaBook:
                 self._pg = pg.connect(self._pg_settings, timeout_s=2)
             stored = get_quota(self._pg, client_id)
         except psycopg2.Error as exc:
-            self._pg_down_until = now + 2.0
+            self._pg_down_until = now + (5.0 if isinstance(exc, pg.PostgresCallTimeout) else 2.0)
             self._pg = None
             log.warning("postgres unavailable for quotas", extra={"error": str(exc)})
             return fallback
@@ -201,12 +201,14 @@ class RateLimiter:
         *,
         lease_s: float = 0.1,
         redis_retry_after_s: float = 2.0,
+        registry_wait_s: float = 1.0,
     ) -> None:
         self._redis = async_client(redis_settings)
         self._script = self._redis.register_script(TOKEN_BUCKET_LUA)
         self._book = book
         self._lease_s = lease_s
         self._redis_retry_after_s = redis_retry_after_s
+        self._registry_wait_s = registry_wait_s
         self._redis_down_until = 0.0
         self._leases: dict[str, Lease] = {}
         self._local: dict[str, TokenBucket] = {}
@@ -222,16 +224,20 @@ class RateLimiter:
         return time.monotonic() < self._redis_down_until
 
     async def quota(self, client_id: str) -> Quota:
-        """The client's quota. Only its first read is waited for; an expired one stays in
-        force while it is read again on the registry thread (one read per client at a
-        time), so the quotas of many clients expiring together stall no request."""
+        """The client's quota. Only its first read is waited for, at most
+        `registry_wait_s` (then the default quota applies to this request); an expired one
+        stays in force while it is read again on the registry thread (one read per client
+        at a time), so the quotas of many clients expiring together stall no request."""
         cached = self._book.cached(client_id)
         if cached is not None and cached[1]:
             return cached[0]
-        running = self._reads.start(client_id, self._book.load)
         if cached is not None:
+            self._reads.start(client_id, self._book.load)
             return cached[0]
-        return await asyncio.shield(running)
+        read = await self._reads.result_within(
+            client_id, self._book.load, None, self._registry_wait_s
+        )
+        return self._book.default if read is None else read
 
     def leased(self, client_id: str) -> int:
         """Tokens of the client's current lease in this process."""

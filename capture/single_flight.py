@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
@@ -25,6 +26,7 @@ class SingleFlight(Generic[K, V]):
         self._executor = executor
         self._what = what  # names the job in the log when it fails
         self._running: dict[K, asyncio.Future[V]] = {}
+        self._started: dict[K, float] = {}  # when each running job started (monotonic)
 
     def start(
         self, key: K, job: Callable[[K], V], then: Callable[[K, V], None] | None = None
@@ -37,11 +39,34 @@ class SingleFlight(Generic[K, V]):
         running = self._running[key] = asyncio.get_running_loop().run_in_executor(
             self._executor, job, key
         )
+        self._started[key] = time.monotonic()
         running.add_done_callback(functools.partial(self._ended, key, then))
         return running
 
+    async def result_within(
+        self,
+        key: K,
+        job: Callable[[K], V],
+        then: Callable[[K, V], None] | None,
+        wait_s: float,
+    ) -> V | None:
+        """`job(key)`'s result, or None once the job has run `wait_s` without finishing
+        (counted from its start, which may be before this call). The job goes on: its
+        result still reaches `then`."""
+        running = self.start(key, job, then)
+        if running.done():
+            return running.result()
+        left = wait_s - (time.monotonic() - self._started[key])
+        if left <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(running), left)
+        except TimeoutError:
+            return None
+
     def _ended(self, key: K, then: Callable[[K, V], None] | None, fut: asyncio.Future[V]) -> None:
         del self._running[key]
+        del self._started[key]
         if fut.cancelled():
             return
         exc = fut.exception()

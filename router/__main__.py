@@ -10,7 +10,7 @@ from types import FrameType
 
 from confluent_kafka import KafkaException
 
-from analytics_core import kafka_clients
+from analytics_core import kafka_clients, pg
 from analytics_core.logging_setup import configure
 from analytics_core.settings import SettingsError, describe
 from router import VERSION
@@ -27,6 +27,7 @@ COMMON_ENV = (
         "127.0.0.1/55432/analytics_meta/analytics/",
         "Registry",
     ),
+    ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
     ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/56379/0/", "Client cache"),
     ("CLICKHOUSE_HOST/HTTP_PORT/USER/PASSWORD", "127.0.0.1/58123/default/", "Warehouse (HTTP)"),
     ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"router: configuration error: {exc}", file=sys.stderr)
         return 2
     log.info("configuration", extra={"settings": describe(settings)})
+    # A hung PostgreSQL must not hold the routing loop: client lookups give up in time.
+    pg.bound_every_call(settings.common.postgres.call_timeout_s)
     problem = check_topics(settings)
     if problem:
         log.error(problem)

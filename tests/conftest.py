@@ -9,10 +9,12 @@ again and again against the same stack.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import orjson
@@ -315,6 +317,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def frozen(settings: Settings, service: str) -> Iterator[None]:
+    """A private server hung, not stopped: every process of it SIGSTOPped, so the kernel
+    still accepts connections and takes queries but nothing ever answers (a paused
+    container, a dead network path). SIGCONT at the end, whatever happens."""
+    from devstack import api
+
+    pids = api.service(settings, service).pids()
+    assert pids, f"{service} of {settings} is not running"
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture

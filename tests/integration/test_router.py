@@ -29,6 +29,7 @@ from tests.conftest import (
     ch_scalar,
     event,
     fresh_group,
+    frozen,
     router_env,
     set_status,
     unique_id,
@@ -289,6 +290,72 @@ def test_registry_outage_holds_events_and_serves_cached_clients(
         )
         == []
     )
+
+
+def test_hung_registry_does_not_stop_the_clients_it_knows(
+    stack: Settings,
+    kafka: Kafka,
+    tmp_path: Path,
+    private_services,  # type: ignore[no-untyped-def]
+) -> None:
+    """PostgreSQL hung on an open connection (every process SIGSTOPped): the lookup gives
+    up after POSTGRES_CALL_TIMEOUT_S, cached clients keep flowing, an unseen client waits
+    (no dead letter) and flows once PostgreSQL answers again. Before the bound, the one
+    lookup blocked the routing loop, and with it every tenant, until PostgreSQL came back."""
+    private, env = private_services("postgres", "redis")
+    known, unseen = unique_id("hgk"), unique_id("hgu")
+    conn = pg.connect(private.postgres)
+    try:
+        for cid in (known, unseen):
+            registry.add_client(conn, cid, hash_api_key("k"))
+    finally:
+        conn.close()
+    dbs = {}
+    for cid in (known, unseen):
+        with open_connections(private) as connections:
+            outcome = lifecycle.provision(connections, cid)
+        assert isinstance(outcome, lifecycle.Provisioned)
+        dbs[cid] = outcome.database
+    k, u = ClientFixture(known, "k", dbs[known]), ClientFixture(unseen, "k", dbs[unseen])
+    since = kafka.end_offsets(stack.kafka.dead_letter_topic)
+    group = fresh_group(stack, "router-hung")
+    proc = _router_process(
+        router_env(
+            group,
+            POSTGRES_PORT=env["POSTGRES_PORT"],
+            REDIS_PORT=env["REDIS_PORT"],
+            POSTGRES_CALL_TIMEOUT_S="1",
+            ROUTER_RETRY_BACKOFF_MS="200",
+            ROUTER_RETRY_BACKOFF_MAX_MS="500",
+        ),
+        tmp_path / "router.log",
+    )
+    try:
+        kafka.send_events([event(k)])
+        wait_rows(stack, k.database, 1)  # looked up in PostgreSQL: its connection stays open
+        with frozen(private, "postgres"):
+            # The unseen client's events first, in a partition of their own: its lookup
+            # hangs, then fails in time and pauses only that partition.
+            for p, docs in ((0, [event(u) for _ in range(3)]), (1, [event(k) for _ in range(5)])):
+                for doc in docs:
+                    kafka.producer.produce(stack.kafka.raw_topic, orjson.dumps(doc), partition=p)
+                assert kafka.producer.flush(30) == 0
+            wait_rows(stack, k.database, 6, timeout_s=30)
+            assert counts(stack, u.database) == (0, 0)  # waiting, not dead-lettered
+            assert proc.poll() is None
+        wait_rows(stack, u.database, 3)
+        assert counts(stack, k.database) == (6, 6)
+        assert (
+            kafka.read_dead_letters(
+                since, lambda dl, _v: dl.client_id in (known, unseen), expect=0, timeout_s=1
+            )
+            == []
+        )
+        log = (tmp_path / "router.log").read_text()
+        assert "PostgreSQL did not answer within 1 s" in log, log[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
 
 
 def assert_accounting(settings: Settings, group: str, routed: dict[str, int]) -> None:

@@ -1,0 +1,166 @@
+"""A hung registry costs a bounded wait: PostgreSQL calls give up (pg.wait_within), a
+timed-out call opens the circuit at once, and capture's requests wait for a late lookup at
+most the registry wait (last verdict or quota kept; unseen keys get 'unavailable')."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg2.extensions
+import pytest
+
+from analytics_core import pg
+from analytics_core.circuit_breaker import CircuitBreaker
+from analytics_core.clients import ClientFound, ClientRecord, ClientStatus
+from analytics_core.event_contract import hash_api_key
+from analytics_core.quotas import Quota
+from analytics_core.settings import RedisSettings, Settings, SettingsError
+from capture.auth import Authenticated, Authenticator, AuthUnavailable, KeyUnknown
+from capture.quota import RateLimiter
+
+
+class SocketConnection:
+    """What psycopg2 hands its wait callback: poll() and fileno(), here over a socket pair
+    whose other end plays the server."""
+
+    def __init__(self) -> None:
+        self.ours, self.server = socket.socketpair()
+        self.polls = 0
+
+    def poll(self) -> int:
+        self.polls += 1
+        self.ours.setblocking(False)
+        try:
+            data = self.ours.recv(64)
+        except BlockingIOError:
+            return psycopg2.extensions.POLL_READ
+        return psycopg2.extensions.POLL_OK if data else psycopg2.extensions.POLL_READ
+
+    def fileno(self) -> int:
+        return self.ours.fileno()
+
+
+def test_a_call_to_a_server_that_never_answers_gives_up_after_the_bound() -> None:
+    conn = SocketConnection()
+    started = time.monotonic()
+    with pytest.raises(pg.PostgresCallTimeout, match=r"did not answer within 0\.3 s"):
+        pg.wait_within(conn, 0.3)  # type: ignore[arg-type]
+    assert 0.29 <= time.monotonic() - started < 1.0
+    assert isinstance(pg.PostgresCallTimeout("x"), psycopg2.OperationalError)
+
+
+def test_a_call_the_server_answers_returns_as_soon_as_it_does() -> None:
+    conn = SocketConnection()
+    threading.Timer(0.1, conn.server.send, (b"answer",)).start()
+    started = time.monotonic()
+    pg.wait_within(conn, 5)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 1.0 and conn.polls >= 2
+
+
+def test_the_bound_is_a_setting_that_fails_fast() -> None:
+    assert Settings.from_env({}).postgres.call_timeout_s == 3.0
+    assert Settings.from_env({"POSTGRES_CALL_TIMEOUT_S": "0.5"}).postgres.call_timeout_s == 0.5
+    with pytest.raises(SettingsError, match="POSTGRES_CALL_TIMEOUT_S"):
+        Settings.from_env({"POSTGRES_CALL_TIMEOUT_S": "soon"})
+    with pytest.raises(SettingsError, match="POSTGRES_CALL_TIMEOUT_S"):
+        Settings.from_env({"POSTGRES_CALL_TIMEOUT_S": "0"})
+    with pytest.raises(ValueError, match="positive"):
+        pg.bound_every_call(0)
+
+
+def test_a_timed_out_call_opens_the_circuit_at_once() -> None:
+    slow = CircuitBreaker(failures_to_open=3, retry_after_s=5.0)
+    slow.failed()
+    assert slow.allow()  # one ordinary failure: still closed
+    slow.failed(at_once=True)
+    assert not slow.allow() and slow.times_opened == 1
+
+
+class HangableIndex:
+    """The write-key index: knows key 'k' as client acme; hangs while `hung` is set."""
+
+    def __init__(self) -> None:
+        self.hung = threading.Event()
+        self.released = threading.Event()
+
+    def client_for(self, key_hash: str) -> str | KeyUnknown:
+        if self.hung.is_set():
+            self.released.wait(10)
+        return "acme" if key_hash == hash_api_key("k") else KeyUnknown()
+
+
+class ActiveDirectory:
+    def lookup(self, client_id: str) -> ClientFound:
+        return ClientFound(
+            ClientRecord("acme", ClientStatus.ACTIVE, hash_api_key("k"), "client_acme")
+        )
+
+
+def test_a_hung_registry_keeps_the_last_verdict_and_answers_unseen_keys_in_time() -> None:
+    async def scenario() -> None:
+        index = HangableIndex()
+        auth = Authenticator(
+            index,  # type: ignore[arg-type]
+            ActiveDirectory(),  # type: ignore[arg-type]
+            ThreadPoolExecutor(1),
+            front_ttl_s=0.2,
+            wait_s=0.3,
+        )
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+        index.hung.set()
+        await asyncio.sleep(0.25)  # the verdict expired; its lookup now hangs
+        started = time.monotonic()
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+        assert 0.05 <= time.monotonic() - started < 0.5  # waited, at most wait_s
+        # The lookup has run longer than wait_s: the last verdict holds without waiting.
+        started = time.monotonic()
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+        assert time.monotonic() - started < 0.05
+        assert auth.stale_served == 2
+        # A key never seen has no verdict to keep: 'unavailable' (503) after wait_s.
+        started = time.monotonic()
+        unseen = await auth.authenticate("other")
+        assert isinstance(unseen, AuthUnavailable) and "did not answer" in unseen.detail
+        assert time.monotonic() - started < 0.5
+        index.released.set()
+        index.hung.clear()
+        await asyncio.sleep(0.1)  # the queued lookups finish
+        assert isinstance(await auth.authenticate("k"), Authenticated)
+
+    asyncio.run(scenario())
+
+
+class HangingBook:
+    default = Quota(events_per_s=7.0, burst=70)
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def cached(self, client_id: str) -> None:
+        return None
+
+    def load(self, client_id: str) -> Quota:
+        self.released.wait(10)
+        return Quota(events_per_s=1.0, burst=1)
+
+
+def test_a_first_quota_read_waits_at_most_the_registry_wait_then_the_default_applies() -> None:
+    async def scenario() -> None:
+        book = HangingBook()
+        limiter = RateLimiter(
+            RedisSettings(),
+            book,  # type: ignore[arg-type]
+            ThreadPoolExecutor(1),
+            registry_wait_s=0.2,
+        )
+        started = time.monotonic()
+        assert await limiter.quota("acme") == HangingBook.default
+        assert time.monotonic() - started < 0.5
+        book.released.set()
+        await limiter.close()
+
+    asyncio.run(scenario())
