@@ -45,7 +45,13 @@ class PendingLetter:
 def producer_config(kafka: KafkaSettings, client_id: str) -> dict[str, Any]:
     """The factory's producer (security, acks=all, idempotence) with the dead letters' tuning."""
     return kafka_clients.producer_config(
-        kafka, **{"client.id": client_id, "linger.ms": 20, "message.timeout.ms": 300000}
+        kafka,
+        **{
+            "client.id": client_id,
+            "linger.ms": 20,
+            "message.timeout.ms": 300000,
+            "logger": logging.getLogger("router.kafka"),  # librdkafka's lines as JSON logs
+        },
     )
 
 

@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from analytics_core import kafka_clients
@@ -31,6 +32,7 @@ def consumer_config(rs: RouterSettings) -> dict[str, Any]:
         "max.poll.interval.ms": 300000,
         "fetch.min.bytes": 1,
         "queued.max.messages.kbytes": 65536,
+        "logger": logging.getLogger("router.kafka"),  # librdkafka's lines as JSON logs
     }
     if rs.group_instance_id:
         overrides["group.instance.id"] = rs.group_instance_id

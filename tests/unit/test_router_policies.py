@@ -74,6 +74,8 @@ def test_consumer_config_takes_partitions_over_fast() -> None:
         RouterSettings.from_env({**env, "ROUTER_GROUP_INSTANCE_ID": "router-0"})
     )
     assert static["group.instance.id"] == "router-0"
+    # librdkafka's own lines go through logging (JSON lines), not raw to stderr.
+    assert dynamic["logger"].name == "router.kafka"
 
 
 def test_a_dead_letter_too_large_to_forward_is_cut_once_and_says_so() -> None:
@@ -92,3 +94,4 @@ def test_a_dead_letter_too_large_to_forward_is_cut_once_and_says_so() -> None:
     assert (cut.partition, cut.offset) == (0, 1) and cut.letter.reason is letter.reason
     config = producer_config(KafkaSettings(), "r-dl")
     assert config["acks"] == "all" and config["enable.idempotence"] is True
+    assert config["logger"].name == "router.kafka"
