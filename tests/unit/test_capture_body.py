@@ -127,3 +127,29 @@ def test_write_key_from_basic_and_bearer_headers() -> None:
     assert header_key("") is None
     assert header_key("Basic !!!notbase64") is None
     assert header_key("Digest abc") is None
+
+
+def test_an_escaped_lone_surrogate_becomes_the_replacement_character() -> None:
+    """JavaScript's JSON.stringify writes `\\ud83d` for a string cut inside an emoji; the
+    JSON decoder refuses it, so it becomes U+FFFD and the request keeps all its events.
+    Pairs and escaped backslashes are left as they are."""
+    body = (
+        b'{"batch":[{"type":"track","event":"cut \\ud83d","userId":"u"},'
+        b'{"type":"track","event":"pair \\ud83d\\ude00 \\uD83D\\uDE00","userId":"u"},'
+        b'{"type":"track","event":"text \\\\ud83d","userId":"u"},'
+        b'{"type":"track","event":"low \\ude00 then \\\\\\udbff","userId":"u"}]}'
+    )
+    doc = doc_of(decode(body))
+    names = [m["event"] for m in doc["batch"]]  # type: ignore[index]
+    assert names == [
+        "cut \ufffd",
+        "pair \U0001f600 \U0001f600",
+        "text \\ud83d",
+        "low \ufffd then \\\ufffd",
+    ]
+    gz = doc_of(decode(gzip.compress(body), enc="gzip"))
+    assert [m["event"] for m in gz["batch"]] == names  # type: ignore[index]
+    parsed = read(body)
+    assert not isinstance(parsed, BodyProblem) and len(parsed.items) == 4  # type: ignore[attr-defined]
+    plain = decode(DOC)
+    assert isinstance(plain, Decoded) and plain.data is DOC  # no escape: no copy
