@@ -99,6 +99,7 @@ class CaptureApp:
             registry_thread,
             front_ttl_s=min(1.0, s.cache_local_ttl_s),
             wait_s=s.registry_wait_s,
+            on_stale=lambda: self.metrics.stale_verdicts.add(()),
         )
         book = QuotaBook(s.common.postgres, s.default_quota, s.quota_cache_s)
         limiter = RateLimiter(

@@ -24,6 +24,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -224,6 +225,7 @@ class Authenticator:
         front_ttl_s: float,
         wait_s: float = 1.0,
         max_front: int = 100_000,
+        on_stale: Callable[[], None] | None = None,
     ) -> None:
         self._index = index
         self._directory = directory
@@ -238,6 +240,7 @@ class Authenticator:
         self._wait_s = wait_s
         self._max_front = max_front
         self.stale_served = 0  # verdicts served past their TTL: the registry was late
+        self._on_stale = on_stale
 
     def key_hash(self, key: str) -> str:
         h = self._hashes.get(key)
@@ -267,6 +270,8 @@ class Authenticator:
                 # can, as the router keeps routing the clients it knows while PostgreSQL
                 # is away. A request never waits on a hung registry for longer than wait_s.
                 self.stale_served += 1
+                if self._on_stale is not None:
+                    self._on_stale()
                 return hit[0]
             return outcome or AuthUnavailable(
                 f"the client registry did not answer within {self._wait_s:g} s"

@@ -110,9 +110,15 @@ class CaptureMetrics:
             "Events acknowledged by Kafka and answered 200",
             ["client_id"],
         )
+        self.stale_verdicts = Tally(
+            "capture_auth_stale_verdicts",
+            "Requests answered with a write key's last verdict: the registry was late or away",
+            [],
+        )
         r.register(
             _PlainMetrics(
                 [
+                    self.stale_verdicts,
                     self.requests,
                     self.request_seconds,
                     self.request_bytes,

@@ -102,6 +102,7 @@ class ActiveDirectory:
 
 def test_a_hung_registry_keeps_the_last_verdict_and_answers_unseen_keys_in_time() -> None:
     async def scenario() -> None:
+        stale: list[int] = []
         index = HangableIndex()
         auth = Authenticator(
             index,  # type: ignore[arg-type]
@@ -109,6 +110,7 @@ def test_a_hung_registry_keeps_the_last_verdict_and_answers_unseen_keys_in_time(
             ThreadPoolExecutor(1),
             front_ttl_s=0.2,
             wait_s=0.3,
+            on_stale=lambda: stale.append(1),
         )
         assert isinstance(await auth.authenticate("k"), Authenticated)
         index.hung.set()
@@ -120,7 +122,7 @@ def test_a_hung_registry_keeps_the_last_verdict_and_answers_unseen_keys_in_time(
         started = time.monotonic()
         assert isinstance(await auth.authenticate("k"), Authenticated)
         assert time.monotonic() - started < 0.05
-        assert auth.stale_served == 2
+        assert auth.stale_served == 2 and len(stale) == 2
         # A key never seen has no verdict to keep: 'unavailable' (503) after wait_s.
         started = time.monotonic()
         unseen = await auth.authenticate("other")
