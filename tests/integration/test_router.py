@@ -245,6 +245,23 @@ def test_redis_down_falls_back_to_postgres(
     assert counts(stack, c.database) == (20, 20)
 
 
+def provisioned_in(private: Settings, *client_ids: str) -> list[ClientFixture]:
+    """Clients registered in a private PostgreSQL (API key "k") and provisioned."""
+    conn = pg.connect(private.postgres)
+    try:
+        for cid in client_ids:
+            registry.add_client(conn, cid, hash_api_key("k"))
+    finally:
+        conn.close()
+    out = []
+    for cid in client_ids:
+        with open_connections(private) as connections:
+            outcome = lifecycle.provision(connections, cid)
+        assert isinstance(outcome, lifecycle.Provisioned)
+        out.append(ClientFixture(cid, "k", outcome.database))
+    return out
+
+
 def test_registry_outage_holds_events_and_serves_cached_clients(
     stack: Settings,
     kafka: Kafka,
@@ -253,20 +270,8 @@ def test_registry_outage_holds_events_and_serves_cached_clients(
 ) -> None:
     """PostgreSQL down: cached clients keep flowing; unseen clients wait (no dead letter)."""
     private, env = private_services("postgres", "redis")
-    known, unseen = unique_id("pgk"), unique_id("pgu")
-    conn = pg.connect(private.postgres)
-    try:
-        for cid in (known, unseen):
-            registry.add_client(conn, cid, hash_api_key("k"))
-    finally:
-        conn.close()
-    dbs = {}
-    for cid in (known, unseen):
-        with open_connections(private) as connections:
-            outcome = lifecycle.provision(connections, cid)
-        assert isinstance(outcome, lifecycle.Provisioned)
-        dbs[cid] = outcome.database
-    k, u = ClientFixture(known, "k", dbs[known]), ClientFixture(unseen, "k", dbs[unseen])
+    k, u = provisioned_in(private, unique_id("pgk"), unique_id("pgu"))
+    known, unseen = k.client_id, u.client_id
     since = kafka.end_offsets(stack.kafka.dead_letter_topic)
     start_router(
         POSTGRES_PORT=env["POSTGRES_PORT"],
@@ -303,20 +308,8 @@ def test_hung_registry_does_not_stop_the_clients_it_knows(
     (no dead letter) and flows once PostgreSQL answers again. Before the bound, the one
     lookup blocked the routing loop, and with it every tenant, until PostgreSQL came back."""
     private, env = private_services("postgres", "redis")
-    known, unseen = unique_id("hgk"), unique_id("hgu")
-    conn = pg.connect(private.postgres)
-    try:
-        for cid in (known, unseen):
-            registry.add_client(conn, cid, hash_api_key("k"))
-    finally:
-        conn.close()
-    dbs = {}
-    for cid in (known, unseen):
-        with open_connections(private) as connections:
-            outcome = lifecycle.provision(connections, cid)
-        assert isinstance(outcome, lifecycle.Provisioned)
-        dbs[cid] = outcome.database
-    k, u = ClientFixture(known, "k", dbs[known]), ClientFixture(unseen, "k", dbs[unseen])
+    k, u = provisioned_in(private, unique_id("hgk"), unique_id("hgu"))
+    known, unseen = k.client_id, u.client_id
     since = kafka.end_offsets(stack.kafka.dead_letter_topic)
     group = fresh_group(stack, "router-hung")
     proc = _router_process(
