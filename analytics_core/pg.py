@@ -45,11 +45,6 @@ def bound_every_call(timeout_s: float) -> None:
     psycopg2.extensions.set_wait_callback(wait)
 
 
-def unbound() -> None:
-    """Back to libpq's own blocking waits (no bound)."""
-    psycopg2.extensions.set_wait_callback(None)
-
-
 def wait_within(conn: psycopg2.extensions.connection, timeout_s: float) -> None:
     """psycopg2's wait callback: drive `conn` until its operation completes, or raise
     `PostgresCallTimeout` once `timeout_s` has passed (psycopg2 then closes `conn`)."""

@@ -25,21 +25,19 @@ class SingleFlight(Generic[K, V]):
     def __init__(self, executor: Executor, what: str) -> None:
         self._executor = executor
         self._what = what  # names the job in the log when it fails
-        self._running: dict[K, asyncio.Future[V]] = {}
-        self._started: dict[K, float] = {}  # when each running job started (monotonic)
+        # key -> its running job and when it started (monotonic)
+        self._running: dict[K, tuple[asyncio.Future[V], float]] = {}
 
     def start(
         self, key: K, job: Callable[[K], V], then: Callable[[K, V], None] | None = None
     ) -> asyncio.Future[V]:
         """`job(key)` on the executor (or the one already running for `key`); `then(key,
         result)` runs before anyone awaiting it resumes."""
-        running = self._running.get(key)
-        if running is not None:
-            return running
-        running = self._running[key] = asyncio.get_running_loop().run_in_executor(
-            self._executor, job, key
-        )
-        self._started[key] = time.monotonic()
+        current = self._running.get(key)
+        if current is not None:
+            return current[0]
+        running = asyncio.get_running_loop().run_in_executor(self._executor, job, key)
+        self._running[key] = (running, time.monotonic())
         running.add_done_callback(functools.partial(self._ended, key, then))
         return running
 
@@ -56,7 +54,7 @@ class SingleFlight(Generic[K, V]):
         running = self.start(key, job, then)
         if running.done():
             return running.result()
-        left = wait_s - (time.monotonic() - self._started[key])
+        left = wait_s - (time.monotonic() - self._running[key][1])
         if left <= 0:
             return None
         try:
@@ -66,7 +64,6 @@ class SingleFlight(Generic[K, V]):
 
     def _ended(self, key: K, then: Callable[[K, V], None] | None, fut: asyncio.Future[V]) -> None:
         del self._running[key]
-        del self._started[key]
         if fut.cancelled():
             return
         exc = fut.exception()
