@@ -11,17 +11,16 @@ posthog-js version we test with never sends them, and untested decoders are not 
 Invariants: decoded bytes never exceed `max_decoded_bytes` (decompression stops there), so
 a gzip bomb costs at most that much memory; decoded bytes are valid UTF-8 (the wire formats
 pass values through as raw JSON text, which their decoder does not check), and hold no
-escaped lone UTF-16 surrogate: JavaScript's JSON.stringify writes one (`"\\ud83d"`) for a
-string cut in the middle of an emoji, the JSON decoder and ClickHouse refuse it, and
-refusing the request would lose its other events, so each becomes `\\ufffd` (the
-replacement character) and the pairs stay as they are.
+escaped lone UTF-16 surrogate (each becomes `\\ufffd`: see analytics_core.json_text), so
+one string cut inside an emoji does not cost the request its other events.
 """
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass
+
+from analytics_core.json_text import without_lone_surrogates
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON_TYPES = frozenset({"", "application/json", "text/plain", "application/x-json", "text/json"})
@@ -41,25 +40,6 @@ class BodyProblem:
 class Decoded:
     data: bytes  # JSON text, valid UTF-8
     encoding: str  # how the body came: identity, gzip, deflate, gzip-js
-
-
-# An escaped backslash (kept, so the JSON text `\\ud800` stays text), an escaped surrogate pair
-# (kept), or an escaped surrogate alone (replaced); matched left to right, so the
-# backslashes' parity is always right.
-_ESCAPES = re.compile(
-    rb"\\(\\|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[dD][89a-fA-F][0-9a-fA-F]{2})"
-)
-
-
-def _keep_or_replace(m: re.Match[bytes]) -> bytes:
-    return b"\\ufffd" if len(m[0]) == 6 else m[0]  # 6 bytes: a surrogate alone
-
-
-def without_lone_surrogates(data: bytes) -> bytes:
-    """`data` with every escaped lone UTF-16 surrogate replaced by `\\ufffd`."""
-    if b"\\" not in data:  # memchr: most bodies have no escape at all
-        return data
-    return _ESCAPES.sub(_keep_or_replace, data)
 
 
 def invalid_json(exc: Exception) -> BodyProblem:

@@ -206,3 +206,23 @@ def test_fast_path_agrees_with_the_checked_parser(doc: object) -> None:
     assert type(fast) is type(checked)
     if isinstance(fast, ValidEvent):
         assert fast == checked
+
+
+def test_escaped_lone_surrogates_are_read_as_the_replacement_character() -> None:
+    """A JavaScript producer's string cut inside an emoji (`"\\ud83d"`) costs no event:
+    each lone surrogate reads as U+FFFD, pairs and escaped backslashes stay as sent."""
+    one = (
+        b'{"client_id":"acme","api_key":"k-acme","event_name":"cut \\ud83d",'
+        b'"timestamp":1795771200000,"user_id":"u","properties":{"t":"\\udc00 \\ud83d\\ude00"}}'
+    )
+    [ev] = parse_message(one, ORIGIN)
+    assert isinstance(ev, ValidEvent)
+    assert ev.event_name == "cut \ufffd"
+    assert ev.properties == b'{"t":"\\ufffd \\ud83d\\ude00"}'
+    batch = b"[" + one + b"," + one.replace(b"cut \\ud83d", b"text \\\\ud83d") + b"]"
+    first, second = parse_message(batch, ORIGIN)
+    assert isinstance(first, ValidEvent) and isinstance(second, ValidEvent)
+    assert (first.event_name, second.event_name) == ("cut \ufffd", "text \\ud83d")
+    # Still not JSON once repaired: refused with the decoder's reason, as before.
+    [bad] = parse_message(b'{"event_name":"\\ud83d"', ORIGIN)
+    assert isinstance(bad, ContractViolation) and bad.reason is Reason.INVALID_JSON

@@ -86,6 +86,16 @@ def test_common_events_are_routed_without_the_reference_path(reference_calls: li
     assert tracker.committable() == {(TOPIC, 0): 13}
 
 
+def test_a_lone_surrogate_is_routed_by_the_reference_path(reference_calls: list[int]) -> None:
+    """The fast decoder refuses `"\\ud83d"`; the reference path reads it as U+FFFD and
+    routes the event instead of dead-lettering it as invalid_json."""
+    raw = orjson.dumps(event(1, event_name="cut X")).replace(b"cut X", b"cut \\ud83d")
+    result, buffers, _ = poll_once([FakeMessage(raw, 0, 21)])
+    assert reference_calls == [21] and not result.letters
+    row = read_row(buffers.open["client_acme"].lines()[0])
+    assert row.event_name == "cut \ufffd"
+
+
 def test_each_client_is_looked_up_once_per_poll() -> None:
     asked: list[str] = []
 
