@@ -32,6 +32,7 @@ class CircuitBreaker:
     opened_at: float | None = None
     probing: bool = False
     times_opened: int = 0
+    hold_s: float | None = None  # this opening's wait, when not retry_after_s
 
     @property
     def state(self) -> State:
@@ -45,7 +46,8 @@ class CircuitBreaker:
             return True
         if self.probing:
             return False  # the probe's outcome is not known yet
-        if self.clock() - self.opened_at >= self.retry_after_s:
+        hold = self.retry_after_s if self.hold_s is None else self.hold_s
+        if self.clock() - self.opened_at >= hold:
             self.probing = True
             return True
         return False
@@ -54,13 +56,16 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at = None
         self.probing = False
+        self.hold_s = None
 
-    def failed(self, *, at_once: bool = False) -> None:
+    def failed(self, *, at_once: bool = False, hold_s: float | None = None) -> None:
         """One more failed call; `at_once` opens the circuit now (a call that timed out:
-        a hung server would cost each of the next calls the same wait)."""
+        a hung server would cost each of the next calls the same wait), and `hold_s`, when
+        given, is how long that opening lasts instead of `retry_after_s`."""
         self.failures += 1
         if at_once or self.probing or self.failures >= self.failures_to_open:
             if self.opened_at is None:
                 self.times_opened += 1
             self.opened_at = self.clock()
             self.probing = False
+            self.hold_s = hold_s

@@ -23,7 +23,6 @@ call every `breaker_retry_s` finds out when it is back.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
@@ -33,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import psycopg2
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -152,9 +150,7 @@ class ClientDirectory:
         redis_retry_after_s: float | None = None,  # older name of breaker_retry_s
     ) -> None:
         self._redis_settings = redis_settings
-        self._pg_settings = pg_settings
         self._redis = redis_client(redis_settings, timeout_s=redis_timeout_s, retries=0)
-        self._pg: psycopg2.extensions.connection | None = None
         self._local: OrderedDict[str, _Local] = OrderedDict()
         self._lock = threading.Lock()
         self.local_ttl_s = local_ttl_s
@@ -164,6 +160,9 @@ class ClientDirectory:
         retry_s = breaker_retry_s if redis_retry_after_s is None else redis_retry_after_s
         self.redis_breaker = CircuitBreaker(breaker_failures, retry_s)
         self.pg_breaker = CircuitBreaker(breaker_failures, retry_s)
+        self._pg = pg.LookupConnection(
+            pg_settings, self.pg_breaker, "client lookups", timeout_hold_s=retry_s
+        )
         self.stats = CacheStats()
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
@@ -204,8 +203,7 @@ class ClientDirectory:
     def close(self) -> None:
         self._stop.set()
         self._redis.close()
-        if self._pg is not None:
-            self._pg.close()
+        self._pg.close()
 
     # -- lookup ---------------------------------------------------------------
     def lookup(self, client_id: str) -> LookupResult:
@@ -303,24 +301,10 @@ class ClientDirectory:
             log.warning("redis unavailable: circuit open, lookups go to PostgreSQL: %s", exc)
 
     def _from_pg(self, client_id: str, now: float) -> ClientFound | ClientMissing | None:
-        if not self.pg_breaker.allow():
+        row = self._pg.run(lambda conn: registry.get_client(conn, client_id))
+        if isinstance(row, pg.PostgresAway):
+            self.stats.pg_errors += row.tried
             return None
-        try:
-            if self._pg is None or self._pg.closed:
-                self._pg = pg.connect(self._pg_settings, timeout_s=2)
-            row = registry.get_client(self._pg, client_id)
-        except psycopg2.Error as exc:
-            self.stats.pg_errors += 1
-            was_closed = self.pg_breaker.opened_at is None
-            self.pg_breaker.failed(at_once=isinstance(exc, pg.PostgresCallTimeout))
-            if self._pg is not None:
-                with contextlib.suppress(psycopg2.Error):
-                    self._pg.close()
-                self._pg = None
-            if was_closed and self.pg_breaker.opened_at is not None:
-                log.warning("postgres unavailable for client lookups: circuit open: %s", exc)
-            return None
-        self.pg_breaker.succeeded()
         self.stats.pg_reads += 1
         if row is None:
             return ClientMissing(client_id)

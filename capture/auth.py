@@ -18,7 +18,6 @@ last verdict, or 503 for a key never seen; it never waits longer than `wait_s`.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import random
@@ -32,6 +31,7 @@ import psycopg2
 import redis
 
 from analytics_core import pg
+from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import (
     ClientFound,
@@ -128,15 +128,14 @@ class KeyIndex:
         max_local: int = 100_000,
     ) -> None:
         self._redis = sync_client(redis_settings)
-        self._pg_settings = pg_settings
-        self._pg: psycopg2.extensions.connection | None = None
+        # One failure closes the door for 1 s (a restart is back soon), a hung call for 5 s.
+        self._pg = pg.LookupConnection(pg_settings, CircuitBreaker(1, 1.0), "the write-key index")
         self._local: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._local_ttl_s = local_ttl_s
         self._redis_ttl_s = redis_ttl_s
         self._negative_ttl_s = negative_ttl_s
         self._max_local = max_local
         self._redis_down_until = 0.0
-        self._pg_down_until = 0.0
 
     def client_for(self, key_hash: str) -> KeyResult:
         now = time.monotonic()
@@ -147,7 +146,7 @@ class KeyIndex:
         if cached is not None:
             found: str | None = cached or None
         else:
-            result = self._from_pg(key_hash, now)
+            result = self._from_pg(key_hash)
             if isinstance(result, RegistryUnavailable | KeyAmbiguous):
                 return result
             found = result if isinstance(result, str) else None
@@ -178,38 +177,25 @@ class KeyIndex:
         except (redis.RedisError, OSError):
             self._redis_down_until = now + 2.0
 
-    def _from_pg(
-        self, key_hash: str, now: float
-    ) -> str | KeyUnknown | KeyAmbiguous | RegistryUnavailable:
-        if now < self._pg_down_until:
-            return RegistryUnavailable("PostgreSQL unreachable (write-key lookup)")
-        try:
-            if self._pg is None or self._pg.closed:
-                self._pg = pg.connect(self._pg_settings, timeout_s=2)
-            with self._pg.cursor() as cur:
-                cur.execute(
-                    "SELECT client_id FROM clients WHERE api_key_hash = %s LIMIT 2", (key_hash,)
-                )
-                rows = cur.fetchall()
-            self._pg.commit()
-        except psycopg2.Error as exc:
-            # A call that timed out (hung server) is not tried again as soon: each try
-            # holds the registry thread for the whole bound.
-            self._pg_down_until = now + (5.0 if isinstance(exc, pg.PostgresCallTimeout) else 1.0)
-            if self._pg is not None:
-                with contextlib.suppress(psycopg2.Error):
-                    self._pg.close()
-                self._pg = None
-            log.warning("postgres unavailable for the write-key index", extra={"error": str(exc)})
-            return RegistryUnavailable("PostgreSQL unreachable (write-key lookup)")
+    def _from_pg(self, key_hash: str) -> str | KeyUnknown | KeyAmbiguous | RegistryUnavailable:
+        rows = self._pg.run(lambda conn: _clients_with_key(conn, key_hash))
+        if isinstance(rows, pg.PostgresAway):
+            return RegistryUnavailable(rows.detail)
         if len(rows) > 1:
             return KeyAmbiguous()
         return str(rows[0][0]) if rows else KeyUnknown()
 
     def close(self) -> None:
         self._redis.close()
-        if self._pg is not None:
-            self._pg.close()
+        self._pg.close()
+
+
+def _clients_with_key(conn: psycopg2.extensions.connection, key_hash: str) -> list[tuple[str]]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT client_id FROM clients WHERE api_key_hash = %s LIMIT 2", (key_hash,))
+        rows: list[tuple[str]] = cur.fetchall()
+    conn.commit()
+    return rows
 
 
 class Authenticator:

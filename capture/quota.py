@@ -35,10 +35,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import psycopg2
 import redis
 
 from analytics_core import pg
+from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.quotas import Quota, get_quota
 from analytics_core.settings import PostgresSettings, RedisSettings
 from capture.redis_clients import async_client
@@ -149,12 +149,11 @@ class QuotaBook:
     """
 
     def __init__(self, pg_settings: PostgresSettings, default: Quota, cache_s: float) -> None:
-        self._pg_settings = pg_settings
         self.default = default
         self._cache_s = cache_s
         self._known: dict[str, tuple[Quota, float]] = {}  # client -> (quota, fresh until)
-        self._pg: psycopg2.extensions.connection | None = None
-        self._pg_down_until = 0.0
+        # One failure closes the door for 2 s, a hung call for 5 s: the last quota holds.
+        self._pg = pg.LookupConnection(pg_settings, CircuitBreaker(1, 2.0), "quotas")
 
     def cached(self, client_id: str) -> tuple[Quota, bool] | None:
         """The last known quota and whether it is still fresh, or None if never read."""
@@ -168,16 +167,8 @@ class QuotaBook:
         now = time.monotonic()
         previous = self._known.get(client_id)
         fallback = previous[0] if previous else self.default
-        if now < self._pg_down_until:
-            return fallback
-        try:
-            if self._pg is None or self._pg.closed:
-                self._pg = pg.connect(self._pg_settings, timeout_s=2)
-            stored = get_quota(self._pg, client_id)
-        except psycopg2.Error as exc:
-            self._pg_down_until = now + (5.0 if isinstance(exc, pg.PostgresCallTimeout) else 2.0)
-            self._pg = None
-            log.warning("postgres unavailable for quotas", extra={"error": str(exc)})
+        stored = self._pg.run(lambda conn: get_quota(conn, client_id))
+        if isinstance(stored, pg.PostgresAway):
             return fallback
         quota = self.default if stored is None else stored.effective(self.default)
         if len(self._known) > 100_000:
@@ -188,8 +179,7 @@ class QuotaBook:
         return quota
 
     def close(self) -> None:
-        if self._pg is not None:
-            self._pg.close()
+        self._pg.close()
 
 
 class RateLimiter:

@@ -44,3 +44,21 @@ def test_one_probe_after_the_delay_closes_or_reopens() -> None:
     assert b.allow()
     b.succeeded()
     assert b.state is State.CLOSED and b.allow() and b.allow()
+
+
+def test_an_opening_may_last_longer_than_the_usual_delay() -> None:
+    """A timed-out call (hung server) holds the circuit open for its own, longer wait; the
+    next ordinary failure goes back to the usual delay."""
+    clock = Clock()
+    b = CircuitBreaker(failures_to_open=3, retry_after_s=1.0, clock=clock)
+    b.failed(at_once=True, hold_s=5.0)
+    assert b.state is State.OPEN
+    clock.now += 4.9
+    assert not b.allow()
+    clock.now += 0.1
+    assert b.allow()  # the probe
+    b.failed()  # an ordinary failure: open again for retry_after_s
+    clock.now += 1.0
+    assert b.allow()
+    b.succeeded()
+    assert b.state is State.CLOSED and b.hold_s is None

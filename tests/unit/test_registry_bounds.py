@@ -80,6 +80,31 @@ def test_a_timed_out_call_opens_the_circuit_at_once() -> None:
     assert not slow.allow() and slow.times_opened == 1
 
 
+def test_a_lookup_connection_to_a_hung_server_waits_once_per_opening() -> None:
+    """A server that accepts and never answers: the first lookup gives up at the bound and
+    opens the circuit for the longer hold; the next ones answer at once, untried."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the kernel accepts, nobody answers
+    settings = Settings.from_env({"POSTGRES_PORT": str(silent.getsockname()[1])}).postgres
+    breaker = CircuitBreaker(failures_to_open=3, retry_after_s=1.0)
+    lookups = pg.LookupConnection(settings, breaker, "a test", timeout_hold_s=5.0)
+    pg.bound_every_call(0.3)
+    try:
+        started = time.monotonic()
+        first = lookups.run(lambda conn: 1)
+        assert isinstance(first, pg.PostgresAway) and first.tried
+        assert "did not answer within 0.3 s" in first.detail
+        assert 0.29 <= time.monotonic() - started < 2.0
+        assert breaker.hold_s == 5.0 and not breaker.allow()
+        started = time.monotonic()
+        second = lookups.run(lambda conn: 1)
+        assert isinstance(second, pg.PostgresAway) and not second.tried
+        assert time.monotonic() - started < 0.05
+    finally:
+        psycopg2.extensions.set_wait_callback(None)
+        lookups.close()
+        silent.close()
+
+
 class HangableIndex:
     """The write-key index: knows key 'k' as client acme; hangs while `hung` is set."""
 
