@@ -17,10 +17,11 @@ Invariants:
   accepted event can never make a client's INSERT fail;
 - credentials are ASCII: `credential_hash` is 64 lower-case ASCII hex digits, so the
   constant-time comparison never sees a character it refuses;
-- a message the decoder refuses only for escaped lone UTF-16 surrogates is read with each
-  one as `\\ufffd` (analytics_core.json_text), as capture reads request bodies: a string
-  cut inside an emoji by a JavaScript producer costs no event. Its text is then the
-  repaired text, the only exception to "byte for byte";
+- a message the decoder refuses only for escaped lone UTF-16 surrogates or a leading byte
+  order mark is read repaired (each surrogate as `\\ufffd`, the BOM dropped:
+  analytics_core.json_text), as capture reads request bodies: a string cut inside an emoji
+  by a JavaScript producer costs no event. Its text is then the repaired text, the only
+  exception to "byte for byte";
 - `common_events` (the router's hot path) only ever accepts messages `parse_message` accepts
   whole, with the same values: it declines (None) anything else, and the caller then asks
   `parse_message`, the authority.
@@ -39,7 +40,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, Raw, UnsetType
 
-from analytics_core.json_text import without_lone_surrogates
+from analytics_core.json_text import repaired
 from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
 
@@ -180,9 +181,9 @@ def parse_message(raw: bytes | None, origin: Origin) -> list[EventOutcome]:
     except msgspec.ValidationError as exc:
         return [_not_object_or_array(raw, exc)]
     except msgspec.DecodeError as exc:
-        repaired = without_lone_surrogates(raw)  # same length: the checks above still hold
-        if repaired is not raw:
-            return parse_message(repaired, origin)
+        fixed = repaired(raw)  # never longer: the checks above still hold
+        if fixed is not raw:
+            return parse_message(fixed, origin)
         return [ContractViolation(None, Reason.INVALID_JSON, f"not JSON: {exc}")]
     except RecursionError:  # deeper than the decoder's stack allows: far past the limit
         return [_too_deep(None)]

@@ -1,4 +1,10 @@
-"""Repairs to JSON text before decoding (pure; no I/O).
+"""Repairs to JSON text before decoding (pure; no I/O): what RFC 8259 lets a reader
+accept that our decoder (msgspec) refuses, so that one such detail does not cost a request
+or a message all its events.
+
+A leading UTF-8 byte order mark: RFC 8259 says senders must not add one and readers may
+ignore it; some Windows tools (PowerShell 5's `Out-File`, .NET's `Encoding.UTF8` preamble)
+add it. It is dropped.
 
 Escaped lone UTF-16 surrogates: JavaScript's JSON.stringify writes one (`"\\ud83d"`) for a
 string cut in the middle of an emoji, and RFC 8259's grammar allows it, but it names no
@@ -23,6 +29,17 @@ _ESCAPES = re.compile(
 
 def _keep_or_replace(m: re.Match[bytes]) -> bytes:
     return b"\\ufffd" if len(m[0]) == 6 else m[0]  # 6 bytes: a surrogate alone
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def repaired(data: bytes) -> bytes:
+    """`data` without a leading byte order mark and with every escaped lone surrogate
+    replaced; `data` itself (no copy) when it needs neither. Never longer than `data`."""
+    if data[:3] == UTF8_BOM:
+        data = data[3:]
+    return without_lone_surrogates(data)
 
 
 def without_lone_surrogates(data: bytes) -> bytes:

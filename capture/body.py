@@ -11,8 +11,9 @@ posthog-js version we test with never sends them, and untested decoders are not 
 Invariants: decoded bytes never exceed `max_decoded_bytes` (decompression stops there), so
 a gzip bomb costs at most that much memory; decoded bytes are valid UTF-8 (the wire formats
 pass values through as raw JSON text, which their decoder does not check), and hold no
-escaped lone UTF-16 surrogate (each becomes `\\ufffd`: see analytics_core.json_text), so
-one string cut inside an emoji does not cost the request its other events.
+escaped lone UTF-16 surrogate (each becomes `\\ufffd`) and no leading byte order mark (see
+analytics_core.json_text), so one string cut inside an emoji, or a BOM added by a Windows
+tool, does not cost the request its events.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from analytics_core.json_text import without_lone_surrogates
+from analytics_core.json_text import repaired
 
 GZIP_MAGIC = b"\x1f\x8b"
 JSON_TYPES = frozenset({"", "application/json", "text/plain", "application/x-json", "text/json"})
@@ -118,4 +119,4 @@ def decode_body(
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
             return BodyProblem(400, "invalid_json", f"body is not valid JSON: not UTF-8 ({exc})")
-    return Decoded(without_lone_surrogates(data), how)
+    return Decoded(repaired(data), how)

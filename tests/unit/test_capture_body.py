@@ -153,3 +153,17 @@ def test_an_escaped_lone_surrogate_becomes_the_replacement_character() -> None:
     assert not isinstance(parsed, BodyProblem) and len(parsed.items) == 4  # type: ignore[attr-defined]
     plain = decode(DOC)
     assert isinstance(plain, Decoded) and plain.data is DOC  # no escape: no copy
+
+
+def test_a_leading_byte_order_mark_is_dropped() -> None:
+    """RFC 8259 lets a reader ignore a BOM, which some Windows tools add; refusing it would
+    lose the request. Only a leading one: a BOM inside a string is text."""
+    bom = b"\xef\xbb\xbf"
+    assert doc_of(decode(bom + DOC)) == orjson.loads(DOC)
+    assert doc_of(decode(gzip.compress(bom + DOC), enc="gzip")) == orjson.loads(DOC)
+    parsed = read(bom + DOC)
+    assert not isinstance(parsed, BodyProblem) and len(parsed.items) == 1  # type: ignore[attr-defined]
+    inside = DOC.replace(b'"e"', b'"\xef\xbb\xbfe"')
+    assert doc_of(decode(inside))["batch"][0]["event"] == "\ufeffe"  # type: ignore[index]
+    posthog = bom + b'{"api_key":"k","batch":[{"event":"e","distinct_id":"d"}]}'
+    assert not isinstance(read(posthog, posthog_format), BodyProblem)

@@ -226,3 +226,10 @@ def test_escaped_lone_surrogates_are_read_as_the_replacement_character() -> None
     # Still not JSON once repaired: refused with the decoder's reason, as before.
     [bad] = parse_message(b'{"event_name":"\\ud83d"', ORIGIN)
     assert isinstance(bad, ContractViolation) and bad.reason is Reason.INVALID_JSON
+
+
+def test_a_leading_byte_order_mark_is_dropped() -> None:
+    [ev] = parse_message(b"\xef\xbb\xbf" + load("valid_single_event.json"), ORIGIN)
+    assert isinstance(ev, ValidEvent) and ev.event_name
+    [bad] = parse_message(b"\xef\xbb\xbf", ORIGIN)
+    assert isinstance(bad, ContractViolation) and bad.reason is Reason.INVALID_JSON
