@@ -34,6 +34,8 @@ from tests.integration.router_support import end_offsets, letters_between, priva
 pytestmark = pytest.mark.integration
 MESSAGES = 10_000
 SEED = 20261127
+BOM = b"\xef\xbb\xbf"
+LONE = b"\\ud83d"  # an escaped lone surrogate: a string cut inside an emoji
 
 
 @dataclass
@@ -147,6 +149,9 @@ def hostile_messages(
             replay_headers(replace(letter(v), attempt=70_000), v, keys),
         ),
         lambda: Sent(dumps(_event(rng, a)), [("traceparent", rng.randbytes(30)), ("x", b"")]),
+        # Repairable text (analytics_core.json_text): routed, never dead-lettered.
+        lambda: Sent(BOM + dumps(_event(rng, a)), None),
+        lambda: Sent(dumps(_event(rng, b, event_name="cut ~")).replace(b"~", LONE), None),
     ]
     for _ in range(MESSAGES):
         yield rng.choice(kinds)()
@@ -251,6 +256,9 @@ def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right
         else:
             found = sorted(i for i in indexes if i is not None)
             assert found == list(range(_events_in(value))), (coords, indexes, value[:200])
+    repairable = {c for c, m in sent.items() if m.value.startswith(BOM) or LONE in m.value}
+    stored = {(p, o) for _c, p, o, _i in rows}
+    assert len(repairable) > 500 and repairable <= stored
     for client_id, p, o, i in rows:
         client = a if client_id == a.client_id else b
         assert _authenticates(sent[(p, o)].value, i, client), (client_id, sent[(p, o)].value[:300])
