@@ -176,17 +176,15 @@ def parse_message(raw: bytes | None, origin: Origin) -> list[EventOutcome]:
             raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             return [ContractViolation(None, Reason.INVALID_ENCODING, f"not UTF-8: {exc}")]
-    try:
-        doc = _MESSAGE_DECODER.decode(raw)
-    except msgspec.ValidationError as exc:
-        return [_not_object_or_array(raw, exc)]
-    except msgspec.DecodeError as exc:
-        fixed = repaired(raw)  # never longer: the checks above still hold
+    doc = _decoded(raw)
+    if isinstance(doc, msgspec.DecodeError):  # once: the repaired text is not repaired again
+        fixed = repaired(raw)  # never longer and still UTF-8: the checks above hold for it
         if fixed is not raw:
-            return parse_message(fixed, origin)
-        return [ContractViolation(None, Reason.INVALID_JSON, f"not JSON: {exc}")]
-    except RecursionError:  # deeper than the decoder's stack allows: far past the limit
-        return [_too_deep(None)]
+            raw, doc = fixed, _decoded(fixed)
+    if isinstance(doc, msgspec.DecodeError):
+        return [ContractViolation(None, Reason.INVALID_JSON, f"not JSON: {doc}")]
+    if isinstance(doc, ContractViolation):
+        return [doc]
     if type(doc) is EventDoc:
         if nests_deeper_than(raw, MAX_NESTING_DEPTH):
             return [_too_deep(None)]
@@ -203,6 +201,20 @@ def parse_message(raw: bytes | None, origin: Origin) -> list[EventOutcome]:
             )
         ]
     return [_parse_batch_item(item, i, origin) for i, item in enumerate(doc)]
+
+
+def _decoded(raw: bytes) -> EventDoc | list[Raw] | ContractViolation | msgspec.DecodeError:
+    """The message decoded, why it is not a message, or the decoder's error (the text may
+    be repairable: see analytics_core.json_text)."""
+    try:
+        doc: EventDoc | list[Raw] = _MESSAGE_DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        return _not_object_or_array(raw, exc)
+    except msgspec.DecodeError as exc:
+        return exc
+    except RecursionError:  # deeper than the decoder's stack allows: far past the limit
+        return _too_deep(None)
+    return doc
 
 
 def _parse_batch_item(item: Raw, batch_index: int, origin: Origin) -> EventOutcome:

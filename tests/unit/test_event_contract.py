@@ -233,3 +233,12 @@ def test_a_leading_byte_order_mark_is_dropped() -> None:
     assert isinstance(ev, ValidEvent) and ev.event_name
     [bad] = parse_message(b"\xef\xbb\xbf", ORIGIN)
     assert isinstance(bad, ContractViolation) and bad.reason is Reason.INVALID_JSON
+
+
+def test_text_is_repaired_once_not_again_and_again() -> None:
+    """Only one leading BOM is dropped: a message of BOMs is not JSON, refused without
+    recursing once per BOM."""
+    [bad] = parse_message(b"\xef\xbb\xbf" * 100_000 + b"{}", ORIGIN)
+    assert isinstance(bad, ContractViolation) and bad.reason is Reason.INVALID_JSON
+    [deep] = parse_message(b"\xef\xbb\xbf" + b"[" * 5000, ORIGIN)
+    assert isinstance(deep, ContractViolation) and deep.reason is Reason.INVALID_JSON
