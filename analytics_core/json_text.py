@@ -47,5 +47,5 @@ def without_lone_surrogates(data: bytes) -> bytes:
     (no copy) when it has none."""
     if b"\\" not in data:  # memchr: most texts have no escape at all
         return data
-    repaired = _ESCAPES.sub(_keep_or_replace, data)
-    return data if repaired == data else repaired
+    out = _ESCAPES.sub(_keep_or_replace, data)
+    return data if out == data else out
