@@ -9,6 +9,7 @@ again and again against the same stack.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import threading
 import time
@@ -28,6 +29,7 @@ from analytics_core.connections import open_connections
 from analytics_core.dead_letter import DeadLetter, read_dead_letter
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
+from devstack.process import port_in_use
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
@@ -311,12 +313,27 @@ def set_status(settings: Settings, client_id: str, status: ClientStatus) -> None
         conn.close()
 
 
-def free_port() -> int:
-    import socket
+# Below Linux's ephemeral range (32768+): no client socket takes a chosen port before its
+# server binds it (a port from bind(0) is ephemeral, and docker's publishing lost that race).
+FREE_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive ports, all free on 127.0.0.1 and none handed out
+    before in this session (so two servers of one test never get the same port)."""
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(FREE_PORTS.start, FREE_PORTS.stop - size)
+        block = range(base, base + size)
+        if not any(p in _handed_out or port_in_use("127.0.0.1", p) for p in block):
+            _handed_out.update(block)
+            return base
+    raise RuntimeError(f"no block of {size} free ports in {FREE_PORTS.start}-{FREE_PORTS.stop}")
+
+
+def free_port() -> int:
+    return free_port_block(1)
 
 
 @contextmanager

@@ -7,7 +7,6 @@ Kafka nodes and extra ClickHouse servers take ports at fixed offsets from the fi
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,20 +15,7 @@ from pathlib import Path
 from analytics_core.settings import Settings
 from devstack import api
 from devstack.options import Options, load_options
-from devstack.process import port_in_use
-
-# Below Linux's ephemeral range (32768+), so client sockets do not take them meanwhile.
-_LOW, _HIGH = 20000, 32000
-
-
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive ports that are all free on 127.0.0.1."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(_LOW, _HIGH - size)
-        if not any(port_in_use("127.0.0.1", base + i) for i in range(size)):
-            return base
-    raise RuntimeError(f"no block of {size} free ports found in {_LOW}-{_HIGH}")
+from tests.conftest import free_port_block
 
 
 @dataclass(frozen=True)

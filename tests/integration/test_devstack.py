@@ -31,7 +31,8 @@ from analytics_core import kafka_clients
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
 from devstack.options import load_options
-from tests.integration.local_topology import free_port_block, scratch_env, scratch_topology
+from tests.conftest import free_port_block
+from tests.integration.local_topology import scratch_env, scratch_topology
 
 pytestmark = pytest.mark.integration
 

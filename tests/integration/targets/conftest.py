@@ -22,7 +22,7 @@ from analytics_core.clickhouse import http_client
 from analytics_core.settings import REPO_ROOT, Settings
 from devstack import api
 from devstack.options import Options, load_options
-from tests.integration.local_topology import free_port_block
+from tests.conftest import free_port_block
 
 
 @dataclass(frozen=True)
