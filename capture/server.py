@@ -1,4 +1,5 @@
-"""Serving the ASGI app with granian (chosen by measurement: see bench/bench_capture.py).
+"""Serving the ASGI app with granian (chosen for its parser's bounds below; the speed of the
+candidates is measured by bench/bench_capture.py and compared in the README).
 
 granian's HTTP/1 parser is hyper's (Rust): request headers must arrive within
 CAPTURE_HEADER_TIMEOUT_MS and fit its read buffer, so slow-header and huge-header clients
