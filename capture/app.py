@@ -28,10 +28,11 @@ from capture import responses
 from capture.auth import Authenticator, KeyIndex
 from capture.config import CaptureSettings
 from capture.handler import Capture, Incoming
-from capture.kafka_sink import KafkaSink
+from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink
 from capture.metrics import CaptureMetrics
 from capture.quota import QuotaBook, RateLimiter
 from capture.responses import Response
+from capture.restart_memory import read_recent
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
 
@@ -116,6 +117,7 @@ class CaptureApp:
         self._limiter = limiter
         self._memory = memory
         await self._probe_once()
+        await self._recall_recent_writes()
         self._tasks = [asyncio.create_task(self._housekeeping())]
         self.metrics.watch_inflight(lambda: self._inflight, lambda: self._inflight_bytes)
         settle_heap()
@@ -152,6 +154,45 @@ class CaptureApp:
         loop = asyncio.get_running_loop()
         self._kafka_problem = await loop.run_in_executor(self._probe_thread, self._sink.probe, 2.0)
         self.metrics.kafka_up.set(0 if self._kafka_problem else 1)
+
+    async def _recall_recent_writes(self) -> None:
+        """Remember what the raw topic received lately as acknowledged (see
+        capture.restart_memory): before the first request, so no retry slips past it."""
+        s = self._settings
+        assert s is not None and self._sink is not None
+        if s.restart_memory_s <= 0 or s.retry_memory_events <= 0:
+            return
+        if self._kafka_problem is not None:
+            log.warning(
+                "recent writes not read: Kafka unavailable at start; retries of requests "
+                "a stopped process had written may be written twice",
+                extra={"kafka": self._kafka_problem},
+            )
+            return
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        recent = await loop.run_in_executor(
+            self._probe_thread,
+            read_recent,
+            s.common.kafka,
+            self._sink.topic,
+            s.restart_memory_s,
+            s.retry_memory_events,
+        )
+        for written in recent.messages:
+            fate: asyncio.Future[DeliveryOutcome] = loop.create_future()
+            fate.set_result(Delivered(written.partition, written.offset))
+            self._memory.remember(written.event_ids, fate)
+        log.info(
+            "recent writes remembered as acknowledged",
+            extra={
+                "window_s": s.restart_memory_s,
+                "messages": len(recent.messages),
+                "events": recent.events,
+                "seconds": round(time.monotonic() - started, 2),
+                "incomplete": recent.problem,
+            },
+        )
 
     async def _housekeeping(self) -> None:
         while True:

@@ -68,6 +68,12 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
         "events already in Kafka are not produced twice",
     ),
     ("CAPTURE_RETRY_MEMORY_EVENTS", "1000000", "...at most this many event ids"),
+    (
+        "CAPTURE_RESTART_MEMORY_S",
+        "120",
+        "At start, remember the event ids written to the raw topic in the last N s as "
+        "acknowledged: retries of a killed process's requests are not written twice (0: off)",
+    ),
     ("CAPTURE_RETRY_MEMORY_AFTER_MS", "1000", "...for requests answered later than this"),
     ("CAPTURE_CORS_ORIGINS", "*", "Comma-separated origins allowed by CORS (* = any)"),
     (
@@ -106,6 +112,7 @@ class CaptureSettings:
     retry_memory_s: float = 600.0
     retry_memory_events: int = 1_000_000
     retry_memory_after_s: float = 1.0
+    restart_memory_s: float = 120.0
     cors_origins: tuple[str, ...] = ("*",)
     registry_wait_s: float = 1.0
     cache_local_ttl_s: float = 2.0
@@ -143,6 +150,7 @@ class CaptureSettings:
             retry_memory_s=env_float(e, "CAPTURE_RETRY_MEMORY_S", 600.0),
             retry_memory_events=env_int(e, "CAPTURE_RETRY_MEMORY_EVENTS", 1_000_000),
             retry_memory_after_s=env_int(e, "CAPTURE_RETRY_MEMORY_AFTER_MS", 1000) / 1000,
+            restart_memory_s=env_float(e, "CAPTURE_RESTART_MEMORY_S", 120.0),
             cors_origins=tuple(
                 o.strip() for o in env_str(e, "CAPTURE_CORS_ORIGINS", "*").split(",") if o.strip()
             ),
