@@ -68,13 +68,13 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
         "events already in Kafka are not produced twice",
     ),
     ("CAPTURE_RETRY_MEMORY_EVENTS", "1000000", "...at most this many event ids"),
+    ("CAPTURE_RETRY_MEMORY_AFTER_MS", "1000", "...for requests answered later than this"),
     (
         "CAPTURE_RESTART_MEMORY_S",
         "120",
         "At start, remember the event ids written to the raw topic in the last N s as "
         "acknowledged: retries of a killed process's requests are not written twice (0: off)",
     ),
-    ("CAPTURE_RETRY_MEMORY_AFTER_MS", "1000", "...for requests answered later than this"),
     ("CAPTURE_CORS_ORIGINS", "*", "Comma-separated origins allowed by CORS (* = any)"),
     (
         "CAPTURE_REGISTRY_WAIT_MS",
