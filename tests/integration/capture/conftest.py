@@ -6,6 +6,7 @@ The shared stack, clients and routers come from tests/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,19 +82,47 @@ class CaptureProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def crash(self) -> None:
+        """SIGKILL every process of the service at once, as a crash or a container kill
+        does. granian's worker outlives a master killed alone (it would go on serving the
+        port and reconnecting to Kafka), so its children are killed too."""
+        for pid in [*descendants(self.proc.pid), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
     def stop(self, timeout_s: float = 40) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.crash()
                 raise AssertionError(
                     f"capture did not stop within {timeout_s}s: {self.log()}"
                 ) from None
         self._log.close()
         return int(self.proc.returncode)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children first found, then theirs), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+import requests
 
 from analytics_core.settings import Settings
 from tests.conftest import ClientFixture
@@ -40,8 +41,9 @@ def test_a_retry_of_what_a_killed_process_wrote_is_not_written_again(
 
     first = start_capture()
     assert first.post("/v1/batch", body, auth=auth, headers=headers).status_code == 200
-    first.proc.kill()  # as if killed before its 200 reached the SDK
-    first.proc.wait(10)
+    first.crash()  # as if killed before its 200 reached the SDK
+    with pytest.raises(requests.ConnectionError):  # nothing of it serves any more
+        requests.get(first.url + "/healthz", timeout=2)
 
     written = end_offsets(stack, topic)
     second = start_capture()
