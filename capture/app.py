@@ -430,4 +430,7 @@ def settle_heap() -> None:
 
 def create_app() -> CaptureApp:
     """The factory granian calls in its worker process: settings are read there, once."""
+    from capture.server import stop_with_master
+
+    stop_with_master()
     return CaptureApp()

@@ -11,7 +11,10 @@ lifespan shutdown flushes the Kafka producer.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import signal
+import sys
 from typing import Any
 
 from granian.constants import HTTPModes, Interfaces, Loops
@@ -72,3 +75,17 @@ def build_server(
         log_access=False,
         workers_kill_timeout=math.ceil(settings.shutdown_timeout_s) + 5,
     )
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def stop_with_master() -> bool:
+    """Ask the kernel to send this (worker) process SIGTERM when its parent, granian's
+    master, dies. Without it a master killed with SIGKILL (a crash, `kill -9`) leaves the
+    worker serving the port and reconnecting to Kafka for good; with it the worker drains
+    its requests and flushes the producer, as on any SIGTERM. Linux only; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)) == 0

@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
 from analytics_core.settings import Settings
-from tests.conftest import ClientFixture, free_port
-from tests.integration.capture.conftest import REPO, CaptureProcess, rows, settle
+from tests.conftest import ClientFixture, free_port, wait_for
+from tests.integration.capture.conftest import REPO, CaptureProcess, descendants, rows, settle
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +112,28 @@ def test_sigterm_drains_requests_in_flight(
     assert cap.proc.wait(40) == 0
     assert settle(stack, client.database, 1, quiet_s=0.5) == (1, 1)
     assert rows(stack, client.database)[0]["event_name"] == "drained"
+
+
+def test_a_master_killed_alone_takes_its_worker_down_gracefully(
+    stack: Settings,
+    start_capture,  # type: ignore[no-untyped-def]
+) -> None:
+    """`kill -9` of the capture process (granian's master): its worker gets SIGTERM from
+    the kernel, drains and flushes, instead of serving the port forever."""
+    cap: CaptureProcess = start_capture()
+    [worker] = descendants(cap.proc.pid)
+    cap.proc.kill()
+    cap.proc.wait(10)
+
+    def worker_gone() -> bool:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return True
+        stat = Path(f"/proc/{worker}/stat").read_text()
+        return stat[stat.rindex(")") + 2] == "Z"  # exited, not reaped yet
+
+    wait_for(worker_gone, 30, what="the worker to stop after its master")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(cap.url + "/healthz", timeout=2)
+    assert "capture stopped" in cap.log()
