@@ -8,23 +8,33 @@ back and remembered as acknowledged (capture.retry_memory), so such a retry is a
 remembering it is never wrong; a message that is not contract JSON carries no id and is
 skipped.
 
-Bounded: at most CAPTURE_RETRY_MEMORY_EVENTS messages are read and as many ids kept, and
-the read stops when Kafka delivers nothing for a few seconds. A process that could not read
-(Kafka away at start) starts without them and says so in its log.
+Bounded, newest first: each partition is read from the later of the window's start and
+its last `READ_MESSAGES / partitions` messages (about 4 s of reading at most), and at most
+CAPTURE_RETRY_MEMORY_EVENTS ids are kept, the oldest dropped first. The read also stops
+when Kafka delivers nothing for a few seconds. A process that could not read (Kafka away
+at start) starts without them and says so in its log.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import msgspec
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException
 
-from analytics_core.kafka_reads import ScanBounds, scan_topic
+from analytics_core.kafka_reads import (
+    BoundedRead,
+    Span,
+    partitions_of,
+    reader_consumer,
+    spans_since,
+)
 from analytics_core.settings import KafkaSettings
 
 STALL_S = 5.0
+READ_MESSAGES = 100_000  # messages read at most, over all partitions (the newest)
 
 
 class _WithId(msgspec.Struct):
@@ -63,22 +73,34 @@ class RecentlyWritten:
 def read_recent(
     kafka: KafkaSettings, topic: str, window_s: float, max_events: int
 ) -> RecentlyWritten:
-    """The messages written to `topic` in the last `window_s` seconds that carry ids
-    (blocking: run it off the event loop)."""
-    since = datetime.now(UTC) - timedelta(seconds=window_s)
-    messages: list[Written] = []
+    """The messages written to `topic` in the last `window_s` seconds that carry ids, the
+    newest `max_events` ids of them (blocking: run it off the event loop)."""
+    since_ms = int((datetime.now(UTC) - timedelta(seconds=window_s)).timestamp() * 1000)
+    kept: deque[Written] = deque()
     events = 0
-
-    def visit(msg: Message) -> None:
-        nonlocal events
-        ids = event_ids_in(msg.value())
-        if ids:
-            messages.append(Written(ids, msg.partition() or 0, msg.offset() or 0))
-            events += len(ids)
-
-    bounds = ScanBounds(since, max_messages=max(1, max_events), stall_timeout_s=STALL_S)
+    consumer = reader_consumer(kafka)
     try:
-        result = scan_topic(kafka, topic, bounds, visit)
+        partitions = partitions_of(consumer, topic)
+        if partitions is None:
+            return RecentlyWritten([], 0, f"topic {topic} is not available")
+        per_partition = max(1, READ_MESSAGES // len(partitions))
+        spans = [
+            Span(s.partition, max(s.start, s.end - per_partition), s.end)
+            for s in spans_since(consumer, topic, partitions, since_ms)
+        ]
+        read = BoundedRead(consumer, topic, spans, stall_timeout_s=STALL_S)
+        for batch in read.batches(5000):
+            for msg in batch:
+                ids = event_ids_in(msg.value())
+                if not ids:
+                    continue
+                kept.append(Written(ids, msg.partition() or 0, msg.offset() or 0))
+                events += len(ids)
+                while events > max_events and kept:
+                    events -= len(kept.popleft().event_ids)
+        problem = f"no message for {STALL_S:g} s before the end" if read.stalled else None
+        return RecentlyWritten(list(kept), events, problem)
     except KafkaException as exc:
         return RecentlyWritten([], 0, f"Kafka unreachable: {exc}")
-    return RecentlyWritten(messages, events, None if result.complete else result.detail)
+    finally:
+        consumer.close()

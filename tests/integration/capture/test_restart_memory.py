@@ -11,10 +11,12 @@ from collections.abc import Callable
 import pytest
 import requests
 
+from analytics_core import kafka_clients
 from analytics_core.settings import Settings
+from capture import restart_memory
 from tests.conftest import ClientFixture
 from tests.integration.capture.conftest import CaptureProcess
-from tests.integration.router_support import end_offsets
+from tests.integration.router_support import end_offsets, private_topics
 
 pytestmark = pytest.mark.integration
 DEDUPLICATED = "capture_events_deduplicated_total"
@@ -58,3 +60,30 @@ def test_a_retry_of_what_a_killed_process_wrote_is_not_written_again(
     twice = forgetful.post("/v1/batch", body, auth=auth, headers=headers)
     assert twice.status_code == 200 and forgetful.metric(DEDUPLICATED) == 0
     assert sum(end_offsets(stack, topic).values()) == sum(written.values()) + 1
+
+
+def test_the_read_back_keeps_the_newest_ids_within_its_bounds(
+    stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with private_topics(stack, "restart", partitions=2) as s:
+        topic = s.kafka.raw_topic
+        producer = kafka_clients.producer(s.kafka)
+        for i in range(40):
+            value = json.dumps([{"event_id": f"e{i}a"}, {"event_id": f"e{i}b"}]).encode()
+            producer.produce(topic, value, key=b"one-partition")
+        producer.produce(topic, b'{"batch":[]}', key=b"one-partition")  # no ids: skipped
+        assert producer.flush(30) == 0
+
+        capped = restart_memory.read_recent(s.kafka, topic, 120, max_events=10)
+        assert capped.problem is None and capped.events == 10
+        assert [w.event_ids for w in capped.messages] == [
+            [f"e{i}a", f"e{i}b"] for i in range(35, 40)
+        ]
+        offsets = [w.offset for w in capped.messages]
+        assert offsets == sorted(offsets) and len({w.partition for w in capped.messages}) == 1
+
+        monkeypatch.setattr(restart_memory, "READ_MESSAGES", 2 * 4)  # 4 per partition
+        tail = restart_memory.read_recent(s.kafka, topic, 120, max_events=1000)
+        assert [w.event_ids[0] for w in tail.messages] == ["e37a", "e38a", "e39a"]
+
+        assert restart_memory.read_recent(s.kafka, topic, 0.001, 1000).messages == []
