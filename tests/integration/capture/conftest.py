@@ -21,6 +21,7 @@ import requests
 
 from analytics_core.clickhouse import http_client
 from analytics_core.settings import Settings
+from devstack.process import descendants
 from tests.conftest import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -103,26 +104,6 @@ class CaptureProcess:
                 ) from None
         self._log.close()
         return int(self.proc.returncode)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid` (children first found, then theirs), from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ import pytest
 import requests
 
 from analytics_core.settings import Settings
+from devstack.process import descendants
 from tests.conftest import ClientFixture, free_port, wait_for
-from tests.integration.capture.conftest import REPO, CaptureProcess, descendants, rows, settle
+from tests.integration.capture.conftest import REPO, CaptureProcess, rows, settle
 
 pytestmark = pytest.mark.integration
 
