@@ -33,7 +33,6 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from itertools import accumulate
 from typing import Annotated, Any
 
@@ -43,6 +42,7 @@ from msgspec import UNSET, Meta, Raw, UnsetType
 from analytics_core.json_text import repaired
 from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
+from analytics_core.rfc3339 import rfc3339_ms, why_not_rfc3339
 
 CONTRACT_VERSION = 1
 MAX_MESSAGE_BYTES = (
@@ -56,6 +56,10 @@ MAX_TIMESTAMP_MS = 10_413_791_999_999  # 2299-12-31T23:59:59.999Z, the end of Da
 # always derive the same event id, so re-inserts collapse on event_id.
 _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# The schema's pattern: the canonical form, or the same 32 digits with any of its 4 dashes left out.
+_UUID_FORMS = re.compile(
+    r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")  # explicit ASCII classes: no Unicode digits
 DERIVED_ID_NAMESPACE = uuid.UUID("6f0d3c2e-6c1e-4f7a-9a63-3d1f0b0e5a11")
@@ -274,16 +278,10 @@ def _timestamp_ms(value: object, key: str) -> int:
     if isinstance(value, int):
         ms = value
     elif isinstance(value, str) and len(value) <= 40:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _Violation(f"{key} {value!r} is not an RFC 3339 date-time") from None
-        if parsed.tzinfo is None:
-            raise _Violation(f"{key} {value!r} has no time zone; add 'Z' or an offset")
-        try:
-            ms = int(parsed.timestamp() * 1000)
-        except (OverflowError, ValueError):
-            raise _Violation(f"{key} is outside 1970-01-01..2299-12-31") from None
+        parsed = rfc3339_ms(value)
+        if parsed is None:
+            raise _Violation(f"{key} {why_not_rfc3339(value)}")
+        ms = parsed
     else:
         raise _Violation(f"{key} must be an RFC 3339 string or epoch milliseconds")
     if not 0 <= ms <= MAX_TIMESTAMP_MS:
@@ -374,10 +372,9 @@ def _event_id(raw_event_id: Any) -> str | None:
         raise _Violation("event_id must be a UUID string")
     if _CANONICAL_UUID.fullmatch(raw_event_id):
         return raw_event_id.lower()
-    try:
-        return str(uuid.UUID(raw_event_id))
-    except ValueError:
-        raise _Violation(f"event_id {raw_event_id!r} is not a UUID") from None
+    if not _UUID_FORMS.fullmatch(raw_event_id):  # uuid.UUID would take braces, urn:uuid:
+        raise _Violation(f"event_id {raw_event_id!r} is not a UUID")
+    return str(uuid.UUID(raw_event_id))
 
 
 def _credential_hash(doc: EventDoc) -> str:
@@ -410,8 +407,8 @@ def _parse_event_checked(doc: EventDoc, batch_index: int, origin: Origin) -> Eve
         user = _text(doc.user_id, "user_id", required=False) or _text(
             doc.anonymous_id, "anonymous_id", required=False
         )
-        if user is None:
-            raise _Violation("user_id (or anonymous_id) is required")
+        if not user:
+            raise _Violation("user_id (or anonymous_id) is required and not empty")
         if doc.timestamp is UNSET:
             raise _Violation("timestamp is required")
         ts = _timestamp_ms(doc.timestamp, "timestamp")

@@ -175,6 +175,22 @@ def _variants() -> list[object]:
         ("properties", []),
         ("properties", None),
         ("api_key_hash", "ab" * 32),
+        ("api_key", "k" * 200),
+        ("api_key", "k" * 256),
+        ("event_id", "2B1F6A0E4C2D4B8E9F000A1B2C3D4E5F"),
+        ("event_id", "{2b1f6a0e-4c2d-4b8e-9f00-0a1b2c3d4e5f}"),
+        ("event_id", "urn:uuid:2b1f6a0e-4c2d-4b8e-9f00-0a1b2c3d4e5f"),
+        ("event_id", "2b1f6a0e-4c2d4b8e-9f00-0a1b2c3d4e5f"),
+        ("event_id", "2b1f-6a0e-4c2d-4b8e-9f00-0a1b2c3d4e5f"),
+        ("timestamp", "2038-06-20T09:05:21.898Z"),
+        ("timestamp", "2026-11-27t10:00:00.5+01:30"),
+        ("timestamp", "20240101T000000Z"),
+        ("timestamp", "2024-W01-1T00:00Z"),
+        ("timestamp", "2024-01-01T00Z"),
+        ("timestamp", "2024-01-01 00:00:00Z"),
+        ("timestamp", "2024-01-01T00:00:00+0100"),
+        ("timestamp", "2024-02-30T00:00:00Z"),
+        ("sent_at", "2026-11-27T10:00:00Z"),
     ]
     for key, value in mutations:
         doc = dict(base)
@@ -187,6 +203,8 @@ def _variants() -> list[object]:
         both.pop("api_key", None)
         both["api_key_hash"] = hash_api_key("k-acme")
         out.append(both)
+    anonymous = {k: v for k, v in base.items() if k != "user_id"}
+    out += [{**base, "user_id": "", "anonymous_id": "a"}, {**anonymous, "anonymous_id": ""}]
     return out
 
 
@@ -206,6 +224,34 @@ def test_fast_path_agrees_with_the_checked_parser(doc: object) -> None:
     assert type(fast) is type(checked)
     if isinstance(fast, ValidEvent):
         assert fast == checked
+
+
+CHECKED_SCHEMA = jsonschema.Draft202012Validator(
+    SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+)
+
+
+def test_the_format_checker_checks_date_times() -> None:
+    """The agreement below means something only if "format": "date-time" is checked
+    (jsonschema checks it only with rfc3339-validator installed)."""
+    doc = json.loads(load("valid_single_event.json"))
+    assert CHECKED_SCHEMA.is_valid(doc)
+    assert not CHECKED_SCHEMA.is_valid({**doc, "timestamp": "2024-01-01T00Z"})
+
+
+@pytest.mark.parametrize("doc", _variants())
+def test_the_json_schema_and_the_router_agree_on_every_variant(doc: object) -> None:
+    """The schema file is the contract producers validate against; the router enforces it,
+    no more and no less (each variant: valid for both, or refused by both)."""
+    outcomes = parse_message(orjson.dumps(doc), ORIGIN)
+    routed = all(isinstance(o, ValidEvent) for o in outcomes)
+    assert CHECKED_SCHEMA.is_valid(doc) == routed, (doc, outcomes)
+
+
+def test_rfc3339_timestamps_are_stored_to_the_millisecond() -> None:
+    doc = {**json.loads(load("valid_single_event.json")), "timestamp": "2038-06-20T09:05:21.898Z"}
+    [ev] = parse_message(orjson.dumps(doc), ORIGIN)
+    assert isinstance(ev, ValidEvent) and ev.timestamp_ms == 2_160_637_521_898
 
 
 def test_escaped_lone_surrogates_are_read_as_the_replacement_character() -> None:
