@@ -8,11 +8,50 @@ the `events` view, which always has every column of events_base (`events_view_sq
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
 
 from analytics_core.naming import quote_identifier
 
 EVENTS_TABLE = "events_base"
+_EPOCH_DAY = date(1970, 1, 1)
+_MS_PER_DAY = 86_400_000
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class EventKey:
+    """The sort key of events_base (ReplacingMergeTree): rows with equal keys are one event,
+    and a merge collapses them to one row."""
+
+    event_id: str  # canonical lower-case UUID text
+    event_name: str
+    day: date  # toDate(event_timestamp), UTC
+
+
+def event_key(event_id: str, event_name: str, timestamp_ms: int) -> EventKey:
+    """The key of an event (the day computed in integers, as ClickHouse's toDate does)."""
+    return EventKey(event_id, event_name, _EPOCH_DAY + timedelta(days=timestamp_ms // _MS_PER_DAY))
+
+
+def stored_keys_query(database: str, keys: Collection[EventKey]) -> tuple[str, dict[str, Any]]:
+    """SQL and parameters selecting which of `keys` have a row in the database's
+    events_base. Its conditions follow the sort key, so the primary index keeps it small;
+    the caller keeps the rows whose (id, name, day) is one of `keys`."""
+    return (
+        "SELECT DISTINCT toString(event_id), event_name, toDate(event_timestamp)"
+        f" FROM {quote_identifier(database)}.{EVENTS_TABLE}"
+        " WHERE toDate(event_timestamp) IN {days:Array(Date)}"
+        " AND event_name IN {names:Array(String)}"
+        " AND event_id IN {ids:Array(UUID)}",
+        {
+            "days": sorted({k.day for k in keys}),
+            "names": sorted({k.event_name for k in keys}),
+            "ids": sorted({k.event_id for k in keys}),
+        },
+    )
+
 
 EVENT_COLUMNS: tuple[str, ...] = (
     "event_id",

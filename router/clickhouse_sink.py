@@ -16,13 +16,12 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from analytics_core.clickhouse import http_client
-from analytics_core.events_table import EVENT_COLUMNS, EVENTS_TABLE
+from analytics_core.events_table import EVENT_COLUMNS, EVENTS_TABLE, EventKey, stored_keys_query
 from analytics_core.naming import quote_identifier
 from analytics_core.ops_schema import CONSUMPTION_TABLE
 from analytics_core.settings import ClickHouseSettings
 from router.accounting import RangeRow
 from router.buffers import Batch
-from router.replay_guard import ReplayIdentity
 from router.rows import INSERT_SETTINGS, ROW_FORMAT, insert_body
 
 ACCOUNTING_COLUMNS = (
@@ -154,30 +153,18 @@ class ClickHouseSink:
             return failed if isinstance(failed, Outage) else set()
         return {(int(p), int(o), int(b)) for p, o, b in result.result_rows}
 
-    def stored_identities(
-        self, database: str, wanted: set[ReplayIdentity]
-    ) -> set[ReplayIdentity] | Outage:
+    def stored_identities(self, database: str, wanted: set[EventKey]) -> set[EventKey] | Outage:
         """Which of `wanted` events are stored already. The conditions follow the table's
         sort key (day, name, id), so the primary index keeps the query small."""
         if not wanted:
             return set()
         try:
-            result = self._get().query(
-                f"SELECT toString(event_id), event_name, toDate(event_timestamp)"
-                f" FROM {quote_identifier(database)}.{EVENTS_TABLE}"
-                " WHERE toDate(event_timestamp) IN {days:Array(Date)}"
-                " AND event_name IN {names:Array(String)}"
-                " AND event_id IN {ids:Array(UUID)}",
-                parameters={
-                    "days": sorted({w.day for w in wanted}),
-                    "names": sorted({w.event_name for w in wanted}),
-                    "ids": sorted({w.event_id for w in wanted}),
-                },
-            )
+            sql, params = stored_keys_query(database, wanted)
+            result = self._get().query(sql, parameters=params)
         except (ClickHouseError, OSError) as exc:
             failed = self._failed(exc)
             return failed if isinstance(failed, Outage) else set()
-        found = {ReplayIdentity(str(i), str(n), d) for i, n, d in result.result_rows}
+        found = {EventKey(str(i), str(n), d) for i, n, d in result.result_rows}
         return found & wanted
 
     def ping(self) -> bool:

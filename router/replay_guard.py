@@ -11,7 +11,7 @@ Two kinds of "again":
 2. **Dead-letter replays** re-submitted twice (the reprocessing job was killed after its
    replays reached Kafka and before it recorded them). A replayed row (its origin differs
    from its own coordinates) is stored only if no row with the same event identity
-   (`ReplayIdentity`: event id, name and day, the table's key) is stored or earlier in
+   (`EventKey`: event id, name and day, the table's key) is stored or earlier in
    the same batch (`replay_identities`, `drop_stored_replays`).
 
 Invariant: either way a row is dropped only when the table already holds the same event,
@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from typing import TypeVar
 
+from analytics_core.events_table import EventKey, event_key
 from router.rows import PendingRow, read_row
 
 T = TypeVar("T")
@@ -121,30 +121,21 @@ def suspect_spans(
     return spans
 
 
-@dataclass(frozen=True, slots=True)
-class ReplayIdentity:
-    """What makes two rows the same event in `events_base` (its sort key)."""
-
-    event_id: str
-    event_name: str
-    day: date
-
-
-def identity_of(row: PendingRow) -> ReplayIdentity:
+def identity_of(row: PendingRow) -> EventKey:
+    """What makes the row the same event as another in `events_base` (its sort key)."""
     values = read_row(row.line)
-    day = datetime.fromtimestamp(values.timestamp_ms / 1000, UTC).date()
-    return ReplayIdentity(values.event_id, values.event_name, day)
+    return event_key(values.event_id, values.event_name, values.timestamp_ms)
 
 
-def replay_identities(rows: Iterable[PendingRow]) -> dict[int, ReplayIdentity]:
+def replay_identities(rows: Iterable[PendingRow]) -> dict[int, EventKey]:
     """Identities of the replayed rows (by their position in `rows`); others are left out."""
     return {i: identity_of(r) for i, r in enumerate(rows) if r.origin is not None}
 
 
 def drop_stored_replays(
     rows: Sequence[T],
-    identities: dict[int, ReplayIdentity],
-    stored: set[ReplayIdentity],
+    identities: dict[int, EventKey],
+    stored: set[EventKey],
 ) -> tuple[list[T], list[T]]:
     """(kept, dropped) of `rows` (rows, or their indexes): a replayed row is dropped when
     its event is stored, or when an earlier row of the same batch is the same event."""

@@ -24,11 +24,11 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from analytics_core.events_table import EventKey
 from analytics_core.settings import ClickHouseSettings
 from router.buffers import Batch
 from router.clickhouse_sink import ClickHouseSink, Inserted, Outage, Rejected
 from router.replay_guard import (
-    ReplayIdentity,
     SuspectRange,
     drop_stored_replays,
     identity_of,
@@ -145,7 +145,7 @@ class Writer:
                 else replay_identities(rows)
             )
             wanted = list(set(identities.values()))
-            stored: set[ReplayIdentity] = set()
+            stored: set[EventKey] = set()
             for start in range(0, len(wanted), IDENTITY_CHUNK):
                 found_now = sink.stored_identities(
                     batch.database, set(wanted[start : start + IDENTITY_CHUNK])

@@ -8,9 +8,14 @@ written only once every event in it is durable (row acknowledged by ClickHouse, 
 acknowledged by Kafka), so at any moment the accounted counts can be compared with what is
 observable:
 
-- routed      -> rows in the client's `events_base` (read with FINAL), matched to the range
-                 that holds their Kafka offset (ASOF join), window = the range's window for
-                 the client (a crash re-read keeps the first received_at; the range decides);
+- routed      -> stored copies in the client's `events_base`: one per Kafka coordinates
+                 (topic, partition, offset, batch index), without FINAL, as the router counts
+                 every routed copy (a producer duplicate is two), matched to the range that
+                 holds their Kafka offset (ASOF join), window = the range's window for the
+                 client (a crash re-read keeps the first received_at; the range decides);
+                 plus copies a merge collapsed into a stored copy of the same event, proven
+                 from Kafka for windows short of rows (`duplicates`). Duplicates are
+                 reported (`duplicates_stored`, `duplicates_collapsed`), never missing;
 - dead_lettered -> letters on `shared_dead_letter` whose dl-source-* coordinates fall in a
                  range (Kafka scan bounded by the lookback), plus letters parked in
                  PostgreSQL `parked_dead_letters` (the breakdown `parked`);
@@ -25,7 +30,9 @@ Modules (pure logic apart from I/O, one job each):
 - `model`      typed inputs and results (pure);
 - `reconcile`  the pure function from accounting + observations to a per-window report;
 - `accounting` reads router_consumption (ClickHouse);
-- `observed`   reads the client's rows (ClickHouse), dead letters (Kafka), parked (PostgreSQL);
+- `observed`   reads the client's rows (ClickHouse), dead letters (Kafka), parked (PostgreSQL),
+                and messages read back to prove collapsed duplicates (Kafka);
+- `duplicates` which routed copies a merge collapsed, not lost (pure);
 - `run`        one reconciliation of one client, and `python -m analytics_core.reconciliation`.
 
 Environment variables (read here with the `analytics_core.settings` helpers):

@@ -7,13 +7,13 @@ Missing database or table is an expected outcome (`accounting_problem`), not an 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
 from analytics_core.naming import quote_identifier
-from analytics_core.reconciliation.model import AccountedCount, DeadRange, OffsetSpan, Stream
+from analytics_core.reconciliation.model import AccountedCount, CountedRange, OffsetSpan, Stream
 from analytics_core.reconciliation.window import DEAD_LETTERED, parse_count_key
 
 CONSUMPTION_TABLE = "router_consumption"  # = analytics_core.ops_schema.CONSUMPTION_TABLE
@@ -141,9 +141,24 @@ def read_dead_ranges(
     client_id: str,
     since: datetime,
     groups: Sequence[str] | None = None,
-) -> list[DeadRange]:
+) -> list[CountedRange]:
     """Ranges that counted dead letters of the client (dead letters are few)."""
-    prefix = f"{client_id}|{DEAD_LETTERED}|"
+    return read_counted_ranges(ch, ops_database, client_id, DEAD_LETTERED, since, groups)
+
+
+def read_counted_ranges(
+    ch: Client,
+    ops_database: str,
+    client_id: str,
+    outcome: str,
+    since: datetime,
+    groups: Sequence[str] | None = None,
+    windows: Collection[int] | None = None,
+) -> list[CountedRange]:
+    """Ranges that counted events of the client with `outcome`, with their counts per window;
+    `windows`: only ranges that counted one of these windows."""
+    prefix = f"{client_id}|{outcome}|"
+    wanted = set(windows) if windows is not None else None
     sql = (
         "SELECT consumer_group, topic, partition, first_offset, next_offset,"
         " mapFilter((k, v) -> startsWith(k, {prefix:String}), counts)"
@@ -153,12 +168,13 @@ def read_dead_ranges(
     rows = ch.query(sql, parameters=_params(since, groups, prefix=prefix)).result_rows
     out = []
     for g, t, p, lo, hi, counts in rows:
-        windows: dict[int, int] = {}
+        per_window: dict[int, int] = {}
         for key, n in dict(counts).items():
             parsed = parse_count_key(key)
             if parsed is not None:
-                windows[parsed.window] = windows.get(parsed.window, 0) + int(n)
-        out.append(DeadRange(Stream(str(g), str(t), int(p)), int(lo), int(hi), windows))
+                per_window[parsed.window] = per_window.get(parsed.window, 0) + int(n)
+        if wanted is None or not wanted.isdisjoint(per_window):
+            out.append(CountedRange(Stream(str(g), str(t), int(p)), int(lo), int(hi), per_window))
     return out
 
 

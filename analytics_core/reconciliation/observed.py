@@ -4,7 +4,7 @@ parked dead letters (PostgreSQL). Each function reads one source.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 
 import psycopg2
@@ -13,11 +13,13 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.external import ExternalData
 from confluent_kafka import Message
 
-from analytics_core.dead_letter import header_map
-from analytics_core.events_table import EVENTS_TABLE
-from analytics_core.kafka_reads import ScanBounds, scan_topic
+from analytics_core.dead_letter import has_replay_headers, header_map
+from analytics_core.events_table import EVENTS_TABLE, EventKey, stored_keys_query
+from analytics_core.kafka_headers import readable_headers
+from analytics_core.kafka_reads import ScanBounds, read_offsets, scan_topic
 from analytics_core.naming import quote_identifier
 from analytics_core.reconciliation.accounting import table_ref
+from analytics_core.reconciliation.duplicates import Coordinates, ReadMessage
 from analytics_core.reconciliation.model import LetterSighting, RowGroup, ScanSummary
 from analytics_core.reconciliation.window import ROUTED
 from analytics_core.registry import Conn
@@ -66,8 +68,15 @@ def read_row_groups(
     groups: Sequence[str],
     ops: Client | None = None,
 ) -> list[RowGroup]:
-    """The client's rows (FINAL: one per event id), each matched by ASOF join to the range
-    at or before its Kafka offset, counted per range group / placement / window.
+    """The client's stored copies, each matched by ASOF join to the range at or before its
+    Kafka offset, counted per range group / placement / window.
+
+    Invariant: a stored copy is one Kafka coordinate (topic, partition, offset, batch index),
+    counted without FINAL, because the router accounts every routed copy: a producer that
+    sends the same event twice has two routed copies and, until a merge collapses them, two
+    rows (FINAL and the `events` view show one). `duplicates` counts the copies of an event
+    that has an earlier stored copy; once a merge removed them, `collapsed_copies` proves
+    them from Kafka.
 
     The window of a row inside a range is the range's window for the client's routed
     events (`reconcile.pick_window`, written in SQL): a row re-read after a crash keeps its
@@ -106,13 +115,20 @@ def read_row_groups(
         " e.o < r.next_offset AS ranged, r.next_offset AS after_offset,"
         " if(ranged, if(has(r.windows, e.h), e.h,"
         "   if(empty(r.windows), e.h, arrayMin(r.windows))), e.h) AS w,"
-        " count(), min(e.o), max(e.o)"
+        " count(), min(e.o), max(e.o), countIf(e.dup)"
         " FROM ("
-        "  SELECT kafka_topic AS topic, kafka_partition AS p, kafka_offset AS o,"
-        "   toUInt32(toUnixTimestamp(toStartOfHour(received_at))) AS h"
-        f"  FROM {quote_identifier(database)}.{EVENTS_TABLE} FINAL"
-        "  WHERE received_at >= toDateTime({rows_since:UInt32}, 'UTC')"
-        "   AND kafka_topic IN {topics:Array(String)}"
+        "  SELECT topic, p, o, h, row_number() OVER (PARTITION BY d, n, id"
+        "   ORDER BY topic, p, o, bi) > 1 AS dup"
+        "  FROM ("
+        "   SELECT kafka_topic AS topic, kafka_partition AS p, kafka_offset AS o,"
+        "    batch_index AS bi, any(event_id) AS id, any(event_name) AS n,"
+        "    any(toDate(event_timestamp)) AS d,"
+        "    toUInt32(toUnixTimestamp(toStartOfHour(min(received_at)))) AS h"
+        f"   FROM {quote_identifier(database)}.{EVENTS_TABLE}"
+        "   WHERE received_at >= toDateTime({rows_since:UInt32}, 'UTC')"
+        "    AND kafka_topic IN {topics:Array(String)}"
+        "   GROUP BY topic, p, o, bi"
+        "  )"
         " ) AS e"
         f" ASOF LEFT JOIN ({ranges}) AS r"
         " ON e.topic = r.topic AND e.p = r.p AND e.o >= r.o"
@@ -130,9 +146,60 @@ def read_row_groups(
             count=int(n),
             min_offset=int(lo),
             max_offset=int(hi),
+            duplicates=int(dups),
         )
-        for grp, tp, part, ranged, after, w, n, lo, hi in rows
+        for grp, tp, part, ranged, after, w, n, lo, hi, dups in rows
     ]
+
+
+def read_stored_coordinates(
+    ch: Client, database: str, spans: Sequence[tuple[str, int, int, int]]
+) -> set[Coordinates]:
+    """Coordinates (topic, partition, offset, batch index) of the rows stored in the spans
+    (topic, partition, first offset, next offset), without FINAL: every stored copy."""
+    found: set[Coordinates] = set()
+    for topic, partition, start, end in spans:
+        rows = ch.query(
+            "SELECT DISTINCT kafka_offset, batch_index"
+            f" FROM {quote_identifier(database)}.{EVENTS_TABLE}"
+            " WHERE kafka_topic = {t:String} AND kafka_partition = {p:UInt32}"
+            " AND kafka_offset >= {lo:UInt64} AND kafka_offset < {hi:UInt64}",
+            parameters={"t": topic, "p": partition, "lo": start, "hi": end},
+        ).result_rows
+        found.update((topic, partition, int(o), int(bi)) for o, bi in rows)
+    return found
+
+
+def read_stored_keys(ch: Client, database: str, keys: Collection[EventKey]) -> set[EventKey]:
+    """Which of `keys` (the table's sort key: event id, name, day) have a stored row."""
+    if not keys:
+        return set()
+    sql, params = stored_keys_query(database, keys)
+    rows = ch.query(sql, parameters=params).result_rows
+    stored = {EventKey(str(i), str(n), d) for i, n, d in rows}
+    return stored & set(keys)
+
+
+def read_back_messages(
+    kafka: KafkaSettings, topic: str, wanted: Mapping[int, Collection[int]]
+) -> list[ReadMessage]:
+    """The messages of `topic` at `wanted` offsets ({partition: offsets}) still in Kafka."""
+    found: list[ReadMessage] = []
+
+    def keep(msg: Message) -> None:
+        found.append(
+            ReadMessage(
+                topic=topic,
+                partition=int(msg.partition() or 0),
+                offset=int(msg.offset() or 0),
+                value=msg.value(),
+                timestamp_ms=int(msg.timestamp()[1]),
+                replay=has_replay_headers(readable_headers(msg)),
+            )
+        )
+
+    read_offsets(kafka, topic, wanted, keep)
+    return found
 
 
 def scan_dead_letters(
@@ -148,7 +215,7 @@ def scan_dead_letters(
     found: list[LetterSighting] = []
 
     def visit(msg: Message) -> None:
-        h = header_map(msg.headers())  # type: ignore[arg-type]
+        h = header_map(readable_headers(msg))
         if h.get("dl-client-id") != client_id or h.get("dl-source-topic") not in wanted:
             return
         try:

@@ -6,7 +6,11 @@ Rules, per client:
   final); windows before `horizon` are skipped (their ranges may be partly outside the
   lookback);
 - judged window: rows found must equal routed, dead letters found must equal dead_lettered
-  (when the dead-letter scan was complete); any difference is a problem with its count;
+  (when the dead-letter scan was complete); any difference is a problem with its count.
+  Rows are stored copies (one per Kafka coordinates, no FINAL), as the router accounts
+  every routed copy; a producer duplicate is two copies. Copies a merge collapsed into a
+  stored copy of the same event count as found once proven (`Observations.collapsed`,
+  `duplicates`), up to the window's shortfall: duplicates are reported, never a loss;
 - rows or letters inside a gap between a group's ranges, or before every range, were
   consumed without accounting: problems; past the last range they are in flight: ignored;
 - a gap (offsets committed without a range) inside the span where the client's events were
@@ -23,13 +27,13 @@ from datetime import datetime
 
 from analytics_core.reconciliation.model import (
     AccountedCount,
-    DeadRange,
+    CollapsedCopy,
     Gap,
-    LetterSighting,
     Observations,
     OffsetSpan,
     Problem,
     ProblemKind,
+    RangeFinder,
     Report,
     RowGroup,
     Stream,
@@ -84,15 +88,6 @@ class _Coverage:
         return gaps, overlaps
 
 
-def _find_dead_range(
-    by_tp: dict[tuple[str, int], list[DeadRange]], letter: LetterSighting
-) -> DeadRange | None:
-    for dr in by_tp.get((letter.topic, letter.partition), ()):
-        if dr.first_offset <= letter.offset < dr.next_offset:
-            return dr
-    return None
-
-
 def _cross_group_overlaps(spans: Sequence[OffsetSpan]) -> list[tuple[OffsetSpan, OffsetSpan]]:
     out = []
     by_tp: dict[tuple[str, int], list[OffsetSpan]] = defaultdict(list)
@@ -123,6 +118,8 @@ class _RowsPlaced:
     """The client's rows by where their offsets fall."""
 
     found: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    duplicates: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    collapsed: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     unaccounted: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     in_gap: dict[tuple[Stream, int], int] = field(default_factory=lambda: defaultdict(int))
     in_flight: int = 0
@@ -156,12 +153,21 @@ def _tally_accounting(accounted: Sequence[AccountedCount], horizon: int) -> _Acc
     return acc
 
 
-def _place_rows(rows: Iterable[RowGroup], coverage: _Coverage, horizon: int) -> _RowsPlaced:
+def _place_rows(
+    rows: Iterable[RowGroup],
+    collapsed: Iterable[CollapsedCopy],
+    coverage: _Coverage,
+    horizon: int,
+) -> _RowsPlaced:
     placed = _RowsPlaced()
+    for copy in collapsed:
+        if copy.window >= horizon:
+            placed.collapsed[copy.window] += 1
     for rg in rows:
         if rg.ranged:
             if rg.window >= horizon:
                 placed.found[rg.window] += rg.count
+                placed.duplicates[rg.window] += rg.duplicates
         elif rg.group == "":
             # No range precedes these offsets: consumed without accounting (or before the
             # lookback: rows received before the horizon are not judged).
@@ -181,12 +187,10 @@ def _place_rows(rows: Iterable[RowGroup], coverage: _Coverage, horizon: int) -> 
 def _place_letters(obs: Observations, coverage: _Coverage, horizon: int) -> _LettersPlaced:
     """One sighting per failed copy, on the topic or parked."""
     placed = _LettersPlaced()
-    dead_by_tp: dict[tuple[str, int], list[DeadRange]] = defaultdict(list)
-    for d in obs.dead_ranges:
-        dead_by_tp[(d.stream.topic, d.stream.partition)].append(d)
+    dead_ranges = RangeFinder(obs.dead_ranges)
     for letter in obs.letters:
         own_hour = hour_of(letter.seen_at)
-        dr = _find_dead_range(dead_by_tp, letter)
+        dr = dead_ranges.find(letter.topic, letter.partition, letter.offset)
         if dr is not None:
             window = pick_window(dr.windows, own_hour)
             if window >= horizon:
@@ -217,6 +221,9 @@ def _window_results(
     results = []
     for w in sorted(every | set(letters.extra)):
         recorded = acc.last.get(w)
+        routed, found = acc.routed.get(w, 0), rows.found.get(w, 0)
+        # Proven collapsed copies explain a shortfall, never more (they can not hide extras).
+        collapsed = min(rows.collapsed.get(w, 0), max(0, routed - found))
         # Observations inside written ranges that counted nothing for the client in this
         # window are final at once (a range row never changes but by a crash re-read).
         judged = recorded is None or (now - recorded).total_seconds() >= grace_s
@@ -224,10 +231,12 @@ def _window_results(
             WindowResult(
                 window=w,
                 judged=judged,
-                routed_accounted=acc.routed.get(w, 0),
+                routed_accounted=routed,
                 dead_lettered_accounted=acc.dead.get(w, 0),
                 dead_lettered_by_reason=dict(acc.dead_reasons.get(w, {})),
-                rows_found=rows.found.get(w, 0),
+                rows_found=found,
+                duplicates_stored=rows.duplicates.get(w, 0),
+                duplicates_collapsed=collapsed,
                 letters_found=letters.found.get(w, 0) + letters.extra.get(w, 0),
                 parked=letters.parked.get(w, 0),
                 letters_verified=letters_verified,
@@ -235,6 +244,11 @@ def _window_results(
             )
         )
     return results
+
+
+def _collapsed_note(result: WindowResult) -> str:
+    n = result.duplicates_collapsed
+    return f" + {n} duplicate(s) collapsed by merges" if n else ""
 
 
 def _window_problems(result: WindowResult, client_id: str, database: str) -> list[Problem]:
@@ -250,7 +264,7 @@ def _window_problems(result: WindowResult, client_id: str, database: str) -> lis
                 result.missing_rows,
                 f"client {client_id}, window {label}: {result.missing_rows} routed event(s) "
                 f"missing from {table} (router accounted {result.routed_accounted}, "
-                f"table has {result.rows_found})",
+                f"table has {result.rows_found}{_collapsed_note(result)})",
             )
         )
     if result.extra_rows:
@@ -262,7 +276,7 @@ def _window_problems(result: WindowResult, client_id: str, database: str) -> lis
                 result.extra_rows,
                 f"client {client_id}, window {label}: {result.extra_rows} row(s) in {table} "
                 f"more than the router accounted ({result.routed_accounted} routed, "
-                f"{result.rows_found} rows)",
+                f"{result.rows_found} rows{_collapsed_note(result)})",
             )
         )
     if result.missing_letters:
@@ -390,7 +404,7 @@ def reconcile(
 ) -> Report:
     acc = _tally_accounting(accounted, horizon)
     coverage = _Coverage(obs.islands)
-    rows = _place_rows(obs.rows, coverage, horizon)
+    rows = _place_rows(obs.rows, obs.collapsed, coverage, horizon)
     letters = _place_letters(obs, coverage, horizon)
     windows = _window_results(
         acc, rows, letters, letters_verified=obs.letter_scan.complete, now=now, grace_s=grace_s

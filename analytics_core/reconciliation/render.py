@@ -15,6 +15,12 @@ def summary(report: Report | Unavailable) -> str:
         f"rows found {t['rows_found']}, dead letters found {t['dead_letters_found']} "
         f"(parked {t['parked']})"
     )
+    if t["duplicates_stored"] or t["duplicates_collapsed"]:
+        # Producer duplicates: routed copies of an event stored once more, not loss.
+        head += (
+            f"; duplicates collapsed: {t['duplicates_collapsed']} by merges, "
+            f"{t['duplicates_stored']} still stored (hidden by FINAL)"
+        )
     if report.passed:
         return head + ": balanced"
     return (
@@ -27,15 +33,16 @@ def summary(report: Report | Unavailable) -> str:
 def markdown_table(report: Report) -> str:
     lines = [
         "| window | judged | consumed | routed | rows found | dead-lettered | letters found "
-        "| parked | missing |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| parked | duplicates (stored / collapsed) | missing |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in report.windows:
         letters = str(w.letters_found) if w.letters_verified else "not verified"
         lines.append(
             f"| {window_label(w.window)} | {'yes' if w.judged else 'open'} | {w.consumed} "
             f"| {w.routed_accounted} | {w.rows_found} | {w.dead_lettered_accounted} "
-            f"| {letters} | {w.parked} | {w.missing} |"
+            f"| {letters} | {w.parked} | {w.duplicates_stored} / {w.duplicates_collapsed} "
+            f"| {w.missing} |"
         )
     return "\n".join(lines)
 

@@ -7,20 +7,35 @@ with its resources' connections.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import KafkaException
 
 from analytics_core import registry
 from analytics_core.clickhouse import database_exists
 from analytics_core.connections import Connections, UnknownTarget
 from analytics_core.lifecycle import busy_reason
-from analytics_core.reconciliation import accounting, observed
-from analytics_core.reconciliation.model import Observations, Report, ScanSummary, Unavailable
+from analytics_core.reconciliation import accounting, duplicates, observed
+from analytics_core.reconciliation.model import (
+    CollapsedCopy,
+    LetterSighting,
+    Observations,
+    RangeFinder,
+    Report,
+    ScanSummary,
+    Unavailable,
+)
 from analytics_core.reconciliation.reconcile import reconcile
-from analytics_core.reconciliation.window import WINDOW_SECONDS, hour_of
+from analytics_core.reconciliation.window import ROUTED, WINDOW_SECONDS, hour_of
 from analytics_core.settings import DEFAULT_TARGET, env_float, env_int, env_str
+
+# Bound of the Kafka read-back that proves collapsed duplicates (offsets per check).
+MAX_COLLAPSE_READ = 200_000
 
 
 @dataclass(frozen=True)
@@ -124,15 +139,89 @@ def reconcile_client(
     notes = [parked_note] if parked_note else []
     if not accounted and not rows:
         notes.append("nothing to reconcile: no accounting and no rows in the lookback")
+    merged = observed.merge_sightings(letters, parked)
     obs = Observations(
         islands=tuple(islands),
         client_spans=tuple(spans),
         rows=tuple(rows),
         dead_ranges=tuple(dead_ranges),
-        letters=tuple(observed.merge_sightings(letters, parked)),
+        letters=tuple(merged),
         letter_scan=ScanSummary(scan.complete, scan.read, scan.detail),
         notes=tuple(notes),
     )
+    report = reconcile(
+        client_id, database, accounted, obs, now=moment, horizon=horizon, grace_s=opts.grace_s
+    )
+    short = {w.window for w in report.judged_windows if w.missing_rows}
+    if not short:
+        return report
+    # Fewer rows than routed copies: merges may have collapsed producer duplicates. Prove
+    # which, from Kafka, and judge again (a copy not proven collapsed stays missing).
+    proof = prove_collapsed(
+        c, rows_ch, database, client_id, short, since=since, groups=groups, letters=merged
+    )
+    obs = dataclasses.replace(obs, collapsed=proof.collapsed, notes=obs.notes + tuple(proof.notes))
     return reconcile(
         client_id, database, accounted, obs, now=moment, horizon=horizon, grace_s=opts.grace_s
     )
+
+
+@dataclass(frozen=True)
+class CollapseProof:
+    collapsed: tuple[CollapsedCopy, ...]
+    notes: tuple[str, ...] = ()
+
+
+def prove_collapsed(
+    c: Connections,
+    rows_ch: Client,
+    database: str,
+    client_id: str,
+    windows: Collection[int],
+    *,
+    since: datetime,
+    groups: Sequence[str] | None,
+    letters: Collection[LetterSighting],
+) -> CollapseProof:
+    """The routed copies of `windows` that a merge collapsed into a stored copy of the same
+    event (`duplicates`): the ranges that counted them are read back from Kafka (at most
+    MAX_COLLAPSE_READ offsets; past that nothing is proven and the shortfall stays missing).
+    """
+    ranges = accounting.read_counted_ranges(
+        c.clickhouse, c.ops_database, client_id, ROUTED, since, groups, windows
+    )
+    size = sum(r.next_offset - r.first_offset for r in ranges)
+    if size > MAX_COLLAPSE_READ:
+        return CollapseProof(
+            (),
+            (
+                f"collapsed duplicates not verified: {size} offsets to read back "
+                f"(limit {MAX_COLLAPSE_READ})",
+            ),
+        )
+    spans = sorted(
+        {(r.stream.topic, r.stream.partition, r.first_offset, r.next_offset) for r in ranges}
+    )
+    bounds: dict[tuple[str, int], tuple[int, int]] = {}
+    for t, p, lo, hi in spans:
+        old = bounds.get((t, p), (lo, hi))
+        bounds[(t, p)] = (min(old[0], lo), max(old[1], hi))
+    stored = observed.read_stored_coordinates(
+        rows_ch, database, [(t, p, lo, hi) for (t, p), (lo, hi) in sorted(bounds.items())]
+    )
+    finder = RangeFinder(ranges)
+    copies = []
+    for topic in sorted({t for t, _, _, _ in spans}):
+        wanted: dict[int, set[int]] = {}
+        for t, p, lo, hi in spans:
+            if t == topic:
+                wanted.setdefault(p, set()).update(range(lo, hi))
+        try:
+            messages = observed.read_back_messages(c.kafka, topic, wanted)
+        except KafkaException as exc:
+            return CollapseProof((), (f"collapsed duplicates not verified: {exc}",))
+        for msg in messages:
+            copies += duplicates.copies_in_message(msg, client_id, finder)
+    vacant = duplicates.vacant_copies(copies, stored, {s.key for s in letters})
+    keys = observed.read_stored_keys(rows_ch, database, {v.key for v in vacant})
+    return CollapseProof(tuple(duplicates.collapsed(vacant, keys)))

@@ -19,6 +19,7 @@ from dagster import DagsterInstance
 from analytics_core.clickhouse import http_client
 from analytics_core.connections import open_connections
 from analytics_core.reconciliation.model import ProblemKind, Report, window_label
+from analytics_core.reconciliation.render import text
 from analytics_core.reconciliation.run import ReconciliationOptions, reconcile_client
 from analytics_core.settings import Settings
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags
@@ -161,3 +162,59 @@ def test_cli_reports_json_and_exit_status(
     with contextlib.redirect_stdout(out):
         assert main(["--client", f"nobody-{uuid.uuid4().hex[:6]}"]) == 2
     assert "not reconciled" in out.getvalue()
+
+
+def raw_rows(settings: Settings, database: str) -> int:
+    """Stored copies, without FINAL (producer duplicates count until a merge removes them)."""
+    ch = http_client(settings.clickhouse)
+    try:
+        return int(ch.query(f"SELECT count() FROM `{database}`.events_base").result_rows[0][0])
+    finally:
+        ch.close()
+
+
+def test_producer_duplicates_are_reported_not_missing_before_and_after_a_merge(
+    stack: Settings, make_client: Any, kafka: Kafka, start_router: Any
+) -> None:
+    """A producer retry: the same 2 events (same event ids) sent again as separate messages.
+    The router accounts 7 routed copies; the table holds 7 rows until a merge keeps 5."""
+    client = make_client("recdup")
+    router = start_router()
+    sent = [event(client) for _ in range(5)]
+    kafka.send_events(sent)
+    wait_for(lambda: raw_rows(stack, client.database) >= 5, 60, what="5 rows")
+    kafka.send_events(sent[:2])  # the retry: two more Kafka messages, same bytes
+    wait_for(lambda: raw_rows(stack, client.database) >= 7, 60, what="7 stored copies")
+    router.stop()
+    group = router.settings.group_id
+    assert rows(stack, client.database) == 5  # FINAL hides the duplicates
+
+    before = reconcile(stack, client.client_id, group)
+    assert before.passed, before.problems
+    totals = before.totals()
+    assert (totals["routed"], totals["rows_found"], totals["missing"]) == (7, 7, 0)
+    assert (totals["duplicates_stored"], totals["duplicates_collapsed"]) == (2, 0)
+
+    ch = http_client(stack.clickhouse)
+    try:
+        ch.command(f"OPTIMIZE TABLE `{client.database}`.events_base FINAL")
+        assert raw_rows(stack, client.database) == 5  # the merge removed the 2 copies
+
+        after = reconcile(stack, client.client_id, group)
+        assert after.passed, after.problems
+        totals = after.totals()
+        assert (totals["routed"], totals["rows_found"], totals["missing"]) == (7, 5, 0)
+        assert (totals["duplicates_stored"], totals["duplicates_collapsed"]) == (0, 2)
+        assert "duplicates collapsed: 2" in text(after)
+
+        # Collapsed duplicates never hide a loss: an event deleted after the merge is missing.
+        ch.command(
+            f"DELETE FROM `{client.database}`.events_base WHERE event_id = {{id:UUID}}",
+            parameters={"id": str(sent[4]["event_id"])},
+        )
+    finally:
+        ch.close()
+    lost = reconcile(stack, client.client_id, group)
+    (problem,) = lost.problems
+    assert problem.kind is ProblemKind.MISSING_ROWS and problem.count == 1
+    assert "+ 2 duplicate(s) collapsed by merges" in problem.message

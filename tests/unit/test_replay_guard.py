@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 from analytics_core.event_contract import Origin, ValidEvent
+from analytics_core.events_table import EventKey, event_key
 from router.decision import Routed
 from router.replay_guard import (
     CrashReplayGuard,
-    ReplayIdentity,
     SuspectRange,
     drop_stored_replays,
     identity_of,
@@ -64,10 +64,15 @@ def test_replayed_rows_already_stored_or_repeated_are_dropped() -> None:
     rows = [first, replay_a, replay_b, replay_a_again]
     ids = replay_identities(rows)
     assert set(ids) == {1, 2, 3}  # a first-time row is never checked
-    assert ids[1] == ReplayIdentity(
-        "00000000-0000-4000-8000-000000000002", "pv", date(2026, 11, 27)
-    )
+    assert ids[1] == EventKey("00000000-0000-4000-8000-000000000002", "pv", date(2026, 11, 27))
     kept, dropped = drop_stored_replays(rows, ids, stored=set())
     assert kept == [first, replay_a, replay_b] and dropped == [replay_a_again]
     kept, dropped = drop_stored_replays(rows, ids, stored={identity_of(replay_b)})
     assert kept == [first, replay_a] and dropped == [replay_b, replay_a_again]
+
+
+def test_the_day_of_an_event_key_is_exact_at_midnight() -> None:
+    last_ms_of_a_day = 1_795_737_599_999  # 2026-11-26T23:59:59.999Z
+    assert event_key("i", "n", last_ms_of_a_day).day == date(2026, 11, 26)
+    assert event_key("i", "n", last_ms_of_a_day + 1).day == date(2026, 11, 27)
+    assert event_key("i", "n", 0).day == date(1970, 1, 1)
