@@ -20,6 +20,7 @@ class Reason(StrEnum):
     CLIENT_INACTIVE = "client_inactive"
     DESTINATION_ERROR = "destination_error"
     INVALID_REPLAY = "invalid_replay"
+    INVALID_HEADERS = "invalid_headers"
     UNPROCESSABLE = "unprocessable"
 
 
@@ -39,6 +40,11 @@ DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_REPLAY: (
         "The message carries replay-* headers the reprocessing job did not sign (forged, "
         "incomplete or malformed); the whole message is dead-lettered, never routed."
+    ),
+    Reason.INVALID_HEADERS: (
+        "The message's Kafka headers can not be read (a header name that is not UTF-8), so "
+        "whether it claims a replay can not be told; the whole message is dead-lettered, "
+        "never routed."
     ),
     Reason.UNPROCESSABLE: (
         "Processing this one message failed in a way that is not an outage (a bug or an "

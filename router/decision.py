@@ -9,7 +9,9 @@ Retry for the whole message. Invariants:
 - replay headers are honoured only with the reprocessing job's signature; any other
   `replay-*` header dead-letters the whole message as `invalid_replay`, under this
   message's own coordinates, so nobody borrows another event's identity and no message
-  is dropped (a signed replay that selects no event is dead-lettered too).
+  is dropped (a signed replay that selects no event is dead-lettered too);
+- a message whose headers can not be read (a header name that is not UTF-8) is
+  dead-lettered whole as `invalid_headers`: whether it claims a replay can not be told.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from analytics_core.dead_letter import (
     read_replay_context,
 )
 from analytics_core.event_contract import ContractViolation, Origin, ValidEvent, parse_message
+from analytics_core.kafka_headers import UnreadableHeaders
 from analytics_core.reasons import Reason
 from analytics_core.settings import DEFAULT_TARGET
 
@@ -41,7 +44,7 @@ class RawMessage:
     partition: int
     offset: int
     value: bytes | None
-    headers: Sequence[tuple[str, bytes | None]] | None
+    headers: Sequence[tuple[str, bytes | None]] | UnreadableHeaders | None
     received_ms: int
 
 
@@ -105,6 +108,9 @@ def decide(
     replay_keys: ReplayKeys,
 ) -> Decision:
     source = Origin(msg.topic, msg.partition, msg.offset)
+    if isinstance(msg.headers, UnreadableHeaders):
+        ctx = (source, source, now_iso, 1, router_version)
+        return [_dead(Reason.INVALID_HEADERS, msg.headers.detail, None, None, None, ctx)]
     replay = read_replay_context(msg.headers, msg.value, replay_keys) if msg.headers else None
     if replay is None:
         origin, attempt, first_failed_at = source, 1, now_iso

@@ -33,6 +33,7 @@ from confluent_kafka import KafkaError
 from analytics_core.clients import ClientFound, ClientStatus, LookupResult
 from analytics_core.dead_letter import ReplayKeys, has_replay_headers
 from analytics_core.event_contract import CommonEvent, Origin, common_events, derive_event_id
+from analytics_core.kafka_headers import UnreadableHeaders, read_headers
 from router.accounting import window_of
 from router.buffers import ClientBuffers, RowBlock
 from router.decision import ClientLookup, RawMessage, Retry
@@ -51,7 +52,7 @@ class KafkaMessage(Protocol):
     def partition(self) -> int | None: ...
     def offset(self) -> int | None: ...
     def value(self) -> bytes | None: ...
-    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...  # may raise: read_headers
     def timestamp(self) -> tuple[int, int]: ...
 
 
@@ -132,9 +133,13 @@ class PollRouter:
             if seg is None:
                 seg = segments[partition] = tracker.open((topic, partition), offset, window)
             value = msg.value()
-            headers = msg.headers()
+            headers = read_headers(msg)
             events = None
-            if value is not None and not has_replay_headers(headers):
+            if (
+                value is not None
+                and not isinstance(headers, UnreadableHeaders)
+                and not has_replay_headers(headers)
+            ):
                 events = common_events(value)
             if events is not None:
                 routed = self._encode_common(

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from analytics_core.dead_letter import header_map
+from analytics_core.kafka_headers import readable_headers
 from analytics_core.kafka_reads import BoundedRead, Span, partitions_of, reader_consumer, watermarks
 from analytics_core.settings import KafkaSettings
 
@@ -50,7 +51,7 @@ def breakdown(
         read = BoundedRead(consumer, kafka.dead_letter_topic, spans, stall_timeout_s=timeout_s)
         for batch in read.batches(max_messages=max_messages):
             for msg in batch:
-                h = header_map(msg.headers())  # type: ignore[arg-type]
+                h = header_map(readable_headers(msg))
                 out.by_reason[h.get("dl-reason") or "unreadable_envelope"] += 1
                 out.by_client[h.get("dl-client-id") or ""] += 1
         out.read = read.read

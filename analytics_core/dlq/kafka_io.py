@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from analytics_core import kafka_clients
 from analytics_core.dlq.records import Coordinates, LetterRecord, from_message
+from analytics_core.kafka_headers import readable_headers
 from analytics_core.kafka_reads import BoundedRead, partitions_of, spans_from_committed
 from analytics_core.settings import KafkaSettings
 
@@ -103,7 +104,7 @@ def _record(msg: Message, topic: str) -> LetterRecord:
         Coordinates(topic, msg.partition(), msg.offset()),  # type: ignore[arg-type]
         msg.key(),
         msg.value(),
-        msg.headers(),  # type: ignore[arg-type]
+        readable_headers(msg),
     )
 
 

@@ -10,6 +10,7 @@ from confluent_kafka import KafkaException, Message
 
 from analytics_core.dead_letter import header_map
 from analytics_core.event_contract import Origin, derive_event_id
+from analytics_core.kafka_headers import readable_headers
 from analytics_core.kafka_reads import ScanBounds, ScanResult, read_offsets, scan_topic
 from analytics_core.settings import KafkaSettings
 from analytics_core.trace.model import Coords, LetterHit, RawCopy
@@ -73,7 +74,7 @@ def find_dead_letters(
     hits: list[LetterHit] = []
 
     def visit(msg: Message) -> None:
-        h = header_map(msg.headers())  # type: ignore[arg-type]
+        h = header_map(readable_headers(msg))
         how = letter_match(h, event_id)
         if how is not None:
             hits.append(_letter(msg, h, how))
@@ -96,7 +97,7 @@ def fetch_raw_copies(
 
         def keep(msg: Message, topic: str = topic) -> None:
             c = Coords(topic, int(msg.partition() or 0), int(msg.offset() or 0))
-            h = header_map(msg.headers())  # type: ignore[arg-type]
+            h = header_map(readable_headers(msg))
             ts_ms = msg.timestamp()[1]
             seen[c] = RawCopy(
                 c,

@@ -130,3 +130,33 @@ def private_topics(stack: Settings, prefix: str, partitions: int = 3) -> Iterato
     finally:
         for f in admin.delete_topics([raw, dead]).values():
             f.result(30)
+
+
+class _RawName(str):
+    """A header name kafka-python writes as these bytes, whatever they are (it encodes
+    names with str.encode): the way to send a name that is not UTF-8 from Python."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> _RawName:
+        name = super().__new__(cls, raw.decode("latin-1"))
+        name.raw = raw
+        return name
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+def produce_with_raw_header_name(
+    settings: Settings, topic: str, values: list[bytes], name: bytes
+) -> list[tuple[int, int]]:
+    """Produces each value with one header whose name is `name` verbatim (kafka-python,
+    plaintext listeners only), acknowledged; their (partition, offset)s."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    try:
+        futures = [producer.send(topic, value=v, headers=[(_RawName(name), b"v")]) for v in values]
+        return [(f.get(timeout=30).partition, f.get(timeout=30).offset) for f in futures]
+    finally:
+        producer.close(timeout=10)

@@ -29,7 +29,12 @@ from analytics_core.event_contract import Origin
 from analytics_core.reasons import Reason
 from analytics_core.settings import Settings
 from tests.conftest import ClientFixture, wait_for
-from tests.integration.router_support import end_offsets, letters_between, private_topics
+from tests.integration.router_support import (
+    end_offsets,
+    letters_between,
+    private_topics,
+    produce_with_raw_header_name,
+)
 
 pytestmark = pytest.mark.integration
 MESSAGES = 10_000
@@ -191,6 +196,12 @@ def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right
     router = start_router(
         KAFKA_RAW_TOPIC=s.kafka.raw_topic, KAFKA_DEAD_LETTER_TOPIC=s.kafka.dead_letter_topic
     )
+    # First, valid events under a header name that is not UTF-8: if they stopped the
+    # router, nothing after them would be routed.
+    bad_name = b"\xff\xfe-name"
+    unreadable_values = [json.dumps(_event(random.Random(i), a)).encode() for i in range(20)]
+    unreadable_at = produce_with_raw_header_name(s, s.kafka.raw_topic, unreadable_values, bad_name)
+    unreadable = set(unreadable_at)
     producer = kafka_clients.producer(s.kafka, **{"linger.ms": 20})
     sent: dict[tuple[int, int], Sent] = {}
     failed: list[str] = []
@@ -218,6 +229,9 @@ def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right
                 producer.poll(0.1)
         producer.poll(0)
     assert producer.flush(60) == 0 and not failed and len(sent) == MESSAGES
+    assert len(unreadable) == 20 and not unreadable & set(sent)
+    for coords, value in zip(unreadable_at, unreadable_values, strict=True):
+        sent[coords] = Sent(value, None)
 
     def outcomes() -> tuple[
         dict[tuple[int, int], list[int | None]], list[tuple[str, int, int, int]]
@@ -267,6 +281,9 @@ def test_ten_thousand_hostile_messages_each_get_exactly_one_outcome_in_the_right
         )
     for dl, _v in letters_between(s, {}, end_offsets(s, s.kafka.dead_letter_topic)):
         reasons[dl.reason.value] += 1
+        coords = (dl.source.partition, dl.source.offset)
+        assert (dl.reason is Reason.INVALID_HEADERS) == (coords in unreadable), (dl, coords)
+    assert reasons[Reason.INVALID_HEADERS.value] == len(unreadable)
     print(f"hostile messages: {MESSAGES}, rows {len(rows)}, dead letters by reason {dict(reasons)}")
     assert len(rows) > 1000 and reasons[Reason.INVALID_REPLAY.value] > 500
     assert reasons[Reason.UNPROCESSABLE.value] == 0  # nothing fell through to the last resort

@@ -16,6 +16,7 @@ from analytics_core.clients import (
 )
 from analytics_core.dead_letter import ReplayKeys, read_dead_letter, replay_headers
 from analytics_core.event_contract import Origin, hash_api_key
+from analytics_core.kafka_headers import UnreadableHeaders
 from analytics_core.reasons import Reason
 from router.decision import DeadLettered, RawMessage, Retry, Routed, decide
 
@@ -160,3 +161,14 @@ def test_replay_keeps_origin_and_counts_attempts_and_selects_its_event() -> None
 def test_dead_letter_headers_round_trip() -> None:
     letter = the_letter(run(event(api_key="nope")))
     assert read_dead_letter(letter.headers()) == letter
+
+
+def test_a_message_whose_headers_can_not_be_read_is_dead_lettered_whole() -> None:
+    batch = orjson.dumps([orjson.loads(event()), orjson.loads(event(user_id="v"))])
+    unreadable = UnreadableHeaders("a Kafka header name is not UTF-8: b'\\xff'")
+    letter = the_letter(run(batch, headers=unreadable))
+    assert letter.reason is Reason.INVALID_HEADERS
+    assert letter.batch_index is None and letter.detail == unreadable.detail
+    assert letter.origin == letter.source == Origin("shared_raw_events", 2, 7)
+    # The same bytes with readable headers are routed: the headers alone decide.
+    assert all(isinstance(f, Routed) for f in run(batch, headers=[("x", b"y")]))  # type: ignore[union-attr]
