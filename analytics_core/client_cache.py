@@ -216,7 +216,7 @@ class ClientDirectory:
 
         result = self._from_redis(client_id, now)
         if result is None:
-            result = self._from_pg(client_id, now)
+            result = self._from_pg(client_id)
             if result is None:
                 if entry is not None:
                     self.stats.stale_served += 1
@@ -300,7 +300,7 @@ class ClientDirectory:
         if was_closed and self.redis_breaker.opened_at is not None:
             log.warning("redis unavailable: circuit open, lookups go to PostgreSQL: %s", exc)
 
-    def _from_pg(self, client_id: str, now: float) -> ClientFound | ClientMissing | None:
+    def _from_pg(self, client_id: str) -> ClientFound | ClientMissing | None:
         row = self._pg.run(lambda conn: registry.get_client(conn, client_id))
         if isinstance(row, pg.PostgresAway):
             self.stats.pg_errors += row.tried

@@ -33,9 +33,20 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+# Libraries that log a warning for every failed attempt of a request whose outcome the
+# services log themselves, once and with the cause (a ClickHouse outage wrote ~12 such
+# lines per retry, "Unexpected Http Driver Exception" without a detail among them). Their
+# errors still show, and at DEBUG everything does.
+_ECHOES = ("urllib3.connectionpool", "clickhouse_connect.driver")
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    for name in _ECHOES:
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if root.level <= logging.DEBUG else logging.ERROR
+        )

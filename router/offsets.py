@@ -17,7 +17,10 @@ Invariants (the delivery guarantee):
   (`FateKey`: client, outcome, reason, hour window), and its tally is written before the
   offsets pass it (router.accounting, router.commits);
 - segments of a partition are in offset order and never overlap: a rewind (registry outage)
-  re-reads only offsets past the last segment's end.
+  re-reads only offsets past the last segment's end;
+- `skip_to` moves a partition past offsets that hold no message for this consumer
+  (transaction markers, aborted transactions) only beyond every offset seen: it never
+  passes a consumed message.
 """
 
 from __future__ import annotations
@@ -115,6 +118,21 @@ class OffsetTracker:
                 if state.next_offset is not None:
                     out[tp] = state.next_offset
         return out
+
+    def skip_to(self, tp: TopicPartition, offset: int) -> bool:
+        """The consumer's position is `offset` and every message below it was consumed:
+        the offsets past the highest one seen hold nothing for this consumer (a transaction's
+        commit or abort marker, aborted messages). True when that moved the partition on."""
+        state = self._parts.get(tp)
+        if state is None:
+            state = self._parts[tp] = _PartitionState()
+        seen = [o for o in (state.next_offset, state.committed) if o is not None]
+        if state.segments:
+            seen.append(state.segments[-1].next)  # offset order: the last one ends highest
+        if seen and offset <= max(seen):
+            return False
+        state.next_offset = offset
+        return True
 
     def committable(self) -> dict[TopicPartition, int]:
         """Offsets that advanced since the last `mark_committed`."""

@@ -223,6 +223,8 @@ class Router:
         msgs = self.consumer.consume(num_messages=CONSUME_BATCH, timeout=0.1)
         if msgs:
             self._process(msgs)
+        else:
+            self._skip_past_markers()
         self._note_backlog(now)
         self.letters.poll(0)
         self.letters.resend_undelivered()
@@ -262,6 +264,29 @@ class Router:
             self.registry_backoff.reset()
         self.metrics.messages_consumed.inc(result.messages)
         self.metrics.events_consumed.inc(result.events)
+
+    def _skip_past_markers(self) -> None:
+        """Idle: move each partition's offsets up to the consumer's position. A transaction's
+        commit or abort marker takes an offset but is never handed to the router, so without
+        this the committed offset would stay one short of the log end (lag 1, and the stalled
+        commits alert) until the next message. Not for a partition waiting to re-read a
+        message (registry outage): its position may be past messages not routed yet."""
+        tps = [TopicPartition(self.topic, p) for p in self.assigned if p not in self.retry_paused]
+        if not tps:
+            return
+        try:
+            positions = self.consumer.position(tps)
+        except KafkaException:
+            return
+        for tp in positions:
+            p, offset = tp.partition, tp.offset
+            if offset < 0 or offset <= self.consumed_to.get(p, -1):
+                continue
+            committed = self.committer.committed.get(p)
+            if p not in self.consumed_to and (committed is None or offset <= committed):
+                continue
+            if self.tracker.skip_to((self.topic, p), offset):
+                self.consumed_to[p] = offset
 
     def _unprocessable(self, raw: RawMessage, exc: BaseException) -> None:
         self.metrics.unprocessable.labels(error=type(exc).__name__).inc()

@@ -899,3 +899,49 @@ def test_a_message_too_large_for_the_dead_letter_topic_is_cut_not_stuck(
     assert letter.reason is Reason.PAYLOAD_TOO_LARGE
     assert value == huge[:MAX_MESSAGE_BYTES]
     assert f"value cut to its first {MAX_MESSAGE_BYTES} of {len(huge)} bytes" in letter.detail
+
+
+def test_transactions_aborted_are_never_stored_and_their_markers_do_not_hold_the_commit(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    """A third-party transactional producer: what it commits is stored, what it aborts is
+    not, and the offsets its commit/abort markers take are committed too (before, the
+    committed offset stayed one short of the log end: lag 1 and a stalled-commits alert on
+    an idle router)."""
+    from tests.integration.router_support import committed_offsets, end_offsets, private_topics
+
+    c = make_client("txn")
+    with private_topics(stack, "txn", partitions=1) as s:
+        raw = s.kafka.raw_topic
+        router = start_router(
+            KAFKA_RAW_TOPIC=raw, KAFKA_DEAD_LETTER_TOPIC=s.kafka.dead_letter_topic
+        )
+        producer = kafka_clients.producer(s.kafka, **{"transactional.id": unique_id("txn")})
+        producer.init_transactions(30)
+        for kept, n in ((True, 5), (False, 3)):
+            producer.begin_transaction()
+            for _ in range(n):
+                producer.produce(raw, orjson.dumps(event(c, properties={"kept": kept})))
+            assert producer.flush(30) == 0  # in the log before the abort, not purged
+            if kept:
+                producer.commit_transaction(30)
+            else:
+                producer.abort_transaction(30)
+        ends = {0: 5 + 1 + 3 + 1}  # each transaction ends with a marker
+        wait_for(lambda: end_offsets(s, raw) == ends, 30, what="both markers written")
+        group = router.settings.group_id
+        wait_for(
+            lambda: committed_offsets(s, group, raw) == ends,
+            30,
+            what="the committed offset at the log end, past the abort marker",
+        )
+    assert counts(stack, c.database) == (5, 5)
+    assert (
+        ch_scalar(
+            stack,
+            f"SELECT countIf(event_properties LIKE '%false%') FROM `{c.database}`.events_base",
+        )
+        == 0
+    )

@@ -41,3 +41,26 @@ def test_an_exception_is_kept_in_the_line() -> None:
 def test_capture_server_logs_through_the_same_formatter() -> None:
     module, name = log_config("info")["formatters"]["json"]["()"].rsplit(".", 1)
     assert getattr(importlib.import_module(module), name) is JsonFormatter
+
+
+def test_library_retry_warnings_are_left_to_the_services_own_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    from analytics_core.logging_setup import configure
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure("INFO")
+        logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=0))")
+        logging.getLogger("clickhouse_connect.driver._backend.http_sync").warning("Unexpected")
+        logging.getLogger("clickhouse_connect.driver.httpclient").error("a real error")
+        logging.getLogger("router").warning("clickhouse unavailable; holding rows")
+        lines = [orjson.loads(x) for x in capsys.readouterr().err.splitlines()]
+        assert [d["msg"] for d in lines] == ["a real error", "clickhouse unavailable; holding rows"]
+        configure("DEBUG")
+        logging.getLogger("urllib3.connectionpool").warning("Retrying (Retry(total=0))")
+        assert "Retrying" in capsys.readouterr().err
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        for name in ("urllib3.connectionpool", "clickhouse_connect.driver"):
+            logging.getLogger(name).setLevel(logging.NOTSET)

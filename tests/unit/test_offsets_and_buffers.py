@@ -36,6 +36,20 @@ def test_commit_never_passes_an_unacknowledged_part() -> None:
     assert t.positions() == {(T, 0): 13}
 
 
+def test_skipping_past_transaction_markers_never_passes_a_part_still_open() -> None:
+    t = OffsetTracker()
+    seg = t.open((T, 0), 10, W)
+    seg.add(10, parts=1)
+    assert t.skip_to((T, 0), 12)  # offset 11: a commit marker, never handed to the router
+    assert t.committable() == {(T, 0): 10}  # offset 10 is not durable yet
+    t.ack((T, 0), 10, "acme", ROUTED)
+    assert t.committable() == {(T, 0): 12}
+    t.mark_committed({(T, 0): 12})
+    assert not t.skip_to((T, 0), 12) and not t.skip_to((T, 0), 11)  # never backwards
+    assert t.committable() == {}
+    assert t.skip_to((T, 1), 5) and t.committable()[(T, 1)] == 5  # a partition seen only now
+
+
 def test_a_commit_stops_at_the_oldest_segment_with_a_part_open() -> None:
     t = OffsetTracker()
     first = t.open((T, 0), 10, W)  # poll 1: offsets 10-11
