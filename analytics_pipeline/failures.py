@@ -23,8 +23,14 @@ TRANSIENT_RETRY = RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTI
 
 def step_failure(outcome: StepFailed, step: str) -> Failure:
     kind = "refused" if outcome.refused else "failed"
+    # An empty client id means the request named no client: say so, not "client ''".
+    who = (
+        f"{step} of client {outcome.client_id!r}"
+        if outcome.client_id
+        else f"{step} (no client given)"
+    )
     return Failure(
-        description=f"{step} of client {outcome.client_id!r} {kind}: {outcome.reason}",
+        description=f"{who} {kind}: {outcome.reason}",
         metadata={
             "client_id": outcome.client_id,
             "reason": outcome.reason,

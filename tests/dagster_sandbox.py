@@ -6,7 +6,8 @@ registry with the schema applied, and Dagster's storage), points POSTGRES_DB and
 DAGSTER_POSTGRES_DB at them for its duration, and loads the repository's dagster.yaml into
 a DagsterInstance. Sensors therefore see only the sandbox's clients, so tests can run
 repeatedly next to other work on the shared stack. On exit it drops the ClickHouse
-database of every sandbox client, then both PostgreSQL databases.
+database of every sandbox client that it created (never one that was there before, such as
+bin/dev's `demo`), then both PostgreSQL databases.
 """
 
 from __future__ import annotations
@@ -127,7 +128,18 @@ def _drop_db(settings: Settings, name: str) -> None:
         conn.close()
 
 
-def _drop_client_databases(settings: Settings) -> None:
+def _clickhouse_databases(settings: Settings) -> set[str]:
+    ch = http_client(settings.clickhouse)
+    try:
+        return {str(row[0]) for row in ch.query("SHOW DATABASES").result_rows}
+    finally:
+        ch.close()
+
+
+def _drop_client_databases(settings: Settings, kept: set[str]) -> None:
+    """Drop the ClickHouse databases of the sandbox's clients, except those in `kept`
+    (there before the sandbox: a sandbox client named like a real one, e.g. `demo`, which
+    bin/dev seeds, shares its database name, and that data is not the sandbox's)."""
     conn = pg.connect(settings.postgres)
     try:
         rows = registry.list_clients(conn)
@@ -140,7 +152,7 @@ def _drop_client_databases(settings: Settings) -> None:
     }
     ch = http_client(settings.clickhouse)
     try:
-        for name in sorted(names):
+        for name in sorted(names - kept):
             drop_database(ch, name)
     finally:
         ch.close()
@@ -177,6 +189,7 @@ def sandbox(home: Path, prefix: str = "t3") -> Iterator[Sandbox]:
         finally:
             conn.close()
         prepare(home)
+        existing = _clickhouse_databases(settings)
         # The code location's settings are read once per process: never under the sandbox's
         # variables (a later test would keep the dropped databases).
         process_settings.cache_clear()
@@ -187,7 +200,7 @@ def sandbox(home: Path, prefix: str = "t3") -> Iterator[Sandbox]:
             finally:
                 instance.dispose()
                 process_settings.cache_clear()
-                _drop_client_databases(settings)
+                _drop_client_databases(settings, existing)
     finally:
         _drop_db(settings, dagster_db)
         _drop_db(settings, meta_db)

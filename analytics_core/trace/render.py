@@ -9,7 +9,9 @@ def _t(value: object) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def text(report: TraceReport | TraceError) -> str:
+def text(report: TraceReport | TraceError, since_hint: str = "--since") -> str:
+    """`since_hint` names the caller's bound on how far back was searched (the CLI's flag,
+    a Dagster run's config field)."""
     if isinstance(report, TraceError):
         return f"event {report.event_id}: can not trace: {report.reason}"
     out = [f"event {report.event_id}: {report.status}"]
@@ -59,7 +61,7 @@ def text(report: TraceReport | TraceError) -> str:
             )
     if not report.found:
         out.append("")
-        out.append("  not found anywhere (wrong id, another client, or older than --since)")
+        out.append(f"  not found anywhere (wrong id, another client, or older than {since_hint})")
     if report.notes:
         out.append("")
         out.extend(f"note: {n}" for n in report.notes)

@@ -142,6 +142,7 @@ def test_failed_asset_check_and_stuck_client_alerts(sb: Sandbox, hook: Hook) -> 
     assert down.skip_message and "retried next tick" in down.skip_message
     hook.status = 200
     up = tick(sb, defs, "alert_on_failed_asset_checks", down.cursor)
+    assert up.skip_message == "sent 1 alert(s) for failed asset checks"  # the tick's text
     alerts = hook.of_kind("asset_check_failed")
     assert len(alerts) == 2 and alerts[0] == {**alerts[1], "at": alerts[0]["at"]}
     alert = alerts[-1]
@@ -160,6 +161,7 @@ def test_failed_asset_check_and_stuck_client_alerts(sb: Sandbox, hook: Hook) -> 
         )
         conn.commit()
     t1 = tick(sb, defs, "alert_on_stuck_clients", None)
+    assert t1.skip_message == "sent 1 alert(s) for stuck clients"
     (alert,) = hook.of_kind("client_stuck")
     assert alert["fields"]["client_id"] == stuck and alert["fields"]["status"] == "pending"
     tick(sb, defs, "alert_on_stuck_clients", t1.cursor)
@@ -191,7 +193,8 @@ def test_dead_letter_growth_alert_with_reasons(sb: Sandbox, hook: Hook) -> None:
         assert quiet.skip_message and "3 new dead letter(s)" in quiet.skip_message
         assert hook.of_kind("dead_letter_growth") == []
         letters(4, "invalid_json", "")
-        tick(sb, defs, "alert_on_dead_letter_growth", quiet.cursor)
+        sent = tick(sb, defs, "alert_on_dead_letter_growth", quiet.cursor)
+        assert sent.skip_message == "sent an alert: 7 new dead letter(s)"
         (alert,) = hook.of_kind("dead_letter_growth")
         assert alert["fields"]["new_dead_letters"] == 7
         assert "invalid_json 4" in alert["text"] and "schema_violation 3" in alert["text"]

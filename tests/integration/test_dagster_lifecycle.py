@@ -219,6 +219,19 @@ def test_invalid_pending_client_is_marked_failed_not_partitioned(sb: Sandbox) ->
     assert len(audit(sb, bad)) == 1
 
 
+def test_a_partition_added_by_hand_is_removed_and_the_tick_says_why(sb: Sandbox) -> None:
+    stray = new_id()  # valid, but never registered: as if added from the UI
+    sb.instance.add_dynamic_partitions(CLIENTS_PARTITIONS_NAME, [stray])
+
+    result = tick(sb, sb.definitions(), PROVISIONING, None)
+
+    assert result.run_requests == []
+    assert sb.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME) == []
+    assert result.skip_message == (
+        f"0 pending client(s); removed partition(s) {stray}: not a registered client"
+    )
+
+
 def test_failed_provisioning_marks_client_failed_and_fails_the_run(
     sb: Sandbox, migrations_dir: Path
 ) -> None:

@@ -174,7 +174,9 @@ def alert_on_failed_asset_checks(
         position = record.storage_id
     return SensorResult(
         cursor=encode_cursor({"after": position}),
-        skip_reason=None if sent else SkipReason("no failed asset check"),
+        skip_reason=SkipReason(
+            f"sent {sent} alert(s) for failed asset checks" if sent else "no failed asset check"
+        ),
     )
 
 
@@ -220,7 +222,7 @@ def alert_on_stuck_clients(
         skip_reason=(
             SkipReason(f"alert(s) not delivered: {failed}")
             if failed
-            else None
+            else SkipReason(f"sent {len(found)} alert(s) for stuck clients")
             if found
             else SkipReason(f"{len(state)} stuck client(s), all already alerted")
         ),
@@ -271,7 +273,11 @@ def alert_on_dead_letter_growth(
             cursor=encode_cursor({"baseline": baseline_to_json(baseline)}),
             skip_reason=SkipReason(f"alert not delivered, retried next tick: {failed}"),
         )
-    return SensorResult(cursor=encode_cursor({"baseline": baseline_to_json(growth.baseline)}))
+    # No run is requested, so Dagster lists the tick as skipped: its text says what was sent.
+    return SensorResult(
+        cursor=encode_cursor({"baseline": baseline_to_json(growth.baseline)}),
+        skip_reason=SkipReason(f"sent an alert: {growth.new_letters} new dead letter(s)"),
+    )
 
 
 ALERT_SENSORS = [

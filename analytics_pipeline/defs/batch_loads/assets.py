@@ -55,6 +55,7 @@ from analytics_core.batch.pipeline import telemetry_off_by_default
 from analytics_core.batch.report import TableReport
 from analytics_core.batch.source import landing_zone_source
 from analytics_core.batch.tables import TABLES
+from analytics_pipeline.client_partition import client_of_run, removed_partition
 from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.partitions import clients_partitions
 from analytics_pipeline.resources import (
@@ -171,7 +172,13 @@ def build_batch_assets(working_dir: str) -> AssetsDefinition:
         postgres: PostgresMetadataResource,
         clickhouse: ClickHouseResource,
     ) -> Iterator[MaterializeResult]:
-        client_id = context.partition_key
+        client_id = client_of_run(context, "a batch load")
+        gone = removed_partition(context, client_id)
+        if gone is not None:
+            # Nothing can be recorded for a removed partition: the run succeeds, loads and
+            # records nothing, and says why.
+            context.log.info(f"batch load skipped: {gone}")
+            return
         with open_connections(postgres, clickhouse) as c:
             plan = plan_client_load(c, client_id, working_dir=working_dir)
         if isinstance(plan, Skipped):

@@ -22,6 +22,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from analytics_core import lifecycle, registry
 from analytics_core.events_table import EVENTS_TABLE
+from analytics_pipeline.client_partition import live_client
 from analytics_pipeline.defs.client_lifecycle.metadata import tables_metadata, versions_metadata
 from analytics_pipeline.failures import TRANSIENT_RETRY, step_failure
 from analytics_pipeline.partitions import clients_partitions
@@ -52,7 +53,7 @@ def client_database(
     clickhouse: ClickHouseResource,
     redis: RedisResource,
 ) -> MaterializeResult:
-    client_id = context.partition_key
+    client_id = live_client(context, "provisioning")
     with open_connections(postgres, clickhouse, redis=redis) as c:
         outcome = lifecycle.provision(
             c, client_id, run_id=context.run.run_id, migrations_dir=clickhouse.migrations_path()
@@ -98,7 +99,7 @@ def client_schema(
     clickhouse: ClickHouseResource,
     redis: RedisResource,
 ) -> MaterializeResult:
-    client_id = context.partition_key
+    client_id = live_client(context, "migration")
     with open_connections(postgres, clickhouse, redis=redis) as c:
         outcome = lifecycle.migrate(
             c, client_id, run_id=context.run.run_id, migrations_dir=clickhouse.migrations_path()

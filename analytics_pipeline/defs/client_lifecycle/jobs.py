@@ -72,9 +72,8 @@ def _client_of(
         )
     client_id = partition or config.client_id
     if client_id is None:
-        return _refused(
-            "", "no client: launch the job for the client's partition (or set client_id)"
-        )
+        # No client id: step_failure says "no client given" instead of naming one.
+        return _refused("", "launch the job for the client's partition (or set client_id)")
     return client_id
 
 

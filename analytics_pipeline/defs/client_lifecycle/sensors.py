@@ -7,8 +7,11 @@ Each tick:
    audited) by `lifecycle.provision`, which refuses an invalid id before touching ClickHouse;
    it never gets a partition and never crashes the sensor;
 2. the `clients` partitions follow the registry: one per valid client that is pending,
-   active or failed; partitions of deprovisioned or unknown clients are removed;
-3. one `provision_client` run is requested per pending client (see provisioning_plan).
+   active or failed; any other partition (a deprovisioned client's, or one added by hand in
+   the UI for an id that is not a registered client or not valid) is removed, and each
+   removal is logged with why (partition_plan);
+3. one `provision_client` run is requested per pending client (see provisioning_plan);
+4. a tick that requests no run says what it saw and changed in its skip reason.
 
 `migrations_sensor`: migration files vs schema_versions -> per-client migration runs.
 
@@ -53,6 +56,10 @@ from analytics_pipeline.defs.client_lifecycle.migrations_plan import (
     run_key,
     signature,
 )
+from analytics_pipeline.defs.client_lifecycle.partition_plan import (
+    plan_partitions,
+    tick_summary,
+)
 from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
     PendingClient,
     attempts_from_cursor,
@@ -73,8 +80,6 @@ from analytics_pipeline.resources import (
 )
 from analytics_pipeline.run_history import run_key_state
 from analytics_pipeline.tags import client_tags
-
-PARTITIONED_STATUSES = frozenset({ClientStatus.PENDING, ClientStatus.ACTIVE, ClientStatus.FAILED})
 
 
 @sensor(
@@ -100,13 +105,17 @@ def provisioning_sensor(
                 context.log.warning(f"pending client {row.client_id!r} marked failed: {reason}")
     valid = [r for r in rows if client_id_problem(r.client_id) is None]
 
-    wanted = {r.client_id for r in valid if r.status in PARTITIONED_STATUSES}
-    existing = set(context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME))
+    changes = plan_partitions(
+        {r.client_id: r.status for r in rows},
+        context.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME),
+    )
     partition_requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
-    if wanted - existing:
-        partition_requests.append(add_clients_request(wanted - existing))
-    if existing - wanted:
-        partition_requests.append(delete_clients_request(existing - wanted))
+    if changes.add:
+        partition_requests.append(add_clients_request(changes.add))
+    if changes.remove:
+        partition_requests.append(delete_clients_request(changes.remove))
+        for key, why in sorted(changes.remove.items()):
+            context.log.warning(f"partition {key!r} of clients removed: {why}")
 
     pending = [
         PendingClient(r.client_id, r.updated_at.isoformat())
@@ -118,6 +127,8 @@ def provisioning_sensor(
         attempts_from_cursor(cursor.clients_state(context.cursor)),
         lambda key: run_key_state(context.instance, key),
     )
+    summary = tick_summary([p.client_id for p in pending], [c for c, _ in requests], changes)
+    context.log.info(summary)
     return SensorResult(
         run_requests=[
             RunRequest(
@@ -129,6 +140,9 @@ def provisioning_sensor(
         ],
         dynamic_partitions_requests=partition_requests,
         cursor=cursor.encode({"clients": attempts_to_cursor(attempts)}),
+        # Shown on the sensor's page: what the tick saw and changed (not Dagster's "empty
+        # result"), e.g. a partition added by hand in the UI and removed, and why.
+        skip_reason=None if requests else SkipReason(summary),
     )
 
 

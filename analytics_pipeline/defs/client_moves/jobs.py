@@ -13,7 +13,7 @@ clean refusal that changes nothing. `abandon: true` gives up a move that has not
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from dagster import Config, MetadataValue, OpExecutionContext, job, op
+from dagster import MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
 from analytics_core import lifecycle
@@ -26,11 +26,12 @@ from analytics_pipeline.resources import (
     RedisResource,
     open_connections,
 )
+from analytics_pipeline.run_config import RefusingConfig
 from analytics_pipeline.run_history import running_runs_for_client
 from analytics_pipeline.tags import STEP_TAG, requester
 
 
-class MoveConfig(Config):
+class MoveConfig(RefusingConfig):
     target: str = Field(
         default="",
         description="The ClickHouse target to move the client to: a CLICKHOUSE_TARGETS name "

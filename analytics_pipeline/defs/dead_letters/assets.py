@@ -19,7 +19,6 @@ from datetime import timedelta
 from dagster import (
     AssetExecutionContext,
     Backoff,
-    Config,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -33,12 +32,14 @@ from analytics_core.dlq.kafka_io import DEFAULT_GROUP
 from analytics_core.dlq.reprocess import ReprocessOptions, ReprocessReport, reprocess
 from analytics_core.naming import client_id_problem
 from analytics_core.reasons import Reason
+from analytics_pipeline.failures import refusal
 from analytics_pipeline.resources import KafkaResource, PostgresMetadataResource, process_settings
+from analytics_pipeline.run_config import RefusingConfig
 
 DEAD_LETTER_GROUP = "dead_letters"
 
 
-class DeadLetterReprocessingConfig(Config):
+class DeadLetterReprocessingConfig(RefusingConfig):
     client_id: str | None = Field(
         default=None, description="Only this client's dead letters (others stay for later)."
     )
@@ -61,17 +62,18 @@ class DeadLetterReprocessingConfig(Config):
 
 
 def options_from(config: DeadLetterReprocessingConfig) -> ReprocessOptions:
-    """Validated options; a bad value fails the run before anything is read."""
-    if config.client_id is not None and client_id_problem(config.client_id):
-        raise Failure(description=f"run config client_id: {client_id_problem(config.client_id)}")
+    """Validated options; a bad value is a refusal (never retried) before anything is read."""
+    problem = None if config.client_id is None else client_id_problem(config.client_id)
+    if problem is not None:
+        raise refusal(f"run config client_id {config.client_id!r}: {problem}", field="client_id")
     reason = None
     if config.reason is not None:
         try:
             reason = Reason(config.reason)
         except ValueError:
             known = ", ".join(r.value for r in Reason)
-            raise Failure(
-                description=f"run config reason {config.reason!r} is not one of: {known}"
+            raise refusal(
+                f"run config reason {config.reason!r} is not one of: {known}", field="reason"
             ) from None
     return ReprocessOptions(
         selection=Selection(config.client_id, reason),

@@ -39,9 +39,9 @@ from analytics_core.reconciliation.model import Report, Unavailable, window_labe
 from analytics_core.reconciliation.render import markdown_table, summary
 from analytics_core.reconciliation.run import Placement, reconcile_client
 from analytics_core.reconciliation.run import client_database as database_of
+from analytics_pipeline.client_partition import live_client
 from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.defs.reconciliation.resources import ReconciliationResource
-from analytics_pipeline.failures import refusal
 from analytics_pipeline.partitions import clients_partitions
 from analytics_pipeline.resources import (
     ClickHouseResource,
@@ -99,10 +99,8 @@ def _observe(
     kafka: KafkaResource,
     reconciliation: ReconciliationResource,
 ) -> Iterator[ObserveResult | AssetCheckResult]:
-    if not context.has_partition_key:
-        # Only reachable through the API: the UI's launchpad and the schedule pick a client.
-        raise refusal("reconciliation needs a client: launch it for the client's partition")
-    client_id = context.partition_key
+    # Without a partition (only through the API) or for a removed one: a refusal.
+    client_id = live_client(context, "reconciliation")
     with open_connections(postgres, clickhouse, kafka=kafka) as c:
         place = database_of(c.registry, client_id)
         observed = (

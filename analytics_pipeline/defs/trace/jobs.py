@@ -13,10 +13,10 @@ target could not be searched is no verdict: the run fails (a critical alert) nam
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dagster import Config, Failure, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import Failure, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import Field
 
-from analytics_core.trace.model import TraceError
+from analytics_core.trace.model import TraceError, TraceReport
 from analytics_core.trace.render import text
 from analytics_core.trace.run import DEFAULT_MAX_MESSAGES, TraceOptions, trace_event
 from analytics_pipeline.failures import refusal
@@ -26,9 +26,10 @@ from analytics_pipeline.resources import (
     PostgresMetadataResource,
     open_connections,
 )
+from analytics_pipeline.run_config import RefusingConfig
 
 
-class TraceEventConfig(Config):
+class TraceEventConfig(RefusingConfig):
     event_id: str = Field(description="The event id (UUID) to trace.")
     client_id: str | None = Field(
         default=None, description="Search only this client's database (default: every client)."
@@ -39,6 +40,11 @@ class TraceEventConfig(Config):
     max_messages: int = Field(
         default=DEFAULT_MAX_MESSAGES, ge=1, description="Bound of the dead-letter scan."
     )
+
+
+def _dagster_text(report: TraceReport, since_hours: float) -> str:
+    """The report as text, naming the run config's bound instead of the CLI flag."""
+    return text(report, f"since_hours (now {since_hours:g}: raise it to look further back)")
 
 
 @op(description="Report every place an event is or was (rows, Kafka, dead letters, parked).")
@@ -63,7 +69,7 @@ def trace_event_op(
             event_id=report.event_id,
             reason=report.reason,
         )
-    rendered = text(report)
+    rendered = _dagster_text(report, config.since_hours)
     context.log.info(rendered)
     if not report.conclusive:
         raise Failure(
