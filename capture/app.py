@@ -50,10 +50,24 @@ PREFLIGHT_HEADERS = "content-type, content-encoding, authorization, x-retry-coun
 
 
 _STATUS_TEXT = {status: str(status) for status in range(100, 600)}
+HEADER_LIMIT_BYTES = 64 * 1024  # request line and headers (README: Limits)
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _Overloaded(Exception):
+    """The bodies in flight passed CAPTURE_MAX_INFLIGHT_MB."""
+
+
+class _Held:
+    """Bytes of one request's body counted in the in-flight budget (given back at its end)."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
 
 
 class CaptureApp:
@@ -239,10 +253,23 @@ class CaptureApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_headers = scope["headers"]
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
         method = scope["method"]
         route = route_for(scope["path"])
         cors = self._cors_headers(headers.get("origin"))
+        # hyper's buffer bound (HEADER_BUFFER_BYTES) cuts only past ~112 KiB: the documented
+        # 64 KiB of request line and headers is enforced here, before anything else.
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+        if size + sum(len(k) + len(v) + 4 for k, v in raw_headers) > HEADER_LIMIT_BYTES:
+            too_big = responses.error(
+                431,
+                "headers_too_large",
+                f"request line and headers are larger than {HEADER_LIMIT_BYTES} bytes",
+            )
+            await self._drain(receive)
+            await self._send(send, too_big, cors)
+            return
         if route is None:
             await self._send(send, responses.error(404, "not_found", "no such path"), cors)
             return
@@ -280,24 +307,27 @@ class CaptureApp:
             await self._drain(receive)
             await self._finish(route, send, self._too_large(), cors, started)
             return
-        # A body of unknown length (chunked) may grow to the limit: count it at the limit.
-        reserve = s.max_body_bytes if declared is None else declared
-        if self._inflight_bytes + reserve > s.max_inflight_bytes:
-            self.metrics.unavailable.labels("overload").inc()
-            busy = responses.error(
-                503,
-                "overloaded",
-                "too many requests in flight; retry later",
-                retry_after_s=s.retry_after_s,
-            )
-            await self._drain(receive)
-            await self._finish(route, send, busy, cors, started)
-            return
-        self._inflight_bytes += reserve
+        # Invariant: the in-flight budget counts body bytes as they arrive, never a declared
+        # length: a client that declares megabytes and sends one byte (before its key is
+        # even read) holds one byte of it, not the whole budget for the body timeout.
+        held = _Held()
         try:
             try:
+                if self._inflight_bytes >= s.max_inflight_bytes:
+                    raise _Overloaded
                 async with asyncio.timeout(s.body_timeout_s):
-                    body = await self._read_body(receive, s.max_body_bytes)
+                    body = await self._read_body(receive, s.max_body_bytes, held)
+            except _Overloaded:
+                self.metrics.unavailable.labels("overload").inc()
+                busy = responses.error(
+                    503,
+                    "overloaded",
+                    "too many request bodies in flight; retry later",
+                    retry_after_s=s.retry_after_s,
+                )
+                await self._drain(receive)
+                await self._finish(route, send, busy, cors, started)
+                return
             except TimeoutError:
                 slow = responses.error(
                     408, "request_timeout", f"body not received within {s.body_timeout_s}s"
@@ -317,7 +347,7 @@ class CaptureApp:
                 answer = responses.error(500, "internal_error", "internal error; retry later")
             await self._finish(route, send, answer, cors, started)
         finally:
-            self._inflight_bytes -= reserve
+            self._inflight_bytes -= held.bytes
 
     def _too_large(self) -> Response:
         assert self._settings is not None
@@ -326,7 +356,11 @@ class CaptureApp:
             413, "payload_too_large", f"request body is larger than {limit} bytes"
         )
 
-    async def _read_body(self, receive: Receive, limit: int) -> bytes:
+    async def _read_body(self, receive: Receive, limit: int, held: _Held) -> bytes:
+        """The body, each chunk counted in the in-flight budget (and in `held`) as it
+        arrives; _Overloaded when that passes the budget."""
+        assert self._settings is not None
+        budget = self._settings.max_inflight_bytes
         parts: list[bytes] = []
         size = 0
         while True:
@@ -337,6 +371,10 @@ class CaptureApp:
             size += len(chunk)
             if size > limit:
                 raise _BodyTooLarge
+            held.bytes += len(chunk)
+            self._inflight_bytes += len(chunk)
+            if self._inflight_bytes > budget:
+                raise _Overloaded
             parts.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -55,20 +55,36 @@ def media_type(content_type: str) -> str:
 
 
 def gunzip(data: bytes, limit: int) -> bytes | BodyProblem:
-    """Decompress a gzip (or zlib) stream, refusing to produce more than `limit` bytes."""
-    wbits = 16 + zlib.MAX_WBITS if data[:2] == GZIP_MAGIC else zlib.MAX_WBITS
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        return BodyProblem(400, "invalid_compression", f"body is not valid gzip/deflate: {exc}")
-    if len(out) > limit or d.unconsumed_tail:
-        return BodyProblem(
-            413, "payload_too_large", f"decompressed body is larger than {limit} bytes"
-        )
-    if not d.eof:
-        return BodyProblem(400, "invalid_compression", "gzip body is truncated")
-    return out
+    """Decompress a gzip (or zlib) stream, refusing to produce more than `limit` bytes. A
+    gzip body may hold several members (RFC 1952), read one after the other; bytes after
+    the last one that are not a member are refused, never ignored."""
+    gzip_body = data[:2] == GZIP_MAGIC
+    parts: list[bytes] = []
+    size = 0
+    rest = data
+    while True:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS if gzip_body else zlib.MAX_WBITS)
+        try:
+            out = d.decompress(rest, limit - size + 1)
+        except zlib.error as exc:
+            return BodyProblem(400, "invalid_compression", f"body is not valid gzip/deflate: {exc}")
+        size += len(out)
+        if size > limit or d.unconsumed_tail:
+            return BodyProblem(
+                413, "payload_too_large", f"decompressed body is larger than {limit} bytes"
+            )
+        if not d.eof:
+            return BodyProblem(400, "invalid_compression", "gzip body is truncated")
+        parts.append(out)
+        rest = d.unused_data
+        if not rest:
+            return b"".join(parts)
+        if not (gzip_body and rest[:2] == GZIP_MAGIC):
+            return BodyProblem(
+                400,
+                "invalid_compression",
+                f"{len(rest)} byte(s) after the end of the compressed body",
+            )
 
 
 def decode_body(

@@ -107,9 +107,15 @@ class Capture:
             map_item = posthog_format.map_item
         if isinstance(parsed, BodyProblem):
             return responses.error(parsed.status, parsed.code, parsed.message)
+        if parsed.key_problem is not None:
+            return responses.error(400, "invalid_request", parsed.key_problem)
+        if who is not None and parsed.key is not None and parsed.key != header:
+            return responses.error(
+                400,
+                "invalid_request",
+                "the write key in the body is not the one in the Authorization header",
+            )
         if who is None:
-            if parsed.key_problem is not None:
-                return responses.error(400, "invalid_request", parsed.key_problem)
             if not parsed.key:
                 self.metrics.auth_failures.labels("missing_write_key").inc()
                 return responses.error(

@@ -43,6 +43,7 @@ from analytics_core.event_contract import (
     MAX_TIMESTAMP_MS,
     nests_deeper_than,
 )
+from analytics_core.rfc3339 import epoch_ms, rfc3339_ms
 
 CAPTURE_ID_NAMESPACE = uuid.UUID("2b7c8f0e-3d7a-4a8e-9f61-5c1e0d9b7a42")
 MAX_SENT_DEPTH = MAX_NESTING_DEPTH - 2
@@ -270,17 +271,30 @@ def event_id(
     return uuid5(f"{client_id}/sha256:{digest}")
 
 
-def keep_fields(props: dict[str, Raw], extras: dict[str, Raw], secrets: frozenset[str]) -> None:
+def keep_fields(
+    props: dict[str, Raw], extras: dict[str, Raw], secrets: frozenset[str], ctx: MapContext
+) -> None:
     """A message's fields its struct does not know, kept inside `properties`: under their
-    own name when it starts with `$`, else as `$<name>`; credentials are never kept."""
+    own name when it starts with `$`, else as `$<name>`; credentials are never kept. A
+    `client_id` that is not the write key's client refuses the event (`wrong_client`): the
+    key alone says whose it is, and an event claiming another client is not stored."""
+    claimed = extras.get("client_id")
+    if claimed is not None and decode_value(claimed) != ctx.client_id:
+        raise Unmappable(
+            "wrong_client",
+            f"client_id {bytes(claimed)[:60].decode('utf-8', 'replace')} is not the write "
+            f"key's client ({ctx.client_id})",
+        )
     for field, value in extras.items():
         if field not in secrets:
             props[field if field.startswith("$") else "$" + field] = value
 
 
 def time_ms(value: object, field: str) -> int | None:
-    """Epoch milliseconds of an SDK time: ISO 8601 (no zone means UTC; the typed decoders
-    hand most over as datetime already) or epoch ms. None when absent or empty."""
+    """Epoch milliseconds of an SDK time: ISO 8601 (no zone means UTC) or epoch ms. None
+    when absent or empty. The typed decoders hand most RFC 3339 times over as datetime
+    already (msgspec, in C: microseconds, a finer fraction rounded); text that did not
+    decode so (a leap second, lower-case t/z) is read as the router reads it first."""
     if type(value) is datetime:
         parsed = value
     elif value is None or value is UNSET or value == "":
@@ -294,6 +308,9 @@ def time_ms(value: object, field: str) -> int | None:
             raise Unmappable("invalid_event", f"{field} is out of range")
         return int(value)
     elif isinstance(value, str) and len(value) <= 64:
+        exact = rfc3339_ms(value)
+        if exact is not None:
+            return exact
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -303,7 +320,7 @@ def time_ms(value: object, field: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     try:
-        return int(parsed.timestamp() * 1000)
+        return epoch_ms(parsed)
     except (OverflowError, OSError, ValueError):
         raise Unmappable("invalid_event", f"{field} {value!r} is out of range") from None
 

@@ -101,27 +101,25 @@ def parse(data: bytes, kind: str, query_sent_ms: str = "") -> Parsed[PostHogEven
     if not events:
         return BodyProblem(400, "invalid_request", "the batch is empty")
     items, rejected = decode_messages(data, events, _EVENT, PostHogEvent)
-    key = next((k for k in (top.api_key, top.token) if isinstance(k, str)), None)
-    problem = None
-    if key is None:
-        key, problem = one_key({k for k in map(_event_key, items) if k is not None})
+    keys = {k for item in items for k in _event_keys(item)}
+    keys.update(k for k in (top.api_key, top.token) if isinstance(k, str))
+    key, problem = one_key(keys)
     sent: object = top.sent_at
     if not sent:
         sent = int(query_sent_ms) if query_sent_ms.isdigit() else None
     return Parsed(items, rejected, key, problem, sent)
 
 
-def _event_key(item: PostHogItem) -> str | None:
+def _event_keys(item: PostHogItem) -> list[str]:
+    """Every key an event carries (`api_key`, `token`, `properties.token`)."""
     msg = item.msg
-    for key in (msg.api_key, msg.token):
-        if isinstance(key, str):
-            return key
+    keys = [k for k in (msg.api_key, msg.token) if isinstance(k, str)]
     props = msg.properties
     if isinstance(props, dict) and "token" in props:
         token = _value(props["token"])
         if isinstance(token, str):
-            return token
-    return None
+            keys.append(token)
+    return keys
 
 
 def _value(raw: Raw) -> Any:
@@ -164,7 +162,7 @@ def map_item(item: PostHogItem, ctx: MapContext) -> ContractEvent:
     if msg.set_once is not UNSET:
         props["$set_once"] = msg.set_once
     if item.extras:
-        keep_fields(props, item.extras, _SECRETS)
+        keep_fields(props, item.extras, _SECRETS, ctx)
     ts = time_ms(msg.timestamp, "timestamp")
     if ts is None:
         offset = msg.offset

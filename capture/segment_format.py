@@ -121,12 +121,10 @@ def parse(data: bytes, kind: str) -> Parsed[SegmentMessage] | BodyProblem:
     if not body.batch:
         return BodyProblem(400, "invalid_request", "'batch' is empty")
     items, rejected = decode_messages(data, body.batch, _MESSAGE, SegmentMessage)
-    key: str | None
-    problem: str | None
+    keys = {i.msg.writeKey for i in items if isinstance(i.msg.writeKey, str)}
     if isinstance(body.writeKey, str):
-        key, problem = body.writeKey, None
-    else:
-        key, problem = one_key({i.msg.writeKey for i in items if isinstance(i.msg.writeKey, str)})
+        keys.add(body.writeKey)
+    key, problem = one_key(keys)
     return Parsed(items, rejected, key, problem, body.sentAt)
 
 
@@ -198,7 +196,7 @@ def map_item(item: SegmentItem, ctx: MapContext) -> ContractEvent:
     if msg.originalTimestamp is not UNSET:
         props["$originalTimestamp"] = msg.originalTimestamp
     if item.extras:
-        keep_fields(props, item.extras, _SECRETS)
+        keep_fields(props, item.extras, _SECRETS, ctx)
     if user is not None and anonymous is not None:
         props["$anonymousId"] = encode_value(anonymous)
         anonymous = None

@@ -89,6 +89,19 @@ def test_invalid_and_truncated_gzip_are_400() -> None:
     assert problem(decode(truncated, enc="gzip")) == (400, "invalid_compression")
 
 
+def test_a_gzip_body_of_several_members_is_read_whole_and_trailing_bytes_refused() -> None:
+    half = len(DOC) // 2
+    members = gzip.compress(DOC[:half]) + gzip.compress(DOC[half:])
+    decoded = decode(members, enc="gzip")
+    assert isinstance(decoded, Decoded) and decoded.data == DOC
+    for tail in (b"junk", b"\x1f\x8bnot a member", b"\x00" * 8):
+        said = decode(gzip.compress(DOC) + tail, enc="gzip")
+        assert problem(said) == (400, "invalid_compression"), tail
+    # The decoded limit holds over all members together.
+    many = gzip.compress(b" " * (LIMIT // 2)) * 3
+    assert problem(decode(many, enc="gzip")) == (413, "payload_too_large")
+
+
 def test_a_gzip_bomb_stops_at_the_decoded_limit() -> None:
     bomb = gzip.compress(b"[" + b" " * (50 * LIMIT) + b"]")
     assert len(bomb) < LIMIT // 10

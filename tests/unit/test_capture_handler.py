@@ -160,3 +160,24 @@ def test_a_client_inside_its_retry_after_is_refused_before_its_body_is_read() ->
         assert sink.values == []
 
     asyncio.run(scenario())
+
+
+def test_a_body_key_that_is_not_the_header_key_is_400_and_nothing_is_produced() -> None:
+    async def scenario() -> None:
+        sink = ControlledSink()
+        body = json.loads(BODY)
+        for key, status in (("other", 400), ("k", None)):
+            request = Incoming(
+                REQUEST.route, REQUEST.headers, {}, json.dumps({**body, "writeKey": key}).encode()
+            )
+            task = asyncio.create_task(capture(sink).handle(request))
+            await asyncio.sleep(0.05)
+            if status is None:  # the same key twice is no conflict: produced and answered
+                sink.pending[0].set_result(Delivered(0, 1))
+                assert (await task).status == 200
+            else:
+                answer = await task
+                assert answer.status == status and b"Authorization header" in answer.body
+                assert sink.values == []
+
+    asyncio.run(scenario())

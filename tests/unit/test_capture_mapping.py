@@ -215,10 +215,35 @@ def test_forged_client_id_and_keys_in_the_body_never_reach_the_event() -> None:
         "token": "victim-key",
         "event_id": "00000000-0000-0000-0000-000000000000",
     }
-    out = mapped(segment_one(msg))
+    # An event that claims another client is refused by index, never stored anywhere.
+    forged = segment_one(msg)
+    assert isinstance(forged, EventRejected) and forged.code == "wrong_client"
+    assert "victim" in forged.message and "acme" in forged.message
+    # Its own client id is no claim to refuse; keys and tokens in the body are never kept.
+    out = mapped(segment_one({**msg, "client_id": "acme"}))
     assert out["client_id"] == "acme" and out["api_key_hash"] == KEY_HASH
-    assert "victim-key" not in json.dumps(out)
-    assert out["properties"]["$client_id"] == "victim"  # kept as data, never as routing
+    assert "victim" not in json.dumps(out)
+    posthog = {"event": "e", "distinct_id": "u", "api_key": "k", "client_id": "victim"}
+    refused = posthog_one(posthog)
+    assert isinstance(refused, EventRejected) and refused.code == "wrong_client"
+
+
+def test_every_write_key_in_a_body_must_agree() -> None:
+    one = {"type": "track", "event": "e", "userId": "u"}
+    mixed = segment_format.parse(
+        json.dumps({"writeKey": "a", "batch": [{**one, "writeKey": "b"}]}).encode(), "batch"
+    )
+    assert isinstance(mixed, Parsed) and mixed.key_problem is not None
+    same = segment_format.parse(
+        json.dumps({"writeKey": "a", "batch": [{**one, "writeKey": "a"}]}).encode(), "batch"
+    )
+    assert isinstance(same, Parsed) and same.key == "a" and same.key_problem is None
+    ph = {"event": "e", "distinct_id": "u", "token": "b"}
+    both = posthog_format.parse(json.dumps({"api_key": "a", "batch": [ph]}).encode(), "batch", "")
+    assert isinstance(both, Parsed) and both.key_problem is not None
+    in_props = {"event": "e", "distinct_id": "u", "api_key": "a", "properties": {"token": "b"}}
+    props = posthog_format.parse(json.dumps(in_props).encode(), "capture", "")
+    assert isinstance(props, Parsed) and props.key_problem is not None
 
 
 def test_contract_limits_reject_the_event_with_the_contracts_reason() -> None:
@@ -339,3 +364,19 @@ def test_posthog_events_without_name_or_distinct_id_are_rejected() -> None:
     assert "distinct_id" in no_user.message
     text = posthog_format.parse(b'"text"', "e")
     assert isinstance(text, BodyProblem) and text.message == "body must be a JSON object or array"
+
+
+def test_rfc3339_times_map_to_the_millisecond_and_a_leap_second_is_read() -> None:
+    """Fractions are truncated to the millisecond, as the router reads them; a leap second
+    is the next second's start (it was refused as not ISO 8601). A fraction finer than
+    microseconds is rounded to microseconds first by the decoder (README: capture times)."""
+    for text, want in (
+        ("2026-11-27T10:00:59.999999Z", ms("2026-11-27T10:00:59.999+00:00")),
+        ("2038-06-20T09:05:21.898Z", 2_160_637_521_898),
+        ("2016-12-31T23:59:60Z", ms("2017-01-01T00:00:00+00:00")),
+        ("2016-12-31t23:59:59.5z", ms("2016-12-31T23:59:59.500+00:00")),
+    ):
+        segment = {"type": "track", "event": "e", "userId": "u", "timestamp": text}
+        assert mapped(segment_one(segment))["timestamp"] == want, text
+        posthog = {"event": "e", "distinct_id": "u", "api_key": "k", "timestamp": text}
+        assert mapped(posthog_one(posthog))["timestamp"] == want, text
