@@ -1,6 +1,7 @@
-"""`bin/dev` on the real stack: it brings up the router, the capture API and `dagster dev`, and
-a SIGINT or SIGTERM stops all of them and every child, also when bin/dev was started in the
-background (SIGINT ignored at entry, as a background job of a script has it).
+"""`bin/dev` on the real stack: it brings up the router, the capture API and `dagster dev`,
+restarts a service that dies, and a SIGINT or SIGTERM stops all of them and every child, also
+when bin/dev was started in the background (SIGINT ignored at entry, as a background job of
+a script has it).
 
 Isolation: a sandbox registry and Dagster storage (tests/dagster_sandbox.py), private raw and
 dead-letter topics, free ports; bin/setup is skipped (bin/test has just run it).
@@ -104,6 +105,19 @@ def test_bin_dev_stops_every_service_and_child_on_a_signal(
         names = {Path(f"/proc/{p}/cmdline").read_bytes() for p in running(everyone)}
         assert any(b"dagster_webserver" in n for n in names), "no webserver found"
         assert any(b"dagster._daemon" in n for n in names), "no daemon found"
+        if stop is signal.SIGTERM:
+            # A service killed outright is restarted; the others keep running.
+            [router_pid] = [
+                p
+                for p in running(everyone)
+                if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:3] == [b"-m", b"router"]
+            ]
+            os.kill(router_pid, signal.SIGKILL)
+            wait_for(lambda: "router restarted" in log_path.read_text(), "the restart", 30)
+            wait_for(lambda: http_ok(router), "the restarted router", 60)
+            assert "router exited (status 137)" in log_path.read_text()
+            assert proc.poll() is None and location_loaded(gql)
+            everyone |= processes_of(proc.pid)
 
         proc.send_signal(stop)
         code = proc.wait(90)
@@ -127,3 +141,34 @@ def test_bin_dev_stops_every_service_and_child_on_a_signal(
         if "Warning:" in line
     )
     assert all(n == 1 for n in warnings.values()), warnings
+
+
+def test_a_sandbox_drops_only_the_databases_it_created(tmp_path: Path) -> None:
+    """bin/dev seeds `demo` in every registry it runs on, sandboxes included, and its
+    database name is the real demo's: leaving a sandbox dropped the developer's client_demo
+    (running bin/test beside bin/dev broke the demo). Only what the sandbox created goes."""
+    from analytics_core import lifecycle
+    from analytics_core.clickhouse import http_client
+    from analytics_core.clients import ClientStatus
+    from analytics_core.naming import database_name_for
+
+    settings = Settings.from_env()
+    api.ensure_up(settings)
+    there, fresh = f"tpre-{uuid.uuid4().hex[:8]}", f"tpre-{uuid.uuid4().hex[:8]}"
+    ch = http_client(settings.clickhouse)
+    try:
+        ch.command(f"CREATE DATABASE `{database_name_for(there)}`")
+        with sandbox(tmp_path / "dagster_home", prefix="tpre") as box:
+            for client_id in (there, fresh):
+                box.add_client(client_id, "key", ClientStatus.PENDING)
+                with box.connections() as c:
+                    assert isinstance(lifecycle.provision(c, client_id), lifecycle.Provisioned)
+
+        def exists(client_id: str) -> bool:
+            name = database_name_for(client_id)
+            return bool(int(ch.command(f"EXISTS DATABASE `{name}`")))  # type: ignore[arg-type]
+
+        assert exists(there) and not exists(fresh)
+    finally:
+        ch.command(f"DROP DATABASE IF EXISTS `{database_name_for(there)}`")
+        ch.close()
