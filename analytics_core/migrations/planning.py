@@ -1,7 +1,9 @@
 """Which migrations a client database still needs: a pure function.
 
-Invariant: a version recorded in `schema_versions` is never applied again; if
-its file changed since (checksum differs) or disappeared, the plan is refused.
+Invariants: a version recorded in `schema_versions` is never applied again; if
+its file changed since (checksum differs) or disappeared, the plan is refused. A pending
+version is planned only if every statement of it can run twice (`rerunnable`): a run killed
+between a statement and its record re-applies the whole file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from analytics_core.migrations.files import MigrationFile
+from analytics_core.migrations.rerunnable import rerun_problem
 from analytics_core.registry import AppliedVersion
 
 
@@ -46,9 +49,12 @@ def plan(available: Sequence[MigrationFile], applied: Sequence[AppliedVersion]) 
                 "applied migrations must not be edited: revert the file and add a new version",
             )
     done = {a.version for a in applied}
-    return Plan(
-        tuple(m for m in sorted(available, key=lambda m: m.version) if m.version not in done)
-    )
+    pending = tuple(m for m in sorted(available, key=lambda m: m.version) if m.version not in done)
+    for m in pending:
+        problem = rerun_problem(m.sql)
+        if problem is not None:
+            return Refused(m.version, f"version {m.version} ({m.name}): {problem}")
+    return Plan(pending)
 
 
 def latest_version(applied: Sequence[AppliedVersion]) -> int | None:

@@ -235,7 +235,9 @@ def test_a_partition_added_by_hand_is_removed_and_the_tick_says_why(sb: Sandbox)
 def test_failed_provisioning_marks_client_failed_and_fails_the_run(
     sb: Sandbox, migrations_dir: Path
 ) -> None:
-    (migrations_dir / "v002_broken.sql").write_text("ALTER TABLE events_base ADD COLUMN\n")
+    # Re-runnable in form (the planner passes it) but not valid SQL: ClickHouse refuses it.
+    broken_sql = "ALTER TABLE events_base ADD COLUMN IF NOT EXISTS\n"
+    (migrations_dir / "v002_broken.sql").write_text(broken_sql)
     defs = sb.definitions(migrations_dir)
     client_id = new_id()
     sb.add_client(client_id, "k")

@@ -105,3 +105,61 @@ def test_events_view_lists_every_base_column_by_name() -> None:
     assert not view_is_stale(["a", "b"], ["a", "b"])
     assert view_is_stale(["a", "b", "page_url"], ["a", "b"])  # a column added later
     assert view_is_stale(["a", "b"], [])  # no view at all
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ("ALTER TABLE events_base ADD COLUMN a String", "ADD COLUMN without IF NOT EXISTS"),
+        (
+            "ALTER TABLE events_base ADD COLUMN IF NOT EXISTS a String, add index i a"
+            " TYPE bloom_filter GRANULARITY 4",
+            "ADD INDEX without IF NOT EXISTS",
+        ),
+        ("alter table `events_base` drop column a", "DROP COLUMN without IF EXISTS"),
+        ("ALTER TABLE t ON CLUSTER '{c}' RENAME COLUMN a TO b", "RENAME COLUMN without IF"),
+        ("ALTER TABLE t ADD PROJECTION p (SELECT *)", "ADD PROJECTION without IF NOT"),
+        ("CREATE TABLE x (a Int8) ENGINE = Log", "CREATE without IF NOT EXISTS"),
+        ("create materialized view mv TO t AS SELECT 1", "CREATE without IF NOT EXISTS"),
+        ("DROP TABLE old", "DROP without IF EXISTS"),
+    ],
+)
+def test_a_pending_migration_that_can_not_run_twice_is_refused_with_the_fix(
+    sql: str, problem: str
+) -> None:
+    """A run killed between a statement and its record re-applies the whole file, so a
+    statement that fails the second time would leave the client stuck for good."""
+    first = mf(1, "ALTER TABLE t ADD COLUMN IF NOT EXISTS z String")
+    bad = mf(2, f"-- a comment; with a semicolon\n{first.sql};\n{sql};")
+    result = plan([mf(0), first, bad], [applied(mf(0))])
+    assert isinstance(result, Refused) and result.version == 2
+    assert f"statement 2 ({' '.join(sql.split())[:80]!r}) is {problem}" in result.reason
+    assert "write it with IF [NOT] EXISTS" in result.reason
+    # Applied already: it is never run again, so it no longer matters.
+    assert plan([mf(0), first, bad], [applied(f) for f in (mf(0), first, bad)]) == Plan(())
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ALTER TABLE events_base ADD COLUMN IF NOT EXISTS a String DEFAULT 'add column b',"
+        " ADD INDEX IF NOT EXISTS i a TYPE set(0) GRANULARITY 1",
+        "ALTER TABLE t DROP COLUMN IF EXISTS a, RENAME COLUMN IF EXISTS b TO c",
+        "ALTER TABLE t MODIFY COLUMN a LowCardinality(String), MATERIALIZE INDEX i",
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS m Map(String, String) COMMENT 'drop table x'",
+        "CREATE TABLE IF NOT EXISTS x (a Int8) ENGINE = Log",
+        "CREATE OR REPLACE VIEW v AS SELECT 1",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS mv TO t AS SELECT 1",
+        "DROP VIEW IF EXISTS v",
+        "OPTIMIZE TABLE events_base FINAL",
+    ],
+)
+def test_re_runnable_statements_are_planned(sql: str) -> None:
+    result = plan([mf(0), mf(1, sql)], [applied(mf(0))])
+    assert isinstance(result, Plan) and [m.version for m in result.pending] == [1]
+
+
+def test_the_shipped_schema_and_migrations_can_all_run_twice() -> None:
+    files = load()
+    result = plan(files, [])
+    assert isinstance(result, Plan) and len(result.pending) == len(files)
