@@ -15,6 +15,8 @@ rotate-key ID              set a new API key, invalidating the router cache
 invalidate ID              drop a client's router cache entry now
 set-quota ID [--events-per-s R] [--burst N] [--default]
                            a client's capture quota (options left out keep their value)
+check-migrations [--dir D] check ClickHouse migration files before they ship: names,
+                           versions, and that every statement can run twice (no server)
 
 An API key may start with '-' (`--api-key -x...` works, as does `--api-key=-x...`).
 Exit codes: 0 done, 1 failed (or nothing to do), 2 refused (bad arguments, no confirmation).
@@ -26,6 +28,7 @@ import argparse
 import secrets
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg2
 
@@ -33,6 +36,8 @@ from analytics_core import lifecycle, pg, quotas, registry
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import MAX_TEXT, hash_api_key
+from analytics_core.migrations import files as migration_files
+from analytics_core.migrations.rerunnable import rerun_problem
 from analytics_core.moves import cli as moves_cli
 from analytics_core.naming import client_id_problem
 from analytics_core.placement import Placed, PlacementRefused, place
@@ -89,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     quota.add_argument("--burst", type=int, help="bucket capacity, events (>= 1)")
     quota.add_argument("--default", action="store_true", help="use the service defaults")
     moves_cli.add_parsers(sub)
+    check = sub.add_parser(
+        "check-migrations",
+        help="check migration files (names, versions, re-runnable statements); no server",
+    )
+    check.add_argument(
+        "--dir",
+        type=Path,
+        help="folder of vNNN_<name>.sql files (default: the migrations shipped in the package)",
+    )
     return p
 
 
@@ -154,6 +168,8 @@ def _key_problem(key: str | None) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_glue_key_values(sys.argv[1:] if argv is None else argv))
+    if args.command == "check-migrations":  # reads files only: no settings, no server
+        return _check_migrations(args.dir)
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -177,6 +193,29 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 2
     return COMMANDS[args.command](settings, args)
+
+
+def _check_migrations(directory: Path | None) -> int:
+    """The checks the planner makes before a file runs, made on every file at once."""
+    if directory is not None and not directory.is_dir():
+        print(f"error: --dir {directory}: not a folder", file=sys.stderr)
+        return 2
+    try:
+        found = migration_files.load(directory)
+    except (migration_files.MigrationFileError, UnicodeDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    bad = 0
+    for m in found:
+        problem = rerun_problem(m.sql)
+        label = "base schema" if m.version == 0 else f"v{m.version:03d} {m.name}"
+        if problem is None:
+            print(f"ok    {label}")
+        else:
+            bad += 1
+            print(f"error {label}: {problem}")
+    print(f"{len(found) - bad} of {len(found)} file(s) can be applied (and re-applied)")
+    return 1 if bad else 0
 
 
 def _migrate_metadata(settings: Settings, _args: argparse.Namespace) -> int:
@@ -350,6 +389,8 @@ COMMANDS: dict[str, Command] = {
     "invalidate": _invalidate,
     "set-quota": _set_quota,
     "move-client": _move_client,
+    # Also dispatched before settings are read (main): it reads files only.
+    "check-migrations": lambda _settings, args: _check_migrations(args.dir),
 }
 
 # Commands that name a client: its id (and a given --api-key) is checked before anything runs.

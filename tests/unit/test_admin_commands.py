@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,43 @@ def test_a_bad_client_id_is_refused_before_any_connection(
     # Settings pointing nowhere: reaching any server would fail differently.
     assert admin._run(args, Settings.from_env({"POSTGRES_PORT": "1"})) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_check_migrations_reports_every_file_and_fails_on_one_that_can_not_run_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Settings that can not be read: the check reads files only, so it still runs.
+    env = {"POSTGRES_PORT": "not-a-port"}
+    (tmp_path / "v002_ok.sql").write_text(
+        "ALTER TABLE events_base ADD COLUMN IF NOT EXISTS a UInt8"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out == [
+            "ok    base schema",
+            "ok    v002 ok",
+            "2 of 2 file(s) can be applied (and re-applied)",
+        ]
+
+        (tmp_path / "v003_bad.sql").write_text("CREATE TABLE t (a UInt8) ENGINE = Log")
+        assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
+        out = capsys.readouterr().out
+        assert (
+            "error v003 bad: statement 1 ('CREATE TABLE t (a UInt8) ENGINE = Log') is CREATE" in out
+        )
+        assert out.endswith("2 of 3 file(s) can be applied (and re-applied)\n")
+
+        (tmp_path / "v4_misnamed.sql").write_text("SELECT 1")
+        assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
+        assert "v4_misnamed.sql: migration files must be named" in capsys.readouterr().err
+
+        assert admin.main(["check-migrations", "--dir", str(tmp_path / "nope")]) == 2
+        assert "not a folder" in capsys.readouterr().err
+
+
+def test_check_migrations_passes_the_shipped_files(capsys: pytest.CaptureFixture[str]) -> None:
+    assert admin.main(["check-migrations"]) == 0
+    assert capsys.readouterr().out.startswith("ok    base schema\nok    v001 page_url_column\n")
