@@ -308,6 +308,39 @@ def test_new_migration_is_applied_to_every_active_client(sb: Sandbox, migrations
     assert versions(sb, a)[2][1] == results[a].run_id
 
 
+def test_a_migration_that_could_not_run_twice_is_refused_before_any_statement(
+    sb: Sandbox, migrations_dir: Path
+) -> None:
+    defs = sb.definitions(migrations_dir)
+    client_id = new_id()
+    database = "client_" + client_id.replace("-", "_")
+    provision(sb, defs, client_id)
+    before = versions(sb, client_id)
+    # Its first statement is fine; its second would fail on a re-run after an interruption.
+    (migrations_dir / "v002_session_id.sql").write_text(
+        V002_SESSION + "ALTER TABLE events_base ADD COLUMN plain UInt8;\n"
+    )
+    found = tick(sb, defs, MIGRATIONS, None)
+    assert [r.partition_key for r in found.run_requests] == [client_id]
+
+    result = launch(sb, defs, MIGRATIONS, found.run_requests[0])
+
+    assert result is not None and not result.success
+    message = failure_message(result)
+    assert f"migration of client '{client_id}' refused" in message
+    assert "version 2 (session_id): statement 3 ('ALTER TABLE events_base ADD COLUMN plain" in (
+        message
+    )
+    assert "is ADD COLUMN without IF NOT EXISTS" in message
+    # Refused before it ran: not even the file's good statements reached ClickHouse.
+    assert versions(sb, client_id) == before
+    assert not {"session_id", "plain"} & columns(sb, database)
+    waiting = tick(sb, defs, MIGRATIONS, found.cursor)
+    assert waiting.skip_message and f"{client_id}: refused: version 2 (session_id)" in (
+        waiting.skip_message
+    )
+
+
 def test_tampered_applied_migration_is_refused(sb: Sandbox, migrations_dir: Path) -> None:
     (migrations_dir / "v002_session_id.sql").write_text(V002_SESSION)
     defs = sb.definitions(migrations_dir)
