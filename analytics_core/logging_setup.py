@@ -8,8 +8,10 @@ Every line about an event carries `client_id` and its Kafka coordinates
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -40,6 +42,45 @@ class JsonFormatter(logging.Formatter):
 _ECHOES = ("urllib3.connectionpool", "clickhouse_connect.driver")
 
 
+# librdkafka's own lines, forwarded by the services' Kafka clients (`"logger"` in their
+# config). With the brokers away it logs every reconnect attempt: ~20 lines a second.
+LIBRDKAFKA_LOGGERS = ("router.kafka", "capture.kafka")
+_DIGITS = re.compile(r"\d+")
+
+
+class RepeatedLines(logging.Filter):
+    """Lets a line through once per `window_s` for each shape (its text with the numbers
+    left out: ports, thread ids, "after 0ms"); the first one let through after a quiet
+    window carries `repeated`, how many of its shape were held back before it. At most
+    `max_shapes` shapes are remembered (then the memory starts over)."""
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        max_shapes: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self.max_shapes = max_shapes
+        self._clock = clock
+        self._seen: dict[str, list[float]] = {}  # shape -> [let through at, held back]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        shape = _DIGITS.sub("#", record.getMessage())
+        now = self._clock()
+        seen = self._seen.get(shape)
+        if seen is not None and now - seen[0] < self.window_s:
+            seen[1] += 1
+            return False
+        if seen is None and len(self._seen) >= self.max_shapes:
+            self._seen.clear()
+        if seen is not None and seen[1]:
+            record.repeated = int(seen[1])
+        self._seen[shape] = [now, 0]
+        return True
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -50,3 +91,8 @@ def configure(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(
             logging.NOTSET if root.level <= logging.DEBUG else logging.ERROR
         )
+    for name in LIBRDKAFKA_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RepeatedLines)]:
+            logger.removeFilter(old)
+        logger.addFilter(RepeatedLines())

@@ -38,9 +38,12 @@ def log_config(level: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "analytics_core.logging_setup.JsonFormatter"}},
+        "filters": {"repeats": {"()": "analytics_core.logging_setup.RepeatedLines"}},
         "handlers": {"console": json_handler, "access": json_handler},
         "root": {"handlers": ["console"], "level": level.upper()},
         "loggers": {
+            # librdkafka's reconnect lines while Kafka is away: once a minute per shape.
+            "capture.kafka": {"filters": ["repeats"]},
             "_granian": {"handlers": ["console"], "level": "WARNING", "propagate": False},
             "granian.access": {"handlers": ["access"], "level": "WARNING", "propagate": False},
         },

@@ -8,6 +8,7 @@ of bad input the router must dead-letter.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator
 import orjson
 
 from analytics_core import kafka_clients
+from analytics_core.logging_setup import RepeatedLines
 from analytics_core.settings import Settings
 
 INVALID_KINDS = (
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print("send_events: --count and --rate must be >= 0", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    producer = kafka_clients.producer(settings.kafka, **{"linger.ms": 10})
+    producer = kafka_clients.producer(settings.kafka, **{"linger.ms": 10, "logger": _kafka_log()})
     failures: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:
@@ -154,6 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         f" ({sent / elapsed if elapsed else 0:.0f}/s); failed: {len(failures) + left}"
     )
     return 1 if failures or left else 0
+
+
+def _kafka_log() -> logging.Logger:
+    """librdkafka's lines on stderr, each shape once a minute (with Kafka away it logs every
+    reconnect attempt)."""
+    log = logging.getLogger("send_events.kafka")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("kafka: %(message)s"))
+        log.addHandler(handler)
+        log.addFilter(RepeatedLines())
+        log.propagate = False
+    return log
 
 
 if __name__ == "__main__":

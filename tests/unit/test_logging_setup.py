@@ -64,3 +64,59 @@ def test_library_retry_warnings_are_left_to_the_services_own_line(capsys) -> Non
         root.setLevel(level)
         for name in ("urllib3.connectionpool", "clickhouse_connect.driver"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_librdkafka_reconnect_lines_come_once_a_minute_with_how_many_were_held_back(
+    capsys,  # type: ignore[no-untyped-def]
+) -> None:
+    """With Kafka away librdkafka logs each reconnect attempt (~20 lines a second were seen
+    in the router's log); one line a minute per shape says the same."""
+    from analytics_core.logging_setup import RepeatedLines
+
+    now = [100.0]
+    repeats = RepeatedLines(window_s=60, clock=lambda: now[0])
+
+    def line(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("router.kafka", logging.ERROR, __file__, 1, msg, None, None)
+
+    fail = "FAIL [c#consumer-{}] 127.0.0.1:59092/bootstrap: Connect failed (after {}ms in CONNECT)"
+    first = line(fail.format(2, 0))
+    assert repeats.filter(first) and not hasattr(first, "repeated")
+    for i in range(400):
+        now[0] += 0.05
+        assert not repeats.filter(line(fail.format(2, i % 7)))  # same shape, other numbers
+    other = line("FAIL 127.0.0.1:59092/1: Disconnected")
+    assert repeats.filter(other)  # another shape passes at once
+    now[0] = 100.0 + 60.0
+    after = line(fail.format(3, 1))
+    assert repeats.filter(after) and after.repeated == 400  # type: ignore[attr-defined]
+    assert orjson.loads(JsonFormatter().format(after))["repeated"] == 400
+    quiet = line(fail.format(3, 1))
+    now[0] += 61
+    assert repeats.filter(quiet) and not hasattr(quiet, "repeated")
+
+    # The services' Kafka loggers carry it once, however often logging is configured.
+    from analytics_core.logging_setup import LIBRDKAFKA_LOGGERS, configure
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure("INFO")
+        configure("INFO")
+        for name in LIBRDKAFKA_LOGGERS:
+            kafka_log = logging.getLogger(name)
+            assert [type(f) for f in kafka_log.filters] == [RepeatedLines]
+            for _ in range(50):
+                kafka_log.error("FAIL 127.0.0.1:59092/bootstrap: Connect refused (after 0ms)")
+        lines = [orjson.loads(x) for x in capsys.readouterr().err.splitlines()]
+        assert [d["logger"] for d in lines] == list(LIBRDKAFKA_LOGGERS)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        for name in LIBRDKAFKA_LOGGERS:
+            logging.getLogger(name).filters.clear()
+    # capture's worker is configured by granian from log_config: the same filter there.
+    config = log_config("info")
+    assert config["loggers"]["capture.kafka"]["filters"] == ["repeats"]
+    module, name = config["filters"]["repeats"]["()"].rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is RepeatedLines
