@@ -134,6 +134,11 @@ def test_bin_dev_stops_every_service_and_child_on_a_signal(
             proc.wait(10)
     output = log_path.read_text()
     assert "[dev] stopped" in output
+    # The demo's state as the registry has it when bin/dev starts (not a fixed text).
+    [demo_line] = [line for line in output.splitlines() if line.startswith("[dev] demo client")]
+    assert demo_line.endswith(
+        ("(pending until the provisioning sensor runs, within a minute)", "(active)")
+    ), demo_line
     # No warning printed over and over (a PreviewWarning used to appear dozens of times).
     warnings = Counter(
         re.sub(r"^.*?(\w+Warning)", r"\1", line).strip()
