@@ -16,7 +16,8 @@ invalidate ID              drop a client's router cache entry now
 set-quota ID [--events-per-s R] [--burst N] [--default]
                            a client's capture quota (options left out keep their value)
 check-migrations [--dir D] check ClickHouse migration files before they ship: names,
-                           versions, and that every statement can run twice (no server)
+                           versions, and that a run interrupted mid-file can apply the file
+                           again (no server)
 
 An API key may start with '-' (`--api-key -x...` works, as does `--api-key=-x...`).
 Exit codes: 0 done, 1 failed (or nothing to do), 2 refused (bad arguments, no confirmation).
@@ -96,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     moves_cli.add_parsers(sub)
     check = sub.add_parser(
         "check-migrations",
-        help="check migration files (names, versions, re-runnable statements); no server",
+        help="check migration files (names, versions, safe to re-apply); no server",
     )
     check.add_argument(
         "--dir",
@@ -196,7 +197,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_migrations(directory: Path | None) -> int:
-    """The checks the planner makes before a file runs, made on every file at once."""
+    """Every file's name and version, and whether a run interrupted in it could apply it
+    again (`rerunnable.rerun_problem`)."""
     if directory is not None and not directory.is_dir():
         print(f"error: --dir {directory}: not a folder", file=sys.stderr)
         return 2

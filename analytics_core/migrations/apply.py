@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from analytics_core.clickhouse import create_database, run_ddl, table_columns
 from analytics_core.events_table import EVENTS_TABLE, EVENTS_VIEW, events_view_sql, view_is_stale
 from analytics_core.migrations.files import MigrationFile, split_statements
 from analytics_core.migrations.planning import Plan
+from analytics_core.migrations.rerunnable import already_applied
 from analytics_core.naming import validate_identifier
+
+log = logging.getLogger(__name__)
 
 
 def apply_plan(
@@ -27,16 +32,30 @@ def apply_plan(
     current database (the HTTP `database` parameter), whatever the client's default is. On a
     target that is a cluster (`cluster` set) each statement is issued ON CLUSTER with
     replicated engines (cluster_ddl); a statement that can not be is refused before it runs.
-    Statements are written to be re-runnable (IF NOT EXISTS), so a crash between a
-    statement and its record is healed by re-applying the same version. Every run, even one
-    with nothing pending, ends by refreshing the `events` view (`refresh_events_view`).
+    A crash between a statement and its record is healed by re-applying the same version:
+    statements written with IF [NOT] EXISTS run twice as they are, and one written without
+    it that fails only because it was applied before (its column exists, its table is gone:
+    `rerunnable.already_applied`) counts as applied. Every run, even one with nothing
+    pending, ends by refreshing the `events` view (`refresh_events_view`).
     """
     validate_identifier(database)
     create_database(client, database, cluster)
     applied: list[int] = []
     for migration in plan.pending:
-        for statement in split_statements(migration.sql):
-            run_ddl(client, statement, database, cluster)
+        for number, statement in enumerate(split_statements(migration.sql), start=1):
+            try:
+                run_ddl(client, statement, database, cluster)
+            except ClickHouseError as exc:
+                if not already_applied(statement, str(exc)):
+                    raise
+                log.warning(
+                    "%s v%03d statement %d was applied before (a run interrupted after it); "
+                    "counted as applied: %s",
+                    database,
+                    migration.version,
+                    number,
+                    str(exc).splitlines()[0][:200],
+                )
         on_applied(migration)
         applied.append(migration.version)
     refresh_events_view(client, database, cluster)

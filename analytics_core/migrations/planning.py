@@ -1,9 +1,7 @@
 """Which migrations a client database still needs: a pure function.
 
-Invariants: a version recorded in `schema_versions` is never applied again; if
-its file changed since (checksum differs) or disappeared, the plan is refused. A pending
-version is planned only if every statement of it can run twice (`rerunnable`): a run killed
-between a statement and its record re-applies the whole file.
+Invariant: a version recorded in `schema_versions` is never applied again; if
+its file changed since (checksum differs) or disappeared, the plan is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from analytics_core.migrations.files import MigrationFile
-from analytics_core.migrations.rerunnable import rerun_problem
 from analytics_core.registry import AppliedVersion
 
 
@@ -49,12 +46,9 @@ def plan(available: Sequence[MigrationFile], applied: Sequence[AppliedVersion]) 
                 "applied migrations must not be edited: revert the file and add a new version",
             )
     done = {a.version for a in applied}
-    pending = tuple(m for m in sorted(available, key=lambda m: m.version) if m.version not in done)
-    for m in pending:
-        problem = rerun_problem(m.sql)
-        if problem is not None:
-            return Refused(m.version, f"version {m.version} ({m.name}): {problem}")
-    return Plan(pending)
+    return Plan(
+        tuple(m for m in sorted(available, key=lambda m: m.version) if m.version not in done)
+    )
 
 
 def latest_version(applied: Sequence[AppliedVersion]) -> int | None:

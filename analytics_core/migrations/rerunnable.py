@@ -1,17 +1,22 @@
-"""Whether a migration's statements can be run twice (pure).
+"""Running a migration file again after an interruption (pure).
 
 ClickHouse has no transactional DDL: a migration run killed after a statement and before
 its version is recorded in `schema_versions` re-applies the whole file on the next run
-(analytics_core.migrations.apply). That heals only when every statement is re-runnable, so
-a statement of a form that has an `IF [NOT] EXISTS` variant must use it:
+(analytics_core.migrations.apply). A statement written with `IF [NOT] EXISTS` (or `OR
+REPLACE`) runs twice as it is. One of the forms that has such a variant but is written
+without it fails the second time, so:
 
-- `CREATE <object>` needs `IF NOT EXISTS` (or `OR REPLACE`);
-- `DROP <object>` needs `IF EXISTS`;
-- in `ALTER TABLE`, each `ADD COLUMN|INDEX|PROJECTION|CONSTRAINT|STATISTICS` needs
-  `IF NOT EXISTS`, each `DROP ...` of those and each `RENAME COLUMN` needs `IF EXISTS`.
+- `statement_problem` names the form (`CREATE` without `IF NOT EXISTS`, `DROP` without
+  `IF EXISTS`; in `ALTER TABLE` an `ADD COLUMN|INDEX|PROJECTION|CONSTRAINT|STATISTICS`
+  without `IF NOT EXISTS`, a `DROP` of those or a `RENAME COLUMN` without `IF EXISTS`);
+- `already_applied` tells, from ClickHouse's error, that such a statement failed only
+  because what it creates exists or what it drops or renames is gone: the apply step then
+  counts it as applied, which is what `IF [NOT] EXISTS` would have done. Only a statement
+  with one such form is read that way: in an ALTER TABLE of several clauses, one clause
+  found done says nothing of the others.
 
-Other statements (MODIFY COLUMN, MATERIALIZE INDEX, UPDATE, ...) are passed: running them
-twice gives the same schema. String literals and comments are never read as keywords.
+Other statements (MODIFY COLUMN, MATERIALIZE INDEX, UPDATE, ...) run twice to the same
+schema. String literals and comments are never read as keywords.
 """
 
 from __future__ import annotations
@@ -29,10 +34,26 @@ _CREATE = re.compile(rf"^CREATE (?:OR REPLACE )?(?:{_OBJECTS})\b")
 _CREATE_OK = re.compile(rf"^CREATE (?:OR REPLACE |(?:{_OBJECTS}) IF NOT EXISTS\b)")
 _DROP = re.compile(rf"^DROP (?:{_OBJECTS})\b")
 _DROP_OK = re.compile(rf"^DROP (?:{_OBJECTS}) IF EXISTS\b")
-_ALTER = re.compile(r"^ALTER TABLE ")
+_ALTER = re.compile(r"^ALTER TABLE \S+(?: ON CLUSTER \S+)? (.*)$")
 _ADD_PART = re.compile(rf"^ADD ({'|'.join(_PARTS)})\b")
 _DROP_PART = re.compile(rf"^DROP ({'|'.join(_PARTS)})\b")
-_RENAME_COLUMN = re.compile(r"^RENAME COLUMN\b")
+
+# The errors (code, and text where the code is shared with other faults) of a form found
+# already done, as ClickHouse 26 words them. An error not listed fails the run as before.
+_DONE: dict[str, tuple[tuple[int, str], ...]] = {
+    "ADD COLUMN": ((15, ""),),  # DUPLICATE_COLUMN
+    "ADD INDEX": ((44, "already exists"),),
+    "ADD CONSTRAINT": ((44, "already exists"),),
+    "ADD PROJECTION": ((583, "already exists"),),  # ILLEGAL_PROJECTION
+    "DROP COLUMN": ((10, "Cannot find column"),),  # NOT_FOUND_COLUMN_IN_BLOCK
+    "RENAME COLUMN": ((10, "Cannot find column"),),
+    "DROP INDEX": ((36, "Cannot find index"),),
+    "DROP CONSTRAINT": ((36, "Cannot find constraint"),),
+    "DROP PROJECTION": ((582, ""),),  # NO_SUCH_PROJECTION_IN_TABLE
+    "CREATE": ((57, "already exists"), (82, "already exists")),
+    "DROP": ((60, "does not exist"), (81, "does not exist")),  # UNKNOWN_TABLE, _DATABASE
+}
+_CODE = re.compile(r"\bCode: (\d+)\b")
 
 
 def _code(statement: str) -> str:
@@ -74,44 +95,71 @@ def _clauses(alter_body: str) -> list[str]:
     return [c for c in clauses if c]
 
 
-def _alter_problem(code: str) -> str | None:
-    # The clauses follow the table name and an optional ON CLUSTER <name>.
-    m = re.match(r"^ALTER TABLE \S+(?: ON CLUSTER \S+)? (.*)$", code)
-    if m is None:
-        return None
-    for clause in _clauses(m.group(1)):
-        add = _ADD_PART.match(clause)
-        if add and not clause.startswith(f"ADD {add.group(1)} IF NOT EXISTS"):
-            return f"ADD {add.group(1)} without IF NOT EXISTS"
-        drop = _DROP_PART.match(clause)
-        if drop and not clause.startswith(f"DROP {drop.group(1)} IF EXISTS"):
-            return f"DROP {drop.group(1)} without IF EXISTS"
-        if _RENAME_COLUMN.match(clause) and not clause.startswith("RENAME COLUMN IF EXISTS"):
-            return "RENAME COLUMN without IF EXISTS"
+def _clause_form(clause: str) -> str | None:
+    """The form of one ALTER clause that can not run twice, e.g. "ADD COLUMN", or None."""
+    add = _ADD_PART.match(clause)
+    if add and not clause.startswith(f"ADD {add.group(1)} IF NOT EXISTS"):
+        return f"ADD {add.group(1)}"
+    drop = _DROP_PART.match(clause)
+    if drop and not clause.startswith(f"DROP {drop.group(1)} IF EXISTS"):
+        return f"DROP {drop.group(1)}"
+    if clause.startswith("RENAME COLUMN ") and not clause.startswith("RENAME COLUMN IF EXISTS"):
+        return "RENAME COLUMN"
     return None
+
+
+def _forms(statement: str) -> tuple[list[str], int]:
+    """The statement's forms that can not run twice, and its number of clauses."""
+    code = _code(statement)
+    if _CREATE.match(code):
+        return ([] if _CREATE_OK.match(code) else ["CREATE"]), 1
+    if _DROP.match(code):
+        return ([] if _DROP_OK.match(code) else ["DROP"]), 1
+    alter = _ALTER.match(code)
+    if alter is None:
+        return [], 1
+    clauses = _clauses(alter.group(1))
+    return [f for f in map(_clause_form, clauses) if f is not None], len(clauses)
 
 
 def statement_problem(statement: str) -> str | None:
     """Why running `statement` a second time would fail, or None."""
-    code = _code(statement)
-    if _CREATE.match(code) and not _CREATE_OK.match(code):
-        return "CREATE without IF NOT EXISTS"
-    if _DROP.match(code) and not _DROP_OK.match(code):
-        return "DROP without IF EXISTS"
-    if _ALTER.match(code):
-        return _alter_problem(code)
-    return None
+    forms, _clauses_n = _forms(statement)
+    if not forms:
+        return None
+    form = forms[0]
+    return (
+        f"{form} without {'IF EXISTS' if form.startswith(('DROP', 'RENAME')) else 'IF NOT EXISTS'}"
+    )
+
+
+def already_applied(statement: str, error: str) -> bool:
+    """`statement` failed with `error` (ClickHouse's text, "Code: N. ...") only because a
+    run before this one applied it: it has exactly one form that can not run twice, and
+    the error is that form's "exists already" / "is gone already"."""
+    forms, clauses = _forms(statement)
+    if len(forms) != 1 or clauses != 1:
+        return False
+    m = _CODE.search(error)
+    if m is None:
+        return False
+    code = int(m.group(1))
+    return any(code == c and text in error for c, text in _DONE.get(forms[0], ()))
 
 
 def rerun_problem(sql: str) -> str | None:
-    """The first statement of a migration file that can not run twice, said with its fix;
-    None when the whole file can be re-applied."""
+    """The first statement of a migration file that a re-run after an interruption could
+    not heal (see `already_applied`), said with its fix; None when the whole file can be
+    applied again."""
     for number, statement in enumerate(split_statements(sql), start=1):
+        forms, clauses = _forms(statement)
+        if not forms or (len(forms) == 1 and clauses == 1 and forms[0] in _DONE):
+            continue
+        head = " ".join(statement.split())[:80]
         problem = statement_problem(statement)
-        if problem is not None:
-            head = " ".join(statement.split())[:80]
-            return (
-                f"statement {number} ({head!r}) is {problem}: a run interrupted after it "
-                "could not apply the file again; write it with IF [NOT] EXISTS"
-            )
+        return (
+            f"statement {number} ({head!r}) is {problem} in a statement of several clauses"
+            if clauses > 1
+            else f"statement {number} ({head!r}) is {problem}"
+        ) + ": a run interrupted after it could not apply the file again; write IF [NOT] EXISTS"
     return None

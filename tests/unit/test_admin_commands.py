@@ -56,13 +56,16 @@ def test_check_migrations_reports_every_file_and_fails_on_one_that_can_not_run_t
             "2 of 2 file(s) can be applied (and re-applied)",
         ]
 
-        (tmp_path / "v003_bad.sql").write_text("CREATE TABLE t (a UInt8) ENGINE = Log")
+        # A plain CREATE heals on a re-run (counted as applied once it exists); an ALTER of
+        # several clauses that can not run twice does not.
+        (tmp_path / "v003_plain.sql").write_text("CREATE TABLE t (a UInt8) ENGINE = Log")
+        bad = "ALTER TABLE events_base ADD COLUMN b UInt8, ADD COLUMN c UInt8"
+        (tmp_path / "v004_bad.sql").write_text(bad)
         assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
         out = capsys.readouterr().out
-        assert (
-            "error v003 bad: statement 1 ('CREATE TABLE t (a UInt8) ENGINE = Log') is CREATE" in out
-        )
-        assert out.endswith("2 of 3 file(s) can be applied (and re-applied)\n")
+        assert "ok    v003 plain\n" in out
+        assert f"error v004 bad: statement 1 ({bad!r}) is ADD COLUMN without IF NOT EXISTS" in out
+        assert out.endswith("3 of 4 file(s) can be applied (and re-applied)\n")
 
         (tmp_path / "v4_misnamed.sql").write_text("SELECT 1")
         assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
