@@ -66,6 +66,8 @@ class Migrated:
     applied_versions: list[int]
     schema_version: int
     target: str = "default"
+    # Statements a run interrupted before this one had applied (counted as applied now).
+    healed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -309,9 +311,21 @@ def _apply(
                 run_id=run_id,
             )
 
+    healed: list[str] = []
+
+    def heal(m: MigrationFile, number: int, error: str) -> None:
+        healed.append(f"v{m.version:03d} ({m.name}) statement {number}: {error}")
+        registry.audit(
+            conn,
+            client_id,
+            "migration_statement_healed",
+            {"database": database, "version": m.version, "statement": number, "error": error},
+            run_id=run_id,
+        )
+
     try:
         ch = c.clickhouse_for(target.target)
-        done = apply_plan(ch, database, plan, record, cluster=target.cluster)
+        done = apply_plan(ch, database, plan, record, cluster=target.cluster, on_healed=heal)
     except (ClickHouseError, OSError) as exc:
         reason = f"ClickHouse: {str(exc).splitlines()[0][:500]} (target {target.target})"
         return StepFailed(client_id, reason, transient=_is_outage(exc))
@@ -320,7 +334,9 @@ def _apply(
     except NotClusterSafe as exc:
         return StepFailed(client_id, f"cluster {target.cluster}: {exc}", refused=True)
     versions = [a.version for a in applied] + done
-    return Migrated(client_id, database, done, max(versions, default=0), target.target)
+    return Migrated(
+        client_id, database, done, max(versions, default=0), target.target, tuple(healed)
+    )
 
 
 def deprovision_refusal(client_id: str, confirm: str) -> str | None:

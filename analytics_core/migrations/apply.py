@@ -25,6 +25,7 @@ def apply_plan(
     on_applied: Callable[[MigrationFile], None],
     *,
     cluster: str = "",
+    on_healed: Callable[[MigrationFile, int, str], None] | None = None,
 ) -> list[int]:
     """Apply pending migrations in order; `on_applied` records each one right after it ran.
 
@@ -35,8 +36,9 @@ def apply_plan(
     A crash between a statement and its record is healed by re-applying the same version:
     statements written with IF [NOT] EXISTS run twice as they are, and one written without
     it that fails only because it was applied before (its column exists, its table is gone:
-    `rerunnable.already_applied`) counts as applied. Every run, even one with nothing
-    pending, ends by refreshing the `events` view (`refresh_events_view`).
+    `rerunnable.already_applied`) counts as applied: `on_healed` gets its file, its number
+    in the file and ClickHouse's error line. Every run, even one with nothing pending, ends
+    by refreshing the `events` view (`refresh_events_view`).
     """
     validate_identifier(database)
     create_database(client, database, cluster)
@@ -48,14 +50,17 @@ def apply_plan(
             except ClickHouseError as exc:
                 if not already_applied(statement, str(exc)):
                     raise
+                error = str(exc).splitlines()[0][:300]
                 log.warning(
                     "%s v%03d statement %d was applied before (a run interrupted after it); "
                     "counted as applied: %s",
                     database,
                     migration.version,
                     number,
-                    str(exc).splitlines()[0][:200],
+                    error,
                 )
+                if on_healed is not None:
+                    on_healed(migration, number, error)
         on_applied(migration)
         applied.append(migration.version)
     refresh_events_view(client, database, cluster)

@@ -339,6 +339,17 @@ def test_a_migration_run_interrupted_mid_file_heals_on_the_next_run(
 
     assert result is not None and result.success, failure_message(result) if result else None
     assert materialization(result, "client_schema")["applied_now"] == [2]
+    healed = materialization(result, "client_schema")["healed_statements"]
+    assert [h.split(":")[0] for h in healed] == [
+        f"v002 (plain) statement {n}" for n in (1, 2, 3, 4)
+    ]
+    assert "DUPLICATE_COLUMN" in healed[0] and "TABLE_ALREADY_EXISTS" in healed[2]
+    assert "Cannot find column `n` to rename" in healed[3]
+    assert [
+        (d["version"], d["statement"])
+        for action, run_id, d, _ in audit(sb, client_id)
+        if action == "migration_statement_healed" and run_id == result.run_id
+    ] == [(2, 1), (2, 2), (2, 3), (2, 4)]
     assert sorted(versions(sb, client_id)) == sorted([*before, 2])
     assert {"plain", "after_the_crash"} <= columns(sb, database)
     assert columns(sb, database, "plain_daily") == {"day", "total"}

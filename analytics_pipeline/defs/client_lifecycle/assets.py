@@ -114,6 +114,10 @@ def client_schema(
         f"client {client_id}: applied {outcome.applied_versions or 'nothing'}, "
         f"schema version {outcome.schema_version}"
     )
+    for line in outcome.healed:
+        context.log.warning(
+            f"client {client_id}: {line} - applied by an interrupted run; counted as applied"
+        )
     return MaterializeResult(
         metadata={
             "client_id": MetadataValue.text(client_id),
@@ -121,6 +125,7 @@ def client_schema(
             "clickhouse_target": MetadataValue.text(outcome.target),
             "schema_version": MetadataValue.int(outcome.schema_version),
             "applied_now": MetadataValue.json(outcome.applied_versions),
+            "healed_statements": MetadataValue.json(list(outcome.healed)),
             **table,
             **versions_metadata(applied),
             **tables_metadata(row_counts),
