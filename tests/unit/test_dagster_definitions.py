@@ -52,6 +52,7 @@ from analytics_pipeline.resources import (
     RedisResource,
     process_settings,
 )
+from tests.closed_resources import CLOSED_RESOURCES
 
 
 @pytest.fixture
@@ -252,12 +253,7 @@ def test_workspace_yaml_loads_the_definitions_module() -> None:
 
 
 def test_deprovisioning_with_a_wrong_confirmation_is_refused_before_any_connection() -> None:
-    closed = {
-        "postgres": PostgresMetadataResource(host="127.0.0.1", port=9),
-        "clickhouse": ClickHouseResource(host="127.0.0.1", http_port=9),
-        "redis": RedisResource(host="127.0.0.1", port=9),
-    }
-    job = make_definitions(closed).resolve_job_def("deprovision_client")
+    job = make_definitions(CLOSED_RESOURCES).resolve_job_def("deprovision_client")
     for config in (
         {"client_id": "acme", "confirm": "acme2"},
         {"client_id": "Bad Id", "confirm": "Bad Id"},

@@ -17,25 +17,13 @@ from analytics_core.trace.model import TraceReport
 from analytics_pipeline.definitions import make_definitions
 from analytics_pipeline.defs.client_lifecycle.partition_plan import plan_partitions, tick_summary
 from analytics_pipeline.defs.trace.jobs import _dagster_text
-from analytics_pipeline.resources import (
-    ClickHouseResource,
-    KafkaResource,
-    PostgresMetadataResource,
-    RedisResource,
-)
 from analytics_pipeline.tags import PARTITION_TAG
-
-CLOSED = {
-    "postgres": PostgresMetadataResource(host="127.0.0.1", port=9),
-    "clickhouse": ClickHouseResource(host="127.0.0.1", http_port=9),
-    "redis": RedisResource(host="127.0.0.1", port=9),
-    "kafka": KafkaResource(bootstrap_servers="127.0.0.1:9"),
-}
+from tests.closed_resources import CLOSED_RESOURCES
 
 
 @pytest.fixture(scope="module")
 def defs() -> Any:
-    return make_definitions(CLOSED)
+    return make_definitions(CLOSED_RESOURCES)
 
 
 def run(

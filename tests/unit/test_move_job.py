@@ -5,21 +5,11 @@ from __future__ import annotations
 from dagster import DagsterInstance
 
 from analytics_pipeline.definitions import make_definitions
-from analytics_pipeline.resources import (
-    ClickHouseResource,
-    PostgresMetadataResource,
-    RedisResource,
-)
-
-CLOSED = {
-    "postgres": PostgresMetadataResource(host="127.0.0.1", port=9),
-    "clickhouse": ClickHouseResource(host="127.0.0.1", http_port=9),
-    "redis": RedisResource(host="127.0.0.1", port=9),
-}
+from tests.closed_resources import CLOSED_RESOURCES
 
 
 def _failure(config: dict[str, object] | None, partition: str | None) -> tuple[str, bool]:
-    job = make_definitions(CLOSED).resolve_job_def("move_client")
+    job = make_definitions(CLOSED_RESOURCES).resolve_job_def("move_client")
     instance = DagsterInstance.ephemeral()
     if partition is not None:
         instance.add_dynamic_partitions("clients", [partition])
