@@ -122,15 +122,17 @@ def _forms(statement: str) -> tuple[list[str], int]:
     return [f for f in map(_clause_form, clauses) if f is not None], len(clauses)
 
 
-def statement_problem(statement: str) -> str | None:
-    """Why running `statement` a second time would fail, or None."""
-    forms, _clauses_n = _forms(statement)
-    if not forms:
-        return None
-    form = forms[0]
+def _without_guard(form: str) -> str:
+    """E.g. "ADD COLUMN without IF NOT EXISTS"."""
     return (
         f"{form} without {'IF EXISTS' if form.startswith(('DROP', 'RENAME')) else 'IF NOT EXISTS'}"
     )
+
+
+def statement_problem(statement: str) -> str | None:
+    """Why running `statement` a second time would fail, or None."""
+    forms, _clauses_n = _forms(statement)
+    return _without_guard(forms[0]) if forms else None
 
 
 def already_applied(statement: str, error: str) -> bool:
@@ -156,7 +158,7 @@ def rerun_problem(sql: str) -> str | None:
         if not forms or (len(forms) == 1 and clauses == 1 and forms[0] in _DONE):
             continue
         head = " ".join(statement.split())[:80]
-        problem = statement_problem(statement)
+        problem = _without_guard(forms[0])
         return (
             f"statement {number} ({head!r}) is {problem} in a statement of several clauses"
             if clauses > 1
