@@ -558,14 +558,16 @@ def main(argv: list[str] | None = None) -> int:
         report += compare_servers(d, c)
 
     report += ["", "Request path alone (in process, no HTTP server, no Kafka), CPU per event:"]
-    for batch, requests in ((1, 4096), (50, 512)):
-        path = measure_request_path(batch, requests)
-        report.append(
-            f"  batch {batch:>2}: handler {path['handler']:6.2f} us/event, "
-            f"with the ASGI app {path['app']:6.2f} us/event "
-            f"({path['app'] * batch:,.0f} us/request)"
-        )
-        log(report[-1])
+    for native in (True, False):
+        for batch, requests in ((1, 4096), (50, 512)):
+            path = measure_request_path(batch, requests, native=native)
+            report.append(
+                f"  {'compiled' if native else 'Python'} mapping, batch {batch:>2}: "
+                f"handler {path['handler']:6.2f} us/event, "
+                f"with the ASGI app {path['app']:6.2f} us/event "
+                f"({path['app'] * batch:,.0f} us/request)"
+            )
+            log(report[-1])
 
     one = [basic(client_id(0))]
     hundred = [basic(client_id(i)) for i in range(CLIENTS)]

@@ -4,7 +4,8 @@ The real `capture.app.CaptureApp` (ASGI, called with in-memory messages) and the
 `capture.handler.Capture` decode, authenticate, map, pack and answer SDK-style bodies; only
 the edges are replaced: a Kafka sink that acknowledges every message at once, a write key
 that is always valid, a quota that always admits. 64 requests run concurrently (like the
-benchmark's wrk connections). The figure is process CPU time per event and per request,
+benchmark's wrk connections). `native` picks the mapping of Segment batches: the compiled
+fast path (capture.native_path, as the service runs by default) or the Python path. The figure is process CPU time per event and per request,
 the best of a few rounds, with the garbage collector set up as the service sets it up.
 """
 
@@ -25,6 +26,7 @@ from capture.auth import Authenticated
 from capture.config import CaptureSettings
 from capture.handler import Capture, Incoming
 from capture.kafka_sink import Delivered, DeliveryOutcome
+from capture.native_path import load_native
 from capture.quota import ADMITTED, Admitted
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute
@@ -57,7 +59,7 @@ class NoQuota:
         return None
 
 
-def _capture(settings: CaptureSettings, app: CaptureApp) -> Capture:
+def _capture(settings: CaptureSettings, app: CaptureApp, native: bool) -> Capture:
     return Capture(
         settings,
         AckingSink(),  # type: ignore[arg-type]
@@ -65,16 +67,17 @@ def _capture(settings: CaptureSettings, app: CaptureApp) -> Capture:
         NoQuota(),  # type: ignore[arg-type]
         RetryMemory(600, 1_000_000),
         app.metrics,
+        load_native("required" if native else "off", settings.max_event_bytes),
     )
 
 
-def measure(batch: int, requests: int, rounds: int = 5) -> dict[str, float]:
+def measure(batch: int, requests: int, *, native: bool, rounds: int = 5) -> dict[str, float]:
     """CPU microseconds per event of the handler alone and of the ASGI app (handler
     included) on `requests` distinct bodies of `batch` events."""
     settings = CaptureSettings(default_quota=Quota(1e9, 10**9))
     app = CaptureApp(settings)
-    app.capture = _capture(settings, app)
-    handler = _capture(settings, app)
+    app.capture = _capture(settings, app, native)
+    handler = _capture(settings, app, native)
     bodies = [body_of(batch, f"rp-{i}") for i in range(requests)]
     auth = basic(client_id(0))
     headers = {"authorization": auth, "content-type": "application/json"}

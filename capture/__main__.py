@@ -14,6 +14,7 @@ from analytics_core.logging_setup import configure
 from analytics_core.settings import SettingsError, describe
 from capture import VERSION
 from capture.config import CAPTURE_ENV, CaptureSettings
+from capture.native_path import load_native
 
 COMMON_ENV = (
     ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:59092", "Kafka brokers"),
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("capture")
     try:
         settings = CaptureSettings.from_env()
+        load_native(settings.native, settings.max_event_bytes)
     except SettingsError as exc:
         print(f"capture: configuration error: {exc}", file=sys.stderr)
         return 2

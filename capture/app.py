@@ -30,6 +30,7 @@ from capture.config import CaptureSettings
 from capture.handler import Capture, Incoming
 from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink
 from capture.metrics import CaptureMetrics
+from capture.native_path import load_native
 from capture.quota import QuotaBook, RateLimiter
 from capture.responses import Response
 from capture.restart_memory import read_recent
@@ -126,7 +127,8 @@ class CaptureApp:
         )
         self._sink = KafkaSink(s, loop)
         memory = RetryMemory(s.retry_memory_s, s.retry_memory_events)
-        self.capture = Capture(s, self._sink, auth, limiter, memory, self.metrics)
+        native = load_native(s.native, s.max_event_bytes)
+        self.capture = Capture(s, self._sink, auth, limiter, memory, self.metrics, native)
         self._closers = [directory.close, index.close, book.close, registry_thread.shutdown]
         self._limiter = limiter
         self._memory = memory
@@ -138,7 +140,12 @@ class CaptureApp:
         self.metrics.up.set(1)
         log.info(
             "capture ready",
-            extra={"host": s.host, "port": s.port, "kafka": self._kafka_problem or "reachable"},
+            extra={
+                "host": s.host,
+                "port": s.port,
+                "kafka": self._kafka_problem or "reachable",
+                "native_fast_path": "on" if native is not None else "off",
+            },
         )
 
     async def shutdown(self) -> None:

@@ -20,6 +20,9 @@ from analytics_core.settings import (
 # The largest event that still fits a Kafka message of its own (contract v1), with room
 # for the enclosing array.
 EVENT_BYTES_CEILING = MAX_MESSAGE_BYTES - 1024
+# CAPTURE_NATIVE: the compiled fast path (capture.native_path) used when installed / never
+# / or the start refused without it.
+NATIVE_MODES = ("auto", "off", "required")
 
 # name, default, meaning: the single source for --help and the README.
 CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
@@ -86,6 +89,12 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
     ("CAPTURE_CACHE_TTL_S", "60", "Redis client and write-key cache TTL"),
     ("CAPTURE_CACHE_NEGATIVE_TTL_S", "10", "Redis TTL of unknown clients and write keys"),
     ("CAPTURE_SHUTDOWN_TIMEOUT_S", "20", "SIGTERM: finish in-flight requests within this"),
+    (
+        "CAPTURE_NATIVE",
+        "auto",
+        "Compiled fast path for Segment batches (native/): auto (used when installed), "
+        "off, required (refuse to start without it)",
+    ),
 )
 
 
@@ -119,6 +128,7 @@ class CaptureSettings:
     cache_ttl_s: int = 60
     cache_negative_ttl_s: int = 10
     shutdown_timeout_s: float = 20.0
+    native: str = "auto"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> CaptureSettings:
@@ -159,7 +169,12 @@ class CaptureSettings:
             cache_ttl_s=env_int(e, "CAPTURE_CACHE_TTL_S", 60, minimum=1),
             cache_negative_ttl_s=env_int(e, "CAPTURE_CACHE_NEGATIVE_TTL_S", 10, minimum=1),
             shutdown_timeout_s=env_float(e, "CAPTURE_SHUTDOWN_TIMEOUT_S", 20.0, minimum=1.0),
+            native=env_str(e, "CAPTURE_NATIVE", "auto").strip().lower(),
         )
+        if settings.native not in NATIVE_MODES:
+            raise SettingsError(
+                f"CAPTURE_NATIVE={settings.native!r}: use one of {', '.join(NATIVE_MODES)}"
+            )
         if settings.max_event_bytes > EVENT_BYTES_CEILING:
             raise SettingsError(
                 f"CAPTURE_MAX_EVENT_BYTES={settings.max_event_bytes} is above "

@@ -29,6 +29,7 @@ from capture.config import CaptureSettings
 from capture.credentials import header_key
 from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink, QueueFull
 from capture.mapping import (
+    EventRejected,
     MapContext,
     Mapped,
     Parsed,
@@ -38,10 +39,12 @@ from capture.mapping import (
     time_ms,
 )
 from capture.metrics import CaptureMetrics
+from capture.native_path import FastBatch, NativeBatchMapper
 from capture.quota import OverQuota, RateLimiter
 from capture.responses import Response
 from capture.retry_memory import RetryMemory
 from capture.routes import SEGMENT, CaptureRoute
+from capture.segment_format import BATCH_PATHS
 
 log = logging.getLogger("capture")
 
@@ -63,6 +66,7 @@ class Capture:
         limiter: RateLimiter,
         memory: RetryMemory,
         metrics: CaptureMetrics,
+        native: NativeBatchMapper | None = None,
     ) -> None:
         self.s = settings
         self.sink = sink
@@ -70,6 +74,7 @@ class Capture:
         self.limiter = limiter
         self.memory = memory
         self.metrics = metrics
+        self.native = native
 
     async def handle(self, req: Incoming) -> Response:
         started = time.monotonic()
@@ -98,6 +103,17 @@ class Capture:
         route = req.route
         self.metrics.decoded_bytes.add((route.label,), len(decoded.data))
         self.metrics.encodings.add((route.label, decoded.encoding))
+        if (
+            who is not None
+            and self.native is not None
+            and route.fmt == SEGMENT
+            and route.kind in BATCH_PATHS
+        ):
+            fast = self._map_natively(decoded.data, who, header, received_ms)
+            if fast is not None:
+                message = Message(fast.value, fast.event_ids)
+                accepted = len(fast.event_ids)
+                return await self._send(who.client_id, [message], [], accepted, [], started)
         parsed: Parsed[Any] | BodyProblem
         if route.fmt == SEGMENT:
             parsed = segment_format.parse(decoded.data, route.kind)
@@ -147,6 +163,37 @@ class Capture:
             return responses.error(
                 400, "invalid_events", "no event of the request is valid", rejected=rejected
             )
+        return await self._send(client_id, messages, earlier, accepted, rejected, started)
+
+    def _map_natively(
+        self, data: bytes, who: Authenticated, header: str | None, received_ms: int
+    ) -> FastBatch | None:
+        """The batch mapped by the compiled path, or None when the Python path must read
+        it: the compiled path left it (see capture.native_path), the body names another
+        write key (a 400 the Python path words), or an event may be an SDK retry."""
+        assert self.native is not None
+        fast = self.native.map(data, who.client_id, who.key_hash, received_ms)
+        if (
+            fast is None
+            or (fast.write_key is not None and fast.write_key != header)
+            or (self.memory and any(self.memory.fate(e) is not None for e in fast.event_ids))
+        ):
+            self.metrics.native.add(("python",))
+            return None
+        self.metrics.native.add(("native",))
+        return fast
+
+    async def _send(
+        self,
+        client_id: str,
+        messages: list[Message],
+        earlier: list[asyncio.Future[DeliveryOutcome]],
+        accepted: int,
+        rejected: list[EventRejected],
+        started: float,
+    ) -> Response:
+        """Quota, produce, wait for Kafka, answer 200 for `accepted` events: those of
+        `messages` and the retried ones whose first copy is `earlier`'s."""
         if messages:
             if self.sink.brokers_down:
                 return self._unavailable("kafka", "Kafka is unavailable; retry later")

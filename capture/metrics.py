@@ -110,6 +110,12 @@ class CaptureMetrics:
             "Events acknowledged by Kafka and answered 200",
             ["client_id"],
         )
+        self.native = Tally(
+            "capture_native_batches",
+            "Segment batches (with the key in the header) by what mapped them: native (the "
+            "compiled fast path) or python (the compiled path left it, or is not installed)",
+            ["path"],
+        )
         self.stale_verdicts = Tally(
             "capture_auth_stale_verdicts",
             "Requests answered with a write key's last verdict: the registry was late or away",
@@ -119,6 +125,7 @@ class CaptureMetrics:
             _PlainMetrics(
                 [
                     self.stale_verdicts,
+                    self.native,
                     self.requests,
                     self.request_seconds,
                     self.request_bytes,

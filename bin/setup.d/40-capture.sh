@@ -4,6 +4,7 @@
 #   bench/bench_capture.py);
 # - posthog-js from npm (the browser SDK the test page loads), cached once under
 #   ~/.cache/analytics-pipeline/posthog-js-<version>/;
+# - capture_native, the compiled fast path (native/, needs Rust: https://rustup.rs);
 # - vegeta (open-loop load generator of the benchmark's latency runs), built once from the
 #   Go module proxy into ~/.cache/analytics-pipeline/vegeta-<version>/ and linked as
 #   ~/.cache/analytics-pipeline/bin/vegeta.
@@ -55,3 +56,23 @@ if [[ ! -x ${vegeta_dir}/vegeta ]]; then
 fi
 mkdir -p "${CACHE}/bin"
 ln -sfn "${vegeta_dir}/vegeta" "${CACHE}/bin/vegeta"
+
+# The compiled fast path for Segment batches (native/, Rust + PyO3; capture.native_path),
+# installed into .venv as `capture_native`. Rebuilt only when native/ changes; cargo's
+# build directory is cached under ~/.cache so a clean clone rebuilds in seconds.
+cargo=$(command -v cargo || true)
+[[ -n $cargo ]] || cargo="${HOME}/.cargo/bin/cargo"
+native_hash=$(cat native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/*.rs | sha256sum | cut -c1-16)
+native_stamp=".venv/.capture-native-${native_hash}"
+if [[ ! -f $native_stamp ]] || ! .venv/bin/python -c 'import capture_native' 2>/dev/null; then
+  if [[ ! -x $cargo ]]; then
+    log "Rust (cargo) is needed to build capture's compiled fast path (native/): install it"
+    log "from https://rustup.rs, then run bin/setup again"
+    exit 1
+  fi
+  log "building capture's compiled fast path (native/, $("$cargo" --version))"
+  PATH="$(dirname "$cargo"):${PATH}" CARGO_TARGET_DIR="${CACHE}/capture-native-target" \
+    .venv/bin/pip install -q --disable-pip-version-check ./native
+  rm -f .venv/.capture-native-*
+  touch "$native_stamp"
+fi

@@ -1,13 +1,18 @@
 """The request flow's delivery rule, with a Kafka sink whose acknowledgements the test
 controls: 200 only once every message is acknowledged; a 503'd request's events are not
 produced again when the SDK retries, whether their first copy is still on its way or was
-acknowledged after the 503; a copy that definitely failed is produced again."""
+acknowledged after the 503; a copy that definitely failed is produced again. Every test
+runs twice: Segment batches mapped by the Python path, and by the compiled fast path
+(capture.native_path), which must keep every one of these rules."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 from analytics_core.quotas import Quota
 from capture.auth import Authenticated
@@ -15,6 +20,7 @@ from capture.config import CaptureSettings
 from capture.handler import Capture, Incoming
 from capture.kafka_sink import Delivered, DeliveryOutcome, NotDelivered
 from capture.metrics import CaptureMetrics
+from capture.native_path import NativeBatchMapper, load_native
 from capture.quota import Admitted
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute
@@ -57,10 +63,28 @@ class NoLimit:
         return None
 
 
+MAPPER: list[NativeBatchMapper | None] = [None]
+
+
+@pytest.fixture(autouse=True, params=["python", "native"])
+def mapper(request: pytest.FixtureRequest) -> Iterator[str]:
+    MAPPER[0] = load_native("required", 256 * 1024) if request.param == "native" else None
+    yield request.param
+    MAPPER[0] = None
+
+
 def capture(sink: ControlledSink) -> Capture:
     settings = CaptureSettings(ack_timeout_s=0.2, default_quota=Quota(1e9, 10**9))
     memory = RetryMemory(ttl_s=60, max_events=1000)
-    return Capture(settings, sink, AlwaysAuthenticated(), NoLimit(), memory, CaptureMetrics())  # type: ignore[arg-type]
+    return Capture(
+        settings,
+        sink,  # type: ignore[arg-type]
+        AlwaysAuthenticated(),  # type: ignore[arg-type]
+        NoLimit(),  # type: ignore[arg-type]
+        memory,
+        CaptureMetrics(),
+        MAPPER[0],
+    )
 
 
 def events_in(value: bytes) -> list[str]:
@@ -77,6 +101,8 @@ def test_acknowledged_request_is_200() -> None:
         answer = await task
         assert answer.status == 200 and json.loads(answer.body)["accepted"] == 3
         assert len(sink.values) == 1 and len(events_in(sink.values[0])) == 3
+        paths = {("native",): 1} if MAPPER[0] is not None else {}
+        assert cap.metrics.native.values == paths
 
     asyncio.run(scenario())
 
