@@ -9,8 +9,10 @@ to a topic of its own (`bench_capture_raw`, so no router ever reads these events
 2. the request path alone, in process (bench/capture_request_path.py): CPU per event
    without HTTP and Kafka;
 3. batches of 1 and 50 events, for 1 and 100 clients: the capture service (`python -m
-   capture`) and, alternating with it, the bare HTTP -> Kafka handler (bench/baselines/
-   bare_http_kafka.py): events/s at the maximum and the CPU the server used per event,
+   capture`) and, before each, the bare HTTP -> Kafka handler (bench/baselines/
+   bare_http_kafka.py) with the same clients (it keys by the Authorization header, so its
+   messages spread over partitions as capture's do): events/s at the maximum and the CPU
+   the server used per event,
    `--repeat` times, then p50/p95/p99 of acknowledged requests at half of the capture
    service's (median) maximum rate, for the capture service and the bare handler alike,
    after `WARMUP_S` seconds at that rate (reported apart: they hold the clients' first
@@ -40,6 +42,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +91,7 @@ setup = function(thread)
 end
 request = function()
   counter = counter + 1
-  local seq = tostring(tid) .. "-" .. tostring(counter)
+  local seq = "%(run)s-" .. tostring(tid) .. "-" .. tostring(counter)
   local b = string.gsub(body, "@SEQ@", seq)
   local headers = {}
   headers["Content-Type"] = "application/json"
@@ -131,6 +134,9 @@ def run_wrk(
 ) -> Load:
     body = body_of(batch).decode()
     script = WRK_LUA % {
+        # Message ids unique to this wrk run: the service remembers the ids of recent
+        # writes (restart and retry memory) and would take a repeated body for an SDK retry.
+        "run": uuid.uuid4().hex[:12],
         "keys": ",".join(json.dumps(k) for k in keys),
         "body": body,
         "path": path,
@@ -197,10 +203,11 @@ def run_vegeta(
 ) -> Load:
     """Open loop at `rate` requests/s; distinct bodies so no two requests repeat events."""
     targets = []
+    run = uuid.uuid4().hex[:12]  # ids unique to this run (see WRK_LUA's)
     for n in range(min(2000, max(200, rate * 2))):
         cid = clients[n % len(clients)]
         body_path = workdir / f"{tag}-{n}.json"
-        body_path.write_bytes(body_of(batch, f"{tag}-{n}"))
+        body_path.write_bytes(body_of(batch, f"{run}-{tag}-{n}"))
         targets.append(
             f"POST {url}{path}\nContent-Type: application/json\nAuthorization: {basic(cid)}\n"
             f"@{body_path}\n"
@@ -590,11 +597,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rep in range(args.repeat):
             for batch in (1, 50):
-                base = measured(bare, bare.url, batch, one, d, c)
-                runs.setdefault(("bare", batch, 1), []).append(base)
-                report.append(base.text(f"  bare HTTP->Kafka, batch {batch}"))
-                log(report[-1])
                 for n, keys in ((1, one), (CLIENTS, hundred)):
+                    # The bare handler keys each request by its Authorization header, so
+                    # with n clients its messages spread over partitions as capture's do.
+                    base = measured(bare, bare.url, batch, keys, d, c)
+                    runs.setdefault(("bare", batch, n), []).append(base)
+                    report.append(base.text(f"  bare HTTP->Kafka, batch {batch}, {n} client(s)"))
+                    log(report[-1])
                     run = measured(cap, cap.url, batch, keys, d, c)
                     runs.setdefault(("capture", batch, n), []).append(run)
                     ratio = run.load.eps / base.load.eps
@@ -605,14 +614,13 @@ def main(argv: list[str] | None = None) -> int:
                 report.append("")
         report += ["", "Summary of the maximum-rate runs (ranges over the repetitions):"]
         for batch in (1, 50):
-            bare_runs = runs[("bare", batch, 1)]
-            bare_eps = span([r.load.eps for r in bare_runs])
-            bare_cpu = span([r.cpu_us_per_event for r in bare_runs], "{:.1f}")
-            report.append(
-                f"  batch {batch:>2}, bare:                {bare_eps:>15} ev/s, "
-                f"server CPU {bare_cpu} us/event"
-            )
             for n in (1, CLIENTS):
+                bare_runs = runs[("bare", batch, n)]
+                report.append(
+                    f"  batch {batch:>2}, bare,    {n:>3} client(s): "
+                    f"{span([r.load.eps for r in bare_runs]):>15} ev/s, server CPU "
+                    f"{span([r.cpu_us_per_event for r in bare_runs], '{:.1f}')} us/event"
+                )
                 cap_runs = runs[("capture", batch, n)]
                 ratios = [r.load.eps / b.load.eps for r, b in zip(cap_runs, bare_runs, strict=True)]
                 report.append(
@@ -621,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{span(ratios, '{:.2f}')} x bare, server CPU "
                     f"{span([r.cpu_us_per_event for r in cap_runs], '{:.1f}')} us/event"
                 )
-        log("\n".join(report[-5:]))
+        log("\n".join(report[-8:]))
         maxima = {key: median_load(rs) for key, rs in runs.items()}
 
         report += [

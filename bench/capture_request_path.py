@@ -5,8 +5,9 @@ The real `capture.app.CaptureApp` (ASGI, called with in-memory messages) and the
 the edges are replaced: a Kafka sink that acknowledges every message at once, a write key
 that is always valid, a quota that always admits. 64 requests run concurrently (like the
 benchmark's wrk connections). `native` picks the mapping of Segment batches: the compiled
-fast path (capture.native_path, as the service runs by default) or the Python path. The figure is process CPU time per event and per request,
-the best of a few rounds, with the garbage collector set up as the service sets it up.
+fast path (capture.native_path, as the service runs by default) or the Python path. The
+figure is process CPU time per event and per request, the best of a few rounds, with the
+garbage collector set up as the service sets it up.
 """
 
 from __future__ import annotations

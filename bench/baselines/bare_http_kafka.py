@@ -3,8 +3,10 @@
 The same HTTP server (granian, same settings) and the same producer (capture.kafka_sink:
 acks=all, idempotent, answered after the acknowledgement), but nothing else: no body
 decoding, no parsing, no authentication, no quota, no mapping. Each request body becomes one
-Kafka message as is. Run: `python -m bench.baselines.bare_http_kafka` (CAPTURE_PORT,
-KAFKA_RAW_TOPIC as for the capture service).
+Kafka message as is, keyed by the request's Authorization header (one key per client, as
+capture keys by the authenticated client: the same spread over partitions, no parsing). Run:
+`python -m bench.baselines.bare_http_kafka` (CAPTURE_PORT, KAFKA_RAW_TOPIC as for the
+capture service).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class BareApp:
                     return
         body = await read_body(receive)
         assert self.sink is not None
-        outcome = await self.sink.produce(body, b"bare")
+        key = next((v for k, v in scope["headers"] if k == b"authorization"), b"bare")
+        outcome = await self.sink.produce(body, key)
         ok = isinstance(outcome, Delivered)
         await send(
             {

@@ -36,6 +36,7 @@ def test_segment_python_sdk(
     client: ClientFixture = make_client("seg")
     other: ClientFixture = make_client("segother")
     start_router()
+    natively = capture.metric("capture_native_batches_total", path="native")
     errors: list[object] = []
     sdk = Client(
         client.api_key, host=capture.url, gzip=True, on_error=lambda e, b: errors.append(e)
@@ -79,6 +80,9 @@ def test_segment_python_sdk(
     assert json.loads(found["$alias"]["event_properties"])["$previousId"] == "anon-1"
     assert client.api_key not in json.dumps(list(found.values()))
     assert rows(stack, other.database) == []
+    # The SDK's batches took the compiled fast path (capture.native_path), and what it
+    # stored is what the assertions above read.
+    assert capture.metric("capture_native_batches_total", path="native") > natively
 
 
 def test_rudderstack_python_sdk(
@@ -91,6 +95,7 @@ def test_rudderstack_python_sdk(
 
     client: ClientFixture = make_client("rud")
     start_router()
+    natively = capture.metric("capture_native_batches_total", path="native")
     errors: list[object] = []
     sdk = Client(client.api_key, host=capture.url, on_error=lambda e, b: errors.append(e))
     assert sdk.gzip  # RudderStack's SDK compresses by default
@@ -110,6 +115,7 @@ def test_rudderstack_python_sdk(
     # RudderStack's SDK sends identify traits inside context, and that is where they stay.
     identify = json.loads(by_name(found)["$identify"]["event_properties"])
     assert identify["$context"]["traits"] == {"plan": "free"}
+    assert capture.metric("capture_native_batches_total", path="native") > natively
 
 
 def test_posthog_python_sdk(
