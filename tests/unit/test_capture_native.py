@@ -283,6 +283,14 @@ RAW_BODIES = [
     b"[]",
     b"",
     b"null",
+    # Many properties (past the compiled path's small-map limit), a key repeated after
+    # it, and keys the mapping also writes ($context, $anonymousId, $rudderId).
+    (
+        b'{"batch":[{"type":"track","event":"e","userId":"u","anonymousId":"a",'
+        b'"messageId":"m","rudderId":"r","context":{"c":1},"properties":{'
+        + b",".join(b'"k%d":%d' % (i, i) for i in range(40))
+        + b',"k3":"again","$context":"mine","$anonymousId":0,"k39":[39],"$rudderId":1}}]}'
+    ),
 ]
 
 
