@@ -220,32 +220,31 @@ impl<'a> Scan<'a> {
         })
     }
 
-    /// An object at the cursor: `member(key span, key escaped, scanner)` reads each value.
-    fn object(
+    /// An object or array at the cursor (`open` and `close` its brackets): `item` reads
+    /// each member or element; the separators and the closing bracket are checked here.
+    fn sequence(
         &mut self,
         depth: usize,
-        mut member: impl FnMut((usize, usize), bool, &mut Self) -> R<()>,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> R<()>,
     ) -> R<()> {
         if depth > MAX_DEPTH {
             return Err(());
         }
-        self.eat(b'{')?;
+        self.eat(open)?;
         self.ws();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.i += 1;
             return Ok(());
         }
         loop {
             self.ws();
-            let (key, escaped) = self.string()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            member(key, escaped, self)?;
+            item(self)?;
             self.ws();
             match self.peek()? {
                 b',' => self.i += 1,
-                b'}' => {
+                c if c == close => {
                     self.i += 1;
                     return Ok(());
                 }
@@ -254,29 +253,23 @@ impl<'a> Scan<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize, mut element: impl FnMut(&mut Self) -> R<()>) -> R<()> {
-        if depth > MAX_DEPTH {
-            return Err(());
-        }
-        self.eat(b'[')?;
-        self.ws();
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Ok(());
-        }
-        loop {
-            self.ws();
-            element(self)?;
-            self.ws();
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(()),
-            }
-        }
+    /// An object at the cursor: `member(key span, key escaped, scanner)` reads each value.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut((usize, usize), bool, &mut Self) -> R<()>,
+    ) -> R<()> {
+        self.sequence(depth, b'{', b'}', |s| {
+            let (key, escaped) = s.string()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            member(key, escaped, s)
+        })
+    }
+
+    fn array(&mut self, depth: usize, element: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.sequence(depth, b'[', b']', element)
     }
 }
 
@@ -442,22 +435,25 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// An SDK time as epoch ms: None when absent or null; else an RFC 3339 text of the
-    /// strict form or an integer, in the contract's range.
-    fn time(&self, v: Option<Val>) -> R<Option<i64>> {
-        let ms = match v {
-            None => return Ok(None),
+    /// An SDK time as epoch ms, range not checked: None when absent or null; else an RFC
+    /// 3339 text of the strict form or an integer.
+    fn read_time(&self, v: Option<Val>) -> R<Option<i64>> {
+        match v {
+            None => Ok(None),
             Some(v) => match v.kind {
-                Kind::Null => return Ok(None),
-                Kind::Str if !v.escaped => rfc3339_ms(self.text(&v))?,
-                Kind::Int => integer(self.raw(&v))?,
-                _ => return Err(()),
+                Kind::Null => Ok(None),
+                Kind::Str if !v.escaped => rfc3339_ms(self.text(&v)).map(Some),
+                Kind::Int => integer(self.raw(&v)).map(Some),
+                _ => Err(()),
             },
-        };
-        if (0..=MAX_TIMESTAMP_MS).contains(&ms) {
-            Ok(Some(ms))
-        } else {
-            Err(())
+        }
+    }
+
+    /// A message's time: outside the contract's range, the Python path rejects the event.
+    fn time(&self, v: Option<Val>) -> R<Option<i64>> {
+        match self.read_time(v)? {
+            Some(ms) if !in_range(&ms) => Err(()),
+            ms => Ok(ms),
         }
     }
 
@@ -596,6 +592,10 @@ impl<'a> Request<'a> {
         d[8] = (d[8] & 0x3f) | 0x80;
         Ok(uuid_text(&d[..16]))
     }
+}
+
+fn in_range(ms: &i64) -> bool {
+    (0..=MAX_TIMESTAMP_MS).contains(ms)
 }
 
 fn chars(text: &[u8]) -> usize {
@@ -829,21 +829,13 @@ fn map_batch(
     if s.i != body.len() || events.is_empty() {
         return Err(());
     }
-    // The batch's send time: dropped (not refused) when unusable, as the handler does.
+    // The batch's send time: dropped (not refused) when empty or outside the contract's
+    // range, as the handler does.
     let batch_sent_ms = match batch_sent_at {
-        Some(v) if v.kind == Kind::Str && v.text.0 == v.text.1 => None,
-        Some(v) => match req.time(Some(v)) {
-            Ok(ms) => ms,
-            Err(()) if matches!(v.kind, Kind::Str | Kind::Int) && !v.escaped => {
-                if v.kind == Kind::Int || rfc3339_ms(req.text(&v)).is_ok() {
-                    None // read, but outside the contract's range
-                } else {
-                    return Err(());
-                }
-            }
-            Err(()) => return Err(()),
-        },
         None => None,
+        Some(v) if v.kind == Kind::Str && v.text.0 == v.text.1 => None,
+        Some(v) if v.kind == Kind::Int => integer(req.raw(&v)).ok().filter(in_range),
+        Some(v) => req.read_time(Some(v))?.filter(in_range),
     };
 
     let mut out = Vec::with_capacity(body.len() + events.len() * 200);
