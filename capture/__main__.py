@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -12,7 +13,7 @@ from confluent_kafka import KafkaException
 from analytics_core import kafka_clients
 from analytics_core.logging_setup import configure
 from analytics_core.settings import SettingsError, describe
-from capture import VERSION
+from capture import VERSION, open_files
 from capture.config import CAPTURE_ENV, CaptureSettings
 from capture.native_path import load_native
 
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = CaptureSettings.from_env()
         load_native(settings.native, settings.max_event_bytes)
+        connections = open_files.apply(settings.max_connections, settings.max_connections_explicit)
+        settings = dataclasses.replace(settings, max_connections=connections)
     except SettingsError as exc:
         print(f"capture: configuration error: {exc}", file=sys.stderr)
         return 2

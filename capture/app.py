@@ -59,7 +59,7 @@ class _BodyTooLarge(Exception):
 
 
 class _Overloaded(Exception):
-    """The bodies in flight passed CAPTURE_MAX_INFLIGHT_MB."""
+    """Past CAPTURE_MAX_CONCURRENT_REQUESTS or CAPTURE_MAX_INFLIGHT_MB; says which."""
 
 
 class _Held:
@@ -79,7 +79,8 @@ class CaptureApp:
         self._sink: KafkaSink | None = None
         self._kafka_problem: str | None = "not started"
         self._inflight_bytes = 0
-        self._inflight = 0
+        self._inflight = 0  # HTTP requests of any path in progress
+        self._capturing = 0  # capture requests in progress (CAPTURE_MAX_CONCURRENT_REQUESTS)
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], object]] = []
 
@@ -318,20 +319,18 @@ class CaptureApp:
         # length: a client that declares megabytes and sends one byte (before its key is
         # even read) holds one byte of it, not the whole budget for the body timeout.
         held = _Held()
+        self._capturing += 1
         try:
             try:
+                if self._capturing > s.max_concurrent_requests:
+                    raise _Overloaded("too many requests in progress; retry later")
                 if self._inflight_bytes >= s.max_inflight_bytes:
-                    raise _Overloaded
+                    raise _Overloaded("too many request bodies in flight; retry later")
                 async with asyncio.timeout(s.body_timeout_s):
                     body = await self._read_body(receive, s.max_body_bytes, held)
-            except _Overloaded:
+            except _Overloaded as why:
                 self.metrics.unavailable.labels("overload").inc()
-                busy = responses.error(
-                    503,
-                    "overloaded",
-                    "too many request bodies in flight; retry later",
-                    retry_after_s=s.retry_after_s,
-                )
+                busy = responses.error(503, "overloaded", str(why), retry_after_s=s.retry_after_s)
                 await self._drain(receive)
                 await self._finish(route, send, busy, cors, started)
                 return
@@ -354,6 +353,7 @@ class CaptureApp:
                 answer = responses.error(500, "internal_error", "internal error; retry later")
             await self._finish(route, send, answer, cors, started)
         finally:
+            self._capturing -= 1
             self._inflight_bytes -= held.bytes
 
     def _too_large(self) -> Response:
@@ -381,7 +381,7 @@ class CaptureApp:
             held.bytes += len(chunk)
             self._inflight_bytes += len(chunk)
             if self._inflight_bytes > budget:
-                raise _Overloaded
+                raise _Overloaded("too many request bodies in flight; retry later")
             parts.append(chunk)
             if not message.get("more_body", False):
                 break

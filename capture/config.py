@@ -43,7 +43,14 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
     (
         "CAPTURE_MAX_CONCURRENT_REQUESTS",
         "1024",
-        "Requests processed at once; the HTTP server queues the rest",
+        "Capture requests processed at once; above it new ones get 503 (bounds memory)",
+    ),
+    (
+        "CAPTURE_MAX_CONNECTIONS",
+        "8192",
+        "Open client connections, idle keep-alive ones included; more wait in the "
+        "accept queue (needs as many open files: the soft limit is raised, or the "
+        "default lowered, to fit)",
     ),
     ("CAPTURE_ACK_TIMEOUT_MS", "10000", "Wait this long for Kafka's acknowledgement, else 503"),
     ("CAPTURE_RETRY_AFTER_S", "5", "Retry-After of 503 answers (Kafka or registry unavailable)"),
@@ -108,6 +115,8 @@ class CaptureSettings:
     max_event_bytes: int = 256 * 2**10
     max_inflight_bytes: int = 256 * 2**20
     max_concurrent_requests: int = 1024
+    max_connections: int = 8192
+    max_connections_explicit: bool = False  # set by the operator: never lowered to fit
     ack_timeout_s: float = 10.0
     retry_after_s: int = 5
     body_timeout_s: float = 30.0
@@ -142,6 +151,8 @@ class CaptureSettings:
             max_event_bytes=env_int(e, "CAPTURE_MAX_EVENT_BYTES", 256 * 2**10, minimum=256),
             max_inflight_bytes=env_int(e, "CAPTURE_MAX_INFLIGHT_MB", 256, minimum=1) * 2**20,
             max_concurrent_requests=env_int(e, "CAPTURE_MAX_CONCURRENT_REQUESTS", 1024, minimum=1),
+            max_connections=env_int(e, "CAPTURE_MAX_CONNECTIONS", 8192, minimum=16),
+            max_connections_explicit=bool(e.get("CAPTURE_MAX_CONNECTIONS", "").strip()),
             ack_timeout_s=env_int(e, "CAPTURE_ACK_TIMEOUT_MS", 10_000, minimum=100) / 1000,
             retry_after_s=env_int(e, "CAPTURE_RETRY_AFTER_S", 5, minimum=1),
             body_timeout_s=env_float(e, "CAPTURE_BODY_TIMEOUT_S", 30.0, minimum=0.1),

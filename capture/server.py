@@ -3,8 +3,12 @@ candidates is measured by bench/bench_capture.py and compared in the README).
 
 granian's HTTP/1 parser is hyper's (Rust): request headers must arrive within
 CAPTURE_HEADER_TIMEOUT_MS and fit its read buffer, so slow-header and huge-header clients
-are cut off before any Python runs. At most CAPTURE_MAX_CONCURRENT_REQUESTS requests run
-at once (granian's backpressure); the rest wait in the accept queue. SIGTERM stops
+are cut off before any Python runs. granian's backpressure limits connections, not
+requests (an idle keep-alive connection holds its place until it closes), so it is set to
+CAPTURE_MAX_CONNECTIONS (more wait in the accept queue), and the app itself answers 503
+past CAPTURE_MAX_CONCURRENT_REQUESTS requests in progress. With the backpressure at the
+request limit, as it was, a thousand idle SDK connections left every new one unserved
+(seconds of wait in the benchmark, for as long as they stayed open). SIGTERM stops
 accepting, lets requests in flight finish (CAPTURE_SHUTDOWN_TIMEOUT_S), then the app's
 lifespan shutdown flushes the Kafka producer.
 """
@@ -66,7 +70,7 @@ def build_server(
         http=HTTPModes.http1,
         websockets=False,
         backlog=2048,
-        backpressure=settings.max_concurrent_requests,
+        backpressure=settings.max_connections,
         http1_settings=HTTP1Settings(
             header_read_timeout=settings.header_timeout_ms,
             keep_alive=True,

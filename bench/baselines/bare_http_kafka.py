@@ -12,10 +12,12 @@ capture service).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from typing import Any
 
+from capture import open_files
 from capture.config import CaptureSettings
 from capture.kafka_sink import Delivered, KafkaSink
 
@@ -75,8 +77,10 @@ def main() -> int:
     from capture.server import build_server
 
     settings = CaptureSettings.from_env()
+    # The same connection limit (and open files) as capture's: only the handler differs.
+    connections = open_files.apply(settings.max_connections, settings.max_connections_explicit)
     build_server(
-        settings,
+        dataclasses.replace(settings, max_connections=connections),
         os.environ.get("LOG_LEVEL", "WARNING"),
         "bench.baselines.bare_http_kafka:create_app",
     ).serve()

@@ -3,6 +3,7 @@ stays up, and nothing reaches the wrong client's database."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import socket
@@ -204,6 +205,60 @@ def test_http_level_abuse_is_cut_off_and_the_service_stays_up(
     good = cap.post("/v1/track", json.dumps(track()), auth=(client.api_key, ""))
     assert good.status_code == 200
     assert cap.metric("capture_requests_total", route="segment:batch", status="408") == 1
+
+
+def test_idle_keep_alive_connections_never_lock_new_clients_out(
+    stack: Settings,
+    start_capture,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """Idle keep-alive connections (browsers, SDK pools) past the number of requests that
+    may be in progress must not keep new clients waiting: they did, for as long as the
+    idle ones stayed open, when that number was granian's backpressure (which counts
+    connections). Requests in progress past CAPTURE_MAX_CONCURRENT_REQUESTS get 503 with
+    Retry-After, and are served again once the others are done."""
+    client: ClientFixture = make_client("keepalive")
+    cap: CaptureProcess = start_capture(
+        CAPTURE_MAX_CONCURRENT_REQUESTS="4", CAPTURE_BODY_TIMEOUT_S="20"
+    )
+    body = batch(track())
+    auth = base64.b64encode(f"{client.api_key}:".encode()).decode()
+    request = (
+        f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Basic {auth}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(12):  # three times the request limit, each left open after a 200
+            sock = socket.create_connection(("127.0.0.1", cap.port), timeout=10)
+            sock.sendall(request)
+            answer = sock.recv(65536)
+            assert status_of(answer) == 200, answer[:200]
+            idle.append(sock)
+        started = time.monotonic()
+        fresh = cap.post("/v1/batch", body, auth=(client.api_key, ""), timeout=10)
+        assert fresh.status_code == 200, fresh.text
+        assert time.monotonic() - started < 2
+        # Four requests in progress (bodies still arriving): the fifth is refused at once.
+        head = request.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", cap.port), timeout=10)
+            sock.sendall(head + body[:5])
+            idle.append(sock)
+        wait_for(lambda: cap.metric("capture_inflight_requests") >= 5, 10, what="4 requests held")
+        busy = cap.post("/v1/batch", body, auth=(client.api_key, ""), timeout=10)
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["code"] == "overloaded" and "in progress" in busy.json()["message"]
+        assert int(busy.headers["Retry-After"]) >= 1
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(
+        lambda: cap.post("/v1/batch", body, auth=(client.api_key, "")).status_code == 200,
+        20,
+        what="requests served again once the held ones are gone",
+    )
+    assert cap.alive()
 
 
 def test_the_in_flight_budget_counts_bytes_received_not_bytes_declared(
