@@ -24,21 +24,21 @@ def _plan(env: dict[str, str], local: tuple[str, ...] = ALL) -> Topology:
 def test_single_broker_default_keeps_its_name_ports_and_no_replication() -> None:
     kafka = _plan({}).kafka
     assert [(n.name, n.broker_port, n.controller_port) for n in kafka.nodes] == [
-        ("kafka", 59092, 59093)
+        ("kafka", 19092, 19093)
     ]
-    assert kafka.single and kafka.bootstrap_servers == "127.0.0.1:59092"
+    assert kafka.single and kafka.bootstrap_servers == "127.0.0.1:19092"
     assert (kafka.replication_factor, kafka.min_insync_replicas) == (1, 1)
 
 
 def test_three_brokers_interleave_broker_and_controller_ports_from_the_first() -> None:
     kafka = _plan({"DEVSTACK_KAFKA_BROKERS": "3"}).kafka
     assert [(n.node_id, n.name, n.broker_port, n.controller_port) for n in kafka.nodes] == [
-        (1, "kafka-1", 59092, 59093),
-        (2, "kafka-2", 59094, 59095),
-        (3, "kafka-3", 59096, 59097),
+        (1, "kafka-1", 19092, 19093),
+        (2, "kafka-2", 19094, 19095),
+        (3, "kafka-3", 19096, 19097),
     ]
-    assert kafka.bootstrap_servers == "127.0.0.1:59092,127.0.0.1:59094,127.0.0.1:59096"
-    assert kafka.voters == "1@127.0.0.1:59093,2@127.0.0.1:59095,3@127.0.0.1:59097"
+    assert kafka.bootstrap_servers == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    assert kafka.voters == "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
     assert (kafka.replication_factor, kafka.min_insync_replicas) == (3, 2)
 
 
@@ -86,8 +86,8 @@ def test_bootstrap_without_a_port_is_refused() -> None:
 def test_second_clickhouse_server_is_target_ch2_on_the_next_ports() -> None:
     servers = _plan({"DEVSTACK_CLICKHOUSE_SERVERS": "2"}).clickhouse
     assert [(s.target, s.name, s.http_port, s.native_port) for s in servers] == [
-        ("default", "clickhouse", 58123, 59000),
-        ("ch2", "clickhouse-ch2", 58124, 59001),
+        ("default", "clickhouse", 18123, 19000),
+        ("ch2", "clickhouse-ch2", 18124, 19001),
     ]
     assert [s.env_prefix for s in servers] == ["CLICKHOUSE_", "CLICKHOUSE_CH2_"]
     moved = _plan(
@@ -101,13 +101,13 @@ def test_second_clickhouse_server_is_target_ch2_on_the_next_ports() -> None:
 
 
 def test_two_local_servers_on_one_port_are_refused_naming_both() -> None:
-    env = {"DEVSTACK_CLICKHOUSE_SERVERS": "2", "CLICKHOUSE_CH2_HTTP_PORT": "59000"}
+    env = {"DEVSTACK_CLICKHOUSE_SERVERS": "2", "CLICKHOUSE_CH2_HTTP_PORT": "19000"}
     with pytest.raises(StackError) as info:
         _plan(env)
     msg = str(info.value)
-    assert "port 59000" in msg and "clickhouse native" in msg
+    assert "port 19000" in msg and "clickhouse native" in msg
     assert "CLICKHOUSE_CH2_HTTP_PORT" in msg
-    clash = {"DEVSTACK_KAFKA_BROKERS": "3", "REDIS_PORT": "59095"}
+    clash = {"DEVSTACK_KAFKA_BROKERS": "3", "REDIS_PORT": "19095"}
     with pytest.raises(StackError, match=r"redis .* and kafka-2 controller"):
         _plan(clash)
     assert _plan(clash, ("postgres", "redis", "clickhouse"))  # Kafka external: no clash
@@ -125,12 +125,12 @@ def test_env_points_at_every_broker_and_target_and_never_prints_a_password() -> 
     pairs = exports(settings, options, plan(settings, options, ALL))
     got = dict(pairs)
     assert len(got) == len(pairs)
-    assert got["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:59092,127.0.0.1:59094,127.0.0.1:59096"
+    assert got["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
     assert got["DEVSTACK_KAFKA_BROKERS"] == "3" and got["DEVSTACK_CLICKHOUSE_SERVERS"] == "2"
     assert got["CLICKHOUSE_TARGETS"] == "ch2"
     assert (got["CLICKHOUSE_CH2_HTTP_PORT"], got["CLICKHOUSE_CH2_NATIVE_PORT"]) == (
-        "58124",
-        "59001",
+        "18124",
+        "19001",
     )
     assert got["CLICKHOUSE_CH2_HOST"] == "127.0.0.1" and got["CLICKHOUSE_CH2_SECURE"] == "false"
     assert not [k for k in got if "PASSWORD" in k]
@@ -146,7 +146,7 @@ def test_env_points_at_every_broker_and_target_and_never_prints_a_password() -> 
 
 
 def test_env_leaves_an_external_clickhouse_targets_list_alone() -> None:
-    env = {"DEVSTACK_SERVICES": "pg,redis,kafka", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:59092"}
+    env = {"DEVSTACK_SERVICES": "pg,redis,kafka", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"}
     settings, options = Settings.from_env(env), load_options(env)
     got = dict(exports(settings, options, plan(settings, options, options.managed)))
     assert "CLICKHOUSE_TARGETS" not in got
@@ -159,3 +159,17 @@ def test_cluster_ids_look_like_kafkas() -> None:
     for text in ids:
         assert len(text) == 22 and not text.startswith("-")
         assert len(base64.urlsafe_b64decode(text + "==")) == 16
+
+
+def test_default_ports_are_below_the_kernels_ephemeral_range() -> None:
+    """Linux hands out 32768-60999 as the local ports of outgoing connections: a server
+    (re)started on a port in that range can find it taken by a client's connection and
+    fail to bind. Every port devstack plans by default, the largest topology included,
+    stays below it."""
+    top = _plan({"DEVSTACK_KAFKA_BROKERS": "3", "DEVSTACK_CLICKHOUSE_SERVERS": "4"})
+    settings = Settings.from_env({})
+    ports = [settings.postgres.port, settings.redis.port]
+    ports += [p for n in top.kafka.nodes for p in (n.broker_port, n.controller_port)]
+    ports += [p for s in top.clickhouse for p in (s.http_port, s.native_port)]
+    assert len(ports) == len(set(ports)) == 16
+    assert max(ports) < 32768, ports
