@@ -81,7 +81,7 @@ POSTGRES_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "veri
 @dataclass(frozen=True)
 class PostgresSettings:
     host: str = "127.0.0.1"
-    port: int = 15432
+    port: int = 25432
     dbname: str = "analytics_meta"
     user: str = "analytics"
     password: str = field(default="", repr=False)
@@ -114,7 +114,7 @@ class PostgresSettings:
 @dataclass(frozen=True)
 class RedisSettings:
     host: str = "127.0.0.1"
-    port: int = 16379
+    port: int = 26379
     db: int = 0
     password: str = field(default="", repr=False)
     tls: bool = False
@@ -127,12 +127,12 @@ KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 @dataclass(frozen=True)
 class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:19092"
+    bootstrap_servers: str = "127.0.0.1:29192"
     raw_topic: str = "shared_raw_events"
     dead_letter_topic: str = "shared_dead_letter"
     topic_partitions: int = 6
     # Only used by the local stack: the KRaft controller listener.
-    controller_port: int = 19093
+    controller_port: int = 29193
     security_protocol: str = "PLAINTEXT"  # one of KAFKA_SECURITY_PROTOCOLS
     ssl_ca_location: str = ""  # CA file for SSL / SASL_SSL (default: the system's)
     sasl_mechanism: str = ""  # one of KAFKA_SASL_MECHANISMS when the protocol is SASL_*
@@ -143,8 +143,8 @@ class KafkaSettings:
 @dataclass(frozen=True)
 class ClickHouseSettings:
     host: str = "127.0.0.1"
-    http_port: int = 18123
-    native_port: int = 19000
+    http_port: int = 28123
+    native_port: int = 29000
     user: str = "default"
     password: str = field(default="", repr=False)
     secure: bool = False
@@ -247,7 +247,7 @@ class Settings:
         return cls(
             postgres=PostgresSettings(
                 host=_env_str(e, "POSTGRES_HOST", "127.0.0.1"),
-                port=_env_port(e, "POSTGRES_PORT", 15432),
+                port=_env_port(e, "POSTGRES_PORT", 25432),
                 dbname=_env_str(e, "POSTGRES_DB", "analytics_meta"),
                 user=_env_str(e, "POSTGRES_USER", "analytics"),
                 password=e.get("POSTGRES_PASSWORD", ""),
@@ -258,7 +258,7 @@ class Settings:
             ),
             redis=RedisSettings(
                 host=_env_str(e, "REDIS_HOST", "127.0.0.1"),
-                port=_env_port(e, "REDIS_PORT", 16379),
+                port=_env_port(e, "REDIS_PORT", 26379),
                 db=_env_int(e, "REDIS_DB", 0),
                 password=e.get("REDIS_PASSWORD", ""),
                 tls=_env_bool(e, "REDIS_TLS", False),
@@ -315,11 +315,11 @@ def _kafka_from_env(e: Mapping[str, str]) -> KafkaSettings:
             "uses no SASL; use SASL_SSL (or SASL_PLAINTEXT)"
         )
     return KafkaSettings(
-        bootstrap_servers=_env_str(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
+        bootstrap_servers=_env_str(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192"),
         raw_topic=_env_str(e, "KAFKA_RAW_TOPIC", "shared_raw_events"),
         dead_letter_topic=_env_str(e, "KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter"),
         topic_partitions=_env_int(e, "KAFKA_TOPIC_PARTITIONS", 6, minimum=1),
-        controller_port=_env_port(e, "KAFKA_CONTROLLER_PORT", 19093),
+        controller_port=_env_port(e, "KAFKA_CONTROLLER_PORT", 29193),
         security_protocol=protocol,
         ssl_ca_location=_env_file(e, "KAFKA_SSL_CA_LOCATION"),
         sasl_mechanism=mechanism,

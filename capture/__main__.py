@@ -18,15 +18,15 @@ from capture.config import CAPTURE_ENV, CaptureSettings
 from capture.native_path import load_native
 
 COMMON_ENV = (
-    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092", "Kafka brokers"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192", "Kafka brokers"),
     ("KAFKA_RAW_TOPIC", "shared_raw_events", "Topic the events are produced to"),
     (
         "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
-        "127.0.0.1/15432/analytics_meta/analytics/",
+        "127.0.0.1/25432/analytics_meta/analytics/",
         "Registry (clients, quotas)",
     ),
     ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
-    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/16379/0/", "Client cache and quota buckets"),
+    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/26379/0/", "Client cache and quota buckets"),
     ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
 )
 

@@ -1,6 +1,6 @@
 """The ClickHouse server process: ClickHouse 26.9 from the chdb-core wheel with real listeners.
 
-    python -m devstack.clickhouse_server --data DIR --http-port 18123 --tcp-port 19000 --token T
+    python -m devstack.clickhouse_server --data DIR --http-port 28123 --tcp-port 29000 --token T
 
 Writes ./config.xml (clickhouse-local reads it from the working directory), then runs one
 query through chdb's LocalServer: `SYSTEM START LISTEN HTTP/TCP` followed by an endless

@@ -6,7 +6,7 @@ Kafka, `DEVSTACK_KAFKA_BROKERS=N` (1, 3 or 5):
   KRaft controller; the N controllers form one static voter quorum.
 - Node k's broker port: the k-th address of KAFKA_BOOTSTRAP_SERVERS when it lists N of them,
   else the first address's port + 2(k-1). Its controller port: KAFKA_CONTROLLER_PORT + 2(k-1).
-  (The defaults 19092/19093 thus give 19092..19097, brokers and controllers interleaved.)
+  (The defaults 29192/29193 thus give 29192..29197, brokers and controllers interleaved.)
 - Topics get replication factor min(N, 3) and min.insync.replicas one less (at least 1): with
   acks=all a write survives the loss of any one broker, and one broker may be down.
 

@@ -19,17 +19,17 @@ from router.metrics import HealthServer, RouterMetrics
 from router.service import Router
 
 COMMON_ENV = (
-    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092", "Kafka brokers"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192", "Kafka brokers"),
     ("KAFKA_RAW_TOPIC", "shared_raw_events", "Topic the router consumes"),
     ("KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter", "Topic for dead letters"),
     (
         "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
-        "127.0.0.1/15432/analytics_meta/analytics/",
+        "127.0.0.1/25432/analytics_meta/analytics/",
         "Registry",
     ),
     ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
-    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/16379/0/", "Client cache"),
-    ("CLICKHOUSE_HOST/HTTP_PORT/USER/PASSWORD", "127.0.0.1/18123/default/", "Warehouse (HTTP)"),
+    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/26379/0/", "Client cache"),
+    ("CLICKHOUSE_HOST/HTTP_PORT/USER/PASSWORD", "127.0.0.1/28123/default/", "Warehouse (HTTP)"),
     ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
 )
 

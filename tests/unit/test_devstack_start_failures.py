@@ -12,7 +12,7 @@ KAFKA_PORT_TAKEN = "\n".join(
         "[2026-12-01 21:42:16,784] ERROR Unable to start acceptor for PLAINTEXT "
         "(kafka.network.DataPlaneAcceptor)",
         "org.apache.kafka.common.KafkaException: Socket server failed to bind to "
-        "127.0.0.1:19092: Address already in use.",
+        "127.0.0.1:29192: Address already in use.",
         "\tat kafka.network.Acceptor.openServerSocket(SocketServer.scala:735)",
         "Caused by: java.net.BindException: Address already in use",
         "[2026-12-01 21:42:16,790] ERROR [BrokerServer id=1] Fatal error during broker "
@@ -29,7 +29,7 @@ def test_a_kafka_port_taken_is_named_not_just_the_exit() -> None:
     reason = first_fatal_line(KAFKA_PORT_TAKEN, KafkaService.fatal_patterns)
     assert reason == (
         "org.apache.kafka.common.KafkaException: Socket server failed to bind to "
-        "127.0.0.1:19092: Address already in use."
+        "127.0.0.1:29192: Address already in use."
     )
 
 

@@ -24,21 +24,21 @@ def _plan(env: dict[str, str], local: tuple[str, ...] = ALL) -> Topology:
 def test_single_broker_default_keeps_its_name_ports_and_no_replication() -> None:
     kafka = _plan({}).kafka
     assert [(n.name, n.broker_port, n.controller_port) for n in kafka.nodes] == [
-        ("kafka", 19092, 19093)
+        ("kafka", 29192, 29193)
     ]
-    assert kafka.single and kafka.bootstrap_servers == "127.0.0.1:19092"
+    assert kafka.single and kafka.bootstrap_servers == "127.0.0.1:29192"
     assert (kafka.replication_factor, kafka.min_insync_replicas) == (1, 1)
 
 
 def test_three_brokers_interleave_broker_and_controller_ports_from_the_first() -> None:
     kafka = _plan({"DEVSTACK_KAFKA_BROKERS": "3"}).kafka
     assert [(n.node_id, n.name, n.broker_port, n.controller_port) for n in kafka.nodes] == [
-        (1, "kafka-1", 19092, 19093),
-        (2, "kafka-2", 19094, 19095),
-        (3, "kafka-3", 19096, 19097),
+        (1, "kafka-1", 29192, 29193),
+        (2, "kafka-2", 29194, 29195),
+        (3, "kafka-3", 29196, 29197),
     ]
-    assert kafka.bootstrap_servers == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
-    assert kafka.voters == "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    assert kafka.bootstrap_servers == "127.0.0.1:29192,127.0.0.1:29194,127.0.0.1:29196"
+    assert kafka.voters == "1@127.0.0.1:29193,2@127.0.0.1:29195,3@127.0.0.1:29197"
     assert (kafka.replication_factor, kafka.min_insync_replicas) == (3, 2)
 
 
@@ -86,8 +86,8 @@ def test_bootstrap_without_a_port_is_refused() -> None:
 def test_second_clickhouse_server_is_target_ch2_on_the_next_ports() -> None:
     servers = _plan({"DEVSTACK_CLICKHOUSE_SERVERS": "2"}).clickhouse
     assert [(s.target, s.name, s.http_port, s.native_port) for s in servers] == [
-        ("default", "clickhouse", 18123, 19000),
-        ("ch2", "clickhouse-ch2", 18124, 19001),
+        ("default", "clickhouse", 28123, 29000),
+        ("ch2", "clickhouse-ch2", 28124, 29001),
     ]
     assert [s.env_prefix for s in servers] == ["CLICKHOUSE_", "CLICKHOUSE_CH2_"]
     moved = _plan(
@@ -101,13 +101,13 @@ def test_second_clickhouse_server_is_target_ch2_on_the_next_ports() -> None:
 
 
 def test_two_local_servers_on_one_port_are_refused_naming_both() -> None:
-    env = {"DEVSTACK_CLICKHOUSE_SERVERS": "2", "CLICKHOUSE_CH2_HTTP_PORT": "19000"}
+    env = {"DEVSTACK_CLICKHOUSE_SERVERS": "2", "CLICKHOUSE_CH2_HTTP_PORT": "29000"}
     with pytest.raises(StackError) as info:
         _plan(env)
     msg = str(info.value)
-    assert "port 19000" in msg and "clickhouse native" in msg
+    assert "port 29000" in msg and "clickhouse native" in msg
     assert "CLICKHOUSE_CH2_HTTP_PORT" in msg
-    clash = {"DEVSTACK_KAFKA_BROKERS": "3", "REDIS_PORT": "19095"}
+    clash = {"DEVSTACK_KAFKA_BROKERS": "3", "REDIS_PORT": "29195"}
     with pytest.raises(StackError, match=r"redis .* and kafka-2 controller"):
         _plan(clash)
     assert _plan(clash, ("postgres", "redis", "clickhouse"))  # Kafka external: no clash
@@ -125,12 +125,12 @@ def test_env_points_at_every_broker_and_target_and_never_prints_a_password() -> 
     pairs = exports(settings, options, plan(settings, options, ALL))
     got = dict(pairs)
     assert len(got) == len(pairs)
-    assert got["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+    assert got["KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:29192,127.0.0.1:29194,127.0.0.1:29196"
     assert got["DEVSTACK_KAFKA_BROKERS"] == "3" and got["DEVSTACK_CLICKHOUSE_SERVERS"] == "2"
     assert got["CLICKHOUSE_TARGETS"] == "ch2"
     assert (got["CLICKHOUSE_CH2_HTTP_PORT"], got["CLICKHOUSE_CH2_NATIVE_PORT"]) == (
-        "18124",
-        "19001",
+        "28124",
+        "29001",
     )
     assert got["CLICKHOUSE_CH2_HOST"] == "127.0.0.1" and got["CLICKHOUSE_CH2_SECURE"] == "false"
     assert not [k for k in got if "PASSWORD" in k]
@@ -146,7 +146,7 @@ def test_env_points_at_every_broker_and_target_and_never_prints_a_password() -> 
 
 
 def test_env_leaves_an_external_clickhouse_targets_list_alone() -> None:
-    env = {"DEVSTACK_SERVICES": "pg,redis,kafka", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"}
+    env = {"DEVSTACK_SERVICES": "pg,redis,kafka", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:29192"}
     settings, options = Settings.from_env(env), load_options(env)
     got = dict(exports(settings, options, plan(settings, options, options.managed)))
     assert "CLICKHOUSE_TARGETS" not in got

@@ -79,13 +79,13 @@ def test_librdkafka_reconnect_lines_come_once_a_minute_with_how_many_were_held_b
     def line(msg: str) -> logging.LogRecord:
         return logging.LogRecord("router.kafka", logging.ERROR, __file__, 1, msg, None, None)
 
-    fail = "FAIL [c#consumer-{}] 127.0.0.1:19092/bootstrap: Connect failed (after {}ms in CONNECT)"
+    fail = "FAIL [c#consumer-{}] 127.0.0.1:29192/bootstrap: Connect failed (after {}ms in CONNECT)"
     first = line(fail.format(2, 0))
     assert repeats.filter(first) and not hasattr(first, "repeated")
     for i in range(400):
         now[0] += 0.05
         assert not repeats.filter(line(fail.format(2, i % 7)))  # same shape, other numbers
-    other = line("FAIL 127.0.0.1:19092/1: Disconnected")
+    other = line("FAIL 127.0.0.1:29192/1: Disconnected")
     assert repeats.filter(other)  # another shape passes at once
     now[0] = 100.0 + 60.0
     after = line(fail.format(3, 1))
@@ -107,7 +107,7 @@ def test_librdkafka_reconnect_lines_come_once_a_minute_with_how_many_were_held_b
             kafka_log = logging.getLogger(name)
             assert [type(f) for f in kafka_log.filters] == [RepeatedLines]
             for _ in range(50):
-                kafka_log.error("FAIL 127.0.0.1:19092/bootstrap: Connect refused (after 0ms)")
+                kafka_log.error("FAIL 127.0.0.1:29192/bootstrap: Connect refused (after 0ms)")
         lines = [orjson.loads(x) for x in capsys.readouterr().err.splitlines()]
         assert [d["logger"] for d in lines] == list(LIBRDKAFKA_LOGGERS)
     finally:

@@ -36,7 +36,7 @@ def test_database_names() -> None:
 
 def test_settings_defaults_and_overrides() -> None:
     s = Settings.from_env({})
-    assert s.kafka.raw_topic == "shared_raw_events" and s.postgres.port == 15432
+    assert s.kafka.raw_topic == "shared_raw_events" and s.postgres.port == 25432
     s = Settings.from_env({"CLICKHOUSE_HTTP_PORT": "8123", "POSTGRES_PASSWORD": "secret"})
     assert s.clickhouse.http_port == 8123
     assert "secret" not in repr(s) and describe(s.postgres)["password"] == "***"
