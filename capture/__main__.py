@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -82,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = CaptureSettings.from_env()
         load_native(settings.native, settings.max_event_bytes)
-        connections = open_files.apply(settings.max_connections, settings.max_connections_explicit)
-        settings = dataclasses.replace(settings, max_connections=connections)
+        settings = open_files.fit(settings)
     except SettingsError as exc:
         print(f"capture: configuration error: {exc}", file=sys.stderr)
         return 2

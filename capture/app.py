@@ -58,6 +58,9 @@ class _BodyTooLarge(Exception):
     pass
 
 
+_TOO_MANY_BODIES = "too many request bodies in flight; retry later"
+
+
 class _Overloaded(Exception):
     """Past CAPTURE_MAX_CONCURRENT_REQUESTS or CAPTURE_MAX_INFLIGHT_MB; says which."""
 
@@ -325,7 +328,7 @@ class CaptureApp:
                 if self._capturing > s.max_concurrent_requests:
                     raise _Overloaded("too many requests in progress; retry later")
                 if self._inflight_bytes >= s.max_inflight_bytes:
-                    raise _Overloaded("too many request bodies in flight; retry later")
+                    raise _Overloaded(_TOO_MANY_BODIES)
                 async with asyncio.timeout(s.body_timeout_s):
                     body = await self._read_body(receive, s.max_body_bytes, held)
             except _Overloaded as why:
@@ -381,7 +384,7 @@ class CaptureApp:
             held.bytes += len(chunk)
             self._inflight_bytes += len(chunk)
             if self._inflight_bytes > budget:
-                raise _Overloaded("too many request bodies in flight; retry later")
+                raise _Overloaded(_TOO_MANY_BODIES)
             parts.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -14,11 +14,13 @@ a warning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 from dataclasses import dataclass
 
 from analytics_core.settings import SettingsError
+from capture.config import CaptureSettings
 
 log = logging.getLogger("capture")
 
@@ -63,3 +65,9 @@ def apply(wanted: int, explicit: bool) -> int:
     if decided.warning:
         log.warning(decided.warning)
     return decided.max_connections
+
+
+def fit(settings: CaptureSettings) -> CaptureSettings:
+    """The settings with the connection limit in force (`apply`'s)."""
+    connections = apply(settings.max_connections, settings.max_connections_explicit)
+    return dataclasses.replace(settings, max_connections=connections)

@@ -12,7 +12,6 @@ capture service).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sys
 from typing import Any
@@ -76,11 +75,10 @@ def create_app() -> BareApp:
 def main() -> int:
     from capture.server import build_server
 
-    settings = CaptureSettings.from_env()
     # The same connection limit (and open files) as capture's: only the handler differs.
-    connections = open_files.apply(settings.max_connections, settings.max_connections_explicit)
+    settings = open_files.fit(CaptureSettings.from_env())
     build_server(
-        dataclasses.replace(settings, max_connections=connections),
+        settings,
         os.environ.get("LOG_LEVEL", "WARNING"),
         "bench.baselines.bare_http_kafka:create_app",
     ).serve()
