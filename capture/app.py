@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -32,6 +33,7 @@ from capture.kafka_sink import Delivered, DeliveryOutcome, KafkaSink
 from capture.metrics import CaptureMetrics
 from capture.native_path import load_native
 from capture.quota import QuotaBook, RateLimiter
+from capture.read_deadlines import ReadDeadlines
 from capture.responses import Response
 from capture.restart_memory import read_recent
 from capture.retry_memory import RetryMemory
@@ -52,6 +54,20 @@ PREFLIGHT_HEADERS = "content-type, content-encoding, authorization, x-retry-coun
 
 _STATUS_TEXT = {status: str(status) for status in range(100, 600)}
 HEADER_LIMIT_BYTES = 64 * 1024  # request line and headers (README: Limits)
+# The request headers the service reads (ASGI servers give names in lower case); no other
+# header is decoded.
+_READ_HEADERS = tuple(
+    (name.encode(), name)
+    for name in (
+        "authorization",
+        "content-type",
+        "content-encoding",
+        "content-length",
+        "origin",
+        "access-control-request-headers",
+    )
+)
+_NO_QUERY: dict[str, str] = {}
 
 
 class _BodyTooLarge(Exception):
@@ -84,12 +100,15 @@ class CaptureApp:
         self._inflight_bytes = 0
         self._inflight = 0  # HTTP requests of any path in progress
         self._capturing = 0  # capture requests in progress (CAPTURE_MAX_CONCURRENT_REQUESTS)
+        # Replaced at start-up by one for the settings read then.
+        self._reads = ReadDeadlines((settings or CaptureSettings).body_timeout_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], object]] = []
 
     # -- lifecycle ------------------------------------------------------------------
     async def startup(self) -> None:
         s = self._settings = self._settings or CaptureSettings.from_env()
+        self._reads = ReadDeadlines(s.body_timeout_s)
         loop = asyncio.get_running_loop()
         # A hung PostgreSQL holds the registry thread for one bounded call at a time, never
         # for good (requests themselves wait at most registry_wait_s).
@@ -138,7 +157,10 @@ class CaptureApp:
         self._memory = memory
         await self._probe_once()
         await self._recall_recent_writes()
-        self._tasks = [asyncio.create_task(self._housekeeping())]
+        self._tasks = [
+            asyncio.create_task(self._housekeeping()),
+            asyncio.create_task(self._reads.run()),
+        ]
         self.metrics.watch_inflight(lambda: self._inflight, lambda: self._inflight_bytes)
         settle_heap()
         self.metrics.up.set(1)
@@ -265,14 +287,20 @@ class CaptureApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_headers = scope["headers"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw_headers}
+        fields = dict(raw_headers)
+        headers = {
+            name: value.decode("latin-1")
+            for key, name in _READ_HEADERS
+            if (value := fields.get(key)) is not None
+        }
         method = scope["method"]
         route = route_for(scope["path"])
         cors = self._cors_headers(headers.get("origin"))
         # hyper's buffer bound (HEADER_BUFFER_BYTES) cuts only past ~112 KiB: the documented
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
-        if size + sum(len(k) + len(v) + 4 for k, v in raw_headers) > HEADER_LIMIT_BYTES:
+        size += 4 * len(raw_headers) + sum(map(len, itertools.chain.from_iterable(raw_headers)))
+        if size > HEADER_LIMIT_BYTES:
             too_big = responses.error(
                 431,
                 "headers_too_large",
@@ -329,8 +357,7 @@ class CaptureApp:
                     raise _Overloaded("too many requests in progress; retry later")
                 if self._inflight_bytes >= s.max_inflight_bytes:
                     raise _Overloaded(_TOO_MANY_BODIES)
-                async with asyncio.timeout(s.body_timeout_s):
-                    body = await self._read_body(receive, s.max_body_bytes, held)
+                body = await self._reads.within(self._read_body(receive, s.max_body_bytes, held))
             except _Overloaded as why:
                 self.metrics.unavailable.labels("overload").inc()
                 busy = responses.error(503, "overloaded", str(why), retry_after_s=s.retry_after_s)
@@ -348,7 +375,8 @@ class CaptureApp:
                 await self._finish(route, send, self._too_large(), cors, started)
                 return
             self.metrics.request_bytes.add((route.label,), len(body))
-            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+            raw_query = scope.get("query_string", b"")
+            query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else _NO_QUERY
             try:
                 answer = await self.capture.handle(Incoming(route, headers, query, body))
             except Exception:

@@ -18,6 +18,7 @@ tool, does not cost the request its events.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ def invalid_json(exc: Exception) -> BodyProblem:
     return BodyProblem(400, "invalid_json", f"body is not valid JSON: {exc}")
 
 
+# Clients send the same few Content-Type values: each is parsed once (bounded).
+@functools.lru_cache(maxsize=256)
 def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
@@ -98,8 +101,8 @@ def decode_body(
     """The JSON text of a request body, or why it cannot be read."""
     if not raw:
         return BodyProblem(400, "invalid_request", "request body is empty")
-    encoding = content_encoding.strip().lower()
-    compression = compression.strip().lower()
+    encoding = content_encoding.strip().lower() if content_encoding else ""
+    compression = compression.strip().lower() if compression else ""
     mtype = media_type(content_type)
     data: bytes | BodyProblem = raw
     how = "identity"

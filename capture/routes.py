@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from capture import posthog_format, segment_format
 
@@ -15,10 +15,10 @@ SERVICE_PATHS = frozenset({"healthz", "readyz", "metrics"})
 class CaptureRoute:
     fmt: str  # SEGMENT or POSTHOG
     kind: str  # the path's meaning inside its format ("batch", "track", "e"...)
+    label: str = field(init=False, compare=False)  # "fmt:kind", the metrics' route label
 
-    @property
-    def label(self) -> str:
-        return f"{self.fmt}:{self.kind}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.fmt}:{self.kind}")
 
 
 _ROUTES: dict[str, CaptureRoute] = {
