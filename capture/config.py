@@ -42,7 +42,7 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "CAPTURE_MAX_CONCURRENT_REQUESTS",
-        "1024",
+        "4096",
         "Capture requests processed at once; above it new ones get 503 (bounds memory)",
     ),
     (
@@ -114,7 +114,7 @@ class CaptureSettings:
     max_decoded_bytes: int = 10 * 2**20
     max_event_bytes: int = 256 * 2**10
     max_inflight_bytes: int = 256 * 2**20
-    max_concurrent_requests: int = 1024
+    max_concurrent_requests: int = 4096
     max_connections: int = 8192
     max_connections_explicit: bool = False  # set by the operator: never lowered to fit
     ack_timeout_s: float = 10.0
@@ -150,7 +150,7 @@ class CaptureSettings:
             max_decoded_bytes=env_int(e, "CAPTURE_MAX_DECODED_BYTES", 10 * 2**20, minimum=1024),
             max_event_bytes=env_int(e, "CAPTURE_MAX_EVENT_BYTES", 256 * 2**10, minimum=256),
             max_inflight_bytes=env_int(e, "CAPTURE_MAX_INFLIGHT_MB", 256, minimum=1) * 2**20,
-            max_concurrent_requests=env_int(e, "CAPTURE_MAX_CONCURRENT_REQUESTS", 1024, minimum=1),
+            max_concurrent_requests=env_int(e, "CAPTURE_MAX_CONCURRENT_REQUESTS", 4096, minimum=1),
             max_connections=env_int(e, "CAPTURE_MAX_CONNECTIONS", 8192, minimum=16),
             max_connections_explicit=bool(e.get("CAPTURE_MAX_CONNECTIONS", "").strip()),
             ack_timeout_s=env_int(e, "CAPTURE_ACK_TIMEOUT_MS", 10_000, minimum=100) / 1000,

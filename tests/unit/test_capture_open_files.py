@@ -12,7 +12,7 @@ from capture.open_files import RESERVED_FILES, OpenFilesPlan, plan
 def test_connection_limit_setting_defaults_and_remembers_whether_it_was_set() -> None:
     default = CaptureSettings.from_env({})
     assert (default.max_connections, default.max_connections_explicit) == (8192, False)
-    assert default.max_concurrent_requests == 1024
+    assert default.max_concurrent_requests == 4096
     chosen = CaptureSettings.from_env({"CAPTURE_MAX_CONNECTIONS": "20000"})
     assert (chosen.max_connections, chosen.max_connections_explicit) == (20000, True)
     with pytest.raises(SettingsError, match="CAPTURE_MAX_CONNECTIONS"):
