@@ -35,6 +35,7 @@ from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import (
     ClientFound,
+    ClientMissing,
     ClientStatus,
     LookupResult,
     RegistryUnavailable,
@@ -115,7 +116,14 @@ def verdict(key_hash: str, by_key: KeyResult, lookup: LookupResult | None) -> Au
 
 
 class KeyIndex:
-    """key hash -> client id: in-process (TTL) -> Redis (TTL, negative TTL) -> PostgreSQL."""
+    """key hash -> client id: in-process (TTL) -> Redis (TTL, negative TTL) -> PostgreSQL.
+
+    A key found is kept in process as long as in Redis (`redis_ttl_s`): the index only
+    says which client to ask the directory about, and the directory's current key hash
+    decides (a rotated key is refused however long the index remembers it), so a lookup
+    after a pause costs one Redis call (the directory's), not two. A key not found is kept
+    `local_ttl_s` only, so a new client's key works soon after it is created. An entry the
+    directory contradicts is `forget`-ten (see `Authenticator._resolve`)."""
 
     def __init__(
         self,
@@ -133,6 +141,7 @@ class KeyIndex:
         self._local: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         self._local_ttl_s = local_ttl_s
         self._redis_ttl_s = redis_ttl_s
+        self._found_ttl_s = max(local_ttl_s, redis_ttl_s)
         self._negative_ttl_s = negative_ttl_s
         self._max_local = max_local
         self._redis_down_until = 0.0
@@ -140,8 +149,11 @@ class KeyIndex:
     def client_for(self, key_hash: str) -> KeyResult:
         now = time.monotonic()
         hit = self._local.get(key_hash)
-        if hit is not None and now - hit[1] < self._local_ttl_s:
-            return hit[0] if hit[0] is not None else KeyUnknown()
+        if hit is not None:
+            found_before = hit[0]
+            ttl = self._local_ttl_s if found_before is None else self._found_ttl_s
+            if now - hit[1] < ttl:
+                return found_before if found_before is not None else KeyUnknown()
         cached = self._from_redis(key_hash, now)
         if cached is not None:
             found: str | None = cached or None
@@ -156,6 +168,18 @@ class KeyIndex:
         while len(self._local) > self._max_local:
             self._local.popitem(last=False)
         return found if found is not None else KeyUnknown()
+
+    def forget(self, key_hash: str) -> None:
+        """Drop what the process and Redis remember of the key: its next lookup reads
+        PostgreSQL."""
+        self._local.pop(key_hash, None)
+        now = time.monotonic()
+        if now < self._redis_down_until:
+            return
+        try:
+            self._redis.delete(KEY_INDEX_PREFIX + key_hash)
+        except (redis.RedisError, OSError):
+            self._redis_down_until = now + 2.0
 
     def _from_redis(self, key_hash: str, now: float) -> str | None:
         if now < self._redis_down_until:
@@ -279,4 +303,21 @@ class Authenticator:
     def _resolve(self, key_hash: str) -> AuthOutcome:
         by_key = self._index.client_for(key_hash)
         lookup = self._directory.lookup(by_key) if isinstance(by_key, str) else None
+        if isinstance(by_key, str) and index_is_stale(lookup, key_hash):
+            # The index named a client that is gone or holds another key now: what it
+            # remembers is stale. Once more from PostgreSQL, so a key given to another
+            # client is accepted at once and a rotated one refused.
+            self._index.forget(key_hash)
+            by_key = self._index.client_for(key_hash)
+            lookup = self._directory.lookup(by_key) if isinstance(by_key, str) else None
         return verdict(key_hash, by_key, lookup)
+
+
+def index_is_stale(lookup: LookupResult | None, key_hash: str) -> bool:
+    """The directory says the client the index named is missing or holds another key now
+    (pure): the index entry is stale."""
+    if isinstance(lookup, ClientMissing):
+        return True
+    return isinstance(lookup, ClientFound) and not hmac.compare_digest(
+        lookup.record.api_key_hash, key_hash
+    )

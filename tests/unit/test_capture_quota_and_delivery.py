@@ -28,6 +28,7 @@ from capture.auth import (
     KeyAmbiguous,
     KeyUnknown,
     Refused,
+    index_is_stale,
     verdict,
 )
 from capture.chunks import message_value, pack
@@ -96,6 +97,16 @@ def test_auth_verdicts() -> None:
     assert isinstance(verdict(h, "acme", ClientMissing("acme")), Refused)
     assert isinstance(verdict(h, RegistryUnavailable("pg down"), None), AuthUnavailable)
     assert isinstance(verdict(h, "acme", RegistryUnavailable("pg down")), AuthUnavailable)
+
+
+def test_an_index_entry_is_stale_when_the_directory_contradicts_it() -> None:
+    h = "a" * 64
+    assert not index_is_stale(record(ClientStatus.ACTIVE), h)
+    assert not index_is_stale(record(ClientStatus.DEPROVISIONED), h)  # 403, not stale
+    assert index_is_stale(record(ClientStatus.ACTIVE, "b" * 64), h)  # rotated or moved
+    assert index_is_stale(ClientMissing("acme"), h)
+    assert not index_is_stale(RegistryUnavailable("pg down"), h)  # no answer: keep it
+    assert not index_is_stale(None, h)
 
 
 def events(n: int, size: int = 100) -> Mapped:

@@ -1,0 +1,131 @@
+"""The write-key index (capture.auth) against real Redis and PostgreSQL.
+
+A key found stays in process as long as in Redis: the directory, not the index, decides
+whether the key is still the client's. When the directory contradicts the index (the key
+was rotated, or given to another client), the index forgets the key and asks PostgreSQL
+again within the same lookup. A key not found is remembered only briefly, so a new
+client's key works soon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from analytics_core import client_cache, pg, registry
+from analytics_core.client_cache import ClientDirectory
+from analytics_core.event_contract import hash_api_key
+from analytics_core.settings import Settings
+from capture.auth import (
+    KEY_INDEX_PREFIX,
+    Authenticated,
+    Authenticator,
+    AuthOutcome,
+    KeyIndex,
+    KeyUnknown,
+    Refused,
+)
+from capture.redis_clients import sync_client
+from tests.conftest import ClientFixture, unique_id
+
+pytestmark = pytest.mark.integration
+
+LOCAL_TTL_S = 0.2
+
+
+def _index(stack: Settings) -> KeyIndex:
+    return KeyIndex(
+        stack.redis, stack.postgres, local_ttl_s=LOCAL_TTL_S, redis_ttl_s=60, negative_ttl_s=60
+    )
+
+
+def _set_key(stack: Settings, client_id: str, key: str) -> None:
+    conn = pg.connect(stack.postgres)
+    try:
+        registry.set_api_key_hash(conn, client_id, hash_api_key(key))
+    finally:
+        conn.close()
+    client_cache.invalidate(stack.redis, client_id)  # as `admin rotate-key` does
+
+
+def test_a_found_key_stays_in_process_past_the_local_ttl(
+    stack: Settings, make_client: Callable[..., ClientFixture]
+) -> None:
+    client = make_client("kidx", active=False)
+    key_hash = hash_api_key(client.api_key)
+    index = _index(stack)
+    redis = sync_client(stack.redis)
+    try:
+        assert index.client_for(key_hash) == client.client_id
+        # Redis now says "unknown": a lookup that went there would answer KeyUnknown.
+        redis.set(KEY_INDEX_PREFIX + key_hash, "", ex=60)
+        time.sleep(LOCAL_TTL_S * 2)
+        assert index.client_for(key_hash) == client.client_id
+        index.forget(key_hash)  # what the process and Redis knew is gone: PostgreSQL
+        assert index.client_for(key_hash) == client.client_id
+        assert redis.get(KEY_INDEX_PREFIX + key_hash) == client.client_id.encode()
+    finally:
+        index.close()
+        redis.close()
+
+
+def test_the_directory_decides_and_a_contradicted_entry_is_looked_up_again(
+    stack: Settings, make_client: Callable[..., ClientFixture]
+) -> None:
+    first = make_client("kold", active=False)
+    index = _index(stack)
+    directory = ClientDirectory(stack.redis, stack.postgres, local_ttl_s=LOCAL_TTL_S)
+    registry_thread = ThreadPoolExecutor(1)
+    auth = Authenticator(index, directory, registry_thread, front_ttl_s=0.05)
+
+    def authenticate(key: str) -> AuthOutcome:
+        time.sleep(LOCAL_TTL_S + 0.05)  # past the verdict's and the index's local TTLs
+        return asyncio.run(auth.authenticate(key))
+
+    try:
+        key_hash = hash_api_key(first.api_key)
+        assert authenticate(first.api_key) == Authenticated(first.client_id, key_hash)
+        # Rotated: the index still names the client, the directory refuses the old key.
+        _set_key(stack, first.client_id, "rotated-" + first.client_id)
+        refused = authenticate(first.api_key)
+        assert isinstance(refused, Refused) and refused.status == 401, refused
+        # The old key given to another client: accepted for it at once, although Redis
+        # and the process had remembered the first client for it.
+        second = unique_id("knew")
+        conn = pg.connect(stack.postgres)
+        try:
+            registry.add_client(conn, second, key_hash, name="key index test")
+        finally:
+            conn.close()
+        sync_client(stack.redis).set(KEY_INDEX_PREFIX + key_hash, first.client_id, ex=60)
+        assert authenticate(first.api_key) == Authenticated(second, key_hash)
+    finally:
+        directory.close()
+        index.close()
+        registry_thread.shutdown()
+
+
+def test_an_unknown_key_is_kept_in_process_only_briefly(stack: Settings) -> None:
+    key = f"key-{unique_id('knew')}"
+    key_hash = hash_api_key(key)
+    index = _index(stack)
+    redis = sync_client(stack.redis)
+    try:
+        assert isinstance(index.client_for(key_hash), KeyUnknown)
+        client_id = unique_id("knew")
+        conn = pg.connect(stack.postgres)
+        try:
+            registry.add_client(conn, client_id, key_hash, name="key index test")
+        finally:
+            conn.close()
+        redis.delete(KEY_INDEX_PREFIX + key_hash)  # as if its negative entry had expired
+        assert isinstance(index.client_for(key_hash), KeyUnknown)  # still the process's
+        time.sleep(LOCAL_TTL_S * 2)
+        assert index.client_for(key_hash) == client_id
+    finally:
+        index.close()
+        redis.close()
