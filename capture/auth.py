@@ -36,6 +36,7 @@ from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import (
     ClientFound,
     ClientMissing,
+    ClientRecord,
     ClientStatus,
     LookupResult,
     RegistryUnavailable,
@@ -103,7 +104,7 @@ def verdict(key_hash: str, by_key: KeyResult, lookup: LookupResult | None) -> Au
     if not isinstance(lookup, ClientFound):
         return _UNKNOWN_KEY
     record = lookup.record
-    if not hmac.compare_digest(record.api_key_hash, key_hash):
+    if not holds_key(record, key_hash):
         return _UNKNOWN_KEY
     if record.status not in ACCEPTING:
         return Refused(
@@ -113,6 +114,11 @@ def verdict(key_hash: str, by_key: KeyResult, lookup: LookupResult | None) -> Au
             record.client_id,
         )
     return Authenticated(record.client_id, key_hash)
+
+
+def holds_key(record: ClientRecord, key_hash: str) -> bool:
+    """The client's current key is the one hashed (compared in constant time)."""
+    return hmac.compare_digest(record.api_key_hash, key_hash)
 
 
 class KeyIndex:
@@ -301,16 +307,19 @@ class Authenticator:
         self._front[key_hash] = (outcome, time.monotonic(), refresh_age)
 
     def _resolve(self, key_hash: str) -> AuthOutcome:
-        by_key = self._index.client_for(key_hash)
-        lookup = self._directory.lookup(by_key) if isinstance(by_key, str) else None
+        by_key, lookup = self._look_up(key_hash)
         if isinstance(by_key, str) and index_is_stale(lookup, key_hash):
             # The index named a client that is gone or holds another key now: what it
             # remembers is stale. Once more from PostgreSQL, so a key given to another
             # client is accepted at once and a rotated one refused.
             self._index.forget(key_hash)
-            by_key = self._index.client_for(key_hash)
-            lookup = self._directory.lookup(by_key) if isinstance(by_key, str) else None
+            by_key, lookup = self._look_up(key_hash)
         return verdict(key_hash, by_key, lookup)
+
+    def _look_up(self, key_hash: str) -> tuple[KeyResult, LookupResult | None]:
+        """The index's answer for the key, and the directory's for the client it names."""
+        by_key = self._index.client_for(key_hash)
+        return by_key, self._directory.lookup(by_key) if isinstance(by_key, str) else None
 
 
 def index_is_stale(lookup: LookupResult | None, key_hash: str) -> bool:
@@ -318,6 +327,4 @@ def index_is_stale(lookup: LookupResult | None, key_hash: str) -> bool:
     (pure): the index entry is stale."""
     if isinstance(lookup, ClientMissing):
         return True
-    return isinstance(lookup, ClientFound) and not hmac.compare_digest(
-        lookup.record.api_key_hash, key_hash
-    )
+    return isinstance(lookup, ClientFound) and not holds_key(lookup.record, key_hash)

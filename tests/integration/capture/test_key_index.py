@@ -52,6 +52,16 @@ def _set_key(stack: Settings, client_id: str, key: str) -> None:
     client_cache.invalidate(stack.redis, client_id)  # as `admin rotate-key` does
 
 
+def _add_client(stack: Settings, key_hash: str) -> str:
+    client_id = unique_id("knew")
+    conn = pg.connect(stack.postgres)
+    try:
+        registry.add_client(conn, client_id, key_hash, name="key index test")
+    finally:
+        conn.close()
+    return client_id
+
+
 def test_a_found_key_stays_in_process_past_the_local_ttl(
     stack: Settings, make_client: Callable[..., ClientFixture]
 ) -> None:
@@ -95,13 +105,12 @@ def test_the_directory_decides_and_a_contradicted_entry_is_looked_up_again(
         assert isinstance(refused, Refused) and refused.status == 401, refused
         # The old key given to another client: accepted for it at once, although Redis
         # and the process had remembered the first client for it.
-        second = unique_id("knew")
-        conn = pg.connect(stack.postgres)
-        try:
-            registry.add_client(conn, second, key_hash, name="key index test")
+        second = _add_client(stack, key_hash)
+        redis = sync_client(stack.redis)
+        try:  # what Redis had remembered for the key before it changed hands
+            redis.set(KEY_INDEX_PREFIX + key_hash, first.client_id, ex=60)
         finally:
-            conn.close()
-        sync_client(stack.redis).set(KEY_INDEX_PREFIX + key_hash, first.client_id, ex=60)
+            redis.close()
         assert authenticate(first.api_key) == Authenticated(second, key_hash)
     finally:
         directory.close()
@@ -116,12 +125,7 @@ def test_an_unknown_key_is_kept_in_process_only_briefly(stack: Settings) -> None
     redis = sync_client(stack.redis)
     try:
         assert isinstance(index.client_for(key_hash), KeyUnknown)
-        client_id = unique_id("knew")
-        conn = pg.connect(stack.postgres)
-        try:
-            registry.add_client(conn, client_id, key_hash, name="key index test")
-        finally:
-            conn.close()
+        client_id = _add_client(stack, key_hash)
         redis.delete(KEY_INDEX_PREFIX + key_hash)  # as if its negative entry had expired
         assert isinstance(index.client_for(key_hash), KeyUnknown)  # still the process's
         time.sleep(LOCAL_TTL_S * 2)
