@@ -7,13 +7,15 @@ hash, compared in constant time. So a rotated key stops working as soon as the d
 sees the new hash, whatever the index still caches.
 
 `verdict` is the pure decision; `Authenticator` runs the blocking lookups on one worker
-thread (ClientDirectory is not thread-safe) and keeps a short-lived cache of verdicts on
-the event loop, so the hot path never blocks the loop. A verdict in use is looked up again
-in the background at a random point between half and nine tenths of its TTL, so a busy
-client's requests do not wait for the lookup when it expires. While the registry answers,
-no verdict is served past its TTL. When it cannot answer (PostgreSQL and Redis away, or a
-lookup still running `wait_s` after it started: a hung server), a request gets the key's
-last verdict, or 503 for a key never seen; it never waits longer than `wait_s`.
+thread (ClientDirectory is not thread-safe), the keys that need one at the same time in
+one batch (one Redis round trip per layer for all of them), and keeps a short-lived cache
+of verdicts on the event loop, so the hot path never blocks the loop. A verdict in use is
+looked up again in the background at a random point between half and nine tenths of its
+TTL, so a busy client's requests do not wait for the lookup when it expires. While the
+registry answers, no verdict is served past its TTL. When it cannot answer (PostgreSQL and
+Redis away, or a lookup still running `wait_s` after it started: a hung server), a request
+gets the key's last verdict, or 503 for a key never seen; it never waits longer than
+`wait_s`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -43,8 +45,8 @@ from analytics_core.clients import (
 )
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import PostgresSettings, RedisSettings
+from capture.batched_lookups import BatchedLookups
 from capture.redis_clients import sync_client
-from capture.single_flight import SingleFlight
 
 log = logging.getLogger("capture.auth")
 
@@ -129,7 +131,7 @@ class KeyIndex:
     decides (a rotated key is refused however long the index remembers it), so a lookup
     after a pause costs one Redis call (the directory's), not two. A key not found is kept
     `local_ttl_s` only, so a new client's key works soon after it is created. An entry the
-    directory contradicts is `forget`-ten (see `Authenticator._resolve`)."""
+    directory contradicts is `forget`-ten (see `Authenticator._resolve_all`)."""
 
     def __init__(
         self,
@@ -153,27 +155,41 @@ class KeyIndex:
         self._redis_down_until = 0.0
 
     def client_for(self, key_hash: str) -> KeyResult:
+        return self.clients_for([key_hash])[key_hash]
+
+    def clients_for(self, key_hashes: Sequence[str]) -> dict[str, KeyResult]:
+        """Each key's answer; the keys not known in process are read from Redis in one
+        round trip, those Redis does not know from PostgreSQL (one query each)."""
         now = time.monotonic()
-        hit = self._local.get(key_hash)
-        if hit is not None:
-            found_before = hit[0]
-            ttl = self._local_ttl_s if found_before is None else self._found_ttl_s
-            if now - hit[1] < ttl:
-                return found_before if found_before is not None else KeyUnknown()
-        cached = self._from_redis(key_hash, now)
-        if cached is not None:
-            found: str | None = cached or None
-        else:
-            result = self._from_pg(key_hash)
-            if isinstance(result, RegistryUnavailable | KeyAmbiguous):
-                return result
-            found = result if isinstance(result, str) else None
-            self._to_redis(key_hash, found, now)
-        self._local[key_hash] = (found, now)
-        self._local.move_to_end(key_hash)
+        answers: dict[str, KeyResult] = {}
+        unknown_here: list[str] = []
+        for key_hash in key_hashes:
+            hit = self._local.get(key_hash)
+            if hit is not None:
+                found_before = hit[0]
+                ttl = self._local_ttl_s if found_before is None else self._found_ttl_s
+                if now - hit[1] < ttl:
+                    answers[key_hash] = found_before if found_before is not None else KeyUnknown()
+                    continue
+            unknown_here.append(key_hash)
+        cached = self._from_redis(unknown_here, now)
+        for key_hash in unknown_here:
+            in_redis = cached.get(key_hash)
+            if in_redis is not None:
+                found: str | None = in_redis or None
+            else:
+                result = self._from_pg(key_hash)
+                if isinstance(result, RegistryUnavailable | KeyAmbiguous):
+                    answers[key_hash] = result
+                    continue
+                found = result if isinstance(result, str) else None
+                self._to_redis(key_hash, found, now)
+            self._local[key_hash] = (found, now)
+            self._local.move_to_end(key_hash)
+            answers[key_hash] = found if found is not None else KeyUnknown()
         while len(self._local) > self._max_local:
             self._local.popitem(last=False)
-        return found if found is not None else KeyUnknown()
+        return answers
 
     def forget(self, key_hash: str) -> None:
         """Drop what the process and Redis remember of the key: its next lookup reads
@@ -187,16 +203,21 @@ class KeyIndex:
         except (redis.RedisError, OSError):
             self._redis_down_until = now + 2.0
 
-    def _from_redis(self, key_hash: str, now: float) -> str | None:
-        if now < self._redis_down_until:
-            return None
+    def _from_redis(self, key_hashes: Sequence[str], now: float) -> dict[str, str]:
+        """The keys Redis knows: client id, or "" for a known unknown key."""
+        if not key_hashes or now < self._redis_down_until:
+            return {}
         try:
-            raw = self._redis.get(KEY_INDEX_PREFIX + key_hash)
+            raws = self._redis.mget([KEY_INDEX_PREFIX + h for h in key_hashes])
         except (redis.RedisError, OSError) as exc:
             self._redis_down_until = now + 2.0
             log.warning("redis unavailable for the write-key index", extra={"error": str(exc)})
-            return None
-        return None if raw is None else bytes(raw).decode()  # "" = known unknown
+            return {}
+        return {
+            h: bytes(raw).decode()
+            for h, raw in zip(key_hashes, raws, strict=True)
+            if raw is not None
+        }
 
     def _to_redis(self, key_hash: str, client_id: str | None, now: float) -> None:
         if now < self._redis_down_until:
@@ -245,10 +266,13 @@ class Authenticator:
     ) -> None:
         self._index = index
         self._directory = directory
-        # One lookup per key at a time: the requests of a busy client that all find its
-        # verdict expired wait for the same lookup (queueing one each on the registry
-        # thread stalled them by tens of milliseconds every second).
-        self._lookups: SingleFlight[str, AuthOutcome] = SingleFlight(executor, "write-key lookup")
+        # One lookup per key at a time, and the keys that need one looked up together: the
+        # requests of a busy client that all find its verdict expired wait for the same
+        # lookup, and a hundred clients after a pause for one batch (queueing one lookup
+        # each on the registry thread stalled them by tens to hundreds of milliseconds).
+        self._lookups: BatchedLookups[str, AuthOutcome] = BatchedLookups(
+            executor, self._resolve_all, self._remember, "write-key lookup"
+        )
         # key hash -> (verdict, when it was looked up, its age when it is looked up again)
         self._front: dict[str, tuple[AuthOutcome, float, float]] = {}
         self._hashes: dict[str, str] = {}
@@ -275,11 +299,9 @@ class Authenticator:
                 # Refresh-ahead: the lookup runs while the verdict still holds, so when it
                 # expires the next one is (usually) there already.
                 if age >= hit[2]:  # joins the key's lookup if one is running
-                    self._lookups.start(key_hash, self._resolve, self._remember)
+                    self._lookups.start(key_hash)
                 return hit[0]
-        outcome = await self._lookups.result_within(
-            key_hash, self._resolve, self._remember, self._wait_s
-        )
+        outcome = await self._lookups.result_within(key_hash, self._wait_s)
         if outcome is None or isinstance(outcome, AuthUnavailable):
             if hit is not None:
                 # The registry cannot answer (in time): the last verdict holds until it
@@ -306,20 +328,25 @@ class Authenticator:
         refresh_age = self._front_ttl_s * random.uniform(0.5, 0.9)
         self._front[key_hash] = (outcome, time.monotonic(), refresh_age)
 
-    def _resolve(self, key_hash: str) -> AuthOutcome:
-        by_key, lookup = self._look_up(key_hash)
-        if isinstance(by_key, str) and index_is_stale(lookup, key_hash):
-            # The index named a client that is gone or holds another key now: what it
-            # remembers is stale. Once more from PostgreSQL, so a key given to another
-            # client is accepted at once and a rotated one refused.
-            self._index.forget(key_hash)
-            by_key, lookup = self._look_up(key_hash)
-        return verdict(key_hash, by_key, lookup)
-
-    def _look_up(self, key_hash: str) -> tuple[KeyResult, LookupResult | None]:
-        """The index's answer for the key, and the directory's for the client it names."""
-        by_key = self._index.client_for(key_hash)
-        return by_key, self._directory.lookup(by_key) if isinstance(by_key, str) else None
+    def _resolve_all(self, key_hashes: Sequence[str]) -> dict[str, AuthOutcome]:
+        """Verdicts for many keys (on the registry thread), each layer asked once for all
+        of them: the index for the clients, then the directory for those clients."""
+        by_key = self._index.clients_for(key_hashes)
+        named = sorted({c for c in by_key.values() if isinstance(c, str)})
+        records = self._directory.lookup_many(named) if named else {}
+        verdicts: dict[str, AuthOutcome] = {}
+        for key_hash in key_hashes:
+            client = by_key[key_hash]
+            lookup = records[client] if isinstance(client, str) else None
+            if isinstance(client, str) and index_is_stale(lookup, key_hash):
+                # The index named a client that is gone or holds another key now: what it
+                # remembers is stale. Once more from PostgreSQL, so a key given to another
+                # client is accepted at once and a rotated one refused.
+                self._index.forget(key_hash)
+                client = self._index.client_for(key_hash)
+                lookup = self._directory.lookup(client) if isinstance(client, str) else None
+            verdicts[key_hash] = verdict(key_hash, client, lookup)
+        return verdicts
 
 
 def index_is_stale(lookup: LookupResult | None, key_hash: str) -> bool:

@@ -38,6 +38,7 @@ from capture.mapping import ContractEvent, Mapped
 from capture.quota import Admitted, OverQuota, RateLimiter, TokenBucket, lease_size
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
+from tests.unit.auth_fakes import OneClientAtATimeDirectory, OneKeyAtATimeIndex
 
 QUOTA = Quota(events_per_s=100.0, burst=200)
 
@@ -188,7 +189,7 @@ def test_settings_defaults_and_fail_fast_errors() -> None:
         CaptureSettings.from_env({"CAPTURE_MAX_DECODED_BYTES": "2048"})
 
 
-class CountingIndex:
+class CountingIndex(OneKeyAtATimeIndex):
     """The write-key index's answer for one key, counting the lookups."""
 
     def __init__(self) -> None:
@@ -200,7 +201,7 @@ class CountingIndex:
         return "acme"
 
 
-class ActiveDirectory:
+class ActiveDirectory(OneClientAtATimeDirectory):
     def lookup(self, client_id: str) -> ClientFound:
         return record(ClientStatus.ACTIVE, hash_api_key("k"))
 
@@ -223,7 +224,7 @@ def test_concurrent_requests_of_one_key_share_one_registry_lookup() -> None:
     asyncio.run(scenario())
 
 
-class SwitchableDirectory:
+class SwitchableDirectory(OneClientAtATimeDirectory):
     """The directory's answer for client acme: active until `revoked` is set."""
 
     def __init__(self) -> None:

@@ -21,6 +21,7 @@ from analytics_core.quotas import Quota
 from analytics_core.settings import RedisSettings, Settings, SettingsError
 from capture.auth import Authenticated, Authenticator, AuthUnavailable, KeyUnknown
 from capture.quota import RateLimiter
+from tests.unit.auth_fakes import OneClientAtATimeDirectory, OneKeyAtATimeIndex
 
 
 class SocketConnection:
@@ -105,7 +106,7 @@ def test_a_lookup_connection_to_a_hung_server_waits_once_per_opening() -> None:
         silent.close()
 
 
-class HangableIndex:
+class HangableIndex(OneKeyAtATimeIndex):
     """The write-key index: knows key 'k' as client acme; hangs while `hung` is set."""
 
     def __init__(self) -> None:
@@ -118,7 +119,7 @@ class HangableIndex:
         return "acme" if key_hash == hash_api_key("k") else KeyUnknown()
 
 
-class ActiveDirectory:
+class ActiveDirectory(OneClientAtATimeDirectory):
     def lookup(self, client_id: str) -> ClientFound:
         return ClientFound(
             ClientRecord("acme", ClientStatus.ACTIVE, hash_api_key("k"), "client_acme")

@@ -18,6 +18,7 @@ import pytest
 
 from analytics_core import client_cache, pg, registry
 from analytics_core.client_cache import ClientDirectory
+from analytics_core.clients import ClientStatus
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
 from capture.auth import (
@@ -30,7 +31,7 @@ from capture.auth import (
     Refused,
 )
 from capture.redis_clients import sync_client
-from tests.conftest import ClientFixture, unique_id
+from tests.conftest import ClientFixture, set_status, unique_id
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +134,51 @@ def test_an_unknown_key_is_kept_in_process_only_briefly(stack: Settings) -> None
     finally:
         index.close()
         redis.close()
+
+
+def test_many_keys_are_looked_up_together_each_layer_once(
+    stack: Settings, make_client: Callable[..., ClientFixture]
+) -> None:
+    """A batch of keys (the registry thread's job after a pause): every answer is the one
+    a lookup of that key alone gives, and Redis is asked once per layer, not per key."""
+    clients = [make_client("kbat", active=False) for _ in range(4)]  # pending: accepted
+    set_status(stack, clients[1].client_id, ClientStatus.DEPROVISIONED)  # refused: 403
+    unknown = hash_api_key(f"key-{unique_id('kbat')}")
+    hashes = [hash_api_key(c.api_key) for c in clients] + [unknown]
+    index = _index(stack)
+    directory = ClientDirectory(stack.redis, stack.postgres, local_ttl_s=LOCAL_TTL_S)
+    registry_thread = ThreadPoolExecutor(1)
+    auth = Authenticator(index, directory, registry_thread, front_ttl_s=0.05)
+    try:
+        # First sight: Redis has none of them, PostgreSQL answers each.
+        first = index.clients_for(hashes)
+        assert first == {
+            **{h: c.client_id for h, c in zip(hashes, clients, strict=False)},
+            unknown: KeyUnknown(),
+        }
+        time.sleep(LOCAL_TTL_S * 2)  # the unknown key's local entry is gone: Redis's now
+        assert index.clients_for(hashes) == first
+
+        ids = [c.client_id for c in clients] + [unique_id("kbat-missing")]
+        looked_up = directory.lookup_many(ids)
+        assert looked_up == {cid: directory.lookup(cid) for cid in ids}
+        time.sleep(LOCAL_TTL_S * 2)  # past the local TTL: one MGET serves the known ones
+        hits = directory.stats.redis_hits
+        assert directory.lookup_many(ids) == looked_up
+        assert directory.stats.redis_hits == hits + len(ids)
+
+        async def all_at_once() -> list[AuthOutcome]:
+            keys = [c.api_key for c in clients] + ["no such key"]
+            return await asyncio.gather(*(auth.authenticate(k) for k in keys))
+
+        outcomes = asyncio.run(all_at_once())
+        for i, (client, key_hash) in enumerate(zip(clients, hashes, strict=False)):
+            if i == 1:
+                assert isinstance(outcomes[i], Refused) and outcomes[i].status == 403
+            else:
+                assert outcomes[i] == Authenticated(client.client_id, key_hash)
+        assert outcomes[-1] == Refused(401, "invalid_write_key", "unknown write key")
+    finally:
+        directory.close()
+        index.close()
+        registry_thread.shutdown()

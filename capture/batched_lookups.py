@@ -1,0 +1,104 @@
+"""Blocking lookups of many keys, run together on an executor from the event loop.
+
+Used for the write-key verdicts: after a pause, a hundred clients' first requests all
+need a lookup at once. Run one by one on the registry thread, each lookup paid its own
+Redis round trips and its own two hand-overs of the GIL between that thread and a busy
+event loop (milliseconds each under load), and the last client waited for all the others.
+
+Rule: at most one batch job runs at a time. Keys asked for while it runs wait in the next
+batch, which starts as soon as it ends, so the batches grow with the load and the number
+of thread hops does not. A key already waiting or running is shared, never looked up
+twice at once. A job that fails is logged once; its keys' waiters get its exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor
+from typing import Generic, TypeVar
+
+log = logging.getLogger("capture")
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class BatchedLookups(Generic[K, V]):
+    def __init__(
+        self,
+        executor: Executor,
+        job: Callable[[Sequence[K]], dict[K, V]],
+        then: Callable[[K, V], None],
+        what: str,
+    ) -> None:
+        """`job(keys)` returns a value for every key; `then(key, value)` runs for each
+        before anyone awaiting that key resumes."""
+        self._executor = executor
+        self._job = job
+        self._then = then
+        self._what = what  # names the job in the log when it fails
+        # key -> its result to come and when it was first asked for (monotonic)
+        self._waiting: dict[K, tuple[asyncio.Future[V], float]] = {}
+        self._next: list[K] = []  # waiting keys not yet in a running job
+        self._running = False
+        self.jobs = 0  # batch jobs started
+
+    def start(self, key: K) -> asyncio.Future[V]:
+        """The key's result to come (its lookup joins the next batch unless it is already
+        waiting or running)."""
+        current = self._waiting.get(key)
+        if current is not None:
+            return current[0]
+        fut: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = (fut, time.monotonic())
+        self._next.append(key)
+        if not self._running:
+            self._launch()
+        return fut
+
+    async def result_within(self, key: K, wait_s: float) -> V | None:
+        """The key's result, or None once `wait_s` has passed since it was first asked
+        for. The lookup goes on: its result still reaches `then`."""
+        fut = self.start(key)
+        if fut.done():
+            return fut.result()
+        left = wait_s - (time.monotonic() - self._waiting[key][1])
+        if left <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), left)
+        except TimeoutError:
+            return None
+
+    def _launch(self) -> None:
+        keys, self._next = self._next, []
+        self._running = True
+        self.jobs += 1
+        loop = asyncio.get_running_loop()
+        running = loop.run_in_executor(self._executor, self._job, keys)
+        running.add_done_callback(functools.partial(self._ended, keys))
+
+    def _ended(self, keys: list[K], running: asyncio.Future[dict[K, V]]) -> None:
+        self._running = False
+        failure = running.exception() if not running.cancelled() else asyncio.CancelledError()
+        if failure is not None:
+            log.error("%s failed", self._what, exc_info=failure)
+        results = {} if failure is not None else running.result()
+        if failure is None and any(key not in results for key in keys):
+            failure = LookupError(f"{self._what} returned no result for some keys")
+            log.error("%s", failure)
+        for key in keys:
+            fut, _asked = self._waiting.pop(key)
+            if key in results:
+                self._then(key, results[key])
+                fut.set_result(results[key])
+            else:
+                assert failure is not None
+                fut.set_exception(failure)
+                fut.exception()  # logged once above, not again for every unawaited key
+        if self._next:
+            self._launch()

@@ -1,0 +1,134 @@
+"""capture.batched_lookups: one batch job at a time; keys asked for meanwhile go into the
+next one together; a waiter gives up after its wait, the lookup does not."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from analytics_core.clients import ClientFound, ClientRecord, ClientStatus
+from analytics_core.event_contract import hash_api_key
+from capture.auth import Authenticated, Authenticator
+from capture.batched_lookups import BatchedLookups
+from tests.unit.auth_fakes import OneClientAtATimeDirectory, OneKeyAtATimeIndex
+
+
+class Doubling:
+    """A blocking job: each key's double, after `delay_s`; records every batch it ran."""
+
+    def __init__(self, delay_s: float = 0.05) -> None:
+        self.delay_s = delay_s
+        self.batches: list[list[int]] = []
+        self.fail = False
+
+    def __call__(self, keys: Sequence[int]) -> dict[int, int]:
+        self.batches.append(list(keys))
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError("registry exploded")
+        return {k: 2 * k for k in keys if k >= 0}  # a negative key: one the job forgets
+
+
+def test_keys_asked_for_while_a_batch_runs_go_into_the_next_one_together() -> None:
+    async def scenario() -> None:
+        job = Doubling()
+        seen: dict[int, int] = {}
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, seen.__setitem__, "doubling")
+        first = lookups.start(1)
+        rest = [lookups.start(k) for k in range(2, 52)]
+        again = lookups.start(7)  # already waiting: the same lookup
+        assert again is rest[5]
+        assert await first == 2
+        assert await asyncio.gather(*rest) == [2 * k for k in range(2, 52)]
+        assert job.batches == [[1], list(range(2, 52))]
+        assert lookups.jobs == 2
+        assert seen == {k: 2 * k for k in range(1, 52)}  # `then` saw every result
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_gives_up_after_its_wait_and_the_result_still_arrives() -> None:
+    async def scenario() -> None:
+        job = Doubling(delay_s=0.3)
+        seen: dict[int, int] = {}
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, seen.__setitem__, "doubling")
+        started = time.monotonic()
+        assert await lookups.result_within(5, 0.05) is None
+        assert time.monotonic() - started < 0.25
+        await asyncio.sleep(0.4)
+        assert seen == {5: 10}
+        assert await lookups.result_within(6, 1.0) == 12
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_batch_reaches_its_waiters_and_the_next_batch_still_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        job = Doubling()
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, lambda k, v: None, "doubling")
+        job.fail = True
+        failed = lookups.start(1)
+        with pytest.raises(RuntimeError, match="exploded"):
+            await failed
+        job.fail = False
+        assert await lookups.start(2) == 4
+        with pytest.raises(LookupError):
+            await lookups.start(-1)  # the job returned nothing for it
+
+    with caplog.at_level(logging.ERROR, logger="capture"):
+        asyncio.run(scenario())
+    failures = [r for r in caplog.records if "doubling" in r.getMessage()]
+    assert len(failures) == 2, [r.getMessage() for r in failures]
+
+
+KEYS = {hash_api_key(f"k{i}"): f"client-{i}" for i in range(100)}
+
+
+class GatedIndex(OneKeyAtATimeIndex):
+    """Knows KEYS; the first batch waits until `opened` is set; records each batch's size."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.batches: list[int] = []
+
+    def clients_for(self, key_hashes: Sequence[str]) -> dict[str, str]:
+        self.batches.append(len(key_hashes))
+        self.opened.wait(5)
+        return {h: KEYS[h] for h in key_hashes}
+
+
+class KeysDirectory(OneClientAtATimeDirectory):
+    """Each client of KEYS, active, holding its key."""
+
+    def lookup(self, client_id: str) -> ClientFound:
+        key_hash = next(h for h, c in KEYS.items() if c == client_id)
+        return ClientFound(ClientRecord(client_id, ClientStatus.ACTIVE, key_hash, "client_x"))
+
+
+def test_a_hundred_new_keys_at_once_take_two_registry_jobs_not_a_hundred() -> None:
+    async def scenario() -> None:
+        index = GatedIndex()
+        auth = Authenticator(
+            index,  # type: ignore[arg-type]
+            KeysDirectory(),  # type: ignore[arg-type]
+            ThreadPoolExecutor(1),
+            front_ttl_s=1.0,
+        )
+        waiting = [asyncio.ensure_future(auth.authenticate(f"k{i}")) for i in range(100)]
+        await asyncio.sleep(0.05)  # every request is waiting; the first batch holds
+        index.opened.set()
+        outcomes = await asyncio.gather(*waiting)
+        assert index.batches == [1, 99]
+        assert outcomes == [
+            Authenticated(KEYS[hash_api_key(f"k{i}")], hash_api_key(f"k{i}")) for i in range(100)
+        ]
+
+    asyncio.run(scenario())
