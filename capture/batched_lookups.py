@@ -21,6 +21,8 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
 
+from capture.single_flight import result_by
+
 log = logging.getLogger("capture")
 
 K = TypeVar("K", bound=Hashable)
@@ -64,15 +66,9 @@ class BatchedLookups(Generic[K, V]):
         """The key's result, or None once `wait_s` has passed since it was first asked
         for. The lookup goes on: its result still reaches `then`."""
         fut = self.start(key)
-        if fut.done():
+        if fut.done():  # a key's entry in _waiting is gone once its future is done
             return fut.result()
-        left = wait_s - (time.monotonic() - self._waiting[key][1])
-        if left <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), left)
-        except TimeoutError:
-            return None
+        return await result_by(fut, self._waiting[key][1] + wait_s)
 
     def _launch(self) -> None:
         keys, self._next = self._next, []

@@ -52,15 +52,7 @@ class SingleFlight(Generic[K, V]):
         (counted from its start, which may be before this call). The job goes on: its
         result still reaches `then`."""
         running = self.start(key, job, then)
-        if running.done():
-            return running.result()
-        left = wait_s - (time.monotonic() - self._running[key][1])
-        if left <= 0:
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(running), left)
-        except TimeoutError:
-            return None
+        return await result_by(running, self._running[key][1] + wait_s)
 
     def _ended(self, key: K, then: Callable[[K, V], None] | None, fut: asyncio.Future[V]) -> None:
         del self._running[key]
@@ -71,3 +63,17 @@ class SingleFlight(Generic[K, V]):
             log.error("%s failed", self._what, exc_info=exc)
         elif then is not None:
             then(key, fut.result())
+
+
+async def result_by(fut: asyncio.Future[V], deadline: float) -> V | None:
+    """`fut`'s result, or None once the monotonic `deadline` has passed (`fut` goes on:
+    it is shielded, never cancelled by the wait)."""
+    if fut.done():
+        return fut.result()
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), left)
+    except TimeoutError:
+        return None
