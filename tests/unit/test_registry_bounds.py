@@ -15,10 +15,11 @@ import pytest
 
 from analytics_core import pg
 from analytics_core.circuit_breaker import CircuitBreaker
+from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import ClientFound, ClientRecord, ClientStatus
 from analytics_core.event_contract import hash_api_key
 from analytics_core.quotas import Quota
-from analytics_core.settings import RedisSettings, Settings, SettingsError
+from analytics_core.settings import PostgresSettings, RedisSettings, Settings, SettingsError
 from capture.auth import Authenticated, Authenticator, AuthUnavailable, KeyUnknown
 from capture.quota import RateLimiter
 from tests.unit.auth_fakes import OneClientAtATimeDirectory, OneKeyAtATimeIndex
@@ -192,3 +193,18 @@ def test_a_first_quota_read_waits_at_most_the_registry_wait_then_the_default_app
         await limiter.close()
 
     asyncio.run(scenario())
+
+
+def test_a_refresh_with_nothing_due_leaves_the_redis_breakers_probe_to_a_real_call() -> None:
+    """An open breaker past its hold allows one probe call. A refresh that has no client
+    to read must not take it: the probe's outcome would never come, and every later
+    lookup would skip Redis for good."""
+    directory = ClientDirectory(
+        RedisSettings(), PostgresSettings(), breaker_failures=1, breaker_retry_s=0.0
+    )
+    try:
+        directory.redis_breaker.failed()  # open; its hold (0 s) is over at once
+        assert directory.refresh_ahead() == 0  # nothing cached, so nothing due
+        assert directory.redis_breaker.allow()  # the probe is still there
+    finally:
+        directory.close()
