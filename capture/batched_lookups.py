@@ -9,6 +9,7 @@ Rule: at most one batch job runs at a time. Keys asked for while it runs wait in
 batch, which starts as soon as it ends, so the batches grow with the load and the number
 of thread hops does not. A key already waiting or running is shared, never looked up
 twice at once. A job that fails is logged once; its keys' waiters get its exception.
+Every key of a finished job is resolved, whatever `then` does.
 """
 
 from __future__ import annotations
@@ -87,14 +88,24 @@ class BatchedLookups(Generic[K, V]):
         if failure is None and any(key not in results for key in keys):
             failure = LookupError(f"{self._what} returned no result for some keys")
             log.error("%s", failure)
-        for key in keys:
-            fut, _asked = self._waiting.pop(key)
-            if key in results:
-                self._then(key, results[key])
-                fut.set_result(results[key])
-            else:
-                assert failure is not None
-                fut.set_exception(failure)
-                fut.exception()  # logged once above, not again for every unawaited key
-        if self._next:
-            self._launch()
+        try:
+            for key in keys:
+                fut, _asked = self._waiting.pop(key)
+                if key in results:
+                    self._remember(key, results[key])
+                    fut.set_result(results[key])
+                else:
+                    assert failure is not None
+                    fut.set_exception(failure)
+                    fut.exception()  # logged once above, not again for every unawaited key
+        finally:
+            if self._next:
+                self._launch()
+
+    def _remember(self, key: K, value: V) -> None:
+        """`then(key, value)`; if it raises, that is logged and the key's waiters still get
+        `value` (a key left unresolved would hold its requests until their wait ends)."""
+        try:
+            self._then(key, value)
+        except Exception:
+            log.exception("%s: keeping the result of a key failed", self._what)

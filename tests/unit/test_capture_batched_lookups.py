@@ -89,6 +89,32 @@ def test_a_failed_batch_reaches_its_waiters_and_the_next_batch_still_runs(
     assert len(failures) == 2, [r.getMessage() for r in failures]
 
 
+def test_a_then_that_raises_is_logged_and_every_waiter_still_gets_its_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        job = Doubling()
+        seen: dict[int, int] = {}
+
+        def then(key: int, value: int) -> None:
+            if key == 3:
+                raise ValueError("cannot keep 3")
+            seen[key] = value
+
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, then, "doubling")
+        first = lookups.start(1)
+        batch = [lookups.start(k) for k in (2, 3, 4, 5)]  # 3's `then` raises mid-batch
+        assert await first == 2
+        assert await asyncio.wait_for(asyncio.gather(*batch), 1.0) == [4, 6, 8, 10]
+        assert seen == {1: 2, 2: 4, 4: 8, 5: 10}
+        assert await asyncio.wait_for(lookups.start(6), 1.0) == 12  # later batches still run
+
+    with caplog.at_level(logging.ERROR, logger="capture"):
+        asyncio.run(scenario())
+    failures = [r for r in caplog.records if "keeping the result" in r.getMessage()]
+    assert len(failures) == 1 and "cannot keep 3" in (failures[0].exc_text or ""), failures
+
+
 KEYS = {hash_api_key(f"k{i}"): f"client-{i}" for i in range(100)}
 
 
