@@ -35,6 +35,9 @@ _CREATE_OK = re.compile(rf"^CREATE (?:OR REPLACE |(?:{_OBJECTS}) IF NOT EXISTS\b
 _DROP = re.compile(rf"^DROP (?:{_OBJECTS})\b")
 _DROP_OK = re.compile(rf"^DROP (?:{_OBJECTS}) IF EXISTS\b")
 _ALTER = re.compile(r"^ALTER TABLE \S+(?: ON CLUSTER \S+)? (.*)$")
+_ALTER_NAMED = re.compile(r"^ALTER TABLE (\S+)(?: ON CLUSTER \S+)? (.*)$")
+_ADD_COLUMN = re.compile(r"^ADD COLUMN (?:IF NOT EXISTS )?(\S+)")
+_RENAME_COLUMN = re.compile(r"^RENAME COLUMN (?:IF EXISTS )?(\S+) TO (\S+)")
 _ADD_PART = re.compile(rf"^ADD ({'|'.join(_PARTS)})\b")
 _DROP_PART = re.compile(rf"^DROP ({'|'.join(_PARTS)})\b")
 
@@ -56,27 +59,43 @@ _DONE: dict[str, tuple[tuple[int, str], ...]] = {
 _CODE = re.compile(r"\bCode: (\d+)\b")
 
 
-def _code(statement: str) -> str:
+def _code(statement: str, names: bool = False) -> str:
     """The statement upper-cased on single spaces, each quoted string or identifier
-    replaced by `Q` (so its text is never taken for a keyword)."""
+    replaced by `Q` (so its text is never taken for a keyword). With `names`, a quoted
+    identifier (`x` or "x") becomes one token, its text in hex between backquotes, instead
+    (`_name` reads it back)."""
     out: list[str] = []
     quote: str | None = None
+    quoted: list[str] = []
     i, n = 0, len(statement)
     while i < n:
         c = statement[i]
         if quote:
             if c == "\\":
+                quoted.append(statement[i : i + 2])
                 i += 2
                 continue
             if c == quote:
+                keep = names and quote != "'"
+                out.append(f" `{''.join(quoted).encode().hex()}` " if keep else "Q")
                 quote = None
-                out.append("Q")
+            else:
+                quoted.append(c)
         elif c in ("'", '"', "`"):
             quote = c
+            quoted = []
         else:
             out.append(c)
         i += 1
     return " ".join("".join(out).upper().split())
+
+
+def _name(token: str) -> str:
+    """A name of `_code(..., names=True)`, quoted or not, upper-cased (a name is compared
+    without its case: a conservative check may see `a` and `A` as one column)."""
+    if token.startswith("`") and token.endswith("`"):
+        return bytes.fromhex(token[1:-1]).decode(errors="replace").upper()
+    return token
 
 
 def _clauses(alter_body: str) -> list[str]:
@@ -164,4 +183,33 @@ def rerun_problem(sql: str) -> str | None:
             if clauses > 1
             else f"statement {number} ({head!r}) is {problem}"
         ) + ": a run interrupted after it could not apply the file again; write IF [NOT] EXISTS"
+    return _rename_of_an_added_column(sql)
+
+
+def _rename_of_an_added_column(sql: str) -> str | None:
+    """A RENAME COLUMN whose old or new name is a column the same file adds: applied again
+    after an interruption, the file adds that column a second time and the rename then
+    finds its new name taken, with or without IF [NOT] EXISTS."""
+    renames: list[tuple[int, str, str, tuple[str, str]]] = []
+    added: dict[tuple[str, str], int] = {}  # (table, column) -> statement that adds it
+    for number, statement in enumerate(split_statements(sql), start=1):
+        alter = _ALTER_NAMED.match(_code(statement, names=True))
+        if alter is None:
+            continue
+        table = _name(alter.group(1))
+        for clause in _clauses(alter.group(2)):
+            if add := _ADD_COLUMN.match(clause):
+                added.setdefault((table, _name(add.group(1))), number)
+            elif rename := _RENAME_COLUMN.match(clause):
+                head = " ".join(statement.split())[:80]
+                old, new = (_name(g) for g in rename.groups())
+                renames.append((number, head, table, (old, new)))
+    for number, head, table, names in renames:
+        adds = [added[(table, name)] for name in names if (table, name) in added]
+        if adds:
+            return (
+                f"statement {number} ({head!r}) renames a column that statement {adds[0]} of "
+                "the same file adds: a run interrupted after the rename would add the column "
+                "again and the rename would then fail; put the rename in a file of its own"
+            )
     return None

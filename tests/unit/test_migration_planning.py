@@ -219,6 +219,55 @@ def test_statements_that_run_twice_or_heal_pass(sql: str) -> None:
     assert rerun_problem(sql) is None
 
 
+@pytest.mark.parametrize(
+    ("sql", "renaming", "adding"),
+    [
+        ("ALTER TABLE t ADD COLUMN a UInt8;\nALTER TABLE t RENAME COLUMN a TO b", 2, 1),
+        (  # guarded forms do not help: the second run adds `a` again, then `b` is taken
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS a UInt8;\n"
+            "ALTER TABLE t RENAME COLUMN IF EXISTS a TO b",
+            2,
+            1,
+        ),
+        (  # the old name added back after the rename
+            "ALTER TABLE t RENAME COLUMN IF EXISTS a TO b;\n"
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS a UInt8",
+            1,
+            2,
+        ),
+        (  # quoted or not, one column; the new name may be the added one too
+            "ALTER TABLE `t` ADD COLUMN IF NOT EXISTS `x y` String, ADD COLUMN IF NOT EXISTS"
+            ' c UInt8;\nALTER TABLE t RENAME COLUMN IF EXISTS z TO "x y"',
+            2,
+            1,
+        ),
+    ],
+)
+def test_a_file_renaming_a_column_it_adds_is_refused_before_it_ships(
+    sql: str, renaming: int, adding: int
+) -> None:
+    """Re-applied after an interruption, such a file adds the column a second time and its
+    rename then finds the new name taken: no IF [NOT] EXISTS can heal that."""
+    found = rerun_problem(sql)
+    assert found is not None
+    assert found.startswith(f"statement {renaming} (")
+    assert f"renames a column that statement {adding} of the same file adds" in found
+    assert found.endswith("put the rename in a file of its own")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS a UInt8;\nALTER TABLE u RENAME COLUMN a TO b",
+        "ALTER TABLE t ADD COLUMN a UInt8 DEFAULT 'rename column a to b';\n"
+        "ALTER TABLE t RENAME COLUMN IF EXISTS c TO d",
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS a UInt8, DROP COLUMN IF EXISTS b",
+    ],
+)
+def test_renames_of_columns_the_file_does_not_add_pass(sql: str) -> None:
+    assert rerun_problem(sql) is None
+
+
 def test_the_shipped_schema_and_migrations_can_all_run_twice() -> None:
     files = load()
     assert [f.version for f in files if rerun_problem(f.sql)] == []
