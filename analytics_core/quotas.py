@@ -9,6 +9,7 @@ reads and writes the registry. All SQL is parameterised.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg2.extensions
@@ -53,16 +54,23 @@ def validate(events_per_s: float | None, burst: int | None) -> None:
 
 def get_quota(conn: Conn, client_id: str) -> StoredQuota | None:
     """The stored quota of a client, or None when there is no such client."""
+    return get_quotas(conn, [client_id]).get(client_id)
+
+
+def get_quotas(conn: Conn, client_ids: Sequence[str]) -> dict[str, StoredQuota]:
+    """The stored quotas of the clients that exist among `client_ids`, in one query."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT capture_events_per_s, capture_burst FROM clients WHERE client_id = %s",
-            (client_id,),
+            "SELECT client_id, capture_events_per_s, capture_burst FROM clients"
+            " WHERE client_id = ANY(%s)",
+            (list(client_ids),),
         )
-        row = cur.fetchone()
+        rows = cur.fetchall()
     conn.commit()
-    if row is None:
-        return None
-    return StoredQuota(client_id, None if row[0] is None else float(row[0]), row[1])
+    return {
+        cid: StoredQuota(cid, None if rate is None else float(rate), burst)
+        for cid, rate, burst in rows
+    }
 
 
 def set_quota(

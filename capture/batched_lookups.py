@@ -1,9 +1,10 @@
 """Blocking lookups of many keys, run together on an executor from the event loop.
 
-Used for the write-key verdicts: after a pause, a hundred clients' first requests all
-need a lookup at once. Run one by one on the registry thread, each lookup paid its own
-Redis round trips and its own two hand-overs of the GIL between that thread and a busy
-event loop (milliseconds each under load), and the last client waited for all the others.
+Used for the write-key verdicts and the quotas: after a pause, a hundred clients' first
+requests all need a lookup at once. Run one by one on the registry thread, each lookup
+paid its own round trips (Redis, PostgreSQL) and its own two hand-overs of the GIL
+between that thread and a busy event loop (milliseconds each under load), and the last
+client waited for all the others.
 
 Rule: at most one batch job runs at a time. Keys asked for while it runs wait in the next
 batch, which starts as soon as it ends, so the batches grow with the load and the number
@@ -21,8 +22,6 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from typing import Generic, TypeVar
-
-from capture.single_flight import result_by
 
 log = logging.getLogger("capture")
 
@@ -109,3 +108,17 @@ class BatchedLookups(Generic[K, V]):
             self._then(key, value)
         except Exception:
             log.exception("%s: keeping the result of a key failed", self._what)
+
+
+async def result_by(fut: asyncio.Future[V], deadline: float) -> V | None:
+    """`fut`'s result, or None once the monotonic `deadline` has passed (`fut` goes on:
+    it is shielded, never cancelled by the wait)."""
+    if fut.done():
+        return fut.result()
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), left)
+    except TimeoutError:
+        return None

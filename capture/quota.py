@@ -28,10 +28,12 @@ Redis is down.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -39,10 +41,10 @@ import redis
 
 from analytics_core import pg
 from analytics_core.circuit_breaker import CircuitBreaker
-from analytics_core.quotas import Quota, get_quota
+from analytics_core.quotas import Quota, get_quotas
 from analytics_core.settings import PostgresSettings, RedisSettings
+from capture.batched_lookups import BatchedLookups
 from capture.redis_clients import async_client
-from capture.single_flight import SingleFlight
 
 log = logging.getLogger("capture.quota")
 
@@ -109,6 +111,8 @@ class Lease:
     refill: asyncio.Future[None] | None = None  # a Redis call for this client in flight
 
 
+READ_CHUNK = 1000  # clients per quota query
+
 # How long a lease may be spent; unspent tokens then go back with the client's next call.
 LEASE_TTL_S = 1.0
 
@@ -162,24 +166,35 @@ class QuotaBook:
             return None
         return hit[0], time.monotonic() < hit[1]
 
-    def load(self, client_id: str) -> Quota:
-        """Blocking read (run it on the registry thread)."""
+    def load_many(self, client_ids: Sequence[str]) -> dict[str, Quota]:
+        """Blocking read of every client's quota, a thousand per query (run it on the
+        registry thread). A client not in the registry gets the default."""
         now = time.monotonic()
-        previous = self._known.get(client_id)
-        fallback = previous[0] if previous else self.default
-        stored = self._pg.run(lambda conn: get_quota(conn, client_id))
-        if isinstance(stored, pg.PostgresAway):
-            return fallback
-        quota = self.default if stored is None else stored.effective(self.default)
-        if len(self._known) > 100_000:
-            self._known.clear()
-        # Fresh for 80-100% of cache_s, at random: the quotas of clients first seen
-        # together are read again at different times, not in one burst.
-        self._known[client_id] = (quota, now + self._cache_s * random.uniform(0.8, 1.0))
-        return quota
+        quotas: dict[str, Quota] = {}
+        for start in range(0, len(client_ids), READ_CHUNK):
+            chunk = client_ids[start : start + READ_CHUNK]
+            stored = self._pg.run(functools.partial(get_quotas, client_ids=chunk))
+            for client_id in chunk:
+                if isinstance(stored, pg.PostgresAway):
+                    previous = self._known.get(client_id)
+                    quotas[client_id] = previous[0] if previous else self.default
+                    continue
+                found = stored.get(client_id)
+                quotas[client_id] = self.default if found is None else found.effective(self.default)
+                if len(self._known) > 100_000:
+                    self._known.clear()
+                # Fresh for 80-100% of cache_s, at random: the quotas of clients first seen
+                # together are read again at different times, not in one burst.
+                fresh_until = now + self._cache_s * random.uniform(0.8, 1.0)
+                self._known[client_id] = (quotas[client_id], fresh_until)
+        return quotas
 
     def close(self) -> None:
         self._pg.close()
+
+
+def _kept_by_the_book(_client_id: str, _quota: Quota) -> None:
+    """Nothing to keep: `QuotaBook.load_many` caches what it reads."""
 
 
 class RateLimiter:
@@ -205,7 +220,11 @@ class RateLimiter:
         # client -> monotonic time until which its last 429 holds (Retry-After): requests
         # inside it are refused without asking Redis (the bucket can only have less).
         self._refused_until: dict[str, float] = {}
-        self._reads: SingleFlight[str, Quota] = SingleFlight(executor, "quota read")
+        # The clients whose quota must be read are read together: one query for all the
+        # clients of a batch, at most one batch on the registry thread at a time.
+        self._reads: BatchedLookups[str, Quota] = BatchedLookups(
+            executor, book.load_many, _kept_by_the_book, "quota read"
+        )
         self.redis_calls = 0
         self.redis_errors = 0
 
@@ -216,17 +235,16 @@ class RateLimiter:
     async def quota(self, client_id: str) -> Quota:
         """The client's quota. Only its first read is waited for, at most
         `registry_wait_s` (then the default quota applies to this request); an expired one
-        stays in force while it is read again on the registry thread (one read per client
-        at a time), so the quotas of many clients expiring together stall no request."""
+        stays in force while it is read again on the registry thread (the clients due
+        together in one query), so the quotas of many clients expiring together stall no
+        request."""
         cached = self._book.cached(client_id)
         if cached is not None and cached[1]:
             return cached[0]
         if cached is not None:
-            self._reads.start(client_id, self._book.load)
+            self._reads.start(client_id)
             return cached[0]
-        read = await self._reads.result_within(
-            client_id, self._book.load, None, self._registry_wait_s
-        )
+        read = await self._reads.result_within(client_id, self._registry_wait_s)
         return self._book.default if read is None else read
 
     def leased(self, client_id: str) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
@@ -268,7 +270,8 @@ def test_a_verdict_in_use_is_refreshed_ahead_and_never_served_past_its_ttl() -> 
 
 
 class SlowBook:
-    """A quota book whose reads take 0.05 s and return the quota set last."""
+    """A quota book whose reads (of any number of clients) take 0.05 s and return the
+    quota set last."""
 
     def __init__(self, cache_s: float) -> None:
         self.cache_s = cache_s
@@ -281,11 +284,11 @@ class SlowBook:
             return None
         return self._known[0], time.monotonic() - self._known[1] < self.cache_s
 
-    def load(self, client_id: str) -> Quota:
+    def load_many(self, client_ids: Sequence[str]) -> dict[str, Quota]:
         self.reads += 1
         time.sleep(0.05)
         self._known = (self.quota, time.monotonic())
-        return self.quota
+        return {c: self.quota for c in client_ids}
 
 
 def test_an_expired_quota_stays_in_force_while_it_is_read_again_once() -> None:
@@ -302,6 +305,43 @@ def test_an_expired_quota_stays_in_force_while_it_is_read_again_once() -> None:
         await asyncio.sleep(0.1)
         assert book.reads == 2  # one read for the twenty requests
         assert await limiter.quota("acme") == Quota(events_per_s=5.0, burst=10)
+        await limiter.close()
+
+    asyncio.run(scenario())
+
+
+class GatedBook:
+    """Every client's quota is QUOTA; the first read waits until `opened` is set; records
+    each read's clients."""
+
+    default = Quota(events_per_s=1.0, burst=1)
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.reads: list[list[str]] = []
+
+    def cached(self, client_id: str) -> None:
+        return None
+
+    def load_many(self, client_ids: Sequence[str]) -> dict[str, Quota]:
+        self.reads.append(list(client_ids))
+        self.opened.wait(5)
+        return {c: QUOTA for c in client_ids}
+
+
+def test_the_quotas_of_a_hundred_new_clients_are_read_in_two_queries_not_a_hundred() -> None:
+    """After a pause every client's first request needs its quota at once: the reads queue
+    on the registry thread with the write-key lookups, so one read each stalled them."""
+
+    async def scenario() -> None:
+        book = GatedBook()
+        limiter = RateLimiter(RedisSettings(), book, ThreadPoolExecutor(1))  # type: ignore[arg-type]
+        clients = [f"client-{i}" for i in range(100)]
+        waiting = [asyncio.ensure_future(limiter.quota(c)) for c in clients]
+        await asyncio.sleep(0.05)  # every request waits; the first read holds
+        book.opened.set()
+        assert await asyncio.gather(*waiting) == [QUOTA] * 100
+        assert book.reads == [clients[:1], clients[1:]]
         await limiter.close()
 
     asyncio.run(scenario())

@@ -8,6 +8,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2.extensions
@@ -172,9 +173,9 @@ class HangingBook:
     def cached(self, client_id: str) -> None:
         return None
 
-    def load(self, client_id: str) -> Quota:
+    def load_many(self, client_ids: Sequence[str]) -> dict[str, Quota]:
         self.released.wait(10)
-        return Quota(events_per_s=1.0, burst=1)
+        return {c: Quota(events_per_s=1.0, burst=1) for c in client_ids}
 
 
 def test_a_first_quota_read_waits_at_most_the_registry_wait_then_the_default_applies() -> None:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from analytics_core import pg
-from analytics_core.quotas import Quota, get_quota, set_quota
+from analytics_core.quotas import Quota, StoredQuota, get_quota, get_quotas, set_quota
 from analytics_core.settings import Settings
 from capture.quota import BUCKET_PREFIX, LEASE_TTL_S, Admitted, QuotaBook, RateLimiter
 from capture.redis_clients import sync_client
@@ -154,3 +154,33 @@ def test_leases_keep_redis_off_the_request_path_and_the_bucket_shared(
         redis.close()
         book.close()
         registry.shutdown()
+
+
+def test_the_quotas_of_several_clients_are_read_together_unknown_ones_get_the_default(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    own: ClientFixture = make_client("qown", active=False)
+    plain: ClientFixture = make_client("qpln", active=False)
+    give_quota(stack, own.client_id, rate=250.0, burst=900)
+    ids = [own.client_id, plain.client_id, "no-such-client"]
+    conn = pg.connect(stack.postgres)
+    try:
+        assert get_quotas(conn, ids) == {
+            own.client_id: StoredQuota(own.client_id, 250.0, 900),
+            plain.client_id: StoredQuota(plain.client_id, None, None),
+        }
+    finally:
+        conn.close()
+    default = Quota(2000.0, 20_000)
+    book = QuotaBook(stack.postgres, default, cache_s=60)
+    try:
+        assert book.load_many(ids) == {
+            own.client_id: Quota(250.0, 900),
+            plain.client_id: default,
+            "no-such-client": default,
+        }
+        assert book.cached(own.client_id) == (Quota(250.0, 900), True)
+        assert book.cached(plain.client_id) == (default, True)
+    finally:
+        book.close()
