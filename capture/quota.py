@@ -9,12 +9,15 @@ the average rate holds.
 
 Leases keep Redis off the request path: when the script admits a request it also hands
 the process up to `lease_s` seconds of the client's rate (at most a tenth of its burst)
-from what is left in the bucket. Later requests of that client spend the lease in process
-and ask Redis again only when it runs short or is 80-100% of `LEASE_TTL_S` old (at random,
-so leases granted together are not renewed together); one call per client
-at a time, and the unspent rest of the lease goes back to the bucket in that call. Leased
-tokens are taken from the shared bucket, so all processes together never admit more than
-the bucket allows. A client whose quota is small next to its lease size gets no lease:
+from what is left in the bucket. Later requests of that client spend the lease in process.
+A lease in use is topped up in the background, back to its size, once half its life
+(80-100% of `LEASE_TTL_S`, at random, so leases granted together are not renewed together)
+has passed or a fifth of it is left, and lives on from then: a busy client's requests do
+not wait for Redis. A lease that ran short or out anyway (a burst, nothing left to lease)
+makes its next request ask Redis with its own cost, and the unspent rest of the lease goes
+back to the bucket in that call. One call per client at a time. Leased tokens are taken
+from the shared bucket, so all processes together never admit more than the bucket
+allows. A client whose quota is small next to its lease size gets no lease:
 every request asks Redis.
 After a 429 the client is refused in process, without asking Redis, for its Retry-After
 (the bucket can only hold less by then).
@@ -109,11 +112,28 @@ class Lease:
     tokens: int
     until: float  # monotonic
     refill: asyncio.Future[None] | None = None  # a Redis call for this client in flight
+    # A top-up is asked for in the background from `renew_at` on, or once fewer than `low`
+    # tokens are left, so a busy client's requests keep spending while it runs.
+    renew_at: float = math.inf
+    low: int = 0
+
+    def granted(self, tokens: int, size: int) -> None:
+        """`tokens` more from the shared bucket; the lease lives on for 80-100% of
+        LEASE_TTL_S (at random, so leases granted together are not renewed together)."""
+        now = time.monotonic()
+        self.tokens += tokens
+        self.until = now + LEASE_TTL_S * random.uniform(0.8, 1.0)
+        self.renew_at = now + (self.until - now) / 2
+        self.low = size // 5
+
+    def due(self, now: float) -> bool:
+        return self.refill is None and (now >= self.renew_at or self.tokens < self.low)
 
 
 READ_CHUNK = 1000  # clients per quota query
 
-# How long a lease may be spent; unspent tokens then go back with the client's next call.
+# How long a lease may be spent unless topped up; unspent tokens then go back with the
+# client's next call.
 LEASE_TTL_S = 1.0
 
 
@@ -225,6 +245,7 @@ class RateLimiter:
         self._reads: BatchedLookups[str, Quota] = BatchedLookups(
             executor, book.load_many, _kept_by_the_book, "quota read"
         )
+        self._top_ups: set[asyncio.Task[None]] = set()  # lease top-ups in flight
         self.redis_calls = 0
         self.redis_errors = 0
 
@@ -270,10 +291,15 @@ class RateLimiter:
                 self._leases.clear()
             lease = self._leases[client_id] = Lease(0, 0.0)
         # One Redis call per client at a time: requests that find the lease short while
-        # it is being renewed wait for the renewal, which may cover them too.
+        # it is being renewed wait for the renewal, which may cover them too. A busy
+        # client's lease is topped up before it runs short or out (`Lease.due`), so its
+        # requests do not wait for Redis at all.
         while True:
-            if lease.tokens >= cost and time.monotonic() < lease.until:
+            now = time.monotonic()
+            if lease.tokens >= cost and now < lease.until:
                 lease.tokens -= cost
+                if lease.due(now):
+                    self._start_top_up(client_id, lease)
                 return ADMITTED
             if lease.refill is None:
                 break
@@ -300,35 +326,16 @@ class RateLimiter:
         now = time.monotonic()
         if now >= self._redis_down_until:
             back, lease.tokens = lease.tokens, 0  # the unspent lease goes back
-            try:
-                self.redis_calls += 1
-                admitted, wait_ms, leased = await self._script(
-                    keys=[BUCKET_PREFIX + client_id],
-                    args=[
-                        repr(quota.events_per_s),
-                        quota.burst,
-                        cost,
-                        lease_size(quota, self._lease_s),
-                        back,
-                    ],
-                )
-            except (redis.RedisError, OSError) as exc:
+            size = lease_size(quota, self._lease_s)
+            answer = await self._ask_redis(client_id, quota, cost, size, back)
+            if answer is None:
                 lease.tokens = back  # never reached Redis: still ours to spend
-                self.redis_errors += 1
-                now = time.monotonic()
-                self._redis_down_until = now + self._redis_retry_after_s
-                log.warning(
-                    "redis unavailable: quotas enforced per process",
-                    extra={"error": str(exc)},
-                )
             else:
-                if int(admitted):
-                    lease.tokens = int(leased)
-                    # 80-100% of LEASE_TTL_S at random, so the leases of clients first
-                    # seen together are not all renewed in the same instant.
-                    lease.until = time.monotonic() + LEASE_TTL_S * random.uniform(0.8, 1.0)
+                admitted, wait_ms, leased = answer
+                if admitted:
+                    lease.granted(leased, size)
                     return ADMITTED
-                return OverQuota(max(1, math.ceil(int(wait_ms) / 1000)))
+                return OverQuota(max(1, math.ceil(wait_ms / 1000)))
         bucket = self._local.get(client_id)
         if bucket is None:
             if len(self._local) > 100_000:
@@ -336,5 +343,56 @@ class RateLimiter:
             bucket = self._local[client_id] = TokenBucket(quota, now)
         return bucket.take(quota, cost, now)
 
+    def _start_top_up(self, client_id: str, lease: Lease) -> None:
+        lease.refill = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(self._top_up(client_id, lease, lease.refill))
+        self._top_ups.add(task)
+        task.add_done_callback(self._top_ups.discard)
+
+    async def _top_up(self, client_id: str, lease: Lease, done: asyncio.Future[None]) -> None:
+        """Fill the lease back to its size from the shared bucket (a call of cost 0, which
+        the script admits while the bucket is not in debt) and extend its life. Without a
+        top-up (nothing left to lease, Redis away) the lease runs out and its client's next
+        request asks Redis with its own cost, as a request without a lease does."""
+        topped_up = False
+        try:
+            quota = await self.quota(client_id)
+            size = lease_size(quota, self._lease_s)
+            want = max(0, size - lease.tokens)
+            if time.monotonic() >= self._redis_down_until:
+                answer = await self._ask_redis(client_id, quota, 0, want, 0)
+                # Nothing left to lease (the bucket is empty or in debt) ends the top-ups
+                # of this lease; a full lease only has its life extended.
+                if answer is not None and answer[0] and (answer[2] > 0 or want == 0):
+                    lease.granted(answer[2], size)
+                    topped_up = True
+        except Exception:
+            log.exception("lease top-up failed", extra={"client_id": client_id})
+        finally:
+            if not topped_up:
+                lease.renew_at, lease.low = math.inf, 0
+            lease.refill = None
+            done.set_result(None)
+
+    async def _ask_redis(
+        self, client_id: str, quota: Quota, cost: int, want: int, back: int
+    ) -> tuple[bool, int, int] | None:
+        """The script's answer (admitted, wait_ms, tokens leased), or None when Redis is
+        unreachable (quotas are then enforced in process for `redis_retry_after_s`)."""
+        try:
+            self.redis_calls += 1
+            admitted, wait_ms, leased = await self._script(
+                keys=[BUCKET_PREFIX + client_id],
+                args=[repr(quota.events_per_s), quota.burst, cost, want, back],
+            )
+        except (redis.RedisError, OSError) as exc:
+            self.redis_errors += 1
+            self._redis_down_until = time.monotonic() + self._redis_retry_after_s
+            log.warning("redis unavailable: quotas enforced per process", extra={"error": str(exc)})
+            return None
+        return bool(int(admitted)), int(wait_ms), int(leased)
+
     async def close(self) -> None:
+        for task in list(self._top_ups):
+            task.cancel()
         await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

@@ -7,14 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
 from analytics_core import pg
 from analytics_core.quotas import Quota, StoredQuota, get_quota, get_quotas, set_quota
 from analytics_core.settings import Settings
-from capture.quota import BUCKET_PREFIX, LEASE_TTL_S, Admitted, QuotaBook, RateLimiter
+from capture.quota import (
+    BUCKET_PREFIX,
+    LEASE_TTL_S,
+    Admitted,
+    OverQuota,
+    QuotaBook,
+    QuotaOutcome,
+    RateLimiter,
+)
 from capture.redis_clients import sync_client
 from devstack import api
 from tests.conftest import ClientFixture
@@ -184,3 +194,85 @@ def test_the_quotas_of_several_clients_are_read_together_unknown_ones_get_the_de
         assert book.cached(plain.client_id) == (default, True)
     finally:
         book.close()
+
+
+def at_once(take: Coroutine[Any, Any, QuotaOutcome]) -> QuotaOutcome:
+    """The outcome of a `take` that answers without waiting for anything (Redis)."""
+    try:
+        take.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    take.close()
+    raise AssertionError("the request waited (for Redis)")
+
+
+def test_a_busy_clients_lease_is_topped_up_ahead_so_its_requests_never_wait_for_redis(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """A lease is topped up in the background at half its life or when a fifth is left:
+    three lease lifetimes of steady traffic, six times the lease, and no request waits."""
+    busy: ClientFixture = make_client("qahead", active=False)
+    give_quota(stack, busy.client_id, rate=1000.0, burst=100_000)  # leases of 100 tokens
+    registry = ThreadPoolExecutor(1)
+    book = QuotaBook(stack.postgres, Quota(2000.0, 20_000), cache_s=60)
+    limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
+
+    async def scenario() -> None:
+        assert isinstance(await limiter.take(busy.client_id, 1), Admitted)  # waits: no lease
+        assert limiter.leased(busy.client_id) == 100 and limiter.redis_calls == 1
+        started = time.monotonic()
+        for _ in range(600):
+            assert isinstance(at_once(limiter.take(busy.client_id, 1)), Admitted)
+            await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - started
+        assert elapsed > 3 * LEASE_TTL_S
+        # At most one top-up per 80 events (down to the low mark) or per half-life (0.4 s
+        # at least), and at least one per 100 events: one call per top-up.
+        most = 1 + 600 / 80 + elapsed / (0.4 * LEASE_TTL_S) + 1
+        assert 1 + 6 <= limiter.redis_calls <= most, (limiter.redis_calls, elapsed)
+        assert 20 <= limiter.leased(busy.client_id) <= 100
+        await limiter.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        book.close()
+        registry.shutdown()
+
+
+def test_a_lease_with_nothing_left_to_lease_is_not_topped_up_again_and_again(
+    stack: Settings,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """When the shared bucket is empty a top-up gets nothing: the lease then runs out and
+    the next request asks Redis with its cost (a 429), instead of a Redis call per request."""
+    tight: ClientFixture = make_client("qempty", active=False)
+    # Refills one token in 100 s: the bucket stays empty for the whole test.
+    give_quota(stack, tight.client_id, rate=0.01, burst=1000)
+    registry = ThreadPoolExecutor(1)
+    book = QuotaBook(stack.postgres, Quota(2000.0, 20_000), cache_s=60)
+    first = RateLimiter(stack.redis, book, registry, lease_s=10_000.0)  # leases of 100
+    other = RateLimiter(stack.redis, book, registry, lease_s=0.0)
+
+    async def scenario() -> None:
+        assert isinstance(await first.take(tight.client_id, 1), Admitted)
+        assert first.leased(tight.client_id) == 100
+        assert isinstance(await other.take(tight.client_id, 899), Admitted)  # empties it
+        for _ in range(81):  # down to 19 tokens: below the low mark (20)
+            assert isinstance(at_once(first.take(tight.client_id, 1)), Admitted)
+        await asyncio.sleep(0.2)  # the top-up ran and found nothing to lease
+        calls = first.redis_calls
+        for _ in range(19):
+            assert isinstance(at_once(first.take(tight.client_id, 1)), Admitted)
+        await asyncio.sleep(0.2)
+        assert first.redis_calls == calls  # no more top-ups of this lease
+        assert isinstance(await first.take(tight.client_id, 1), OverQuota)
+        await first.close()
+        await other.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        book.close()
+        registry.shutdown()
