@@ -271,7 +271,7 @@ class Authenticator:
         # lookup, and a hundred clients after a pause for one batch (queueing one lookup
         # each on the registry thread stalled them by tens to hundreds of milliseconds).
         self._lookups: BatchedLookups[str, AuthOutcome] = BatchedLookups(
-            executor, self._resolve_all, self._remember, "write-key lookup"
+            executor, self._resolve_all, "write-key lookup", self._remember
         )
         # key hash -> (verdict, when it was looked up, its age when it is looked up again)
         self._front: dict[str, tuple[AuthOutcome, float, float]] = {}

@@ -34,11 +34,11 @@ class BatchedLookups(Generic[K, V]):
         self,
         executor: Executor,
         job: Callable[[Sequence[K]], dict[K, V]],
-        then: Callable[[K, V], None],
         what: str,
+        then: Callable[[K, V], None] | None = None,
     ) -> None:
-        """`job(keys)` returns a value for every key; `then(key, value)` runs for each
-        before anyone awaiting that key resumes."""
+        """`job(keys)` returns a value for every key; `then(key, value)`, if given, runs
+        for each before anyone awaiting that key resumes."""
         self._executor = executor
         self._job = job
         self._then = then
@@ -104,6 +104,8 @@ class BatchedLookups(Generic[K, V]):
     def _remember(self, key: K, value: V) -> None:
         """`then(key, value)`; if it raises, that is logged and the key's waiters still get
         `value` (a key left unresolved would hold its requests until their wait ends)."""
+        if self._then is None:
+            return
         try:
             self._then(key, value)
         except Exception:

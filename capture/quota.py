@@ -194,11 +194,12 @@ class QuotaBook:
         for start in range(0, len(client_ids), READ_CHUNK):
             chunk = client_ids[start : start + READ_CHUNK]
             stored = self._pg.run(functools.partial(get_quotas, client_ids=chunk))
-            for client_id in chunk:
-                if isinstance(stored, pg.PostgresAway):
+            if isinstance(stored, pg.PostgresAway):
+                for client_id in chunk:
                     previous = self._known.get(client_id)
                     quotas[client_id] = previous[0] if previous else self.default
-                    continue
+                continue
+            for client_id in chunk:
                 found = stored.get(client_id)
                 quotas[client_id] = self.default if found is None else found.effective(self.default)
                 if len(self._known) > 100_000:
@@ -211,10 +212,6 @@ class QuotaBook:
 
     def close(self) -> None:
         self._pg.close()
-
-
-def _kept_by_the_book(_client_id: str, _quota: Quota) -> None:
-    """Nothing to keep: `QuotaBook.load_many` caches what it reads."""
 
 
 class RateLimiter:
@@ -241,9 +238,10 @@ class RateLimiter:
         # inside it are refused without asking Redis (the bucket can only have less).
         self._refused_until: dict[str, float] = {}
         # The clients whose quota must be read are read together: one query for all the
-        # clients of a batch, at most one batch on the registry thread at a time.
+        # clients of a batch, at most one batch on the registry thread at a time (the book
+        # caches what it reads).
         self._reads: BatchedLookups[str, Quota] = BatchedLookups(
-            executor, book.load_many, _kept_by_the_book, "quota read"
+            executor, book.load_many, "quota read"
         )
         self._top_ups: set[asyncio.Task[None]] = set()  # lease top-ups in flight
         self.redis_calls = 0

@@ -34,8 +34,7 @@ _CREATE = re.compile(rf"^CREATE (?:OR REPLACE )?(?:{_OBJECTS})\b")
 _CREATE_OK = re.compile(rf"^CREATE (?:OR REPLACE |(?:{_OBJECTS}) IF NOT EXISTS\b)")
 _DROP = re.compile(rf"^DROP (?:{_OBJECTS})\b")
 _DROP_OK = re.compile(rf"^DROP (?:{_OBJECTS}) IF EXISTS\b")
-_ALTER = re.compile(r"^ALTER TABLE \S+(?: ON CLUSTER \S+)? (.*)$")
-_ALTER_NAMED = re.compile(r"^ALTER TABLE (\S+)(?: ON CLUSTER \S+)? (.*)$")
+_ALTER = re.compile(r"^ALTER TABLE (\S+)(?: ON CLUSTER \S+)? (.*)$")  # table, clauses
 _ADD_COLUMN = re.compile(r"^ADD COLUMN (?:IF NOT EXISTS )?(\S+)")
 _RENAME_COLUMN = re.compile(r"^RENAME COLUMN (?:IF EXISTS )?(\S+) TO (\S+)")
 _ADD_PART = re.compile(rf"^ADD ({'|'.join(_PARTS)})\b")
@@ -137,7 +136,7 @@ def _forms(statement: str) -> tuple[list[str], int]:
     alter = _ALTER.match(code)
     if alter is None:
         return [], 1
-    clauses = _clauses(alter.group(1))
+    clauses = _clauses(alter.group(2))
     return [f for f in map(_clause_form, clauses) if f is not None], len(clauses)
 
 
@@ -193,7 +192,7 @@ def _rename_of_an_added_column(sql: str) -> str | None:
     renames: list[tuple[int, str, str, tuple[str, str]]] = []
     added: dict[tuple[str, str], int] = {}  # (table, column) -> statement that adds it
     for number, statement in enumerate(split_statements(sql), start=1):
-        alter = _ALTER_NAMED.match(_code(statement, names=True))
+        alter = _ALTER.match(_code(statement, names=True))
         if alter is None:
             continue
         table = _name(alter.group(1))

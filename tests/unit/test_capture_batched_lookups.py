@@ -39,7 +39,7 @@ def test_keys_asked_for_while_a_batch_runs_go_into_the_next_one_together() -> No
     async def scenario() -> None:
         job = Doubling()
         seen: dict[int, int] = {}
-        lookups = BatchedLookups(ThreadPoolExecutor(1), job, seen.__setitem__, "doubling")
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling", seen.__setitem__)
         first = lookups.start(1)
         rest = [lookups.start(k) for k in range(2, 52)]
         again = lookups.start(7)  # already waiting: the same lookup
@@ -57,7 +57,7 @@ def test_a_waiter_gives_up_after_its_wait_and_the_result_still_arrives() -> None
     async def scenario() -> None:
         job = Doubling(delay_s=0.3)
         seen: dict[int, int] = {}
-        lookups = BatchedLookups(ThreadPoolExecutor(1), job, seen.__setitem__, "doubling")
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling", seen.__setitem__)
         started = time.monotonic()
         assert await lookups.result_within(5, 0.05) is None
         assert time.monotonic() - started < 0.25
@@ -73,7 +73,7 @@ def test_a_failed_batch_reaches_its_waiters_and_the_next_batch_still_runs(
 ) -> None:
     async def scenario() -> None:
         job = Doubling()
-        lookups = BatchedLookups(ThreadPoolExecutor(1), job, lambda k, v: None, "doubling")
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
         job.fail = True
         failed = lookups.start(1)
         with pytest.raises(RuntimeError, match="exploded"):
@@ -101,7 +101,7 @@ def test_a_then_that_raises_is_logged_and_every_waiter_still_gets_its_result(
                 raise ValueError("cannot keep 3")
             seen[key] = value
 
-        lookups = BatchedLookups(ThreadPoolExecutor(1), job, then, "doubling")
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling", then)
         first = lookups.start(1)
         batch = [lookups.start(k) for k in (2, 3, 4, 5)]  # 3's `then` raises mid-batch
         assert await first == 2
