@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,6 +31,25 @@ from tests.conftest import ClientFixture
 from tests.integration.capture.conftest import CaptureProcess
 
 pytestmark = pytest.mark.integration
+
+
+DEFAULT = Quota(2000.0, 20_000)
+
+
+@pytest.fixture
+def book(stack: Settings) -> Iterator[QuotaBook]:
+    """The quota book a capture process reads through (the registry's quotas, cached)."""
+    quotas = QuotaBook(stack.postgres, DEFAULT, cache_s=60)
+    yield quotas
+    quotas.close()
+
+
+@pytest.fixture
+def registry() -> Iterator[ThreadPoolExecutor]:
+    """The registry thread the limiters read quotas on."""
+    thread = ThreadPoolExecutor(1)
+    yield thread
+    thread.shutdown()
 
 
 def batch_of(n: int) -> bytes:
@@ -101,6 +120,8 @@ def test_redis_down_keeps_accepting_with_per_process_limits(
 
 def test_leases_keep_redis_off_the_request_path_and_the_bucket_shared(
     stack: Settings,
+    book: QuotaBook,
+    registry: ThreadPoolExecutor,
     make_client,  # type: ignore[no-untyped-def]
 ) -> None:
     """Two limiters (two processes' worth) on one client: most requests are admitted from
@@ -112,8 +133,6 @@ def test_leases_keep_redis_off_the_request_path_and_the_bucket_shared(
     for c in (busy, idle):
         give_quota(stack, c.client_id, rate=100.0, burst=1000)  # leases of 10 tokens
     give_quota(stack, roomy.client_id, rate=1e6, burst=10**6)
-    registry = ThreadPoolExecutor(1)
-    book = QuotaBook(stack.postgres, Quota(2000.0, 20_000), cache_s=60)
     first, second = (RateLimiter(stack.redis, book, registry, lease_s=0.1) for _ in range(2))
     redis = sync_client(stack.redis)
 
@@ -162,12 +181,11 @@ def test_leases_keep_redis_off_the_request_path_and_the_bucket_shared(
         asyncio.run(scenario())
     finally:
         redis.close()
-        book.close()
-        registry.shutdown()
 
 
 def test_the_quotas_of_several_clients_are_read_together_unknown_ones_get_the_default(
     stack: Settings,
+    book: QuotaBook,
     make_client,  # type: ignore[no-untyped-def]
 ) -> None:
     own: ClientFixture = make_client("qown", active=False)
@@ -182,18 +200,13 @@ def test_the_quotas_of_several_clients_are_read_together_unknown_ones_get_the_de
         }
     finally:
         conn.close()
-    default = Quota(2000.0, 20_000)
-    book = QuotaBook(stack.postgres, default, cache_s=60)
-    try:
-        assert book.load_many(ids) == {
-            own.client_id: Quota(250.0, 900),
-            plain.client_id: default,
-            "no-such-client": default,
-        }
-        assert book.cached(own.client_id) == (Quota(250.0, 900), True)
-        assert book.cached(plain.client_id) == (default, True)
-    finally:
-        book.close()
+    assert book.load_many(ids) == {
+        own.client_id: Quota(250.0, 900),
+        plain.client_id: DEFAULT,
+        "no-such-client": DEFAULT,
+    }
+    assert book.cached(own.client_id) == (Quota(250.0, 900), True)
+    assert book.cached(plain.client_id) == (DEFAULT, True)
 
 
 def at_once(take: Coroutine[Any, Any, QuotaOutcome]) -> QuotaOutcome:
@@ -208,14 +221,14 @@ def at_once(take: Coroutine[Any, Any, QuotaOutcome]) -> QuotaOutcome:
 
 def test_a_busy_clients_lease_is_topped_up_ahead_so_its_requests_never_wait_for_redis(
     stack: Settings,
+    book: QuotaBook,
+    registry: ThreadPoolExecutor,
     make_client,  # type: ignore[no-untyped-def]
 ) -> None:
     """A lease is topped up in the background at half its life or when a fifth is left:
     three lease lifetimes of steady traffic, six times the lease, and no request waits."""
     busy: ClientFixture = make_client("qahead", active=False)
     give_quota(stack, busy.client_id, rate=1000.0, burst=100_000)  # leases of 100 tokens
-    registry = ThreadPoolExecutor(1)
-    book = QuotaBook(stack.postgres, Quota(2000.0, 20_000), cache_s=60)
     limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
 
     async def scenario() -> None:
@@ -234,15 +247,13 @@ def test_a_busy_clients_lease_is_topped_up_ahead_so_its_requests_never_wait_for_
         assert 20 <= limiter.leased(busy.client_id) <= 100
         await limiter.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        book.close()
-        registry.shutdown()
+    asyncio.run(scenario())
 
 
 def test_a_lease_with_nothing_left_to_lease_is_not_topped_up_again_and_again(
     stack: Settings,
+    book: QuotaBook,
+    registry: ThreadPoolExecutor,
     make_client,  # type: ignore[no-untyped-def]
 ) -> None:
     """When the shared bucket is empty a top-up gets nothing: the lease then runs out and
@@ -250,8 +261,6 @@ def test_a_lease_with_nothing_left_to_lease_is_not_topped_up_again_and_again(
     tight: ClientFixture = make_client("qempty", active=False)
     # Refills one token in 100 s: the bucket stays empty for the whole test.
     give_quota(stack, tight.client_id, rate=0.01, burst=1000)
-    registry = ThreadPoolExecutor(1)
-    book = QuotaBook(stack.postgres, Quota(2000.0, 20_000), cache_s=60)
     first = RateLimiter(stack.redis, book, registry, lease_s=10_000.0)  # leases of 100
     other = RateLimiter(stack.redis, book, registry, lease_s=0.0)
 
@@ -271,8 +280,4 @@ def test_a_lease_with_nothing_left_to_lease_is_not_topped_up_again_and_again(
         await first.close()
         await other.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        book.close()
-        registry.shutdown()
+    asyncio.run(scenario())
