@@ -15,6 +15,9 @@ without it fails the second time, so:
   with one such form is read that way: in an ALTER TABLE of several clauses, one clause
   found done says nothing of the others.
 
+`rerun_problem` also refuses what no guard heals: a file that renames a column it adds, or
+drops a column and then adds it again (the re-run drops what was written to it since).
+
 Other statements (MODIFY COLUMN, MATERIALIZE INDEX, UPDATE, ...) run twice to the same
 schema. String literals and comments are never read as keywords.
 """
@@ -37,6 +40,7 @@ _DROP_OK = re.compile(rf"^DROP (?:{_OBJECTS}) IF EXISTS\b")
 _ALTER = re.compile(r"^ALTER TABLE (\S+)(?: ON CLUSTER \S+)? (.*)$")  # table, clauses
 _ADD_COLUMN = re.compile(r"^ADD COLUMN (?:IF NOT EXISTS )?(\S+)")
 _RENAME_COLUMN = re.compile(r"^RENAME COLUMN (?:IF EXISTS )?(\S+) TO (\S+)")
+_DROP_COLUMN = re.compile(r"^DROP COLUMN (?:IF EXISTS )?(\S+)")
 _ADD_PART = re.compile(rf"^ADD ({'|'.join(_PARTS)})\b")
 _DROP_PART = re.compile(rf"^DROP ({'|'.join(_PARTS)})\b")
 
@@ -182,25 +186,38 @@ def rerun_problem(sql: str) -> str | None:
             if clauses > 1
             else f"statement {number} ({head!r}) is {problem}"
         ) + ": a run interrupted after it could not apply the file again; write IF [NOT] EXISTS"
-    return _rename_of_an_added_column(sql)
+    return _column_touched_twice(sql)
 
 
-def _rename_of_an_added_column(sql: str) -> str | None:
-    """A RENAME COLUMN whose old or new name is a column the same file adds: applied again
-    after an interruption, the file adds that column a second time and the rename then
-    finds its new name taken, with or without IF [NOT] EXISTS."""
+def _column_touched_twice(sql: str) -> str | None:
+    """A column the file both adds and renames, or drops and then adds again: applied
+    again after an interruption, guarded or not, the first adds the column a second time
+    and the rename then finds its new name taken; the second drops the re-added column,
+    and with it whatever was written to it since the interrupted run."""
     renames: list[tuple[int, str, str, tuple[str, str]]] = []
     added: dict[tuple[str, str], int] = {}  # (table, column) -> statement that adds it
+    dropped: dict[tuple[str, str], int] = {}  # (table, column) -> statement that drops it
     for number, statement in enumerate(split_statements(sql), start=1):
         alter = _ALTER.match(_code(statement, names=True))
         if alter is None:
             continue
         table = _name(alter.group(1))
+        head = " ".join(statement.split())[:80]
         for clause in _clauses(alter.group(2)):
             if add := _ADD_COLUMN.match(clause):
-                added.setdefault((table, _name(add.group(1))), number)
+                column = (table, _name(add.group(1)))
+                if column in dropped:
+                    return (
+                        f"statement {number} ({head!r}) adds a column that statement "
+                        f"{dropped[column]} of the same file drops: a run interrupted after "
+                        "the add would drop the column again, and what was written to it "
+                        "since; change a type with MODIFY COLUMN, or put the add in a file "
+                        "of its own"
+                    )
+                added.setdefault(column, number)
+            elif drop := _DROP_COLUMN.match(clause):
+                dropped.setdefault((table, _name(drop.group(1))), number)
             elif rename := _RENAME_COLUMN.match(clause):
-                head = " ".join(statement.split())[:80]
                 old, new = (_name(g) for g in rename.groups())
                 renames.append((number, head, table, (old, new)))
     for number, head, table, names in renames:

@@ -268,6 +268,51 @@ def test_renames_of_columns_the_file_does_not_add_pass(sql: str) -> None:
     assert rerun_problem(sql) is None
 
 
+@pytest.mark.parametrize(
+    ("sql", "adding", "dropping"),
+    [
+        (  # a type changed by drop and re-add, guarded as the other checks ask
+            "ALTER TABLE t DROP COLUMN IF EXISTS a;\n"
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS a Int64",
+            2,
+            1,
+        ),
+        ("ALTER TABLE t DROP COLUMN IF EXISTS a, ADD COLUMN IF NOT EXISTS a Int64", 1, 1),
+        (  # quoted or not, in either case: one column
+            "ALTER TABLE `t` DROP COLUMN IF EXISTS `Plan`;\n"
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS c UInt8;\n"
+            "ALTER TABLE t ADD COLUMN IF NOT EXISTS plan String",
+            3,
+            1,
+        ),
+    ],
+)
+def test_a_file_dropping_then_adding_a_column_is_refused_before_it_ships(
+    sql: str, adding: int, dropping: int
+) -> None:
+    """Re-applied after an interruption, such a file drops the re-added column again, and
+    with it every value written to it since the interrupted run."""
+    found = rerun_problem(sql)
+    assert found is not None
+    assert found.startswith(f"statement {adding} (")
+    assert f"adds a column that statement {dropping} of the same file drops" in found
+    assert found.endswith("change a type with MODIFY COLUMN, or put the add in a file of its own")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # added then dropped: a second run ends where the first did
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS a UInt8;\nALTER TABLE t DROP COLUMN IF EXISTS a",
+        "ALTER TABLE u DROP COLUMN IF EXISTS a;\nALTER TABLE t ADD COLUMN IF NOT EXISTS a UInt8",
+        "ALTER TABLE t DROP COLUMN IF EXISTS a;\n"
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS b String DEFAULT 'add column a'",
+    ],
+)
+def test_drops_of_columns_the_file_does_not_add_again_pass(sql: str) -> None:
+    assert rerun_problem(sql) is None
+
+
 def test_the_shipped_schema_and_migrations_can_all_run_twice() -> None:
     files = load()
     assert [f.version for f in files if rerun_problem(f.sql)] == []
