@@ -7,17 +7,26 @@ Invariants:
   the work they cover is durable;
 - security settings (KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CA_LOCATION, KAFKA_SASL_*) apply to
   every client alike, so no process can be left talking plaintext to a TLS-only cluster.
+- librdkafka's own lines (a refused connection, every reconnect: ~20 a second with the
+  brokers away) reach Python logging, never raw `%3|...` lines on stderr: the services
+  name their own logger, every other client (Dagster jobs, tools) logs through
+  `analytics.kafka`, each shape of line once a minute.
 Callers add what is theirs (client id, group id, batching) through `overrides`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from analytics_core.logging_setup import RepeatedLines
 from analytics_core.settings import KafkaSettings
+
+KAFKA_LOG = logging.getLogger("analytics.kafka")
+KAFKA_LOG.addFilter(RepeatedLines())
 
 
 def common_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -58,11 +67,11 @@ def consumer_config(kafka: KafkaSettings, group_id: str, **overrides: Any) -> di
 
 
 def producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
-    return Producer(producer_config(kafka, **overrides))
+    return Producer(producer_config(kafka, **{"logger": KAFKA_LOG, **overrides}))
 
 
 def consumer(kafka: KafkaSettings, group_id: str, **overrides: Any) -> Consumer:
-    return Consumer(consumer_config(kafka, group_id, **overrides))
+    return Consumer(consumer_config(kafka, group_id, **{"logger": KAFKA_LOG, **overrides}))
 
 
 def admin(kafka: KafkaSettings, **overrides: Any) -> AdminClient:

@@ -1,0 +1,60 @@
+"""librdkafka's own lines from the pipeline's Kafka clients (Dagster jobs, tools): through
+Python logging, each shape once a minute, never raw on stderr. A real librdkafka client
+against a port nobody listens on: no broker is needed to make it complain."""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+
+import pytest
+
+from analytics_core import kafka_clients
+from analytics_core.settings import KafkaSettings
+
+FAST_RECONNECTS = {"reconnect.backoff.ms": 10, "reconnect.backoff.max.ms": 50}
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_consumer_with_kafka_away_logs_through_python_once_per_shape(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="analytics.kafka")
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{closed_port()}")
+    consumer = kafka_clients.consumer(kafka, "logs-test", **FAST_RECONNECTS)
+    consumer.subscribe(["anything"])
+    deadline = time.monotonic() + 3  # dozens of reconnect attempts at these backoffs
+    while time.monotonic() < deadline:
+        consumer.poll(0.2)
+    consumer.close()
+
+    stderr = capfd.readouterr().err
+    assert not re.search(r"^%\d\|", stderr, re.M), stderr[:500]
+    lines = [r.getMessage() for r in caplog.records if r.name == "analytics.kafka"]
+    assert any("Connection refused" in line for line in lines), lines
+    shapes = [re.sub(r"\d+", "#", line) for line in lines]
+    assert len(shapes) == len(set(shapes)), lines
+
+
+def test_a_producer_given_its_own_logger_logs_there(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{closed_port()}")
+    mine = logging.getLogger("tests.kafka-logs")
+    producer = kafka_clients.producer(kafka, logger=mine, **FAST_RECONNECTS)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        producer.poll(0.2)
+    assert producer.flush(0) == 0  # nothing was produced: nothing is left behind
+
+    assert not re.search(r"^%\d\|", capfd.readouterr().err, re.M)
+    names = {r.name for r in caplog.records if "Connection refused" in r.getMessage()}
+    assert names == {"tests.kafka-logs"}
