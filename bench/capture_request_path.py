@@ -48,8 +48,11 @@ class AckingSink:
 
 
 class ValidKey:
-    async def authenticate(self, key: str) -> Authenticated:
+    def cached(self, key: str) -> Authenticated:
         return Authenticated(client_id(0), "0" * 64)
+
+    async def authenticate(self, key: str) -> Authenticated:
+        return self.cached(key)
 
 
 class NoQuota:

@@ -340,6 +340,12 @@ class CaptureApp:
         s = self._settings
         assert s is not None and self.capture is not None
         started = time.monotonic()
+        refused = self.capture.refused_before_reading(headers)
+        if refused is not None:
+            # Not read, not drained here: granian's HTTP/1 layer drains the body in Rust
+            # (the connection stays usable), none of it reaches the event loop.
+            await self._finish(route, send, refused, cors, started)
+            return
         length_header = headers.get("content-length", "")
         declared = int(length_header) if length_header.isdigit() else None
         if declared is not None and declared > s.max_body_bytes:

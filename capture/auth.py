@@ -290,17 +290,27 @@ class Authenticator:
             h = self._hashes[key] = hash_api_key(key)
         return h
 
-    async def authenticate(self, key: str) -> AuthOutcome:
+    def cached(self, key: str) -> AuthOutcome | None:
+        """The key's verdict while it is within its TTL, else None (no lookup waited for)."""
         key_hash = self.key_hash(key)
         hit = self._front.get(key_hash)
-        if hit is not None:
-            age = time.monotonic() - hit[1]
-            if age < self._front_ttl_s:
-                # Refresh-ahead: the lookup runs while the verdict still holds, so when it
-                # expires the next one is (usually) there already.
-                if age >= hit[2]:  # joins the key's lookup if one is running
-                    self._lookups.start(key_hash)
-                return hit[0]
+        if hit is None:
+            return None
+        age = time.monotonic() - hit[1]
+        if age >= self._front_ttl_s:
+            return None
+        # Refresh-ahead: the lookup runs while the verdict still holds, so when it expires
+        # the next one is (usually) there already.
+        if age >= hit[2]:  # joins the key's lookup if one is running
+            self._lookups.start(key_hash)
+        return hit[0]
+
+    async def authenticate(self, key: str) -> AuthOutcome:
+        fresh = self.cached(key)
+        if fresh is not None:
+            return fresh
+        key_hash = self.key_hash(key)
+        hit = self._front.get(key_hash)
         outcome = await self._lookups.result_within(key_hash, self._wait_s)
         if outcome is None or isinstance(outcome, AuthUnavailable):
             if hit is not None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capture import posthog_format, responses, segment_format
-from capture.auth import Authenticated, Authenticator, AuthUnavailable
+from capture.auth import Authenticated, Authenticator, AuthUnavailable, Refused
 from capture.body import BodyProblem, decode_body
 from capture.chunks import Message, pack, without
 from capture.config import CaptureSettings
@@ -75,6 +75,24 @@ class Capture:
         self.memory = memory
         self.metrics = metrics
         self.native = native
+
+    def refused_before_reading(self, headers: Mapping[str, str]) -> Response | None:
+        """The answer to a request whose header key has a cached refusal (401, 403), or
+        whose client is inside its last 429's Retry-After; None otherwise. Given before the
+        body is read (the HTTP server drains it without the event loop), so a client
+        flooding past its quota or with a wrong key costs no body handed to Python, no
+        parsing and no lookup."""
+        header = header_key(headers.get("authorization", ""))
+        if not header:
+            return None
+        known = self.auth.cached(header)
+        if isinstance(known, Refused):
+            return self._refusal(known)
+        if isinstance(known, Authenticated):
+            left = self.limiter.still_refused(known.client_id)
+            if left is not None:
+                return self._over_quota(known.client_id, left)
+        return None
 
     async def handle(self, req: Incoming) -> Response:
         started = time.monotonic()
@@ -218,9 +236,12 @@ class Capture:
                 retry_after_s=self.s.retry_after_s,
             )
         if not isinstance(outcome, Authenticated):
-            self.metrics.auth_failures.labels(outcome.code).inc()
-            return responses.error(outcome.status, outcome.code, outcome.message)
+            return self._refusal(outcome)
         return outcome
+
+    def _refusal(self, outcome: Refused) -> Response:
+        self.metrics.auth_failures.labels(outcome.code).inc()
+        return responses.error(outcome.status, outcome.code, outcome.message)
 
     def _over_quota(self, client_id: str, retry_after_s: int) -> Response:
         self.metrics.quota_refusals.labels(client_id).inc()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from analytics_core.quotas import Quota
-from capture.auth import Authenticated
+from capture.auth import Authenticated, Refused
 from capture.config import CaptureSettings
 from capture.handler import Capture, Incoming
 from capture.kafka_sink import Delivered, DeliveryOutcome, NotDelivered
@@ -186,6 +186,53 @@ def test_a_client_inside_its_retry_after_is_refused_before_its_body_is_read() ->
         assert sink.values == []
 
     asyncio.run(scenario())
+
+
+class CachedVerdicts:
+    """Verdicts known without a lookup for two keys; any other key would need one."""
+
+    def cached(self, key: str) -> Authenticated | Refused | None:
+        known = {
+            "k": Authenticated("acme", "a" * 64),
+            "wrong": Refused(401, "invalid_write_key", "unknown write key"),
+        }
+        return known.get(key)
+
+
+@pytest.mark.parametrize(
+    ("authorization", "refused_for", "answer"),
+    [
+        ("Bearer k", 3, (429, "rate_limited")),
+        ("Bearer k", None, None),
+        ("Bearer wrong", None, (401, "invalid_write_key")),
+        ("Bearer not-cached", 3, None),  # needs a lookup: the body is read meanwhile
+        ("", 3, None),  # the key may be in the body
+    ],
+)
+def test_what_is_answered_from_the_headers_alone(
+    authorization: str, refused_for: int | None, answer: tuple[int, str] | None
+) -> None:
+    """`refused_before_reading` answers only from what is known without a lookup: a
+    cached refusal of the header key, or its client inside its last 429's Retry-After."""
+
+    class Limit(NoLimit):
+        def still_refused(self, client_id: str) -> int | None:
+            assert client_id == "acme"
+            return refused_for
+
+    cap = capture(ControlledSink())
+    cap.auth = CachedVerdicts()  # type: ignore[assignment]
+    cap.limiter = Limit()  # type: ignore[assignment]
+    got = cap.refused_before_reading({"authorization": authorization} if authorization else {})
+    if answer is None:
+        assert got is None
+        return
+    assert got is not None and (got.status, json.loads(got.body)["code"]) == answer
+    if answer[0] == 429:
+        assert ("retry-after", "3") in got.headers
+        assert cap.metrics.quota_refusals.labels("acme")._value.get() == 1
+    else:
+        assert cap.metrics.auth_failures.labels("invalid_write_key")._value.get() == 1
 
 
 def test_a_body_key_that_is_not_the_header_key_is_400_and_nothing_is_produced() -> None:

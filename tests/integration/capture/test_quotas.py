@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+import requests
 
 from analytics_core import pg
 from analytics_core.quotas import Quota, StoredQuota, get_quota, get_quotas, set_quota
@@ -94,6 +95,40 @@ def test_quota_is_shared_by_two_capture_processes_and_spares_other_clients(
     refused = first.metric("capture_quota_refusals_total", client_id=limited.client_id)
     refused += second.metric("capture_quota_refusals_total", client_id=limited.client_id)
     assert refused == statuses.count(429)
+
+
+def test_a_refused_clients_body_is_not_read_and_its_connection_stays_usable(
+    stack: Settings,
+    make_client,
+    start_capture,  # type: ignore[no-untyped-def]
+) -> None:
+    """Inside its 429's Retry-After, or with a key already known to be wrong, a request is
+    answered from its headers: its body (1 MB of junk here) is never read into the
+    service (the byte counter does not move, and junk would be a 400 if it were parsed),
+    and the same keep-alive connection then carries another client's request."""
+    limited: ClientFixture = make_client("qearly")
+    other: ClientFixture = make_client("qearlyok")
+    give_quota(stack, limited.client_id, rate=1.0, burst=10)
+    cap: CaptureProcess = start_capture()
+    session = requests.Session()
+    url = cap.url + "/v1/batch"
+    assert session.post(url, data=batch_of(10), auth=(limited.api_key, "")).status_code == 200
+    assert session.post(url, data=batch_of(10), auth=(limited.api_key, "")).status_code == 429
+    assert session.post(url, data=b"x", auth=("no-such-key", "")).status_code == 401
+    read_before = cap.metric("capture_request_bytes_total", route="segment:batch")
+    junk = b"\x00" * 1_000_000
+    for _ in range(3):
+        over = session.post(url, data=junk, auth=(limited.api_key, ""))
+        assert over.status_code == 429 and over.json()["code"] == "rate_limited"
+        assert int(over.headers["Retry-After"]) >= 1
+        wrong = session.post(url, data=junk, auth=("no-such-key", ""))
+        assert wrong.status_code == 401 and wrong.json()["code"] == "invalid_write_key"
+        ok = session.post(url, data=batch_of(5), auth=(other.api_key, ""))
+        assert ok.status_code == 200 and ok.json()["accepted"] == 5
+    read = cap.metric("capture_request_bytes_total", route="segment:batch") - read_before
+    assert read == 3 * len(batch_of(5))  # the good requests' bodies, none of the junk
+    assert cap.metric("capture_quota_refusals_total", client_id=limited.client_id) == 4
+    assert cap.alive()
 
 
 def test_redis_down_keeps_accepting_with_per_process_limits(
