@@ -51,6 +51,9 @@ from capture.redis_clients import sync_client
 log = logging.getLogger("capture.auth")
 
 KEY_INDEX_PREFIX = "capture:key:v1:"
+# A refresh ahead of expiry (which starts at least a tenth of the TTL before it) waits at
+# most this long, and that tenth, for other keys' refreshes to share its registry job.
+REFRESH_GATHER_S = 0.05
 # Statuses whose events are accepted: pending clients are being provisioned, and the
 # router keeps their events as recoverable `client_inactive` dead letters until then.
 ACCEPTING = frozenset({ClientStatus.ACTIVE, ClientStatus.PENDING})
@@ -301,8 +304,8 @@ class Authenticator:
             return None
         # Refresh-ahead: the lookup runs while the verdict still holds, so when it expires
         # the next one is (usually) there already.
-        if age >= hit[2]:  # joins the key's lookup if one is running
-            self._lookups.start(key_hash)
+        if age >= hit[2]:  # joins the key's lookup if one is waiting or running
+            self._lookups.start(key_hash, min(REFRESH_GATHER_S, self._front_ttl_s / 10))
         return hit[0]
 
     async def authenticate(self, key: str) -> AuthOutcome:

@@ -25,10 +25,12 @@ class Doubling:
     def __init__(self, delay_s: float = 0.05) -> None:
         self.delay_s = delay_s
         self.batches: list[list[int]] = []
+        self.started: list[float] = []  # when each batch began (monotonic)
         self.fail = False
 
     def __call__(self, keys: Sequence[int]) -> dict[int, int]:
         self.batches.append(list(keys))
+        self.started.append(time.monotonic())
         time.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError("registry exploded")
@@ -49,6 +51,58 @@ def test_keys_asked_for_while_a_batch_runs_go_into_the_next_one_together() -> No
         assert job.batches == [[1], list(range(2, 52))]
         assert lookups.jobs == 2
         assert seen == {k: 2 * k for k in range(1, 52)}  # `then` saw every result
+
+    asyncio.run(scenario())
+
+
+def test_refreshes_nobody_waits_for_gather_into_one_job_within_their_gather_time() -> None:
+    async def scenario() -> None:
+        job = Doubling(delay_s=0.01)
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
+        asked = time.monotonic()
+        first = lookups.start(1, gather_s=0.2)
+        await asyncio.sleep(0.05)
+        later = [lookups.start(k, gather_s=0.5) for k in (2, 3)]  # due after the first
+        assert job.batches == []  # nothing due yet
+        assert await asyncio.gather(first, *later) == [2, 4, 6]
+        assert job.batches == [[1, 2, 3]] and lookups.jobs == 1
+        assert 0.19 <= job.started[0] - asked < 0.45  # when the earliest was due
+
+    asyncio.run(scenario())
+
+
+def test_a_key_someone_waits_for_starts_the_batch_at_once_gathered_keys_included() -> None:
+    async def scenario() -> None:
+        job = Doubling(delay_s=0.01)
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
+        gathered = [lookups.start(k, gather_s=10.0) for k in (1, 2)]
+        asked = time.monotonic()
+        assert await lookups.result_within(2, 5.0) == 4  # a request now waits for key 2
+        assert job.batches == [[1, 2]]
+        assert job.started[0] - asked < 0.5
+        assert await asyncio.gather(*gathered) == [2, 4]
+        urgent = lookups.start(3, gather_s=10.0), lookups.start(4)
+        assert await asyncio.gather(*urgent) == [6, 8]
+        assert job.batches == [[1, 2], [3, 4]]
+
+    asyncio.run(scenario())
+
+
+def test_refreshes_asked_for_during_a_job_do_not_start_the_next_one_before_they_are_due() -> None:
+    """Jobs no longer run back to back for keys nobody waits for: the next batch keeps its
+    gather time after a job ends."""
+
+    async def scenario() -> None:
+        job = Doubling(delay_s=0.1)
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
+        running = lookups.start(1)
+        await asyncio.sleep(0.02)
+        asked = time.monotonic()
+        refresh = lookups.start(2, gather_s=0.4)
+        assert await running == 2
+        assert await refresh == 4
+        assert job.batches == [[1], [2]]
+        assert job.started[1] - asked >= 0.39
 
     asyncio.run(scenario())
 
