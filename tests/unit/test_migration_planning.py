@@ -248,11 +248,20 @@ def test_a_file_renaming_a_column_it_adds_is_refused_before_it_ships(
 ) -> None:
     """Re-applied after an interruption, such a file adds the column a second time and its
     rename then finds the new name taken: no IF [NOT] EXISTS can heal that."""
+    assert_refused(
+        sql,
+        renaming,
+        f"renames a column that statement {adding} of the same file adds",
+        "put the rename in a file of its own",
+    )
+
+
+def assert_refused(sql: str, statement: int, says: str, fix: str) -> None:
     found = rerun_problem(sql)
     assert found is not None
-    assert found.startswith(f"statement {renaming} (")
-    assert f"renames a column that statement {adding} of the same file adds" in found
-    assert found.endswith("put the rename in a file of its own")
+    assert found.startswith(f"statement {statement} (")
+    assert says in found
+    assert found.endswith(fix)
 
 
 @pytest.mark.parametrize(
@@ -292,11 +301,12 @@ def test_a_file_dropping_then_adding_a_column_is_refused_before_it_ships(
 ) -> None:
     """Re-applied after an interruption, such a file drops the re-added column again, and
     with it every value written to it since the interrupted run."""
-    found = rerun_problem(sql)
-    assert found is not None
-    assert found.startswith(f"statement {adding} (")
-    assert f"adds a column that statement {dropping} of the same file drops" in found
-    assert found.endswith("change a type with MODIFY COLUMN, or put the add in a file of its own")
+    assert_refused(
+        sql,
+        adding,
+        f"adds a column that statement {dropping} of the same file drops",
+        "change a type with MODIFY COLUMN, or put the add in a file of its own",
+    )
 
 
 @pytest.mark.parametrize(
