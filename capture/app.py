@@ -340,11 +340,11 @@ class CaptureApp:
         s = self._settings
         assert s is not None and self.capture is not None
         started = time.monotonic()
-        refused = self.capture.refused_before_reading(headers)
-        if refused is not None:
+        screened = self.capture.screen(headers)
+        if isinstance(screened, Response):
             # Not read, not drained here: granian's HTTP/1 layer drains the body in Rust
             # (the connection stays usable), none of it reaches the event loop.
-            await self._finish(route, send, refused, cors, started)
+            await self._finish(route, send, screened, cors, started)
             return
         length_header = headers.get("content-length", "")
         declared = int(length_header) if length_header.isdigit() else None
@@ -384,7 +384,7 @@ class CaptureApp:
             raw_query = scope.get("query_string", b"")
             query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else _NO_QUERY
             try:
-                answer = await self.capture.handle(Incoming(route, headers, query, body))
+                answer = await self.capture.handle(Incoming(route, headers, query, body, screened))
             except Exception:
                 log.exception("capture request failed", extra={"route": route.label})
                 answer = responses.error(500, "internal_error", "internal error; retry later")

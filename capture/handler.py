@@ -55,6 +55,9 @@ class Incoming:
     headers: Mapping[str, str]  # lower-case names
     query: Mapping[str, str]
     body: bytes
+    # The header key's admission found by `Capture.screen` just before the body was read
+    # (its verdict cached, its client not inside a Retry-After); None: `handle` checks.
+    screened: Authenticated | None = None
 
 
 class Capture:
@@ -76,12 +79,13 @@ class Capture:
         self.metrics = metrics
         self.native = native
 
-    def refused_before_reading(self, headers: Mapping[str, str]) -> Response | None:
-        """The answer to a request whose header key has a cached refusal (401, 403), or
-        whose client is inside its last 429's Retry-After; None otherwise. Given before the
-        body is read (the HTTP server drains it without the event loop), so a client
-        flooding past its quota or with a wrong key costs no body handed to Python, no
-        parsing and no lookup."""
+    def screen(self, headers: Mapping[str, str]) -> Response | Authenticated | None:
+        """What the headers alone decide, before the body is read: the answer to a request
+        whose header key has a cached refusal (401, 403) or whose client is inside its last
+        429's Retry-After (the HTTP server drains the body without the event loop, so a
+        client flooding past its quota or with a wrong key costs no body handed to Python,
+        no parsing and no lookup); else the header key's cached admission, which `handle`
+        then takes as it is (`Incoming.screened`); else None."""
         header = header_key(headers.get("authorization", ""))
         if not header:
             return None
@@ -92,6 +96,7 @@ class Capture:
             left = self.limiter.still_refused(known.client_id)
             if left is not None:
                 return self._over_quota(known.client_id, left)
+            return known
         return None
 
     async def handle(self, req: Incoming) -> Response:
@@ -100,8 +105,8 @@ class Capture:
         # A key in the headers is checked before the body is read: a refused client (bad
         # key, inactive, or still inside its 429's Retry-After) costs no parsing.
         header = header_key(req.headers.get("authorization", ""))
-        who: Authenticated | None = None
-        if header:
+        who: Authenticated | None = req.screened
+        if header and who is None:
             checked = await self._authenticate(header)
             if isinstance(checked, Response):
                 return checked

@@ -8,6 +8,7 @@ runs twice: Segment batches mapped by the Python path, and by the compiled fast 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -212,8 +213,9 @@ class CachedVerdicts:
 def test_what_is_answered_from_the_headers_alone(
     authorization: str, refused_for: int | None, answer: tuple[int, str] | None
 ) -> None:
-    """`refused_before_reading` answers only from what is known without a lookup: a
-    cached refusal of the header key, or its client inside its last 429's Retry-After."""
+    """`screen` answers only from what is known without a lookup: a cached refusal of the
+    header key, or its client inside its last 429's Retry-After; a cached admission is
+    handed on so `handle` does not look the key up again."""
 
     class Limit(NoLimit):
         def still_refused(self, client_id: str) -> int | None:
@@ -223,9 +225,11 @@ def test_what_is_answered_from_the_headers_alone(
     cap = capture(ControlledSink())
     cap.auth = CachedVerdicts()  # type: ignore[assignment]
     cap.limiter = Limit()  # type: ignore[assignment]
-    got = cap.refused_before_reading({"authorization": authorization} if authorization else {})
+    got = cap.screen({"authorization": authorization} if authorization else {})
+    assert not isinstance(got, Authenticated) or answer is None
     if answer is None:
-        assert got is None
+        admitted = authorization == "Bearer k"
+        assert got == (Authenticated("acme", "a" * 64) if admitted else None)
         return
     assert got is not None and (got.status, json.loads(got.body)["code"]) == answer
     if answer[0] == 429:
@@ -233,6 +237,25 @@ def test_what_is_answered_from_the_headers_alone(
         assert cap.metrics.quota_refusals.labels("acme")._value.get() == 1
     else:
         assert cap.metrics.auth_failures.labels("invalid_write_key")._value.get() == 1
+
+
+def test_a_screened_admission_is_taken_as_it_is_without_a_second_lookup() -> None:
+    class NoLookups:
+        async def authenticate(self, key: str) -> Authenticated:
+            raise AssertionError("looked up again")
+
+    async def scenario() -> None:
+        sink = ControlledSink()
+        cap = capture(sink)
+        cap.auth = NoLookups()  # type: ignore[assignment]
+        who = Authenticated("acme", "a" * 64)
+        task = asyncio.create_task(cap.handle(dataclasses.replace(REQUEST, screened=who)))
+        await asyncio.sleep(0.05)
+        sink.pending[0].set_result(Delivered(0, 1))
+        assert (await task).status == 200
+        assert all(b'"client_id":"acme"' in v for v in sink.values)
+
+    asyncio.run(scenario())
 
 
 def test_a_body_key_that_is_not_the_header_key_is_400_and_nothing_is_produced() -> None:
