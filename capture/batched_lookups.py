@@ -54,7 +54,9 @@ class BatchedLookups(Generic[K, V]):
         self._next: dict[K, None] = {}  # waiting keys not yet in a running job, in order
         self._running = False
         self._due: float | None = None  # when the next batch must start (monotonic)
-        self._gathering: asyncio.TimerHandle | None = None  # its start, when it is later
+        # The timer that starts it when it is due later, and when that is (uvloop's timer
+        # handles do not say).
+        self._gathering: tuple[asyncio.TimerHandle, float] | None = None
         self.jobs = 0  # batch jobs started
 
     def start(self, key: K, gather_s: float = 0.0) -> asyncio.Future[V]:
@@ -80,15 +82,16 @@ class BatchedLookups(Generic[K, V]):
 
     def _schedule(self) -> None:
         """Start the next batch when it is due (at once when someone waits for a key)."""
-        assert self._due is not None
-        loop = asyncio.get_running_loop()
-        left = self._due - time.monotonic()
+        due = self._due
+        assert due is not None
+        left = due - time.monotonic()
         if left <= 0:
             self._launch()
-        elif self._gathering is None or self._gathering.when() > loop.time() + left:
+        elif self._gathering is None or self._gathering[1] > due:
             if self._gathering is not None:
-                self._gathering.cancel()
-            self._gathering = loop.call_later(left, self._launch)
+                self._gathering[0].cancel()
+            timer = asyncio.get_running_loop().call_later(left, self._launch)
+            self._gathering = (timer, due)
 
     async def result_within(self, key: K, wait_s: float) -> V | None:
         """The key's result, or None once `wait_s` has passed since it was first asked
@@ -100,7 +103,7 @@ class BatchedLookups(Generic[K, V]):
 
     def _launch(self) -> None:
         if self._gathering is not None:
-            self._gathering.cancel()
+            self._gathering[0].cancel()
             self._gathering = None
         if self._running or not self._next:
             return
@@ -108,7 +111,11 @@ class BatchedLookups(Generic[K, V]):
         self._running = True
         self.jobs += 1
         loop = asyncio.get_running_loop()
-        running = loop.run_in_executor(self._executor, self._job, keys)
+        try:
+            running = loop.run_in_executor(self._executor, self._job, keys)
+        except RuntimeError as exc:  # the executor is shut down: the service is stopping
+            running = loop.create_future()
+            running.set_exception(exc)
         running.add_done_callback(functools.partial(self._ended, keys))
 
     def _ended(self, keys: list[K], running: asyncio.Future[dict[K, V]]) -> None:

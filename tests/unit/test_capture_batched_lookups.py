@@ -7,10 +7,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+import uvloop
 
 from analytics_core.clients import ClientFound, ClientRecord, ClientStatus
 from analytics_core.event_contract import hash_api_key
@@ -55,23 +57,70 @@ def test_keys_asked_for_while_a_batch_runs_go_into_the_next_one_together() -> No
     asyncio.run(scenario())
 
 
-def test_refreshes_nobody_waits_for_gather_into_one_job_within_their_gather_time() -> None:
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
+    """The service runs on uvloop, whose timer handles differ from asyncio's."""
+    return uvloop.run if request.param == "uvloop" else asyncio.run  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("first_gather", "second_gather", "due"), [(0.2, 0.5, 0.2), (0.5, 0.2, 0.25)]
+)
+def test_refreshes_nobody_waits_for_gather_into_one_job_when_the_first_is_due(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+    first_gather: float,
+    second_gather: float,
+    due: float,
+) -> None:
     async def scenario() -> None:
         job = Doubling(delay_s=0.01)
         lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
         asked = time.monotonic()
-        first = lookups.start(1, gather_s=0.2)
+        first = lookups.start(1, gather_s=first_gather)
         await asyncio.sleep(0.05)
-        later = [lookups.start(k, gather_s=0.5) for k in (2, 3)]  # due after the first
+        later = [lookups.start(k, gather_s=second_gather) for k in (2, 3)]
         assert job.batches == []  # nothing due yet
         assert await asyncio.gather(first, *later) == [2, 4, 6]
         assert job.batches == [[1, 2, 3]] and lookups.jobs == 1
-        assert 0.19 <= job.started[0] - asked < 0.45  # when the earliest was due
+        assert due - 0.01 <= job.started[0] - asked < due + 0.25
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_a_key_someone_waits_for_starts_the_batch_at_once_gathered_keys_included() -> None:
+def test_a_gather_time_under_a_millisecond_then_another_key(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    """uvloop runs a sub-millisecond call_later as call_soon, whose handle has no when()."""
+
+    async def scenario() -> None:
+        job = Doubling(delay_s=0.01)
+        lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
+        both = lookups.start(1, gather_s=0.0004), lookups.start(2, gather_s=0.3)
+        assert await asyncio.gather(*both) == [2, 4]
+        assert job.batches == [[1, 2]]
+
+    run(scenario())
+
+
+def test_a_batch_due_after_the_registry_thread_stopped_fails_its_waiters_only(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    """A refresh gathered just before shutdown: its batch comes due with the executor gone."""
+
+    async def scenario() -> None:
+        executor = ThreadPoolExecutor(1)
+        lookups = BatchedLookups(executor, Doubling(delay_s=0.01), "doubling")
+        late = lookups.start(1, gather_s=0.05)
+        executor.shutdown()
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            await late
+
+    run(scenario())
+
+
+def test_a_key_someone_waits_for_starts_the_batch_at_once_gathered_keys_included(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
     async def scenario() -> None:
         job = Doubling(delay_s=0.01)
         lookups = BatchedLookups(ThreadPoolExecutor(1), job, "doubling")
@@ -85,10 +134,12 @@ def test_a_key_someone_waits_for_starts_the_batch_at_once_gathered_keys_included
         assert await asyncio.gather(*urgent) == [6, 8]
         assert job.batches == [[1, 2], [3, 4]]
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
-def test_refreshes_asked_for_during_a_job_do_not_start_the_next_one_before_they_are_due() -> None:
+def test_refreshes_asked_for_during_a_job_do_not_start_the_next_one_before_they_are_due(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
     """Jobs no longer run back to back for keys nobody waits for: the next batch keeps its
     gather time after a job ends."""
 
@@ -104,7 +155,7 @@ def test_refreshes_asked_for_during_a_job_do_not_start_the_next_one_before_they_
         assert job.batches == [[1], [2]]
         assert job.started[1] - asked >= 0.39
 
-    asyncio.run(scenario())
+    run(scenario())
 
 
 def test_a_waiter_gives_up_after_its_wait_and_the_result_still_arrives() -> None:
