@@ -10,12 +10,12 @@ sees the new hash, whatever the index still caches.
 thread (ClientDirectory is not thread-safe), the keys that need one at the same time in
 one batch (one Redis round trip per layer for all of them), and keeps a short-lived cache
 of verdicts on the event loop, so the hot path never blocks the loop. A verdict in use is
-looked up again in the background at a random point between half and nine tenths of its
-TTL, so a busy client's requests do not wait for the lookup when it expires. While the
-registry answers, no verdict is served past its TTL. When it cannot answer (PostgreSQL and
-Redis away, or a lookup still running `wait_s` after it started: a hung server), a request
-gets the key's last verdict, or 503 for a key never seen; it never waits longer than
-`wait_s`.
+looked up again in the background at a random point between two fifths and four fifths of
+its TTL (gathered with other keys' refreshes for up to a tenth of it), so a busy client's
+requests do not wait for the lookup when it expires. While the registry answers, no
+verdict is served past its TTL. When it cannot answer (PostgreSQL and Redis away, or a
+lookup still running `wait_s` after it started: a hung server), a request gets the key's
+last verdict, or 503 for a key never seen; it never waits longer than `wait_s`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,9 @@ from capture.redis_clients import sync_client
 log = logging.getLogger("capture.auth")
 
 KEY_INDEX_PREFIX = "capture:key:v1:"
-# A refresh ahead of expiry (which starts at least a tenth of the TTL before it) waits at
-# most this long, and that tenth, for other keys' refreshes to share its registry job.
+# A refresh ahead of expiry (asked for at least a fifth of the TTL before it) waits at most
+# this long, and a tenth of the TTL, for other keys' refreshes to share its registry job:
+# the lookup still has a tenth of the TTL to finish before any request waits for it.
 REFRESH_GATHER_S = 0.05
 # Statuses whose events are accepted: pending clients are being provisioned, and the
 # router keeps their events as recoverable `client_inactive` dead letters until then.
@@ -335,10 +336,10 @@ class Authenticator:
             return
         if len(self._front) >= self._max_front:
             self._front.clear()
-        # Refreshed at a random point of the TTL's second half: the lookups of clients first
+        # Refreshed at a random point between 40 and 80% of the TTL: the lookups of clients first
         # seen together spread out instead of queueing together on the registry thread every
         # TTL (which stalled their requests).
-        refresh_age = self._front_ttl_s * random.uniform(0.5, 0.9)
+        refresh_age = self._front_ttl_s * random.uniform(0.4, 0.8)
         self._front[key_hash] = (outcome, time.monotonic(), refresh_age)
 
     def _resolve_all(self, key_hashes: Sequence[str]) -> dict[str, AuthOutcome]:
