@@ -52,7 +52,10 @@ def reader_consumer(kafka: KafkaSettings, **overrides: Any) -> Consumer:
     so a read can run at any time beside the router and the reprocessing job."""
     conf: dict[str, Any] = {
         "enable.auto.offset.store": False,
-        "fetch.max.bytes": 52428800,
+        # Bounded prefetch: librdkafka's defaults queue up to 64 MiB per partition ahead of
+        # the reader, which a reader of six partitions of large messages fills.
+        "queued.max.messages.kbytes": 4096,
+        "fetch.max.bytes": 8388608,
     }
     conf.update(overrides)
     return kafka_clients.consumer(kafka, f"read-{uuid.uuid4().hex[:12]}", **conf)
@@ -125,7 +128,10 @@ class BoundedRead:
         self.read = 0
         self.stalled = False
         if todo:
-            consumer.assign([TopicPartition(topic, s.partition, s.start) for s in todo])
+            assigned = [TopicPartition(topic, s.partition, s.start) for s in todo]
+            consumer.assign(assigned)
+            # An earlier read on this consumer paused the partitions it finished.
+            consumer.resume(assigned)
 
     @property
     def open_partitions(self) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import itertools
 import logging
@@ -230,11 +231,15 @@ class CaptureApp:
             fate: asyncio.Future[DeliveryOutcome] = loop.create_future()
             fate.set_result(Delivered(written.partition, written.offset))
             self._memory.remember(written.event_ids, fate)
+        remembered = len(recent.messages)
+        recent.messages.clear()
+        give_back_freed_memory()  # what the read held: message values, batches
         log.info(
             "recent writes remembered as acknowledged",
             extra={
                 "window_s": s.restart_memory_s,
-                "messages": len(recent.messages),
+                "messages_read": recent.read,
+                "messages": remembered,
                 "events": recent.events,
                 "seconds": round(time.monotonic() - started, 2),
                 "incomplete": recent.problem,
@@ -508,6 +513,17 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 100)
+
+
+def give_back_freed_memory() -> bool:
+    """Return the C heap's free pages to the system (glibc's malloc_trim). Large buffers
+    freed by Python (message values read at start) otherwise stay in the process's RSS,
+    counted against its container's memory limit. False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.malloc_trim(0))
 
 
 def create_app() -> CaptureApp:

@@ -82,8 +82,18 @@ def test_the_read_back_keeps_the_newest_ids_within_its_bounds(
         offsets = [w.offset for w in capped.messages]
         assert offsets == sorted(offsets) and len({w.partition for w in capped.messages}) == 1
 
+        # Read backwards in steps: it stops once it holds enough ids, not at the span's end.
+        monkeypatch.setattr(restart_memory, "STEP_MESSAGES", 4)
+        stepped = restart_memory.read_recent(s.kafka, topic, 120, max_events=10)
+        assert [w.event_ids for w in stepped.messages] == [
+            [f"e{i}a", f"e{i}b"] for i in range(35, 40)
+        ]
+        assert stepped.read == 8  # two steps of 4 (one message without ids), not 41
+        assert capped.read == 41
+
         monkeypatch.setattr(restart_memory, "READ_MESSAGES", 2 * 4)  # 4 per partition
         tail = restart_memory.read_recent(s.kafka, topic, 120, max_events=1000)
         assert [w.event_ids[0] for w in tail.messages] == ["e37a", "e38a", "e39a"]
+        assert tail.read == 4
 
         assert restart_memory.read_recent(s.kafka, topic, 0.001, 1000).messages == []
