@@ -15,8 +15,8 @@ messages each, from their ends towards the later of the window's start and their
 dropped): a few seconds of reading at start, whatever the batch size. (Before, the whole
 span was read forwards and most ids dropped again: after a benchmark of 50-event batches,
 2 GB read, 30 s to start and 650 MiB of RSS, near the container's 768 MiB limit.) The
-read also stops when Kafka delivers nothing for a few seconds. A process that could not read (Kafka away at start) starts without
-them and says so in its log.
+read also stops when Kafka delivers nothing for a few seconds. A process that could not
+read (Kafka away at start) starts without them and says so in its log.
 """
 
 from __future__ import annotations
