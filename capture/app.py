@@ -305,33 +305,34 @@ class CaptureApp:
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         size += 4 * len(raw_headers) + sum(map(len, itertools.chain.from_iterable(raw_headers)))
-        if size > HEADER_LIMIT_BYTES:
-            too_big = responses.error(
-                431,
-                "headers_too_large",
-                f"request line and headers are larger than {HEADER_LIMIT_BYTES} bytes",
-            )
+        unread = self._answer_unread(route, method, headers, size)
+        if unread is not None:
+            answer, extra = unread
+            await self._send(send, answer, cors, extra)
             await self._drain(receive)
-            await self._send(send, too_big, cors)
             return
-        if route is None:
-            await self._send(send, responses.error(404, "not_found", "no such path"), cors)
-            return
-        if isinstance(route, str):
-            await self._send(send, self._service(route, method), cors)
-            return
-        if method == "OPTIONS":
-            await self._send(send, self._preflight(headers), cors)
-            return
-        if method != "POST":
-            await self._send(
-                send,
-                responses.error(405, "method_not_allowed", "use POST"),
-                cors,
-                extra=(("allow", "POST, OPTIONS"),),
-            )
-            return
+        assert isinstance(route, CaptureRoute) and method == "POST"
         await self._capture(route, scope, headers, receive, send, cors)
+
+    def _answer_unread(
+        self, route: CaptureRoute | str | None, method: str, headers: dict[str, str], size: int
+    ) -> tuple[Response, tuple[tuple[str, str], ...]] | None:
+        """The answer (and its extra headers) to a request that is not a capture POST:
+        given before its body, which the caller then drains; None for a capture POST."""
+        if size > HEADER_LIMIT_BYTES:
+            limit = HEADER_LIMIT_BYTES
+            message = f"request line and headers are larger than {limit} bytes"
+            return responses.error(431, "headers_too_large", message), ()
+        if route is None:
+            return responses.error(404, "not_found", "no such path"), ()
+        if isinstance(route, str):
+            return self._service(route, method), ()
+        if method == "OPTIONS":
+            return self._preflight(headers), ()
+        if method != "POST":
+            allow = (("allow", "POST, OPTIONS"),)
+            return responses.error(405, "method_not_allowed", "use POST"), allow
+        return None
 
     async def _capture(
         self,
@@ -347,9 +348,12 @@ class CaptureApp:
         started = time.monotonic()
         screened = self.capture.screen(headers)
         if isinstance(screened, Response):
-            # Not read, not drained here: granian's HTTP/1 layer drains the body in Rust
-            # (the connection stays usable), none of it reaches the event loop.
+            # Answered first, then the body is dropped unparsed and uncounted. Invariant: a
+            # refused body is always drained (bounded): the HTTP server, left with unread
+            # body in the socket, closes the connection with a reset that can destroy the
+            # answer before the client reads it.
             await self._finish(route, send, screened, cors, started)
+            await self._drain(receive)
             return
         length_header = headers.get("content-length", "")
         declared = int(length_header) if length_header.isdigit() else None

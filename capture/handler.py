@@ -82,10 +82,10 @@ class Capture:
     def screen(self, headers: Mapping[str, str]) -> Response | Authenticated | None:
         """What the headers alone decide, before the body is read: the answer to a request
         whose header key has a cached refusal (401, 403) or whose client is inside its last
-        429's Retry-After (the HTTP server drains the body without the event loop, so a
-        client flooding past its quota or with a wrong key costs no body handed to Python,
-        no parsing and no lookup); else the header key's cached admission, which `handle`
-        then takes as it is (`Incoming.screened`); else None."""
+        429's Retry-After (the caller sends it, then drops the body unparsed: a client
+        flooding past its quota or with a wrong key costs no parsing and no lookup); else
+        the header key's cached admission, which `handle` then takes as it is
+        (`Incoming.screened`); else None."""
         header = header_key(headers.get("authorization", ""))
         if not header:
             return None

@@ -5,7 +5,9 @@ limits)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socket
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -103,8 +105,8 @@ def test_a_refused_clients_body_is_not_read_and_its_connection_stays_usable(
     start_capture,  # type: ignore[no-untyped-def]
 ) -> None:
     """Inside its 429's Retry-After, or with a key already known to be wrong, a request is
-    answered from its headers: its body (1 MB of junk here) is never read into the
-    service (the byte counter does not move, and junk would be a 400 if it were parsed),
+    answered from its headers: its body (1 MB of junk here) is dropped, never parsed or
+    counted (the byte counter does not move, and junk would be a 400 if it were parsed),
     and the same keep-alive connection then carries another client's request."""
     limited: ClientFixture = make_client("qearly")
     other: ClientFixture = make_client("qearlyok")
@@ -128,6 +130,74 @@ def test_a_refused_clients_body_is_not_read_and_its_connection_stays_usable(
     read = cap.metric("capture_request_bytes_total", route="segment:batch") - read_before
     assert read == 3 * len(batch_of(5))  # the good requests' bodies, none of the junk
     assert cap.metric("capture_quota_refusals_total", client_id=limited.client_id) == 4
+    assert cap.alive()
+
+
+def _read_answer(sock: socket.socket) -> tuple[int, bytes]:
+    """One HTTP/1.1 response from `sock`: its status and body (Content-Length framed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, f"connection closed before an answer: {data!r}"
+        data += part
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(
+        int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")
+    )
+    while len(body) < length:
+        part = sock.recv(65536)
+        assert part, "connection closed in the middle of an answer"
+        body += part
+    return int(lines[0].split()[1]), body
+
+
+def _post_head(port: int, write_key: str, length: int, path: str = "/v1/batch") -> bytes:
+    token = base64.b64encode(f"{write_key}:".encode()).decode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Basic {token}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    ).encode()
+
+
+def test_a_refused_body_that_arrives_slowly_still_gets_its_answer_and_keeps_the_connection(
+    stack: Settings,
+    make_client,
+    start_capture,  # type: ignore[no-untyped-def]
+) -> None:
+    """A refused request whose body is still arriving when the answer is ready (a slow
+    uplink, or a large body): the client can send all of it, reads its 401 or 429 (or the
+    404 or 405 of a wrong path), and the same connection then carries the next request.
+    An answer sent while the body is left unread in the socket, followed by a close, is a
+    reset the client sees instead of its answer: it would retry a wrong key, or retry at
+    once instead of after Retry-After."""
+    limited: ClientFixture = make_client("qslow")
+    other: ClientFixture = make_client("qslowok")
+    give_quota(stack, limited.client_id, rate=1.0, burst=10)
+    cap: CaptureProcess = start_capture()
+    url = cap.url + "/v1/batch"
+    assert requests.post(url, data=batch_of(10), auth=(limited.api_key, "")).status_code == 200
+    assert requests.post(url, data=batch_of(10), auth=(limited.api_key, "")).status_code == 429
+    assert requests.post(url, data=b"x", auth=("no-such-key", "")).status_code == 401
+    junk = b"\x00" * 1_000_000
+    good = batch_of(5)
+    cases = (
+        ("/v1/batch", "no-such-key", 401),
+        ("/v1/batch", limited.api_key, 429),
+        ("/v1/no-such-path", other.api_key, 404),
+        ("/healthz", other.api_key, 405),
+    )
+    for path, write_key, expected in cases:
+        with socket.create_connection(("127.0.0.1", cap.port), timeout=20) as sock:
+            sock.sendall(_post_head(cap.port, write_key, len(junk), path) + junk[:16_384])
+            time.sleep(0.5)
+            sock.sendall(junk[16_384:])
+            status, body = _read_answer(sock)
+            assert status == expected, body
+            sock.sendall(_post_head(cap.port, other.api_key, len(good)) + good)
+            status, body = _read_answer(sock)
+            assert status == 200 and json.loads(body)["accepted"] == 5, body
     assert cap.alive()
 
 
