@@ -53,10 +53,11 @@ class BatchedLookups(Generic[K, V]):
         self._waiting: dict[K, tuple[asyncio.Future[V], float]] = {}
         self._next: dict[K, None] = {}  # waiting keys not yet in a running job, in order
         self._running = False
-        self._due: float | None = None  # when the next batch must start (monotonic)
-        # The timer that starts it when it is due later, and when that is (uvloop's timer
-        # handles do not say).
-        self._gathering: tuple[asyncio.TimerHandle, float] | None = None
+        # When the next batch must start (monotonic); None while no key waits for one. It
+        # only moves closer until that batch starts.
+        self._due: float | None = None
+        # The timer that starts the next batch at `_due`, while no job runs and it is later.
+        self._gathering: asyncio.TimerHandle | None = None
         self.jobs = 0  # batch jobs started
 
     def start(self, key: K, gather_s: float = 0.0) -> asyncio.Future[V]:
@@ -74,24 +75,25 @@ class BatchedLookups(Generic[K, V]):
         else:  # in the running job
             return current[0]
         due = now + max(0.0, gather_s)
-        if self._due is None or due < self._due:
-            self._due = due
+        if self._due is not None and self._due <= due:
+            return fut  # the next batch starts by then: by its timer, or when the job ends
+        self._due = due
         if not self._running:
             self._schedule()
         return fut
 
     def _schedule(self) -> None:
-        """Start the next batch when it is due (at once when someone waits for a key)."""
-        due = self._due
-        assert due is not None
-        left = due - time.monotonic()
+        """Start the next batch at `_due`: at once when that has come (someone waits for a
+        key), else by a timer, which replaces an earlier one."""
+        assert self._due is not None
+        if self._gathering is not None:
+            self._gathering.cancel()
+            self._gathering = None
+        left = self._due - time.monotonic()
         if left <= 0:
             self._launch()
-        elif self._gathering is None or self._gathering[1] > due:
-            if self._gathering is not None:
-                self._gathering[0].cancel()
-            timer = asyncio.get_running_loop().call_later(left, self._launch)
-            self._gathering = (timer, due)
+        else:
+            self._gathering = asyncio.get_running_loop().call_later(left, self._launch)
 
     async def result_within(self, key: K, wait_s: float) -> V | None:
         """The key's result, or None once `wait_s` has passed since it was first asked
@@ -103,7 +105,7 @@ class BatchedLookups(Generic[K, V]):
 
     def _launch(self) -> None:
         if self._gathering is not None:
-            self._gathering[0].cancel()
+            self._gathering.cancel()
             self._gathering = None
         if self._running or not self._next:
             return
