@@ -102,8 +102,9 @@ class Capture:
     async def handle(self, req: Incoming) -> Response:
         started = time.monotonic()
         received_ms = int(time.time() * 1000)
-        # A key in the headers is checked before the body is read: a refused client (bad
-        # key, inactive, or still inside its 429's Retry-After) costs no parsing.
+        # A key in the headers is checked before the body is parsed (and was screened before
+        # it was read): a refused client (bad key, inactive, or still inside its 429's
+        # Retry-After) costs no parsing.
         header = header_key(req.headers.get("authorization", ""))
         who: Authenticated | None = req.screened
         if header and who is None:
