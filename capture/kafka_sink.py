@@ -1,12 +1,18 @@
 """Producing to Kafka from the event loop: one future per message, resolved on acknowledgement.
 
 The producer is idempotent with acks=all, so a message the broker already wrote is never
-written twice by librdkafka's own retries. A poll thread serves delivery reports and hands
-them to the event loop in one call per poll round (not one wake-up per message).
+written twice by librdkafka's own retries. Delivery reports are served on the event loop's
+own thread, by `poll(0)` every POLL_BUSY_S while messages are in flight (every POLL_IDLE_S
+otherwise, for librdkafka's errors and log lines), and resolve their futures in place. A
+poll thread, as before, took the GIL once per report (confluent-kafka's callbacks resume
+it one by one) from an event loop that is busy most of the time under load, and woke the
+loop from outside once per poll round: GIL hand-overs that cost the request path more
+than the polls cost here (see README, "Benchmark").
 
 Invariant: a future resolves to `Delivered` only after the broker acknowledged the message
 (acks=all); every other end is `NotDelivered`. A full local queue raises `QueueFull` at
-once, without queueing.
+once, without queueing. Reports served off the loop's thread (by `close`'s flush) are
+handed to the loop.
 """
 
 from __future__ import annotations
@@ -66,18 +72,23 @@ class QueueFull(Exception):
     """The producer's local queue is full: Kafka is slow or away."""
 
 
+POLL_BUSY_S = 0.001  # while messages wait for their acknowledgement
+POLL_IDLE_S = 0.05  # otherwise: librdkafka's error callbacks and log lines
+
+
 class KafkaSink:
     def __init__(self, settings: CaptureSettings, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._loop_thread = threading.get_ident()  # made on the loop's thread
         self.topic = settings.common.kafka.raw_topic
         self._producer = Producer(producer_config(settings, error_cb=self._on_error))
-        self._done: list[tuple[asyncio.Future[DeliveryOutcome], DeliveryOutcome]] = []
-        self._done_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._in_flight = 0  # produced, delivery report not served yet
+        self._closed = False
         self._brokers_down_since: float | None = None
         self.last_error: str | None = None
-        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
-        self._poller.start()
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False  # the timer is a POLL_BUSY_S one
+        self._arm(POLL_IDLE_S)
 
     # -- producing (event loop) ------------------------------------------------------
     def produce(self, value: bytes, key: bytes) -> asyncio.Future[DeliveryOutcome]:
@@ -87,10 +98,16 @@ class KafkaSink:
             outcome: DeliveryOutcome
             if err is None:
                 outcome = Delivered(msg.partition() or 0, msg.offset() or 0)
+                self._brokers_down_since = None
             else:
                 outcome = NotDelivered(str(err))
-            with self._done_lock:
-                self._done.append((fut, outcome))
+            if threading.get_ident() == self._loop_thread:
+                self._in_flight -= 1
+                _resolve(fut, outcome)
+            else:
+                # RuntimeError: the loop closed at shutdown, nobody waits any more.
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._resolve_later, fut, outcome)
 
         try:
             self._producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
@@ -98,6 +115,10 @@ class KafkaSink:
             raise QueueFull("the Kafka producer queue is full") from None
         except KafkaException as exc:
             fut.set_result(NotDelivered(str(exc)))
+            return fut
+        self._in_flight += 1
+        if not self._busy:
+            self._arm(POLL_BUSY_S)
         return fut
 
     def queued(self) -> int:
@@ -108,23 +129,28 @@ class KafkaSink:
         """True while librdkafka reports every broker down (cleared by any delivery)."""
         return self._brokers_down_since is not None
 
-    # -- poll thread ------------------------------------------------------------------
-    def _poll_loop(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
-            self._hand_over()
-        self._hand_over()
+    # -- delivery reports (event loop) -----------------------------------------------
+    def _arm(self, delay_s: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._busy = delay_s == POLL_BUSY_S
+        self._timer = self._loop.call_later(delay_s, self._poll)
 
-    def _hand_over(self) -> None:
-        with self._done_lock:
-            if not self._done:
-                return
-            done, self._done = self._done, []
-        if any(isinstance(o, Delivered) for _f, o in done):
-            self._brokers_down_since = None
-        # RuntimeError: the loop closed at shutdown, nobody waits any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, done)
+    def _poll(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        try:
+            self._producer.poll(0)  # runs on_delivery (and error_cb, log lines) here
+        except Exception:
+            log.exception("kafka poll failed")
+        self._arm(POLL_BUSY_S if self._in_flight > 0 else POLL_IDLE_S)
+
+    def _resolve_later(
+        self, fut: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome
+    ) -> None:
+        self._in_flight -= 1
+        _resolve(fut, outcome)
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = str(err)
@@ -149,14 +175,12 @@ class KafkaSink:
         return None
 
     def close(self, timeout_s: float) -> int:
-        """Flush what is queued (bounded), stop the poll thread; returns messages left."""
-        left = self._producer.flush(timeout_s)
-        self._stop.set()
-        self._poller.join(5)
-        return left
+        """Flush what is queued (bounded) and stop polling; returns messages left. Callable
+        from another thread (the loop keeps running meanwhile, to resolve the futures)."""
+        self._closed = True
+        return self._producer.flush(timeout_s)
 
 
-def _resolve(done: list[tuple[asyncio.Future[DeliveryOutcome], DeliveryOutcome]]) -> None:
-    for fut, outcome in done:
-        if not fut.done():
-            fut.set_result(outcome)
+def _resolve(fut: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome) -> None:
+    if not fut.done():
+        fut.set_result(outcome)
