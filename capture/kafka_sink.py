@@ -3,11 +3,11 @@
 The producer is idempotent with acks=all, so a message the broker already wrote is never
 written twice by librdkafka's own retries. Delivery reports are served on the event loop's
 own thread, by `poll(0)` every POLL_BUSY_S while messages are in flight (every POLL_IDLE_S
-otherwise, for librdkafka's errors and log lines), and resolve their futures in place. A
-poll thread, as before, took the GIL once per report (confluent-kafka's callbacks resume
-it one by one) from an event loop that is busy most of the time under load, and woke the
-loop from outside once per poll round: GIL hand-overs that cost the request path more
-than the polls cost here (see README, "Benchmark").
+otherwise, for librdkafka's errors and log lines), and resolve their futures in place. No
+poll thread: one would take the GIL once per report (confluent-kafka's callbacks resume it
+one by one) from an event loop that holds it most of the time under load, and wake the
+loop from outside once per poll round; those hand-overs cost the request path more than
+these polls do (README, "Benchmark").
 
 Invariant: a future resolves to `Delivered` only after the broker acknowledged the message
 (acks=all); every other end is `NotDelivered`. A full local queue raises `QueueFull` at
