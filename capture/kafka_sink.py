@@ -88,7 +88,7 @@ class KafkaSink:
         self.last_error: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._busy = False  # the timer is a POLL_BUSY_S one
-        self._arm(POLL_IDLE_S)
+        self._arm(busy=False)
 
     # -- producing (event loop) ------------------------------------------------------
     def produce(self, value: bytes, key: bytes) -> asyncio.Future[DeliveryOutcome]:
@@ -102,12 +102,11 @@ class KafkaSink:
             else:
                 outcome = NotDelivered(str(err))
             if threading.get_ident() == self._loop_thread:
-                self._in_flight -= 1
-                _resolve(fut, outcome)
+                self._settle(fut, outcome)
             else:
                 # RuntimeError: the loop closed at shutdown, nobody waits any more.
                 with contextlib.suppress(RuntimeError):
-                    self._loop.call_soon_threadsafe(self._resolve_later, fut, outcome)
+                    self._loop.call_soon_threadsafe(self._settle, fut, outcome)
 
         try:
             self._producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
@@ -118,7 +117,7 @@ class KafkaSink:
             return fut
         self._in_flight += 1
         if not self._busy:
-            self._arm(POLL_BUSY_S)
+            self._arm(busy=True)
         return fut
 
     def queued(self) -> int:
@@ -130,11 +129,11 @@ class KafkaSink:
         return self._brokers_down_since is not None
 
     # -- delivery reports (event loop) -----------------------------------------------
-    def _arm(self, delay_s: float) -> None:
+    def _arm(self, *, busy: bool) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._busy = delay_s == POLL_BUSY_S
-        self._timer = self._loop.call_later(delay_s, self._poll)
+        self._busy = busy
+        self._timer = self._loop.call_later(POLL_BUSY_S if busy else POLL_IDLE_S, self._poll)
 
     def _poll(self) -> None:
         self._timer = None
@@ -144,13 +143,13 @@ class KafkaSink:
             self._producer.poll(0)  # runs on_delivery (and error_cb, log lines) here
         except Exception:
             log.exception("kafka poll failed")
-        self._arm(POLL_BUSY_S if self._in_flight > 0 else POLL_IDLE_S)
+        self._arm(busy=self._in_flight > 0)
 
-    def _resolve_later(
-        self, fut: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome
-    ) -> None:
+    def _settle(self, fut: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome) -> None:
+        """A delivery report reaching its request (on the loop's thread only)."""
         self._in_flight -= 1
-        _resolve(fut, outcome)
+        if not fut.done():
+            fut.set_result(outcome)
 
     def _on_error(self, err: KafkaError) -> None:
         self.last_error = str(err)
@@ -179,8 +178,3 @@ class KafkaSink:
         from another thread (the loop keeps running meanwhile, to resolve the futures)."""
         self._closed = True
         return self._producer.flush(timeout_s)
-
-
-def _resolve(fut: asyncio.Future[DeliveryOutcome], outcome: DeliveryOutcome) -> None:
-    if not fut.done():
-        fut.set_result(outcome)
