@@ -146,6 +146,9 @@ def test_bin_dev_stops_every_service_and_child_on_a_signal(
         if "Warning:" in line
     )
     assert all(n == 1 for n in warnings.values()), warnings
+    # dagster dev runs where the instance's dagster.yaml is, so it does not tell a newcomer
+    # that the project's dagster.yaml is ignored.
+    assert "will not be used to configure Dagster" not in output
 
 
 def test_a_sandbox_drops_only_the_databases_it_created(tmp_path: Path) -> None:
