@@ -13,7 +13,12 @@ from what is left in the bucket. Later requests of that client spend the lease i
 A lease in use is topped up in the background, back to its size, once half its life
 (80-100% of `LEASE_TTL_S`, at random, so leases granted together are not renewed together)
 has passed or a fifth of it is left, and lives on from then: a busy client's requests do
-not wait for Redis. A lease that ran short or out anyway (a burst, nothing left to lease)
+not wait for Redis. Top-ups due together share one script call (the script takes many
+buckets): those due at half-life are gathered for up to `TOP_UP_GATHER_S`, a lease running
+low is sent at once with whatever else is waiting. So the Redis calls a process makes per
+second do not grow with the number of busy clients (with a hundred, one call each at
+every half-life was some 220 calls a second, each a task and a round trip on the event
+loop). A lease that ran short or out anyway (a burst, nothing left to lease)
 makes its next request ask Redis with its own cost, and the unspent rest of the lease goes
 back to the bucket in that call. One call per client at a time. Leased tokens are taken
 from the shared bucket, so all processes together never admit more than the bucket
@@ -53,17 +58,21 @@ log = logging.getLogger("capture.quota")
 
 BUCKET_PREFIX = "capture:bucket:v1:"
 
-# KEYS[1] bucket; ARGV rate (events/s), burst, cost, lease wanted, tokens given back.
-# Returns {admitted 0/1, wait_ms, tokens leased}.
+# KEYS[i] the i-th bucket; ARGV[5i-4..5i] its rate (events/s), burst, cost, lease wanted,
+# tokens given back. Returns {admitted 0/1, wait_ms, tokens leased} for each bucket, in
+# order, as one flat list.
 TOKEN_BUCKET_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local want = tonumber(ARGV[4])
-local back = tonumber(ARGV[5])
-local s = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local out = {}
+for i, key in ipairs(KEYS) do
+local a = 5 * (i - 1)
+local rate = tonumber(ARGV[a + 1])
+local burst = tonumber(ARGV[a + 2])
+local cost = tonumber(ARGV[a + 3])
+local want = tonumber(ARGV[a + 4])
+local back = tonumber(ARGV[a + 5])
+local s = redis.call('HMGET', key, 'tokens', 'ts')
 local tokens = tonumber(s[1])
 local ts = tonumber(s[2])
 if tokens == nil or ts == nil then
@@ -85,10 +94,20 @@ if tokens >= need then
 else
   wait_ms = math.ceil((need - tokens) * 1000 / rate)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) * 1000 / rate) + 1000)
-return {admitted, wait_ms, leased}
+redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', key, math.ceil((burst - tokens) * 1000 / rate) + 1000)
+out[#out + 1] = admitted
+out[#out + 1] = wait_ms
+out[#out + 1] = leased
+end
+return out
 """
+# Buckets per script call: Redis runs a script alone, so a long one would stall every
+# other client of the server (each bucket costs it microseconds).
+BUCKETS_PER_CALL = 200
+# How long a top-up due at half-life waits for others to share its call: the lease has at
+# least 40% of LEASE_TTL_S to live then.
+TOP_UP_GATHER_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +263,11 @@ class RateLimiter:
             executor, book.load_many, "quota read"
         )
         self._top_ups: set[asyncio.Task[None]] = set()  # lease top-ups in flight
+        # Leases due for a top-up, not yet sent (each with its `refill` set), and the timer
+        # that sends them: at most TOP_UP_GATHER_S away, sooner for a lease running low.
+        self._due: dict[str, Lease] = {}
+        self._send_due: asyncio.TimerHandle | None = None
+        self._send_due_at = math.inf
         self.redis_calls = 0
         self.redis_errors = 0
 
@@ -298,9 +322,13 @@ class RateLimiter:
                 lease.tokens -= cost
                 if lease.due(now):
                     self._start_top_up(client_id, lease)
+                elif lease.tokens < lease.low and client_id in self._due:
+                    self._send_by(now, now)  # its gathered top-up is needed now
                 return ADMITTED
             if lease.refill is None:
                 break
+            if client_id in self._due:
+                self._send_by(now, now)
             await asyncio.shield(lease.refill)
         refused = self.still_refused(client_id)
         if refused is not None:
@@ -325,11 +353,11 @@ class RateLimiter:
         if now >= self._redis_down_until:
             back, lease.tokens = lease.tokens, 0  # the unspent lease goes back
             size = lease_size(quota, self._lease_s)
-            answer = await self._ask_redis(client_id, quota, cost, size, back)
-            if answer is None:
+            answers = await self._ask_redis([(client_id, quota, cost, size, back)])
+            if answers is None:
                 lease.tokens = back  # never reached Redis: still ours to spend
             else:
-                admitted, wait_ms, leased = answer
+                [(admitted, wait_ms, leased)] = answers
                 if admitted:
                     lease.granted(leased, size)
                     return ADMITTED
@@ -343,54 +371,94 @@ class RateLimiter:
 
     def _start_top_up(self, client_id: str, lease: Lease) -> None:
         lease.refill = asyncio.get_running_loop().create_future()
-        task = asyncio.ensure_future(self._top_up(client_id, lease, lease.refill))
+        self._due[client_id] = lease
+        now = time.monotonic()
+        self._send_by(now if lease.tokens < lease.low else now + TOP_UP_GATHER_S, now)
+
+    def _send_by(self, at: float, now: float) -> None:
+        """The due top-ups go out by `at` (monotonic) at the latest."""
+        if at >= self._send_due_at:
+            return
+        if self._send_due is not None:
+            self._send_due.cancel()
+        loop = asyncio.get_running_loop()
+        self._send_due_at = at
+        self._send_due = loop.call_at(loop.time() + (at - now), self._send_top_ups)
+
+    def _send_top_ups(self) -> None:
+        due, self._due = self._due, {}
+        self._send_due, self._send_due_at = None, math.inf
+        task = asyncio.ensure_future(self._top_up(due))
         self._top_ups.add(task)
         task.add_done_callback(self._top_ups.discard)
 
-    async def _top_up(self, client_id: str, lease: Lease, done: asyncio.Future[None]) -> None:
-        """Fill the lease back to its size from the shared bucket (a call of cost 0, which
+    async def _top_up(self, due: dict[str, Lease]) -> None:
+        """Fill each lease back to its size from the shared bucket (calls of cost 0, which
         the script admits while the bucket is not in debt) and extend its life. Without a
-        top-up (nothing left to lease, Redis away) the lease runs out and its client's next
+        top-up (nothing left to lease, Redis away) a lease runs out and its client's next
         request asks Redis with its own cost, as a request without a lease does."""
-        topped_up = False
+        topped_up: set[str] = set()
         try:
-            quota = await self.quota(client_id)
-            size = lease_size(quota, self._lease_s)
-            want = max(0, size - lease.tokens)
-            if time.monotonic() >= self._redis_down_until:
-                answer = await self._ask_redis(client_id, quota, 0, want, 0)
-                # Nothing left to lease (the bucket is empty or in debt) ends the top-ups
-                # of this lease; a full lease only has its life extended.
-                if answer is not None and answer[0] and (answer[2] > 0 or want == 0):
-                    lease.granted(answer[2], size)
-                    topped_up = True
+            asks: list[tuple[str, Quota, int, int, int]] = []
+            sizes: dict[str, int] = {}
+            for client_id, lease in due.items():
+                quota = await self.quota(client_id)
+                sizes[client_id] = lease_size(quota, self._lease_s)
+                asks.append((client_id, quota, 0, max(0, sizes[client_id] - lease.tokens), 0))
+            for start in range(0, len(asks), BUCKETS_PER_CALL):
+                if time.monotonic() < self._redis_down_until:
+                    break
+                part = asks[start : start + BUCKETS_PER_CALL]
+                answers = await self._ask_redis(part)
+                if answers is None:
+                    break
+                for (client_id, _, _, want, _), (admitted, _, leased) in zip(
+                    part, answers, strict=True
+                ):
+                    # Nothing left to lease (the bucket is empty or in debt) ends the
+                    # top-ups of this lease; a full lease only has its life extended.
+                    if admitted and (leased > 0 or want == 0):
+                        due[client_id].granted(leased, sizes[client_id])
+                        topped_up.add(client_id)
         except Exception:
-            log.exception("lease top-up failed", extra={"client_id": client_id})
+            log.exception("lease top-up failed", extra={"clients": len(due)})
         finally:
-            if not topped_up:
-                lease.renew_at, lease.low = math.inf, 0
-            lease.refill = None
-            done.set_result(None)
+            for client_id, lease in due.items():
+                if client_id not in topped_up:
+                    lease.renew_at, lease.low = math.inf, 0
+                done, lease.refill = lease.refill, None
+                if done is not None:
+                    done.set_result(None)
 
     async def _ask_redis(
-        self, client_id: str, quota: Quota, cost: int, want: int, back: int
-    ) -> tuple[bool, int, int] | None:
-        """The script's answer (admitted, wait_ms, tokens leased), or None when Redis is
+        self, asks: Sequence[tuple[str, Quota, int, int, int]]
+    ) -> list[tuple[bool, int, int]] | None:
+        """For each (client, quota, cost, lease wanted, tokens given back), in one script
+        call: the script's answer (admitted, wait_ms, tokens leased). None when Redis is
         unreachable (quotas are then enforced in process for `redis_retry_after_s`)."""
+        args: list[str | int] = []
+        for _, quota, cost, want, back in asks:
+            args += [repr(quota.events_per_s), quota.burst, cost, want, back]
         try:
             self.redis_calls += 1
-            admitted, wait_ms, leased = await self._script(
-                keys=[BUCKET_PREFIX + client_id],
-                args=[repr(quota.events_per_s), quota.burst, cost, want, back],
-            )
+            flat = await self._script(keys=[BUCKET_PREFIX + a[0] for a in asks], args=args)
         except (redis.RedisError, OSError) as exc:
             self.redis_errors += 1
             self._redis_down_until = time.monotonic() + self._redis_retry_after_s
             log.warning("redis unavailable: quotas enforced per process", extra={"error": str(exc)})
             return None
-        return bool(int(admitted)), int(wait_ms), int(leased)
+        return [
+            (bool(int(flat[i])), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)
+        ]
 
     async def close(self) -> None:
+        if self._send_due is not None:
+            self._send_due.cancel()
+        for lease in self._due.values():
+            if lease.refill is not None:
+                lease.refill.set_result(None)
+                lease.refill = None
+        self._due.clear()
         for task in list(self._top_ups):
             task.cancel()
         await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

@@ -9,6 +9,7 @@ import base64
 import json
 import socket
 import time
+import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -386,3 +387,77 @@ def test_a_lease_with_nothing_left_to_lease_is_not_topped_up_again_and_again(
         await other.close()
 
     asyncio.run(scenario())
+
+
+def test_the_top_ups_of_many_busy_clients_share_redis_calls(
+    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor
+) -> None:
+    """Thirty busy clients: their leases are renewed for three lease lifetimes without a
+    request waiting, in a handful of Redis calls rather than one per client per
+    half-life (the clients are not in the registry: they get the default quota, leases of
+    200 tokens)."""
+    clients = [f"qmany-{uuid.uuid4().hex[:8]}-{i}" for i in range(30)]
+    limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
+
+    async def scenario() -> None:
+        for client_id in clients:
+            assert isinstance(await limiter.take(client_id, 1), Admitted)  # no lease yet
+        assert limiter.redis_calls == len(clients)
+        started = time.monotonic()
+        while time.monotonic() - started < 3 * LEASE_TTL_S:
+            for client_id in clients:
+                assert isinstance(at_once(limiter.take(client_id, 1)), Admitted)
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - started
+        top_up_calls = limiter.redis_calls - len(clients)
+        # Each lease is renewed at least once per half-life (at most half of LEASE_TTL_S):
+        # one call per top-up would be len(clients) * elapsed / (0.5 * LEASE_TTL_S), some
+        # 180. Gathered, the leases due within TOP_UP_GATHER_S of each other share a call
+        # (about 25 calls here); a third of that 180 is the bound.
+        one_each = len(clients) * elapsed / (0.5 * LEASE_TTL_S)
+        assert 3 <= top_up_calls <= one_each / 3, (top_up_calls, elapsed)
+        assert all(limiter.leased(c) > 0 for c in clients)
+        await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_one_script_call_answers_each_bucket_from_its_own_state(
+    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor
+) -> None:
+    """Several buckets in one call, in order: a fresh one leases what is asked, an emptied
+    one admits a top-up of cost 0 but leases nothing, one asked more than it holds is
+    refused with its wait; each bucket keeps its own tokens."""
+    fresh, empty, short = (f"qcall-{uuid.uuid4().hex[:8]}-{n}" for n in range(3))
+    limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
+    redis = sync_client(stack.redis)
+    slow = Quota(0.01, 1000)  # refills a token in 100 s
+
+    async def scenario() -> None:
+        assert await limiter._ask_redis([(empty, slow, 1000, 0, 0)]) == [(True, 0, 0)]
+        answers = await limiter._ask_redis(
+            [(fresh, slow, 0, 10, 0), (empty, slow, 0, 10, 0), (short, Quota(1.0, 5), 7, 0, 0)]
+        )
+        assert limiter.redis_calls == 2
+        assert answers is not None
+        assert answers[0] == (True, 0, 10)
+        assert answers[1][:1] == (True,) and answers[1][2] == 0
+        # `short` holds its burst (5) and is asked for 7: it has to wait for nothing more
+        # (the cost is capped at the burst), so it is admitted and goes into debt.
+        assert answers[2] == (True, 0, 0)
+        tokens = [float(redis.hget(BUCKET_PREFIX + c, "tokens")) for c in (fresh, empty, short)]
+        assert tokens[0] == pytest.approx(990, abs=0.1)
+        assert tokens[1] == pytest.approx(0, abs=0.1)
+        assert tokens[2] == pytest.approx(-2, abs=0.1)
+        refused = await limiter._ask_redis(
+            [(fresh, slow, 1, 0, 0), (short, Quota(1.0, 5), 1, 0, 0)]
+        )
+        assert refused is not None and refused[0] == (True, 0, 0)
+        admitted, wait_ms, leased = refused[1]
+        assert not admitted and leased == 0 and 2_500 <= wait_ms <= 3_000  # 3 tokens at 1/s
+        await limiter.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis.close()
