@@ -13,17 +13,20 @@ from what is left in the bucket. Later requests of that client spend the lease i
 A lease in use is topped up in the background, back to its size, once half its life
 (80-100% of `LEASE_TTL_S`, at random, so leases granted together are not renewed together)
 has passed or a fifth of it is left, and lives on from then: a busy client's requests do
-not wait for Redis. Top-ups due together share one script call (the script takes many
-buckets): those due at half-life are gathered for up to `TOP_UP_GATHER_S`, a lease running
-low is sent at once with whatever else is waiting. So the Redis calls a process makes per
-second do not grow with the number of busy clients (with a hundred, one call each at
-every half-life was some 220 calls a second, each a task and a round trip on the event
-loop). A lease that ran short or out anyway (a burst, nothing left to lease)
+not wait for Redis. A lease that ran short or out anyway (a burst, nothing left to lease)
 makes its next request ask Redis with its own cost, and the unspent rest of the lease goes
 back to the bucket in that call. One call per client at a time. Leased tokens are taken
 from the shared bucket, so all processes together never admit more than the bucket
-allows. A client whose quota is small next to its lease size gets no lease:
-every request asks Redis.
+allows. A client whose quota is small next to its lease size gets no lease: every request
+asks Redis.
+
+Calls are shared (the script takes many buckets), so the calls a process makes per second
+do not grow with the number of busy clients: top-ups due at half-life are gathered for up
+to `TOP_UP_GATHER_S` (a lease running low goes at once, with whatever else is waiting),
+and requests that must ask Redis themselves go together once the event loop has run what
+was ready. With a hundred clients, one call each at every half-life was some 220 calls a
+second, each a task and a round trip on the event loop; after a start, their first
+requests made a hundred calls on as many new connections.
 After a 429 the client is refused in process, without asking Redis, for its Retry-After
 (the bucket can only hold less by then).
 
@@ -156,6 +159,12 @@ READ_CHUNK = 1000  # clients per quota query
 LEASE_TTL_S = 1.0
 
 
+# One bucket's part of a script call: client, quota, cost, lease wanted, tokens given back;
+# and the script's answer for it: admitted, wait_ms, tokens leased.
+Ask = tuple[str, Quota, int, int, int]
+Answer = tuple[bool, int, int]
+
+
 def lease_size(quota: Quota, lease_s: float) -> int:
     """Tokens a process may hold for a client: `lease_s` of its rate, at most a tenth of its
     burst (so the other processes always find most of the burst in Redis)."""
@@ -268,6 +277,10 @@ class RateLimiter:
         self._due: dict[str, Lease] = {}
         self._send_due: asyncio.TimerHandle | None = None
         self._send_due_at = math.inf
+        # Requests' own asks (no lease, or it ran out), sent together once the event loop
+        # has run what is ready: a hundred clients' first requests after a start make one
+        # call, not a hundred calls on as many new connections.
+        self._asks: list[tuple[Ask, asyncio.Future[Answer | None]]] = []
         self.redis_calls = 0
         self.redis_errors = 0
 
@@ -353,11 +366,11 @@ class RateLimiter:
         if now >= self._redis_down_until:
             back, lease.tokens = lease.tokens, 0  # the unspent lease goes back
             size = lease_size(quota, self._lease_s)
-            answers = await self._ask_redis([(client_id, quota, cost, size, back)])
-            if answers is None:
+            answer = await self._ask_with_others((client_id, quota, cost, size, back))
+            if answer is None:
                 lease.tokens = back  # never reached Redis: still ours to spend
             else:
-                [(admitted, wait_ms, leased)] = answers
+                admitted, wait_ms, leased = answer
                 if admitted:
                     lease.granted(leased, size)
                     return ADMITTED
@@ -399,7 +412,7 @@ class RateLimiter:
         request asks Redis with its own cost, as a request without a lease does."""
         topped_up: set[str] = set()
         try:
-            asks: list[tuple[str, Quota, int, int, int]] = []
+            asks: list[Ask] = []
             sizes: dict[str, int] = {}
             for client_id, lease in due.items():
                 quota = await self.quota(client_id)
@@ -430,9 +443,41 @@ class RateLimiter:
                 if done is not None:
                     done.set_result(None)
 
-    async def _ask_redis(
-        self, asks: Sequence[tuple[str, Quota, int, int, int]]
-    ) -> list[tuple[bool, int, int]] | None:
+    def _ask_with_others(self, ask: Ask) -> asyncio.Future[Answer | None]:
+        """The script's answer to `ask`, in one call with the other asks made before the
+        event loop next gets to its ready callbacks (None: Redis unreachable)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Answer | None] = loop.create_future()
+        if not self._asks:
+            loop.call_soon(self._send_asks)
+        self._asks.append((ask, answer))
+        return answer
+
+    def _send_asks(self) -> None:
+        asks, self._asks = self._asks, []
+        task = asyncio.ensure_future(self._answer(asks))
+        self._top_ups.add(task)
+        task.add_done_callback(self._top_ups.discard)
+
+    async def _answer(self, asks: list[tuple[Ask, asyncio.Future[Answer | None]]]) -> None:
+        """Every ask's future gets its answer, or None when Redis could not give one."""
+        try:
+            for start in range(0, len(asks), BUCKETS_PER_CALL):
+                part = asks[start : start + BUCKETS_PER_CALL]
+                answers = await self._ask_redis([ask for ask, _ in part])
+                if answers is None:
+                    break
+                for (_, waiter), answer in zip(part, answers, strict=True):
+                    if not waiter.done():
+                        waiter.set_result(answer)
+        except Exception:
+            log.exception("quota call failed", extra={"clients": len(asks)})
+        finally:
+            for _, waiter in asks:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _ask_redis(self, asks: Sequence[Ask]) -> list[Answer] | None:
         """For each (client, quota, cost, lease wanted, tokens given back), in one script
         call: the script's answer (admitted, wait_ms, tokens leased). None when Redis is
         unreachable (quotas are then enforced in process for `redis_retry_after_s`)."""
@@ -459,6 +504,9 @@ class RateLimiter:
                 lease.refill.set_result(None)
                 lease.refill = None
         self._due.clear()
+        for _, waiter in self._asks:
+            waiter.set_result(None)
+        self._asks.clear()
         for task in list(self._top_ups):
             task.cancel()
         await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

@@ -461,3 +461,41 @@ def test_one_script_call_answers_each_bucket_from_its_own_state(
         asyncio.run(scenario())
     finally:
         redis.close()
+
+
+def test_requests_that_must_ask_redis_at_the_same_time_share_one_call(
+    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor
+) -> None:
+    """Forty clients' first requests at once (a process just started): one script call
+    answers all of them, each from its own bucket; the one asking more than its burst is
+    admitted into debt (as alone) and its next request refused."""
+    clients = [f"qfirst-{uuid.uuid4().hex[:8]}-{i}" for i in range(40)]
+    over = clients[7]
+    limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
+    redis = sync_client(stack.redis)
+
+    async def scenario() -> None:
+        # Their quotas first (one PostgreSQL query for all): only script calls are counted.
+        await asyncio.gather(*(limiter.quota(c) for c in clients))
+        costs = [DEFAULT.burst + 10_000 if c == over else 1 for c in clients]
+        outcomes = await asyncio.gather(
+            *(limiter.take(c, cost) for c, cost in zip(clients, costs, strict=True))
+        )
+        assert limiter.redis_calls == 1
+        assert all(isinstance(o, Admitted) for o in outcomes)
+        for client_id in clients:
+            tokens = float(redis.hget(BUCKET_PREFIX + client_id, "tokens"))
+            if client_id == over:
+                assert limiter.leased(client_id) == 0
+                assert tokens == pytest.approx(-10_000, abs=1)
+            else:
+                assert limiter.leased(client_id) == 200  # 0.1 s of the default 2 000/s
+                assert tokens == pytest.approx(DEFAULT.burst - 1 - 200, abs=1)
+        refused, admitted = await asyncio.gather(limiter.take(over, 1), limiter.take(clients[0], 1))
+        assert isinstance(refused, OverQuota) and isinstance(admitted, Admitted)
+        await limiter.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis.close()
