@@ -44,9 +44,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -271,7 +272,7 @@ class RateLimiter:
         self._reads: BatchedLookups[str, Quota] = BatchedLookups(
             executor, book.load_many, "quota read"
         )
-        self._top_ups: set[asyncio.Task[None]] = set()  # lease top-ups in flight
+        self._calls: set[asyncio.Task[None]] = set()  # shared script calls in flight
         # Leases due for a top-up, not yet sent (each with its `refill` set), and the timer
         # that sends them: at most TOP_UP_GATHER_S away, sooner for a lease running low.
         self._due: dict[str, Lease] = {}
@@ -294,14 +295,21 @@ class RateLimiter:
         stays in force while it is read again on the registry thread (the clients due
         together in one query), so the quotas of many clients expiring together stall no
         request."""
-        cached = self._book.cached(client_id)
-        if cached is not None and cached[1]:
-            return cached[0]
-        if cached is not None:
-            self._reads.start(client_id)
-            return cached[0]
+        known = self._known_quota(client_id)
+        if known is not None:
+            return known
         read = await self._reads.result_within(client_id, self._registry_wait_s)
         return self._book.default if read is None else read
+
+    def _known_quota(self, client_id: str) -> Quota | None:
+        """The client's cached quota, if it has one (read again in the background once
+        expired), without waiting."""
+        cached = self._book.cached(client_id)
+        if cached is None:
+            return None
+        if not cached[1]:
+            self._reads.start(client_id)
+        return cached[0]
 
     def leased(self, client_id: str) -> int:
         """Tokens of the client's current lease in this process."""
@@ -401,9 +409,7 @@ class RateLimiter:
     def _send_top_ups(self) -> None:
         due, self._due = self._due, {}
         self._send_due, self._send_due_at = None, math.inf
-        task = asyncio.ensure_future(self._top_up(due))
-        self._top_ups.add(task)
-        task.add_done_callback(self._top_ups.discard)
+        self._spawn(self._top_up(due))
 
     async def _top_up(self, due: dict[str, Lease]) -> None:
         """Fill each lease back to its size from the shared bucket (calls of cost 0, which
@@ -412,27 +418,25 @@ class RateLimiter:
         request asks Redis with its own cost, as a request without a lease does."""
         topped_up: set[str] = set()
         try:
+            known = {client_id: self._known_quota(client_id) for client_id in due}
+            quotas = {client_id: q for client_id, q in known.items() if q is not None}
+            unknown = [client_id for client_id in due if client_id not in quotas]
+            if unknown:  # read together, not one after the other
+                read = await asyncio.gather(*map(self.quota, unknown))
+                quotas.update(zip(unknown, read, strict=True))
             asks: list[Ask] = []
             sizes: dict[str, int] = {}
             for client_id, lease in due.items():
-                quota = await self.quota(client_id)
+                quota = quotas[client_id]
                 sizes[client_id] = lease_size(quota, self._lease_s)
                 asks.append((client_id, quota, 0, max(0, sizes[client_id] - lease.tokens), 0))
-            for start in range(0, len(asks), BUCKETS_PER_CALL):
-                if time.monotonic() < self._redis_down_until:
-                    break
-                part = asks[start : start + BUCKETS_PER_CALL]
-                answers = await self._ask_redis(part)
-                if answers is None:
-                    break
-                for (client_id, _, _, want, _), (admitted, _, leased) in zip(
-                    part, answers, strict=True
-                ):
-                    # Nothing left to lease (the bucket is empty or in debt) ends the
-                    # top-ups of this lease; a full lease only has its life extended.
-                    if admitted and (leased > 0 or want == 0):
-                        due[client_id].granted(leased, sizes[client_id])
-                        topped_up.add(client_id)
+            answers = await self._ask_all(asks)
+            for (client_id, _, _, want, _), answer in zip(asks, answers, strict=True):
+                # Nothing left to lease (the bucket is empty or in debt) ends the top-ups
+                # of this lease; a full lease only has its life extended.
+                if answer is not None and answer[0] and (answer[2] > 0 or want == 0):
+                    due[client_id].granted(answer[2], sizes[client_id])
+                    topped_up.add(client_id)
         except Exception:
             log.exception("lease top-up failed", extra={"clients": len(due)})
         finally:
@@ -455,27 +459,37 @@ class RateLimiter:
 
     def _send_asks(self) -> None:
         asks, self._asks = self._asks, []
-        task = asyncio.ensure_future(self._answer(asks))
-        self._top_ups.add(task)
-        task.add_done_callback(self._top_ups.discard)
+        self._spawn(self._answer(asks))
+
+    def _spawn(self, call: Coroutine[Any, Any, None]) -> None:
+        """Run a shared call as a task `close` can cancel."""
+        task = asyncio.ensure_future(call)
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     async def _answer(self, asks: list[tuple[Ask, asyncio.Future[Answer | None]]]) -> None:
         """Every ask's future gets its answer, or None when Redis could not give one."""
         try:
-            for start in range(0, len(asks), BUCKETS_PER_CALL):
-                part = asks[start : start + BUCKETS_PER_CALL]
-                answers = await self._ask_redis([ask for ask, _ in part])
-                if answers is None:
-                    break
-                for (_, waiter), answer in zip(part, answers, strict=True):
-                    if not waiter.done():
-                        waiter.set_result(answer)
+            answers = await self._ask_all([ask for ask, _ in asks])
+            for (_, waiter), answer in zip(asks, answers, strict=True):
+                if not waiter.done():
+                    waiter.set_result(answer)
         except Exception:
             log.exception("quota call failed", extra={"clients": len(asks)})
         finally:
             for _, waiter in asks:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    async def _ask_all(self, asks: Sequence[Ask]) -> list[Answer | None]:
+        """The answers to any number of asks, BUCKETS_PER_CALL to a call; None for those
+        Redis did not answer (unreachable, or found so by an earlier call)."""
+        answers: list[Answer | None] = []
+        for start in range(0, len(asks), BUCKETS_PER_CALL):
+            part = asks[start : start + BUCKETS_PER_CALL]
+            got = None if self.local_fallback else await self._ask_redis(part)
+            answers += got if got is not None else [None] * len(part)
+        return answers
 
     async def _ask_redis(self, asks: Sequence[Ask]) -> list[Answer] | None:
         """For each (client, quota, cost, lease wanted, tokens given back), in one script
@@ -507,6 +521,6 @@ class RateLimiter:
         for _, waiter in self._asks:
             waiter.set_result(None)
         self._asks.clear()
-        for task in list(self._top_ups):
+        for task in list(self._calls):
             task.cancel()
         await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from redis import Redis
 
 from analytics_core import pg
 from analytics_core.quotas import Quota, StoredQuota, get_quota, get_quotas, set_quota
@@ -46,6 +47,14 @@ def book(stack: Settings) -> Iterator[QuotaBook]:
     quotas = QuotaBook(stack.postgres, DEFAULT, cache_s=60)
     yield quotas
     quotas.close()
+
+
+@pytest.fixture
+def buckets(stack: Settings) -> Iterator[Redis]:
+    """A Redis client to read the shared buckets with."""
+    client = sync_client(stack.redis)
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -423,14 +432,13 @@ def test_the_top_ups_of_many_busy_clients_share_redis_calls(
 
 
 def test_one_script_call_answers_each_bucket_from_its_own_state(
-    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor
+    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor, buckets: Redis
 ) -> None:
     """Several buckets in one call, in order: a fresh one leases what is asked, an emptied
     one admits a top-up of cost 0 but leases nothing, one asked more than it holds is
     refused with its wait; each bucket keeps its own tokens."""
     fresh, empty, short = (f"qcall-{uuid.uuid4().hex[:8]}-{n}" for n in range(3))
     limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
-    redis = sync_client(stack.redis)
     slow = Quota(0.01, 1000)  # refills a token in 100 s
 
     async def scenario() -> None:
@@ -445,7 +453,7 @@ def test_one_script_call_answers_each_bucket_from_its_own_state(
         # `short` holds its burst (5) and is asked for 7: it has to wait for nothing more
         # (the cost is capped at the burst), so it is admitted and goes into debt.
         assert answers[2] == (True, 0, 0)
-        tokens = [float(redis.hget(BUCKET_PREFIX + c, "tokens")) for c in (fresh, empty, short)]
+        tokens = [float(buckets.hget(BUCKET_PREFIX + c, "tokens")) for c in (fresh, empty, short)]
         assert tokens[0] == pytest.approx(990, abs=0.1)
         assert tokens[1] == pytest.approx(0, abs=0.1)
         assert tokens[2] == pytest.approx(-2, abs=0.1)
@@ -457,14 +465,11 @@ def test_one_script_call_answers_each_bucket_from_its_own_state(
         assert not admitted and leased == 0 and 2_500 <= wait_ms <= 3_000  # 3 tokens at 1/s
         await limiter.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        redis.close()
+    asyncio.run(scenario())
 
 
 def test_requests_that_must_ask_redis_at_the_same_time_share_one_call(
-    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor
+    stack: Settings, book: QuotaBook, registry: ThreadPoolExecutor, buckets: Redis
 ) -> None:
     """Forty clients' first requests at once (a process just started): one script call
     answers all of them, each from its own bucket; the one asking more than its burst is
@@ -472,7 +477,6 @@ def test_requests_that_must_ask_redis_at_the_same_time_share_one_call(
     clients = [f"qfirst-{uuid.uuid4().hex[:8]}-{i}" for i in range(40)]
     over = clients[7]
     limiter = RateLimiter(stack.redis, book, registry, lease_s=0.1)
-    redis = sync_client(stack.redis)
 
     async def scenario() -> None:
         # Their quotas first (one PostgreSQL query for all): only script calls are counted.
@@ -484,7 +488,7 @@ def test_requests_that_must_ask_redis_at_the_same_time_share_one_call(
         assert limiter.redis_calls == 1
         assert all(isinstance(o, Admitted) for o in outcomes)
         for client_id in clients:
-            tokens = float(redis.hget(BUCKET_PREFIX + client_id, "tokens"))
+            tokens = float(buckets.hget(BUCKET_PREFIX + client_id, "tokens"))
             if client_id == over:
                 assert limiter.leased(client_id) == 0
                 assert tokens == pytest.approx(-10_000, abs=1)
@@ -495,7 +499,4 @@ def test_requests_that_must_ask_redis_at_the_same_time_share_one_call(
         assert isinstance(refused, OverQuota) and isinstance(admitted, Admitted)
         await limiter.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        redis.close()
+    asyncio.run(scenario())
