@@ -23,6 +23,7 @@ call every `breaker_retry_s` finds out when it is back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -126,7 +127,8 @@ class _Local:
 class CacheStats:
     local_hits: int = 0
     redis_hits: int = 0
-    pg_reads: int = 0
+    pg_reads: int = 0  # clients read from PostgreSQL
+    pg_queries: int = 0  # queries that read them (lookup_many reads many in one)
     stale_served: int = 0
     unavailable: int = 0
     redis_errors: int = 0
@@ -228,9 +230,10 @@ class ClientDirectory:
                 self.stats.local_hits += 1
                 results[cid] = entry.result
         fetched = self._many_from_redis([c for c in entries if c not in results])
+        from_pg = self._many_from_pg([c for c in entries if c not in results and c not in fetched])
         for cid, entry in entries.items():
             if cid not in results:
-                results[cid] = self._settle(cid, entry, fetched.get(cid), now)
+                results[cid] = self._settle(cid, entry, fetched.get(cid), now, from_pg)
         return results
 
     def _settle(
@@ -239,12 +242,15 @@ class ClientDirectory:
         entry: _Local | None,
         from_redis: ClientFound | ClientMissing | None,
         now: float,
+        from_pg: dict[str, ClientFound | ClientMissing] | None = None,
     ) -> LookupResult:
         """The answer for a client not fresh in process, given what Redis held (None:
-        nothing usable): PostgreSQL's when Redis had nothing, else the last known one."""
+        nothing usable): PostgreSQL's when Redis had nothing (read here, or already in
+        `from_pg`, which lacks the clients PostgreSQL could not be asked about), else the
+        last known one."""
         result = from_redis
         if result is None:
-            result = self._from_pg(client_id)
+            result = self._from_pg(client_id) if from_pg is None else from_pg.get(client_id)
             if result is None:
                 if entry is not None:
                     self.stats.stale_served += 1
@@ -336,12 +342,23 @@ class ClientDirectory:
             log.warning("redis unavailable: circuit open, lookups go to PostgreSQL: %s", exc)
 
     def _from_pg(self, client_id: str) -> ClientFound | ClientMissing | None:
-        row = self._pg.run(lambda conn: registry.get_client(conn, client_id))
-        if isinstance(row, pg.PostgresAway):
-            self.stats.pg_errors += row.tried
-            return None
-        self.stats.pg_reads += 1
-        if row is None:
-            return ClientMissing(client_id)
-        record = row.record()
-        return ClientMissing(client_id) if record is None else ClientFound(record)
+        return self._many_from_pg([client_id]).get(client_id)
+
+    def _many_from_pg(self, client_ids: Sequence[str]) -> dict[str, ClientFound | ClientMissing]:
+        """PostgreSQL's answers, one query per thousand clients; those read before it
+        could not be asked (after a miss a lookup of many clients is one query, not one
+        each: a hundred clients back after a pause waited for a hundred queries)."""
+        answers: dict[str, ClientFound | ClientMissing] = {}
+        for start in range(0, len(client_ids), 1000):
+            chunk = client_ids[start : start + 1000]
+            rows = self._pg.run(functools.partial(registry.get_clients, client_ids=chunk))
+            if isinstance(rows, pg.PostgresAway):
+                self.stats.pg_errors += rows.tried
+                return answers
+            self.stats.pg_queries += 1
+            self.stats.pg_reads += len(chunk)
+            for cid in chunk:
+                row = rows.get(cid)
+                record = None if row is None else row.record()
+                answers[cid] = ClientMissing(cid) if record is None else ClientFound(record)
+        return answers

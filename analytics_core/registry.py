@@ -8,7 +8,7 @@ lifecycle step is durable when the function returns.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,6 +79,17 @@ def get_client(conn: Conn, client_id: str) -> ClientRow | None:
         row = cur.fetchone()
     conn.commit()
     return ClientRow(*row) if row else None
+
+
+def get_clients(conn: Conn, client_ids: Sequence[str]) -> dict[str, ClientRow]:
+    """The rows of those of the clients that exist, in one query."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM clients WHERE client_id = ANY(%s)", (list(client_ids),)
+        )
+        rows = [ClientRow(*r) for r in cur.fetchall()]
+    conn.commit()
+    return {row.client_id: row for row in rows}
 
 
 def list_clients(conn: Conn, statuses: Iterable[ClientStatus] | None = None) -> list[ClientRow]:

@@ -20,6 +20,7 @@ last verdict, or 503 for a key never seen; it never waits longer than `wait_s`.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import random
@@ -157,13 +158,14 @@ class KeyIndex:
         self._negative_ttl_s = negative_ttl_s
         self._max_local = max_local
         self._redis_down_until = 0.0
+        self.pg_queries = 0  # keys not in Redis are read together: one query per batch
 
     def client_for(self, key_hash: str) -> KeyResult:
         return self.clients_for([key_hash])[key_hash]
 
     def clients_for(self, key_hashes: Sequence[str]) -> dict[str, KeyResult]:
         """Each key's answer; the keys not known in process are read from Redis in one
-        round trip, those Redis does not know from PostgreSQL (one query each)."""
+        round trip, those Redis does not know from PostgreSQL (one query for all of them)."""
         now = time.monotonic()
         answers: dict[str, KeyResult] = {}
         unknown_here: list[str] = []
@@ -177,12 +179,13 @@ class KeyIndex:
                     continue
             unknown_here.append(key_hash)
         cached = self._from_redis(unknown_here, now)
+        from_pg = self._many_from_pg([h for h in unknown_here if h not in cached])
         for key_hash in unknown_here:
             in_redis = cached.get(key_hash)
             if in_redis is not None:
                 found: str | None = in_redis or None
             else:
-                result = self._from_pg(key_hash)
+                result = from_pg[key_hash]
                 if isinstance(result, RegistryUnavailable | KeyAmbiguous):
                     answers[key_hash] = result
                     continue
@@ -232,23 +235,43 @@ class KeyIndex:
         except (redis.RedisError, OSError):
             self._redis_down_until = now + 2.0
 
-    def _from_pg(self, key_hash: str) -> str | KeyUnknown | KeyAmbiguous | RegistryUnavailable:
-        rows = self._pg.run(lambda conn: _clients_with_key(conn, key_hash))
-        if isinstance(rows, pg.PostgresAway):
-            return RegistryUnavailable(rows.detail)
-        if len(rows) > 1:
-            return KeyAmbiguous()
-        return str(rows[0][0]) if rows else KeyUnknown()
+    def _many_from_pg(
+        self, key_hashes: Sequence[str]
+    ) -> dict[str, str | KeyUnknown | KeyAmbiguous | RegistryUnavailable]:
+        """Each key's client in PostgreSQL, one query per thousand keys."""
+        answers: dict[str, str | KeyUnknown | KeyAmbiguous | RegistryUnavailable] = {}
+        for start in range(0, len(key_hashes), 1000):
+            chunk = key_hashes[start : start + 1000]
+            rows = self._pg.run(functools.partial(_clients_with_keys, key_hashes=chunk))
+            if isinstance(rows, pg.PostgresAway):
+                answers.update(dict.fromkeys(key_hashes[start:], RegistryUnavailable(rows.detail)))
+                break
+            self.pg_queries += 1
+            owners: dict[str, list[str]] = {}
+            for client_id, key_hash in rows:
+                owners.setdefault(key_hash, []).append(client_id)
+            for key_hash in chunk:
+                found = owners.get(key_hash, [])
+                answers[key_hash] = (
+                    KeyAmbiguous() if len(found) > 1 else found[0] if found else KeyUnknown()
+                )
+        return answers
 
     def close(self) -> None:
         self._redis.close()
         self._pg.close()
 
 
-def _clients_with_key(conn: psycopg2.extensions.connection, key_hash: str) -> list[tuple[str]]:
+def _clients_with_keys(
+    conn: psycopg2.extensions.connection, key_hashes: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(client id, key hash) of the clients holding any of the keys."""
     with conn.cursor() as cur:
-        cur.execute("SELECT client_id FROM clients WHERE api_key_hash = %s LIMIT 2", (key_hash,))
-        rows: list[tuple[str]] = cur.fetchall()
+        cur.execute(
+            "SELECT client_id, api_key_hash FROM clients WHERE api_key_hash = ANY(%s)",
+            (list(key_hashes),),
+        )
+        rows: list[tuple[str, str]] = cur.fetchall()
     conn.commit()
     return rows
 

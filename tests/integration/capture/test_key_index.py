@@ -18,7 +18,7 @@ import pytest
 
 from analytics_core import client_cache, pg, registry
 from analytics_core.client_cache import ClientDirectory
-from analytics_core.clients import ClientStatus
+from analytics_core.clients import ClientFound, ClientMissing, ClientStatus
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
 from capture.auth import (
@@ -150,18 +150,24 @@ def test_many_keys_are_looked_up_together_each_layer_once(
     registry_thread = ThreadPoolExecutor(1)
     auth = Authenticator(index, directory, registry_thread, front_ttl_s=0.05)
     try:
-        # First sight: Redis has none of them, PostgreSQL answers each.
+        # First sight: Redis has none of them, PostgreSQL answers all in one query.
         first = index.clients_for(hashes)
         assert first == {
             **{h: c.client_id for h, c in zip(hashes, clients, strict=False)},
             unknown: KeyUnknown(),
         }
+        assert index.pg_queries == 1
         time.sleep(LOCAL_TTL_S * 2)  # the unknown key's local entry is gone: Redis's now
         assert index.clients_for(hashes) == first
 
         ids = [c.client_id for c in clients] + [unique_id("kbat-missing")]
+        for cid in ids:  # as if their Redis entries had expired: PostgreSQL's to answer
+            client_cache.invalidate(stack.redis, cid)
         looked_up = directory.lookup_many(ids)
+        assert directory.stats.pg_queries == 1 and directory.stats.pg_reads == len(ids)
         assert looked_up == {cid: directory.lookup(cid) for cid in ids}
+        assert isinstance(looked_up[ids[-1]], ClientMissing)
+        assert all(isinstance(looked_up[c.client_id], ClientFound) for c in clients)
         time.sleep(LOCAL_TTL_S * 2)  # past the local TTL: one MGET serves the known ones
         hits = directory.stats.redis_hits
         assert directory.lookup_many(ids) == looked_up
