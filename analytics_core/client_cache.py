@@ -39,6 +39,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from analytics_core import pg, registry
+from analytics_core.chunked import chunked
 from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.clients import (
     ClientFound,
@@ -291,8 +292,7 @@ class ClientDirectory:
         found: dict[str, ClientFound | ClientMissing] = {}
         if not client_ids or not self.redis_breaker.allow():
             return found
-        for start in range(0, len(client_ids), 1000):
-            chunk = client_ids[start : start + 1000]
+        for chunk in chunked(client_ids, 1000):
             try:
                 raws = self._redis.mget([cache_key(c) for c in chunk])
             except (redis.RedisError, OSError) as exc:
@@ -349,8 +349,7 @@ class ClientDirectory:
         could not be asked (after a miss a lookup of many clients is one query, not one
         each: a hundred clients back after a pause waited for a hundred queries)."""
         answers: dict[str, ClientFound | ClientMissing] = {}
-        for start in range(0, len(client_ids), 1000):
-            chunk = client_ids[start : start + 1000]
+        for chunk in chunked(client_ids, 1000):
             rows = self._pg.run(functools.partial(registry.get_clients, client_ids=chunk))
             if isinstance(rows, pg.PostgresAway):
                 self.stats.pg_errors += rows.tried

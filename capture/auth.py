@@ -34,6 +34,7 @@ import psycopg2
 import redis
 
 from analytics_core import pg
+from analytics_core.chunked import chunked
 from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.client_cache import ClientDirectory
 from analytics_core.clients import (
@@ -240,12 +241,11 @@ class KeyIndex:
     ) -> dict[str, str | KeyUnknown | KeyAmbiguous | RegistryUnavailable]:
         """Each key's client in PostgreSQL, one query per thousand keys."""
         answers: dict[str, str | KeyUnknown | KeyAmbiguous | RegistryUnavailable] = {}
-        for start in range(0, len(key_hashes), 1000):
-            chunk = key_hashes[start : start + 1000]
+        for chunk in chunked(key_hashes, 1000):
             rows = self._pg.run(functools.partial(_clients_with_keys, key_hashes=chunk))
             if isinstance(rows, pg.PostgresAway):
-                answers.update(dict.fromkeys(key_hashes[start:], RegistryUnavailable(rows.detail)))
-                break
+                away = RegistryUnavailable(rows.detail)
+                return {h: answers.get(h, away) for h in key_hashes}
             self.pg_queries += 1
             owners: dict[str, list[str]] = {}
             for client_id, key_hash in rows:

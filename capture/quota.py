@@ -52,6 +52,7 @@ from typing import Any
 import redis
 
 from analytics_core import pg
+from analytics_core.chunked import chunked
 from analytics_core.circuit_breaker import CircuitBreaker
 from analytics_core.quotas import Quota, get_quotas
 from analytics_core.settings import PostgresSettings, RedisSettings
@@ -220,8 +221,7 @@ class QuotaBook:
         registry thread). A client not in the registry gets the default."""
         now = time.monotonic()
         quotas: dict[str, Quota] = {}
-        for start in range(0, len(client_ids), READ_CHUNK):
-            chunk = client_ids[start : start + READ_CHUNK]
+        for chunk in chunked(client_ids, READ_CHUNK):
             stored = self._pg.run(functools.partial(get_quotas, client_ids=chunk))
             if isinstance(stored, pg.PostgresAway):
                 for client_id in chunk:
@@ -485,8 +485,7 @@ class RateLimiter:
         """The answers to any number of asks, BUCKETS_PER_CALL to a call; None for those
         Redis did not answer (unreachable, or found so by an earlier call)."""
         answers: list[Answer | None] = []
-        for start in range(0, len(asks), BUCKETS_PER_CALL):
-            part = asks[start : start + BUCKETS_PER_CALL]
+        for part in chunked(asks, BUCKETS_PER_CALL):
             got = None if self.local_fallback else await self._ask_redis(part)
             answers += got if got is not None else [None] * len(part)
         return answers

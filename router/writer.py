@@ -24,6 +24,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from analytics_core.chunked import chunked
 from analytics_core.events_table import EventKey
 from analytics_core.settings import ClickHouseSettings
 from router.buffers import Batch
@@ -146,10 +147,8 @@ class Writer:
             )
             wanted = list(set(identities.values()))
             stored: set[EventKey] = set()
-            for start in range(0, len(wanted), IDENTITY_CHUNK):
-                found_now = sink.stored_identities(
-                    batch.database, set(wanted[start : start + IDENTITY_CHUNK])
-                )
+            for chunk in chunked(wanted, IDENTITY_CHUNK):
+                found_now = sink.stored_identities(batch.database, set(chunk))
                 if isinstance(found_now, Outage):
                     return found_now
                 stored |= found_now

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 
+from analytics_core.chunked import chunked
 from analytics_core.events_table import EVENTS_TABLE
 from analytics_core.naming import validate_identifier
 from analytics_core.trace.model import RowHit
@@ -48,8 +49,7 @@ def find_rows(
     """Rows with this event id in `databases` (database -> client id) on one target."""
     names = [validate_identifier(d) for d in sorted(databases)]
     hits: list[RowHit] = []
-    for i in range(0, len(names), CHUNK):
-        chunk = names[i : i + CHUNK]
+    for chunk in chunked(names, CHUNK):
         pattern = "^(" + "|".join(re.escape(n) for n in chunk) + ")$"
         rows = ch.query(
             f"SELECT {_COLUMNS} FROM merge(REGEXP({{pattern:String}}), {{table:String}})"
