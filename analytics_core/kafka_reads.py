@@ -76,9 +76,30 @@ def watermarks(
     """partition -> (low, high) offsets, asked of the brokers now (not cached)."""
     out: dict[int, tuple[int, int]] = {}
     for p in partitions:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-        out[p] = (lo, hi)
+        out[p] = _watermark(consumer, TopicPartition(topic, p))
     return out
+
+
+# Answers a broker gives while a partition's leadership is moving or not yet known (a
+# topic just created, a broker restarting): asked again, they pass within a second or two.
+LEADER_MOVING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE})
+WATERMARK_TRIES = 8
+
+
+def _watermark(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    for attempt in range(WATERMARK_TRIES):
+        try:
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            return lo, hi
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            moving = isinstance(err, KafkaError) and (
+                err.code() in LEADER_MOVING or err.retriable()
+            )
+            if not moving or attempt + 1 == WATERMARK_TRIES:
+                raise
+            time.sleep(0.25 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def spans_since(consumer: Consumer, topic: str, partitions: list[int], since_ms: int) -> list[Span]:
