@@ -87,19 +87,22 @@ WATERMARK_TRIES = 8
 
 
 def _watermark(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-    for attempt in range(WATERMARK_TRIES):
+    for attempt in range(1, WATERMARK_TRIES):
         try:
-            lo, hi = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-            return lo, hi
+            return _ask_watermark(consumer, tp)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            moving = isinstance(err, KafkaError) and (
+            if not isinstance(err, KafkaError) or not (
                 err.code() in LEADER_MOVING or err.retriable()
-            )
-            if not moving or attempt + 1 == WATERMARK_TRIES:
+            ):
                 raise
-            time.sleep(0.25 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.25 * attempt)
+    return _ask_watermark(consumer, tp)  # the last try: its error is the caller's
+
+
+def _ask_watermark(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    lo, hi = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    return lo, hi
 
 
 def spans_since(consumer: Consumer, topic: str, partitions: list[int], since_ms: int) -> list[Span]:
