@@ -4,18 +4,19 @@ DAGSTER_HOME is prepared like `python -m analytics_pipeline.dagster_home` does; 
 storage and the registry are sandbox databases (tests/dagster_sandbox.py), so the running
 sensors see only this test's clients. One pending client is provisioned by a run launched
 through GraphQL as the UI does (add the partition, launch a materialization of the per-client
-assets); another is provisioned by the daemon's provisioning sensor on its own.
+assets); another is provisioned by the daemon's provisioning sensor on its own, and its events are
+observed right after by `observe_provisioned_clients`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterRun, RunsFilter
+from dagster import AssetKey, AssetRecordsFilter, DagsterRun, RunsFilter
 
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
@@ -142,16 +143,31 @@ def test_dagster_dev_runs_a_provisioning_launched_through_graphql(
     # The daemon's provisioning sensor (running by default) provisions a new pending client.
     sb.add_client(by_sensor, "k-sensor")
 
-    def sensor_run_done() -> Sequence[DagsterRun] | None:
-        runs = sb.instance.get_runs(filters=RunsFilter(tags={"dagster/partition": by_sensor}))
-        return runs if runs and all(r.is_finished for r in runs) else None
+    def finished_runs(job: str) -> Callable[[], Sequence[DagsterRun] | None]:
+        def done() -> Sequence[DagsterRun] | None:
+            only = RunsFilter(job_name=job, tags={"dagster/partition": by_sensor})
+            runs = sb.instance.get_runs(filters=only)
+            return runs if runs and all(r.is_finished for r in runs) else None
 
-    runs = wait_for(sensor_run_done, "the sensor's run", 180)
+        return done
+
+    runs = wait_for(finished_runs("provision_client"), "the sensor's run", 180)
     assert [r.status.value for r in runs] == ["SUCCESS"]
     assert runs[0].tags["dagster/sensor_name"] == "provisioning_sensor"
     assert runs[0].tags["analytics/client_id"] == by_sensor
     assert runs[0].tags["dagster/run_key"].startswith(f"provision:{by_sensor}:")
     assert sb.client(by_sensor).status == ClientStatus.ACTIVE
+    # Its events are observed right after (not "Never observed" until the hourly schedule):
+    # one reconciliation, requested for this provisioning run.
+    observed = wait_for(finished_runs("reconcile_client"), "the first observation", 180)
+    assert [r.status.value for r in observed] == ["SUCCESS"]
+    assert observed[0].tags["dagster/sensor_name"] == "observe_provisioned_clients"
+    assert observed[0].tags["dagster/run_key"] == f"observe-after:{runs[0].run_id}"
+    latest = sb.instance.fetch_observations(
+        AssetRecordsFilter(asset_key=AssetKey("client_events"), asset_partitions=[by_sensor]),
+        limit=1,
+    ).records
+    assert [r.run_id for r in latest] == [observed[0].run_id]
 
     # Every per-client job is launched for a client: the launchpad's partition picker lists
     # the clients.

@@ -89,10 +89,12 @@ def test_definitions_hold_the_lifecycle_assets_jobs_and_sensors() -> None:
         "alert_on_failed_asset_checks",
         "alert_on_stuck_clients",
         "alert_on_dead_letter_growth",
+        "observe_provisioned_clients",
     }
     assert {"reconcile_client", "trace_event"} <= {j.name for j in repo.get_all_jobs()}
     assert sensors["provisioning_sensor"].job_name == "provision_client"
     assert sensors["migrations_sensor"].job_name == "migrate_client"
+    assert sensors["observe_provisioned_clients"].job_name == "reconcile_client"
     assert set(loaded.resources or {}) >= {"postgres", "clickhouse", "redis", "kafka"}
     assert repo.asset_graph.get(AssetKey("client_schema")).parent_keys == {
         AssetKey("client_database")
