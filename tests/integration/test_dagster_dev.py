@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterRun, RunsFilter
+from dagster import AssetRecordsFilter, DagsterRun, RunsFilter
 
 from analytics_core.clients import ClientStatus
 from analytics_core.settings import Settings
+from analytics_pipeline.defs.reconciliation.assets import EVENTS_KEY
 from devstack import api
 from tests.dagster_dev_support import (
     LOCATION,
@@ -164,7 +165,7 @@ def test_dagster_dev_runs_a_provisioning_launched_through_graphql(
     assert observed[0].tags["dagster/sensor_name"] == "observe_provisioned_clients"
     assert observed[0].tags["dagster/run_key"] == f"observe-after:{runs[0].run_id}"
     latest = sb.instance.fetch_observations(
-        AssetRecordsFilter(asset_key=AssetKey("client_events"), asset_partitions=[by_sensor]),
+        AssetRecordsFilter(asset_key=EVENTS_KEY, asset_partitions=[by_sensor]),
         limit=1,
     ).records
     assert [r.run_id for r in latest] == [observed[0].run_id]

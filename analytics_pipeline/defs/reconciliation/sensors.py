@@ -14,7 +14,7 @@ Invariants:
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from collections.abc import Iterable
+from collections.abc import Mapping, Set
 
 from dagster import (
     AssetKey,
@@ -26,15 +26,14 @@ from dagster import (
     run_status_sensor,
 )
 
+from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.defs.client_lifecycle.jobs import provision_client_job
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags, reconciliation_job
 from analytics_pipeline.tags import PARTITION_TAG
 
-DATABASE_KEY = AssetKey("client_database")
-
 
 def provisioned_client(
-    job_name: str, asset_selection: Iterable[AssetKey] | None, tags: dict[str, str]
+    job_name: str, asset_selection: Set[AssetKey] | None, tags: Mapping[str, str]
 ) -> str | None:
     """The client a successful run provisioned (pure): its partition, when the run was the
     provisioning job or a run whose assets included the client's database; else None."""
@@ -43,7 +42,7 @@ def provisioned_client(
         return None
     if job_name == provision_client_job.name:
         return client
-    if asset_selection is not None and DATABASE_KEY in set(asset_selection):
+    if asset_selection is not None and client_database.key in asset_selection:
         return client
     return None
 
@@ -61,7 +60,7 @@ def provisioned_client(
 )
 def observe_provisioned_clients(context: RunStatusSensorContext) -> RunRequest | SkipReason:
     run = context.dagster_run
-    client = provisioned_client(run.job_name, run.asset_selection, dict(run.tags))
+    client = provisioned_client(run.job_name, run.asset_selection, run.tags)
     if client is None:
         return SkipReason(f"run {run.run_id} ({run.job_name}) provisioned no client")
     return RunRequest(
