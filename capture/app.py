@@ -39,6 +39,8 @@ from capture.responses import Response
 from capture.restart_memory import read_recent
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
+from capture.sdk_settings import SettingsRequest, public_base
+from capture.sdk_settings import document as settings_document
 
 log = logging.getLogger("capture")
 
@@ -305,7 +307,7 @@ class CaptureApp:
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         size += 4 * len(raw_headers) + sum(map(len, itertools.chain.from_iterable(raw_headers)))
-        unread = self._answer_unread(route, method, headers, size)
+        unread = self._answer_unread(route, method, headers, size, scope)
         if unread is not None:
             answer, extra = unread
             await self._send(send, answer, cors, extra)
@@ -315,7 +317,12 @@ class CaptureApp:
         await self._capture(route, scope, headers, receive, send, cors)
 
     def _answer_unread(
-        self, route: CaptureRoute | str | None, method: str, headers: dict[str, str], size: int
+        self,
+        route: CaptureRoute | str | SettingsRequest | None,
+        method: str,
+        headers: dict[str, str],
+        size: int,
+        scope: Scope,
     ) -> tuple[Response, tuple[tuple[str, str], ...]] | None:
         """The answer (and its extra headers) to a request that is not a capture POST:
         given before its body, which the caller then drains; None for a capture POST."""
@@ -327,6 +334,8 @@ class CaptureApp:
             return responses.error(404, "not_found", "no such path"), ()
         if isinstance(route, str):
             return self._service(route, method), ()
+        if isinstance(route, SettingsRequest):
+            return self._sdk_settings(route, method, headers, scope)
         if method == "OPTIONS":
             return self._preflight(headers), ()
         if method != "POST":
@@ -467,6 +476,33 @@ class CaptureApp:
             return responses.plain(503, f"not ready: {self._kafka_problem}\n")
         return Response(200, self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
+    def _sdk_settings(
+        self, request: SettingsRequest, method: str, headers: dict[str, str], scope: Scope
+    ) -> tuple[Response, tuple[tuple[str, str], ...]]:
+        """analytics-next's settings (capture.sdk_settings), counted as route
+        segment:settings."""
+        assert self._settings is not None
+        if method == "OPTIONS":
+            answer = self._preflight(headers, methods="GET, HEAD, OPTIONS")
+        elif method not in ("GET", "HEAD"):
+            answer = responses.error(405, "method_not_allowed", "use GET")
+        else:
+            host = dict(scope["headers"]).get(b"host")
+            base = public_base(
+                self._settings.public_url,
+                scope.get("scheme", "http"),
+                None if host is None else host.decode("latin-1"),
+            )
+            if base is None:
+                message = "no usable Host header: send one, or set CAPTURE_PUBLIC_URL"
+                answer = responses.error(400, "bad_host", message)
+            else:
+                body = settings_document(base, request.write_key)
+                answer = Response(200, body, (("cache-control", "public, max-age=300"),))
+        self.metrics.requests.add(("segment:settings", _STATUS_TEXT[answer.status]))
+        allow = (("allow", "GET, HEAD, OPTIONS"),) if answer.status == 405 else ()
+        return answer, allow
+
     def _cors_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
         if not origin:
             return ()
@@ -480,13 +516,13 @@ class CaptureApp:
             ("vary", "Origin"),
         )
 
-    def _preflight(self, headers: dict[str, str]) -> Response:
+    def _preflight(self, headers: dict[str, str], methods: str = "POST, OPTIONS") -> Response:
         asked = headers.get("access-control-request-headers", "")
         return Response(
             204,
             b"",
             (
-                ("access-control-allow-methods", "POST, OPTIONS"),
+                ("access-control-allow-methods", methods),
                 ("access-control-allow-headers", asked or PREFLIGHT_HEADERS),
                 ("access-control-max-age", "86400"),
             ),

@@ -16,6 +16,7 @@ from analytics_core.settings import (
     env_port,
     env_str,
 )
+from capture.sdk_settings import parse_public_url
 
 # The largest event that still fits a Kafka message of its own (contract v1), with room
 # for the enclosing array.
@@ -87,6 +88,12 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
     ),
     ("CAPTURE_CORS_ORIGINS", "*", "Comma-separated origins allowed by CORS (* = any)"),
     (
+        "CAPTURE_PUBLIC_URL",
+        "",
+        "URL browsers reach this service at (behind a proxy or TLS terminator), named in "
+        "the settings analytics-next loads; unset: the request's own scheme and Host",
+    ),
+    (
         "CAPTURE_REGISTRY_WAIT_MS",
         "1000",
         "A request waits this long for a registry lookup (write key, quota); past it the "
@@ -132,6 +139,7 @@ class CaptureSettings:
     retry_memory_after_s: float = 1.0
     restart_memory_s: float = 120.0
     cors_origins: tuple[str, ...] = ("*",)
+    public_url: str = ""  # "" = each settings request's own scheme and Host
     registry_wait_s: float = 1.0
     cache_local_ttl_s: float = 2.0
     cache_ttl_s: int = 60
@@ -175,6 +183,7 @@ class CaptureSettings:
             cors_origins=tuple(
                 o.strip() for o in env_str(e, "CAPTURE_CORS_ORIGINS", "*").split(",") if o.strip()
             ),
+            public_url=parse_public_url("CAPTURE_PUBLIC_URL", e.get("CAPTURE_PUBLIC_URL", "")),
             registry_wait_s=env_int(e, "CAPTURE_REGISTRY_WAIT_MS", 1000, minimum=10) / 1000,
             cache_local_ttl_s=env_float(e, "CAPTURE_CACHE_LOCAL_TTL_S", 2.0),
             cache_ttl_s=env_int(e, "CAPTURE_CACHE_TTL_S", 60, minimum=1),

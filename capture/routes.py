@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from capture import posthog_format, segment_format
+from capture.sdk_settings import SettingsRequest, settings_request
 
 SEGMENT = "segment"
 POSTHOG = "posthog"
@@ -30,9 +31,11 @@ _ROUTES: dict[str, CaptureRoute] = {
 }
 
 
-def route_for(path: str) -> CaptureRoute | str | None:
-    """A capture route, a service path name ("healthz", "readyz", "metrics"), or None."""
+def route_for(path: str) -> CaptureRoute | str | SettingsRequest | None:
+    """A capture route, a service path name ("healthz", "readyz", "metrics"), analytics-next's
+    settings request, or None."""
     key = path.strip("/")
     if key in SERVICE_PATHS:
         return key
-    return _ROUTES.get(key)
+    route = _ROUTES.get(key)
+    return route if route is not None else settings_request(key)

@@ -2,8 +2,8 @@
 # Capture endpoint (issue 13): what its tests and benchmark need beyond the Python packages.
 # - Debian's chromium (headless browser test) and wrk (closed-loop load generator of
 #   bench/bench_capture.py);
-# - posthog-js from npm (the browser SDK the test page loads), cached once under
-#   ~/.cache/analytics-pipeline/posthog-js-<version>/;
+# - posthog-js and Segment's analytics-next from npm (the browser SDKs the test pages
+#   load), cached once under ~/.cache/analytics-pipeline/<package>-<version>/;
 # - capture_native, the compiled fast path (native/, needs Rust: https://rustup.rs);
 # - vegeta (open-loop load generator of the benchmark's latency runs), built once from the
 #   Go module proxy into ~/.cache/analytics-pipeline/vegeta-<version>/ and linked as
@@ -12,6 +12,7 @@
 set -euo pipefail
 
 POSTHOG_JS_VERSION=1.449.2
+ANALYTICS_NEXT_VERSION=1.84.3
 VEGETA_VERSION=v12.12.0
 CACHE="${HOME}/.cache/analytics-pipeline"
 log() { printf '[setup:capture] %s\n' "$*" >&2; }
@@ -26,17 +27,30 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-dest="${CACHE}/posthog-js-${POSTHOG_JS_VERSION}"
-if [[ ! -f ${dest}/array.full.no-external.js ]]; then
-  command -v npm >/dev/null || { log "npm is required to fetch posthog-js (install Node.js)"; exit 1; }
-  log "fetching posthog-js ${POSTHOG_JS_VERSION} from npm"
+# npm_file PACKAGE VERSION FILE DEST: FILE of the npm package, in DEST (once).
+npm_file() {
+  local package=$1 version=$2 file=$3 dest=$4 tmp out
+  out="${dest}/$(basename "$file" .gz)"
+  [[ -f $out ]] && return 0
+  command -v npm >/dev/null || { log "npm is required to fetch ${package} (install Node.js)"; exit 1; }
+  log "fetching ${package} ${version} from npm"
   tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent "posthog-js@${POSTHOG_JS_VERSION}" >/dev/null)
-  tar -xzf "$tmp"/posthog-js-*.tgz -C "$tmp" package/dist/array.full.no-external.js
+  (cd "$tmp" && npm pack --silent "${package}@${version}" >/dev/null)
+  tar -xzf "$tmp"/*.tgz -C "$tmp" "package/${file}"
   mkdir -p "$dest"
-  cp "$tmp/package/dist/array.full.no-external.js" "$dest/"
-fi
+  if [[ $file == *.gz ]]; then
+    gunzip -c "$tmp/package/${file}" >"${out}.partial"
+  else
+    cp "$tmp/package/${file}" "${out}.partial"
+  fi
+  mv "${out}.partial" "$out"
+  rm -rf "$tmp"
+}
+npm_file posthog-js "$POSTHOG_JS_VERSION" dist/array.full.no-external.js \
+  "${CACHE}/posthog-js-${POSTHOG_JS_VERSION}"
+# analytics-next ships its browser bundle gzipped (the global AnalyticsNext).
+npm_file @segment/analytics-next "$ANALYTICS_NEXT_VERSION" dist/umd/index.js.gz \
+  "${CACHE}/analytics-next-${ANALYTICS_NEXT_VERSION}"
 
 vegeta_dir="${CACHE}/vegeta-${VEGETA_VERSION}"
 if [[ ! -x ${vegeta_dir}/vegeta ]]; then

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from analytics_core.settings import REPO_ROOT
+from capture.sdk_settings import parse_public_url
 
 DEPLOY = REPO_ROOT / "deploy"
 LOCAL = DEPLOY / "local"
@@ -365,3 +366,24 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboards(
     prometheus = local_model["services"]["prometheus"]
     rules = [v for v in prometheus["volumes"] if v.split(":")[1] == "/etc/prometheus/alerts.yml"]
     assert [Path(r.split(":")[0]) for r in rules] == [DEPLOY / "prometheus" / "alerts.yml"]
+
+
+def test_capture_is_told_the_url_browsers_reach_it_at(prod_model: dict[str, Any]) -> None:
+    """Behind a TLS proxy the request's own scheme and Host are not what browsers use: the
+    production files set CAPTURE_PUBLIC_URL (named in analytics-next's settings), to a value
+    the service accepts."""
+    compose_url = prod_model["services"]["capture"]["environment"]["CAPTURE_PUBLIC_URL"]
+    assert parse_public_url("CAPTURE_PUBLIC_URL", compose_url).startswith("https://")
+
+    def capture_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+        deployment = next(
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("capture")
+        )
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        return {e["name"]: e["value"] for e in env}
+
+    helm_url = capture_env(render(CHART / "values-production.yaml"))["CAPTURE_PUBLIC_URL"]
+    assert parse_public_url("CAPTURE_PUBLIC_URL", helm_url) == "https://capture.example.com"
+    assert "CAPTURE_PUBLIC_URL" not in capture_env(render())

@@ -1,17 +1,20 @@
 """A real browser: headless Chromium (Debian) loads a page served locally, on another origin
-than the capture service, that sends events with posthog-js from npm; they land in the
+than the capture service, that sends events with a browser SDK from npm; they land in the
 client's ClickHouse database. posthog-js's own transports are used unchanged (fetch with
-CORS for batches, sendBeacon), with its gzip-js compression."""
+CORS for batches, sendBeacon), with its gzip-js compression; Segment's analytics-next loads
+its settings from the capture service (only `cdnURL` changed) and sends where they say."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,13 +32,26 @@ POSTHOG_JS = (
     / f"posthog-js-{POSTHOG_JS_VERSION}"
     / "array.full.no-external.js"
 )
-PAGE = (
-    Path(__file__).resolve().parents[2]
-    / "fixtures"
-    / "capture"
-    / "browser"
-    / "posthog_js_page.html"
+ANALYTICS_NEXT_VERSION = "1.84.3"
+ANALYTICS_NEXT = (
+    Path.home()
+    / ".cache"
+    / "analytics-pipeline"
+    / f"analytics-next-{ANALYTICS_NEXT_VERSION}"
+    / "index.js"
 )
+PAGES = Path(__file__).resolve().parents[2] / "fixtures" / "capture" / "browser"
+# What the page server serves: path -> (file, content type, filled in with the values).
+SERVED = {
+    "/posthog.js": (POSTHOG_JS, "application/javascript", False),
+    "/analytics-next.js": (ANALYTICS_NEXT, "application/javascript", False),
+    "/page.html": (PAGES / "posthog_js_page.html", "text/html; charset=utf-8", True),
+    "/segment.html": (
+        PAGES / "segment_analytics_next_page.html",
+        "text/html; charset=utf-8",
+        True,
+    ),
+}
 # What Chromium needs on these machines (no sandbox as root, no background networking on a
 # closed network): see the machine notes in the developers' library.
 CHROMIUM_FLAGS = (
@@ -50,13 +66,13 @@ CHROMIUM_FLAGS = (
 )
 
 
-def require_tools() -> str:
+def require_tools(sdk: Path, name: str) -> str:
     chromium = shutil.which("chromium")
     missing = []
     if chromium is None:
         missing.append("Debian's chromium (apt-get install chromium)")
-    if not POSTHOG_JS.is_file():
-        missing.append(f"posthog-js {POSTHOG_JS_VERSION} at {POSTHOG_JS}")
+    if not sdk.is_file():
+        missing.append(f"{name} at {sdk}")
     if missing:
         pytest.fail(
             "missing " + " and ".join(missing) + ": run bin/setup (bin/setup.d/40-capture.sh)"
@@ -65,23 +81,43 @@ def require_tools() -> str:
     return chromium
 
 
+@contextlib.contextmanager
+def browser_on(chromium: str, url: str, tmp_path: Path) -> Iterator[None]:
+    """Chromium showing `url` while the block runs (its log in tmp_path)."""
+    browser = subprocess.Popen(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "chromium.log").open("wb"),
+    )
+    try:
+        yield
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(15)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+            browser.wait()
+
+
 @pytest.fixture
 def page_server(capture: CaptureProcess) -> Iterator[tuple[ThreadingHTTPServer, dict[str, str]]]:
     values: dict[str, str] = {}
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/posthog.js"):
-                body, ctype = POSTHOG_JS.read_bytes(), "application/javascript"
-            elif self.path.startswith("/page.html"):
-                text = PAGE.read_text()
-                for name, value in values.items():
-                    text = text.replace(name, value)
-                body, ctype = text.encode(), "text/html; charset=utf-8"
-            else:
+            served = SERVED.get(self.path.split("?")[0])
+            if served is None:
                 self.send_response(404)
                 self.end_headers()
                 return
+            path, ctype, fill = served
+            body = path.read_bytes()
+            if fill:
+                text = body.decode()
+                for name, value in values.items():
+                    text = text.replace(name, value)
+                body = text.encode()
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -101,36 +137,41 @@ def page_server(capture: CaptureProcess) -> Iterator[tuple[ThreadingHTTPServer, 
         server.server_close()
 
 
-def test_posthog_js_in_headless_chromium_lands_in_clickhouse(
+Rows = dict[str, dict[str, Any]]
+
+
+@pytest.fixture
+def browse(
     stack: Settings,
     capture: CaptureProcess,
     page_server,  # type: ignore[no-untyped-def]
     make_client,  # type: ignore[no-untyped-def]
     start_router,  # type: ignore[no-untyped-def]
     tmp_path: Path,
+) -> Callable[[str, Path, str], tuple[ClientFixture, str, Rows]]:
+    """Chromium opens one of SERVED's pages for a new client until 3 of its events have
+    landed: the client, the page's URL and the rows by event name."""
+
+    def run(page: str, sdk: Path, sdk_name: str) -> tuple[ClientFixture, str, Rows]:
+        chromium = require_tools(sdk, sdk_name)
+        client: ClientFixture = make_client("web")
+        start_router()
+        server, values = page_server
+        values.update({"__CAPTURE_URL__": capture.url, "__API_KEY__": client.api_key})
+        # The page is served by 127.0.0.1 on another port: another origin, so CORS applies.
+        url = f"http://127.0.0.1:{server.server_address[1]}{page}"
+        with browser_on(chromium, url, tmp_path):
+            wait_rows(stack, client.database, 3, timeout_s=90)
+        return client, url, {r["event_name"]: r for r in rows(stack, client.database)}
+
+    return run
+
+
+def test_posthog_js_in_headless_chromium_lands_in_clickhouse(
+    capture: CaptureProcess,
+    browse,  # type: ignore[no-untyped-def]
 ) -> None:
-    chromium = require_tools()
-    client: ClientFixture = make_client("web")
-    start_router()
-    server, values = page_server
-    values.update({"__CAPTURE_URL__": capture.url, "__API_KEY__": client.api_key})
-    # The page is served by 127.0.0.1 on another port: another origin, so CORS applies.
-    url = f"http://127.0.0.1:{server.server_address[1]}/page.html"
-    browser = subprocess.Popen(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", url],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "chromium.log").open("wb"),
-    )
-    try:
-        wait_rows(stack, client.database, 3, timeout_s=90)
-    finally:
-        browser.terminate()
-        try:
-            browser.wait(15)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait()
-    found = {r["event_name"]: r for r in rows(stack, client.database)}
+    client, url, found = browse("/page.html", POSTHOG_JS, f"posthog-js {POSTHOG_JS_VERSION}")
     assert {"$pageview", "browser_signup", "browser_beacon"} <= set(found)
     signup = json.loads(found["browser_signup"]["event_properties"])
     assert signup["plan"] == "pro" and signup["$lib"] == "web"
@@ -144,3 +185,30 @@ def test_posthog_js_in_headless_chromium_lands_in_clickhouse(
         for enc in ("gzip", "gzip-js")
     )
     assert gzipped >= 1
+
+
+def test_segment_analytics_next_loads_its_settings_from_capture_and_lands_in_clickhouse(
+    capture: CaptureProcess,
+    browse,  # type: ignore[no-untyped-def]
+) -> None:
+    name = f"@segment/analytics-next {ANALYTICS_NEXT_VERSION}"
+    client, url, found = browse("/segment.html", ANALYTICS_NEXT, name)
+    assert set(found) == {"$identify", "$page", "browser_signup"}
+    assert all(r["user_id"] == "browser-user-7" for r in found.values())
+    signup = json.loads(found["browser_signup"]["event_properties"])
+    assert signup["plan"] == "pro" and signup["source"] == "chromium"
+    assert signup["$context"]["library"]["name"] == "analytics.js"
+    assert signup["$context"]["page"]["url"] == url
+    page = json.loads(found["$page"]["event_properties"])
+    assert page["$name"] == "Pricing"
+    identify = json.loads(found["$identify"]["event_properties"])
+    assert identify["$traits"] == {"plan": "pro"}
+    assert client.api_key not in json.dumps(list(found.values()))
+    # Its settings came from the capture service (nothing else serves them here), and its
+    # events went to the Segment API they named, with the write key they carried.
+    assert capture.metric("capture_requests_total", route="segment:settings", status="200") >= 1
+    sent = sum(
+        capture.metric("capture_requests_total", route=f"segment:{kind}", status="200")
+        for kind in ("t", "p", "i", "track", "page", "identify", "batch", "b")
+    )
+    assert sent >= 3

@@ -1,0 +1,89 @@
+"""The settings Segment's browser SDK loads before it sends anything (pure).
+
+analytics-next (`AnalyticsBrowser.load({writeKey, cdnURL})`) first GETs
+`<cdnURL>/v1/projects/<writeKey>/settings` and does not start without an answer; Segment's
+CDN serves it. Pointed at this service (`cdnURL: "https://capture.example"`), it gets a
+document whose only destination is this service's Segment API, so a page needs that one
+URL changed and nothing else. Invariants:
+- the document names no other host: no destination, plugin or metrics endpoint of
+  Segment's (`metrics.sampleRate` 0), so a browser sends only to this service;
+- it is the same for every write key but for the key itself (`apiKey`, which the SDK
+  sends back as its Basic auth user): no registry lookup answers an anonymous GET, and the
+  key is checked, as always, when events arrive.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import orjson
+
+from analytics_core.settings import SettingsError
+
+_SETTINGS_PATH = re.compile(r"v1/projects/([\x21-\x2e\x30-\x7e]{1,256})/settings")
+# A Host header as browsers send it: a DNS name or IPv4 address, or a bracketed IPv6
+# address, each with an optional port. Nothing else is echoed into the document.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*"
+    r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsRequest:
+    """GET /v1/projects/<write_key>/settings."""
+
+    write_key: str
+
+
+def settings_request(path: str) -> SettingsRequest | None:
+    """The settings request a path (without its slashes around) asks for, or None."""
+    matched = _SETTINGS_PATH.fullmatch(path)
+    return None if matched is None else SettingsRequest(matched.group(1))
+
+
+def parse_public_url(name: str, raw: str) -> str:
+    """CAPTURE_PUBLIC_URL as the base the SDK sends to ("https://host[:port][/prefix]",
+    no trailing slash), or "" when unset; a SettingsError saying what to fix otherwise."""
+    value = raw.strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"{name}={raw!r}: give the URL browsers reach this service at, "
+            "e.g. https://collect.example.com"
+        )
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise SettingsError(f"{name}={raw!r}: no query, fragment or user name in it")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def public_base(configured: str, scheme: str, host: str | None) -> str | None:
+    """Where browsers reach this service: CAPTURE_PUBLIC_URL when set, else the request's
+    own scheme and Host header; None when there is no usable Host header."""
+    if configured:
+        return configured
+    if host is None or _HOST.fullmatch(host) is None:
+        return None
+    return f"{'https' if scheme == 'https' else 'http'}://{host}"
+
+
+def document(base: str, write_key: str) -> bytes:
+    """The settings analytics-next needs to send its events to `base`'s Segment API."""
+    scheme, _, rest = base.partition("://")
+    segment_io = {"apiKey": write_key, "apiHost": f"{rest}/v1", "protocol": scheme}
+    doc = {
+        "integrations": {"Segment.io": segment_io},
+        "plan": {},
+        "edgeFunction": {},
+        "analyticsNextEnabled": True,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": False,
+        "remotePlugins": [],
+    }
+    return orjson.dumps(doc)
