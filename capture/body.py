@@ -4,7 +4,8 @@ Accepted encodings, the union of what the supported SDKs send:
 - `Content-Encoding: gzip` (Segment, RudderStack and PostHog Python SDKs with gzip on);
 - posthog-js's `?compression=gzip-js` (gzip bytes sent as text/plain, also by sendBeacon);
 - a gzip body without the header (recognised by its magic bytes);
-- plain JSON as application/json, text/plain or no content type.
+- plain JSON as application/json, text/plain or no content type, and a JSON object or
+  array labelled as a form (RudderStack's Node SDK labels its gzip'd batches so).
 Older browser encodings (form `data=`, base64, lz-string) are refused with 415: the
 posthog-js version we test with never sends them, and untested decoders are not kept.
 
@@ -90,6 +91,13 @@ def gunzip(data: bytes, limit: int) -> bytes | BodyProblem:
             )
 
 
+def _looks_like_json(data: bytes) -> bool:
+    """A JSON object or array, not a form: RudderStack's Node SDK (3.x, axios) labels its
+    gzip'd JSON batches application/x-www-form-urlencoded, and a form (`data=...`) never
+    starts with `{` or `[`. The wire format's decoder still decides whether it is JSON."""
+    return data.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
+
+
 def decode_body(
     raw: bytes,
     *,
@@ -120,6 +128,8 @@ def decode_body(
         data = gunzip(raw, max_decoded_bytes)
     if isinstance(data, BodyProblem):
         return data
+    if mtype == FORM_TYPE and _looks_like_json(data):
+        mtype = "application/json"
     if compression in ("base64", "lz64", "lz-string") or mtype == FORM_TYPE:
         return BodyProblem(
             415,

@@ -4,6 +4,8 @@
 #   bench/bench_capture.py);
 # - posthog-js and Segment's analytics-next from npm (the browser SDKs the test pages
 #   load), cached once under ~/.cache/analytics-pipeline/<package>-<version>/;
+# - the Node.js SDKs of Segment, PostHog and RudderStack from npm (their test), installed
+#   once into ~/.cache/analytics-pipeline/node-sdks/ (reinstalled when NODE_SDKS changes);
 # - capture_native, the compiled fast path (native/, needs Rust: https://rustup.rs);
 # - vegeta (open-loop load generator of the benchmark's latency runs), built once from the
 #   Go module proxy into ~/.cache/analytics-pipeline/vegeta-<version>/ and linked as
@@ -13,6 +15,8 @@ set -euo pipefail
 
 POSTHOG_JS_VERSION=1.449.2
 ANALYTICS_NEXT_VERSION=1.84.3
+# tests/integration/capture/test_node_sdks.py names the same versions.
+NODE_SDKS="@segment/analytics-node@3.1.0 posthog-node@5.74.0 @rudderstack/rudder-sdk-node@3.0.13"
 VEGETA_VERSION=v12.12.0
 CACHE="${HOME}/.cache/analytics-pipeline"
 log() { printf '[setup:capture] %s\n' "$*" >&2; }
@@ -51,6 +55,18 @@ npm_file posthog-js "$POSTHOG_JS_VERSION" dist/array.full.no-external.js \
 # analytics-next ships its browser bundle gzipped (the global AnalyticsNext).
 npm_file @segment/analytics-next "$ANALYTICS_NEXT_VERSION" dist/umd/index.js.gz \
   "${CACHE}/analytics-next-${ANALYTICS_NEXT_VERSION}"
+
+node_dir="${CACHE}/node-sdks"
+if [[ $(cat "${node_dir}/versions.txt" 2>/dev/null) != "$NODE_SDKS" ]]; then
+  command -v npm >/dev/null || { log "npm is required to fetch the Node.js SDKs (install Node.js)"; exit 1; }
+  log "installing the Node.js SDKs from npm: ${NODE_SDKS}"
+  rm -rf "${node_dir}.partial"
+  # shellcheck disable=SC2086  # one word per package
+  npm install --prefix "${node_dir}.partial" --silent --no-audit --no-fund --no-save $NODE_SDKS
+  printf '%s' "$NODE_SDKS" >"${node_dir}.partial/versions.txt"
+  rm -rf "$node_dir"
+  mv "${node_dir}.partial" "$node_dir"
+fi
 
 vegeta_dir="${CACHE}/vegeta-${VEGETA_VERSION}"
 if [[ ! -x ${vegeta_dir}/vegeta ]]; then

@@ -83,6 +83,23 @@ def test_browser_encodings_we_do_not_test_with_posthog_js_are_415() -> None:
     )
 
 
+def test_json_labelled_as_a_form_is_read_as_json() -> None:
+    """RudderStack's Node SDK (3.x, axios) sends gzip'd JSON batches labelled
+    application/x-www-form-urlencoded; a real form (`data=...`) is still 415."""
+    form = "application/x-www-form-urlencoded"
+    gzipped = decode(gzip.compress(DOC), form, enc="gzip")
+    assert isinstance(gzipped, Decoded) and gzipped.encoding == "gzip"
+    assert doc_of(gzipped) == doc_of(decode(DOC))
+    assert doc_of(decode(b" \n" + DOC, form)) == doc_of(decode(DOC))
+    assert doc_of(decode(b"[]", form)) == []
+    for not_json in (b"data=%7B%7D", b"a=1&b=2", b"=", b"x"):
+        assert problem(decode(not_json, form)) == (415, "unsupported_encoding"), not_json
+        assert problem(decode(gzip.compress(not_json), form, enc="gzip")) == (
+            415,
+            "unsupported_encoding",
+        )
+
+
 def test_invalid_and_truncated_gzip_are_400() -> None:
     assert problem(decode(b"\x1f\x8bnot gzip at all", enc="gzip")) == (400, "invalid_compression")
     truncated = gzip.compress(DOC)[:-12]
