@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from analytics_core import pg
 from analytics_core.client_cache import ClientDirectory
-from capture import responses
+from capture import responses, sdk_settings
 from capture.auth import Authenticator, KeyIndex
 from capture.config import CaptureSettings
 from capture.handler import Capture, Incoming
@@ -39,8 +39,7 @@ from capture.responses import Response
 from capture.restart_memory import read_recent
 from capture.retry_memory import RetryMemory
 from capture.routes import CaptureRoute, route_for
-from capture.sdk_settings import SettingsRequest, public_base
-from capture.sdk_settings import document as settings_document
+from capture.sdk_settings import SettingsRequest
 
 log = logging.getLogger("capture")
 
@@ -479,29 +478,39 @@ class CaptureApp:
     def _sdk_settings(
         self, request: SettingsRequest, method: str, headers: dict[str, str], scope: Scope
     ) -> tuple[Response, tuple[tuple[str, str], ...]]:
-        """analytics-next's settings (capture.sdk_settings), counted as route
-        segment:settings."""
+        """What a browser SDK loads before it sends (capture.sdk_settings), counted under
+        the request's kind as route."""
         assert self._settings is not None
+        methods = sdk_settings.METHODS[request.kind]
+        allowed = ", ".join((*methods, "OPTIONS"))
         if method == "OPTIONS":
-            answer = self._preflight(headers, methods="GET, HEAD, OPTIONS")
-        elif method not in ("GET", "HEAD"):
-            answer = responses.error(405, "method_not_allowed", "use GET")
+            answer = self._preflight(headers, methods=allowed)
+        elif method not in methods:
+            answer = responses.error(405, "method_not_allowed", f"use {methods[0]}")
+        elif request.kind == sdk_settings.POSTHOG_FLAGS:
+            answer = Response(200, sdk_settings.NO_FLAGS, (("cache-control", "no-store"),))
+        elif request.kind == sdk_settings.POSTHOG_CONFIG:
+            body = sdk_settings.posthog_config(request.key)
+            answer = Response(200, body, (("cache-control", "public, max-age=300"),))
         else:
-            host = dict(scope["headers"]).get(b"host")
-            base = public_base(
-                self._settings.public_url,
-                scope.get("scheme", "http"),
-                None if host is None else host.decode("latin-1"),
-            )
-            if base is None:
-                message = "no usable Host header: send one, or set CAPTURE_PUBLIC_URL"
-                answer = responses.error(400, "bad_host", message)
-            else:
-                body = settings_document(base, request.write_key)
-                answer = Response(200, body, (("cache-control", "public, max-age=300"),))
-        self.metrics.requests.add(("segment:settings", _STATUS_TEXT[answer.status]))
-        allow = (("allow", "GET, HEAD, OPTIONS"),) if answer.status == 405 else ()
+            answer = self._segment_settings(request.key, scope)
+        self.metrics.requests.add((request.kind, _STATUS_TEXT[answer.status]))
+        allow = (("allow", allowed),) if answer.status == 405 else ()
         return answer, allow
+
+    def _segment_settings(self, write_key: str, scope: Scope) -> Response:
+        assert self._settings is not None
+        host = dict(scope["headers"]).get(b"host")
+        base = sdk_settings.public_base(
+            self._settings.public_url,
+            scope.get("scheme", "http"),
+            None if host is None else host.decode("latin-1"),
+        )
+        if base is None:
+            message = "no usable Host header: send one, or set CAPTURE_PUBLIC_URL"
+            return responses.error(400, "bad_host", message)
+        body = sdk_settings.document(base, write_key)
+        return Response(200, body, (("cache-control", "public, max-age=300"),))
 
     def _cors_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
         if not origin:

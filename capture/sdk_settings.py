@@ -1,6 +1,6 @@
-"""The settings Segment's browser SDK loads before it sends anything (pure).
+"""What browser SDKs load from their host before they send anything (pure).
 
-analytics-next (`AnalyticsBrowser.load({writeKey, cdnURL})`) first GETs
+Segment: analytics-next (`AnalyticsBrowser.load({writeKey, cdnURL})`) first GETs
 `<cdnURL>/v1/projects/<writeKey>/settings` and does not start without an answer; Segment's
 CDN serves it. Pointed at this service (`cdnURL: "https://capture.example"`), it gets a
 document whose only destination is this service's Segment API, so a page needs that one
@@ -10,6 +10,13 @@ URL changed and nothing else. Invariants:
 - it is the same for every write key but for the key itself (`apiKey`, which the SDK
   sends back as its Basic auth user): no registry lookup answers an anonymous GET, and the
   key is checked, as always, when events arrive.
+
+PostHog: posthog-js first GETs `<api_host>/array/<token>/config` (its remote config) and,
+unless that says `hasFeatureFlags: false`, POSTs `/flags/?v=2`; without answers it still
+sends, logging an error for each. This service has no feature flags, surveys, recordings
+or site apps: the remote config says so (and offers only the compressions the body reader
+takes), and `/flags` (and the older `/decide`) answers "no flags" to anyone, as the SDKs
+read an empty answer (every flag off), again without a registry lookup.
 """
 
 from __future__ import annotations
@@ -22,7 +29,6 @@ import orjson
 
 from analytics_core.settings import SettingsError
 
-_SETTINGS_PATH = re.compile(r"v1/projects/([\x21-\x2e\x30-\x7e]{1,256})/settings")
 # A Host header as browsers send it: a DNS name or IPv4 address, or a bracketed IPv6
 # address, each with an optional port. Nothing else is echoed into the document.
 _HOST = re.compile(
@@ -30,18 +36,40 @@ _HOST = re.compile(
     r"|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
 )
 
+_SETTINGS_PATH = re.compile(r"v1/projects/([\x21-\x2e\x30-\x7e]{1,256})/settings")
+SEGMENT_SETTINGS = "segment:settings"
+POSTHOG_CONFIG = "posthog:config"
+POSTHOG_FLAGS = "posthog:flags"
+_POSTHOG_CONFIG_PATH = re.compile(r"array/([\x21-\x2e\x30-\x7e]{1,256})/config")
+_FLAGS_PATHS = frozenset({"flags", "decide"})
+# The methods each document is served to (OPTIONS aside); posthog-js POSTs /flags.
+METHODS = {
+    SEGMENT_SETTINGS: ("GET", "HEAD"),
+    POSTHOG_CONFIG: ("GET", "HEAD"),
+    POSTHOG_FLAGS: ("POST", "GET", "HEAD"),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class SettingsRequest:
-    """GET /v1/projects/<write_key>/settings."""
+    """GET /v1/projects/<key>/settings, GET /array/<key>/config, or /flags (key "")."""
 
-    write_key: str
+    kind: str  # SEGMENT_SETTINGS, POSTHOG_CONFIG or POSTHOG_FLAGS; the metrics' route label
+    key: str
 
 
 def settings_request(path: str) -> SettingsRequest | None:
     """The settings request a path (without its slashes around) asks for, or None."""
-    matched = _SETTINGS_PATH.fullmatch(path)
-    return None if matched is None else SettingsRequest(matched.group(1))
+    if path in _FLAGS_PATHS:
+        return SettingsRequest(POSTHOG_FLAGS, "")
+    for kind, pattern in (
+        (SEGMENT_SETTINGS, _SETTINGS_PATH),
+        (POSTHOG_CONFIG, _POSTHOG_CONFIG_PATH),
+    ):
+        matched = pattern.fullmatch(path)
+        if matched is not None:
+            return SettingsRequest(kind, matched.group(1))
+    return None
 
 
 def parse_public_url(name: str, raw: str) -> str:
@@ -87,3 +115,34 @@ def document(base: str, write_key: str) -> bytes:
         "remotePlugins": [],
     }
     return orjson.dumps(doc)
+
+
+def posthog_config(token: str) -> bytes:
+    """posthog-js's remote config: nothing but capture here, compressed as the body
+    reader takes it (gzip; never base64, which it refuses)."""
+    doc = {
+        "token": token,
+        "supportedCompression": ["gzip", "gzip-js"],
+        "hasFeatureFlags": False,
+        "autocapture_opt_out": False,
+        "autocaptureExceptions": False,
+        "captureDeadClicks": False,
+        "capturePerformance": False,
+        "heatmaps": False,
+        "sessionRecording": False,
+        "surveys": False,
+        "siteApps": [],
+        "elementsChainAsString": True,
+    }
+    return orjson.dumps(doc)
+
+
+NO_FLAGS = orjson.dumps(
+    {
+        "flags": {},
+        "featureFlags": {},
+        "featureFlagPayloads": {},
+        "errorsWhileComputingFlags": False,
+        "quotaLimited": [],
+    }
+)

@@ -1,6 +1,7 @@
-"""The settings analytics-next loads from the capture service (capture.sdk_settings): the
-pure parts, and the answers of the ASGI app in process. The browser test
-(tests/integration/capture/test_browser.py) loads them with the real SDK."""
+"""What browser SDKs load from the capture service before they send (capture.sdk_settings):
+analytics-next's settings, posthog-js's remote config and its flags; the pure parts, and
+the answers of the ASGI app in process. The browser tests
+(tests/integration/capture/test_browser.py) load them with the real SDKs."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ from capture.app import CaptureApp
 from capture.config import CaptureSettings
 from capture.routes import CaptureRoute, route_for
 from capture.sdk_settings import (
+    NO_FLAGS,
+    POSTHOG_CONFIG,
+    POSTHOG_FLAGS,
+    SEGMENT_SETTINGS,
     SettingsRequest,
     document,
     parse_public_url,
+    posthog_config,
     public_base,
     settings_request,
 )
@@ -26,9 +32,11 @@ from capture.sdk_settings import (
 
 def test_the_settings_path_names_the_write_key() -> None:
     assert route_for("/v1/projects/demo-key-change-me/settings") == SettingsRequest(
-        "demo-key-change-me"
+        SEGMENT_SETTINGS, "demo-key-change-me"
     )
-    assert route_for("v1/projects/k_~.-9/settings/") == SettingsRequest("k_~.-9")
+    assert route_for("v1/projects/k_~.-9/settings/") == SettingsRequest(SEGMENT_SETTINGS, "k_~.-9")
+    assert route_for("/array/phc_1/config") == SettingsRequest(POSTHOG_CONFIG, "phc_1")
+    assert route_for("/flags/") == route_for("/decide") == SettingsRequest(POSTHOG_FLAGS, "")
     # The capture routes and service paths are unchanged.
     assert route_for("/v1/batch") == CaptureRoute("segment", "batch")
     assert route_for("/metrics") == "metrics"
@@ -45,6 +53,10 @@ def test_the_settings_path_names_the_write_key() -> None:
         "v1/projects/" + "k" * 257 + "/settings",
         "v1/projects/key/settingsx",
         "v2/projects/key/settings",
+        "array//config",
+        "array/a/b/config",
+        "array/key/config.js",
+        "flags/x",
     ],
 )
 def test_anything_else_is_no_settings_path(path: str) -> None:
@@ -91,6 +103,18 @@ def test_the_document_sends_only_to_the_base_with_the_key() -> None:
 
     hosts = [s for s in strings(doc) if "." in s and s != "Segment.io"]
     assert hosts == ["c.example:8443/in/v1"]
+
+
+def test_the_posthog_documents_offer_nothing_but_capture() -> None:
+    config = json.loads(posthog_config("phc_1"))
+    assert config["token"] == "phc_1"
+    # posthog-js then loads no flags, and compresses only as the body reader reads.
+    assert config["hasFeatureFlags"] is False
+    assert config["supportedCompression"] == ["gzip", "gzip-js"]
+    assert not any(config[k] for k in ("sessionRecording", "surveys", "heatmaps", "siteApps"))
+    flags = json.loads(NO_FLAGS)
+    assert flags["flags"] == flags["featureFlags"] == {}
+    assert flags["errorsWhileComputingFlags"] is False
 
 
 @pytest.mark.parametrize(
@@ -188,6 +212,20 @@ def test_refused_settings_requests_say_why(
     if status == 405:
         assert answer_headers["allow"] == "GET, HEAD, OPTIONS"
     assert app.metrics.requests.values[("segment:settings", str(status))] == 1
+
+
+def test_the_app_serves_posthogs_config_and_flags() -> None:
+    app = CaptureApp(CaptureSettings())
+    status, headers, body = call(app, "GET", "/array/phc_1/config", [ORIGIN])
+    assert status == 200 and json.loads(body)["token"] == "phc_1"
+    assert headers["access-control-allow-origin"] == "http://shop.example"
+    for method in ("POST", "GET"):
+        status, headers, body = call(app, method, "/flags/", [ORIGIN])
+        assert (status, body) == (200, NO_FLAGS) and headers["cache-control"] == "no-store"
+    assert call(app, "POST", "/array/phc_1/config", [])[0] == 405
+    assert app.metrics.requests.values[(POSTHOG_CONFIG, "200")] == 1
+    assert app.metrics.requests.values[(POSTHOG_FLAGS, "200")] == 2
+    assert app.metrics.requests.values[(POSTHOG_CONFIG, "405")] == 1
 
 
 def test_a_preflight_of_the_settings_allows_get() -> None:

@@ -46,6 +46,11 @@ SERVED = {
     "/posthog.js": (POSTHOG_JS, "application/javascript", False),
     "/analytics-next.js": (ANALYTICS_NEXT, "application/javascript", False),
     "/page.html": (PAGES / "posthog_js_page.html", "text/html; charset=utf-8", True),
+    "/defaults.html": (
+        PAGES / "posthog_js_defaults_page.html",
+        "text/html; charset=utf-8",
+        True,
+    ),
     "/segment.html": (
         PAGES / "segment_analytics_next_page.html",
         "text/html; charset=utf-8",
@@ -140,6 +145,13 @@ def page_server(capture: CaptureProcess) -> Iterator[tuple[ThreadingHTTPServer, 
 Rows = dict[str, dict[str, Any]]
 
 
+def gzipped_posthog_requests(capture: CaptureProcess) -> float:
+    return sum(
+        capture.metric("capture_request_encodings_total", route="posthog:e", encoding=enc)
+        for enc in ("gzip", "gzip-js")
+    )
+
+
 @pytest.fixture
 def browse(
     stack: Settings,
@@ -148,11 +160,11 @@ def browse(
     make_client,  # type: ignore[no-untyped-def]
     start_router,  # type: ignore[no-untyped-def]
     tmp_path: Path,
-) -> Callable[[str, Path, str], tuple[ClientFixture, str, Rows]]:
-    """Chromium opens one of SERVED's pages for a new client until 3 of its events have
-    landed: the client, the page's URL and the rows by event name."""
+) -> Callable[..., tuple[ClientFixture, str, Rows]]:
+    """Chromium opens one of SERVED's pages for a new client until `least` (3) of its events
+    have landed: the client, the page's URL and the rows by event name."""
 
-    def run(page: str, sdk: Path, sdk_name: str) -> tuple[ClientFixture, str, Rows]:
+    def run(page: str, sdk: Path, sdk_name: str, least: int = 3) -> tuple[ClientFixture, str, Rows]:
         chromium = require_tools(sdk, sdk_name)
         client: ClientFixture = make_client("web")
         start_router()
@@ -161,7 +173,7 @@ def browse(
         # The page is served by 127.0.0.1 on another port: another origin, so CORS applies.
         url = f"http://127.0.0.1:{server.server_address[1]}{page}"
         with browser_on(chromium, url, tmp_path):
-            wait_rows(stack, client.database, 3, timeout_s=90)
+            wait_rows(stack, client.database, least, timeout_s=90)
         return client, url, {r["event_name"]: r for r in rows(stack, client.database)}
 
     return run
@@ -180,11 +192,34 @@ def test_posthog_js_in_headless_chromium_lands_in_clickhouse(
     user = found["browser_signup"]["user_id"]
     assert user and all(r["user_id"] == user for r in found.values())  # one browser, one person
     # posthog-js compresses its bodies with gzip (its "gzip-js"): decoded, not refused.
-    gzipped = sum(
-        capture.metric("capture_request_encodings_total", route="posthog:e", encoding=enc)
-        for enc in ("gzip", "gzip-js")
+    assert gzipped_posthog_requests(capture) >= 1
+
+
+def test_posthog_js_with_its_defaults_loads_its_config_from_capture_and_sends(
+    capture: CaptureProcess,
+    browse,  # type: ignore[no-untyped-def]
+) -> None:
+    """As the README shows it (only api_host set): posthog-js loads its remote config from
+    the capture service, which says there are no flags (so it asks for none) and offers
+    gzip, and its events land."""
+    config_before = capture.metric("capture_requests_total", route="posthog:config", status="200")
+    flags_before = sum(
+        capture.metric("capture_requests_total", route="posthog:flags", status=status)
+        for status in ("200", "405")
     )
-    assert gzipped >= 1
+    gzip_before = gzipped_posthog_requests(capture)
+    _, url, found = browse("/defaults.html", POSTHOG_JS, f"posthog-js {POSTHOG_JS_VERSION}", 2)
+    assert {"$pageview", "defaults_signup"} <= set(found)
+    signup = json.loads(found["defaults_signup"]["event_properties"])
+    assert signup["plan"] == "team" and signup["$current_url"] == url
+    config = capture.metric("capture_requests_total", route="posthog:config", status="200")
+    assert config > config_before
+    flags = sum(
+        capture.metric("capture_requests_total", route="posthog:flags", status=status)
+        for status in ("200", "405")
+    )
+    assert flags == flags_before  # hasFeatureFlags: false
+    assert gzipped_posthog_requests(capture) > gzip_before  # as the config offered
 
 
 def test_segment_analytics_next_loads_its_settings_from_capture_and_lands_in_clickhouse(

@@ -149,3 +149,26 @@ def test_posthog_python_sdk(
     assert json.loads(found["signed_up"]["event_properties"])["plan"] == "pro"
     assert json.loads(found["$set"]["event_properties"])["$set"] == {"email": "ada@example.test"}
     assert client.api_key not in json.dumps(list(found.values()))
+
+
+def test_posthog_python_sdk_feature_flags_are_all_off_without_errors(
+    capture: CaptureProcess,
+    make_client,  # type: ignore[no-untyped-def]
+) -> None:
+    """There are no feature flags here: /flags answers "none" (every flag off), so the
+    SDK's flag calls return at once without an error instead of failing on a 404."""
+    from posthog import Posthog
+
+    before = capture.metric("capture_requests_total", route="posthog:flags", status="200")
+    errors: list[object] = []
+    client: ClientFixture = make_client("flags")
+    sdk = Posthog(client.api_key, host=capture.url, on_error=lambda e, b: errors.append(e))
+    try:
+        flags = sdk.evaluate_flags("user-1")
+        assert not flags.is_enabled("new-ui") and flags.get_flag("new-ui") is None
+        assert sdk.get_all_flags("user-1") == {}
+    finally:
+        sdk.shutdown()
+    assert not errors
+    after = capture.metric("capture_requests_total", route="posthog:flags", status="200")
+    assert after >= before + 2
