@@ -325,6 +325,24 @@ def time_ms(value: object, field: str) -> int | None:
         raise Unmappable("invalid_event", f"{field} {value!r} is out of range") from None
 
 
+def device_time_ms(original: Raw, sent_ms: int | None, received_ms: int) -> int | None:
+    """When an event happened by an `originalTimestamp` (the device's clock, which
+    RudderStack's SDKs send instead of `timestamp`), corrected as Segment and RudderStack
+    correct it for a device clock that is off: received - (sentAt - originalTimestamp);
+    as is without a sentAt. None when it is unreadable or the result out of range: the
+    field is not required, so the event is kept (with the time received) rather than
+    refused for it."""
+    try:
+        value = msgspec.json.decode(original)
+        original_ms = time_ms(value, "originalTimestamp")
+    except (msgspec.DecodeError, Unmappable):
+        return None
+    if original_ms is None:
+        return None
+    at = original_ms if sent_ms is None else received_ms - (sent_ms - original_ms)
+    return at if in_contract_range(at) else None
+
+
 def identity(value: object, field: str) -> str | None:
     """A user identifier as the contract wants it: a string (SDKs may send numbers)."""
     if type(value) is str:

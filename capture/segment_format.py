@@ -29,6 +29,7 @@ from capture.mapping import (
     Parsed,
     Unmappable,
     decode_messages,
+    device_time_ms,
     encode_value,
     event_id,
     finish,
@@ -201,6 +202,12 @@ def map_item(item: SegmentItem, ctx: MapContext) -> ContractEvent:
         props["$anonymousId"] = encode_value(anonymous)
         anonymous = None
     sent = msg.sentAt
+    sent_ms = None if sent is UNSET else time_ms(sent, "sentAt")
+    at = time_ms(msg.timestamp, "timestamp")
+    if at is None and msg.originalTimestamp is not UNSET:
+        at = device_time_ms(
+            msg.originalTimestamp, ctx.sent_at_ms if sent_ms is None else sent_ms, ctx.received_ms
+        )
     return finish(
         ctx,
         event_id(ctx.client_id, msg.messageId, item.raw, msg.type),
@@ -209,8 +216,8 @@ def map_item(item: SegmentItem, ctx: MapContext) -> ContractEvent:
         user,
         anonymous,
         "userId" if user is not None else "anonymousId",
-        time_ms(msg.timestamp, "timestamp"),
-        None if sent is UNSET else time_ms(sent, "sentAt"),
+        at,
+        sent_ms,
         props,
     )
 

@@ -284,6 +284,7 @@ const TIMESTAMP: usize = 5;
 const SENT_AT: usize = 6;
 const PROPERTIES: usize = 7;
 const WRITE_KEY: usize = 8;
+const ORIGINAL_TIMESTAMP: usize = 20;
 const FIELDS: [&str; 21] = [
     "type",
     "event",
@@ -555,10 +556,17 @@ impl<'a> Request<'a> {
         if let Some(v) = fields[WRITE_KEY] {
             self.add_key(&v)?;
         }
+        let timestamp_ms = match self.time(fields[TIMESTAMP])? {
+            Some(at) => at,
+            // The Python path corrects an originalTimestamp by the send time
+            // (capture.mapping.device_time_ms): such a message is left to it.
+            None if fields[ORIGINAL_TIMESTAMP].is_some() => return Err(()),
+            None => self.received_ms,
+        };
         Ok(Event {
             event_id: self.event_id(fields[MESSAGE_ID])?,
             name,
-            timestamp_ms: self.time(fields[TIMESTAMP])?.unwrap_or(self.received_ms),
+            timestamp_ms,
             props,
             user_id: user,
             anonymous_id,

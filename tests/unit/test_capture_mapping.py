@@ -178,6 +178,36 @@ def test_missing_timestamp_is_the_time_received_and_sent_at_is_optional() -> Non
     assert "sent_at" not in out
 
 
+def test_without_timestamp_the_original_timestamp_corrected_by_the_send_time() -> None:
+    """RudderStack's SDKs send `originalTimestamp` (the device's clock) and no `timestamp`:
+    the event time is received - (sentAt - originalTimestamp), as Segment and RudderStack
+    compute it, so a device clock that is off does not move the event."""
+    original = "2026-11-27T10:00:00.000Z"
+    sent = "2026-11-27T10:05:00.000Z"  # sent 5 minutes after, by the same (wrong) clock
+    msg = {"type": "track", "event": "e", "userId": "u", "originalTimestamp": original}
+    out = mapped(segment_one(dict(msg, sentAt=sent)))
+    assert out["timestamp"] == RECEIVED_MS - 5 * 60_000
+    assert json.loads(json.dumps(out["properties"]))["$originalTimestamp"] == original
+    # The batch's sentAt stands in for the message's.
+    body = {"batch": [msg], "sentAt": sent}
+    ctx = MapContext("acme", KEY_HASH, RECEIVED_MS, ms(sent), 256 * 1024)
+    assert mapped(outcomes(segment_format, body, ctx)[0])["timestamp"] == RECEIVED_MS - 300_000
+    # No send time: the device's time as is; epoch ms too.
+    assert mapped(segment_one(msg))["timestamp"] == ms("2026-11-27T10:00:00+00:00")
+    epoch = dict(msg, originalTimestamp=1_795_000_000_123)
+    assert mapped(segment_one(epoch))["timestamp"] == 1_795_000_000_123
+    # An explicit timestamp wins; an unreadable or out-of-range original is the time received
+    # (the field is optional: the event is kept).
+    explicit = dict(msg, timestamp="2026-11-27T09:00:00Z", sentAt=sent)
+    assert mapped(segment_one(explicit))["timestamp"] == ms("2026-11-27T09:00:00+00:00")
+    for bad in ("garbage", "", None, True, {"a": 1}, "9999-01-01T00:00:00Z"):
+        out = mapped(segment_one(dict(msg, originalTimestamp=bad)))
+        assert out["timestamp"] == RECEIVED_MS, bad
+    # A correction that would land before 1970 is out of range too.
+    far = dict(msg, originalTimestamp="1970-01-01T00:00:00Z", sentAt="2200-01-01T00:00:00Z")
+    assert mapped(segment_one(far))["timestamp"] == RECEIVED_MS
+
+
 def test_a_timestamp_without_zone_is_utc_and_numbers_are_epoch_ms() -> None:
     naive = {"type": "track", "event": "e", "userId": "u", "timestamp": "2026-11-27T10:00:00"}
     assert mapped(segment_one(naive))["timestamp"] == ms("2026-11-27T10:00:00+00:00")

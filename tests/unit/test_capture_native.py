@@ -406,6 +406,11 @@ def test_what_the_compiled_path_maps_and_leaves() -> None:
         native_path(batch(*[track(messageId=f"m{i}") for i in range(MAX_BATCH_EVENTS + 1)])) is None
     )
     assert native_path(batch({"type": "track", "event": "e", "userId": "u"})) is None
+    # A time from originalTimestamp alone (RudderStack's SDKs) is corrected by the send
+    # time in Python (capture.mapping.device_time_ms).
+    original = track(originalTimestamp="2026-11-27T10:00:00Z", sentAt="2026-11-27T10:00:01Z")
+    assert native_path(batch(original)) is None
+    assert native_path(batch(dict(original, timestamp="2026-11-27T10:00:00Z"))) is not None
     big = "x" * (MAX_EVENT_BYTES // 2)
     assert native_path(batch(*[track(messageId=f"m{i}", p=big) for i in range(3)])) is None
     assert MAX_EVENT_BYTES < MAX_MESSAGE_BYTES

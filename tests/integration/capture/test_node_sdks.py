@@ -64,5 +64,9 @@ def test_segment_posthog_and_rudderstack_node_sdks(
     assert props["node_posthog_capture"]["tag"] == tag
     assert props["node_posthog_capture"]["$lib"] == "posthog-node"
     assert props["node_rudder_track"]["tag"] == tag
+    # Its time is the originalTimestamp, corrected by how long it took to be sent (ms here).
+    original_ms = 1_795_773_600_250  # 2026-11-27T10:00:00.250Z
+    assert 0 <= found["node_rudder_track"]["ts"] - original_ms < 60_000
+    assert props["node_rudder_track"]["$originalTimestamp"] == "2026-11-27T10:00:00.250Z"
     assert props["node_rudder_track"]["$context"]["library"]["name"] == "analytics-node"
     assert client.api_key not in json.dumps(props)
