@@ -489,6 +489,9 @@ class CaptureApp:
             answer = responses.error(405, "method_not_allowed", f"use {methods[0]}")
         elif request.kind == sdk_settings.POSTHOG_FLAGS:
             answer = Response(200, sdk_settings.NO_FLAGS, (("cache-control", "no-store"),))
+        elif request.kind == sdk_settings.RUDDERSTACK_CONFIG:
+            source = sdk_settings.RUDDERSTACK_SOURCE
+            answer = Response(200, source, (("cache-control", "public, max-age=300"),))
         elif request.kind == sdk_settings.POSTHOG_CONFIG:
             body = sdk_settings.posthog_config(request.key)
             answer = Response(200, body, (("cache-control", "public, max-age=300"),))

@@ -17,6 +17,12 @@ sends, logging an error for each. This service has no feature flags, surveys, re
 or site apps: the remote config says so (and offers only the compressions the body reader
 takes), and `/flags` (and the older `/decide`) answers "no flags" to anyone, as the SDKs
 read an empty answer (every flag off), again without a registry lookup.
+
+RudderStack: its browser SDK (`@rudderstack/analytics-js`, `load(writeKey, dataPlaneUrl,
+{configUrl})`) first GETs `<configUrl>/sourceConfig/?writeKey=...` and does not start
+without a source: the answer is a source with no device-mode destinations and the SDK's
+error and metrics reporting to RudderStack off, so it sends events to the data plane URL
+(this service's Segment API) and nothing else.
 """
 
 from __future__ import annotations
@@ -40,21 +46,25 @@ _SETTINGS_PATH = re.compile(r"v1/projects/([\x21-\x2e\x30-\x7e]{1,256})/settings
 SEGMENT_SETTINGS = "segment:settings"
 POSTHOG_CONFIG = "posthog:config"
 POSTHOG_FLAGS = "posthog:flags"
+RUDDERSTACK_CONFIG = "rudderstack:config"
 _POSTHOG_CONFIG_PATH = re.compile(r"array/([\x21-\x2e\x30-\x7e]{1,256})/config")
 _FLAGS_PATHS = frozenset({"flags", "decide"})
+_RUDDERSTACK_CONFIG_PATH = "sourceConfig"
 # The methods each document is served to (OPTIONS aside); posthog-js POSTs /flags.
 METHODS = {
     SEGMENT_SETTINGS: ("GET", "HEAD"),
     POSTHOG_CONFIG: ("GET", "HEAD"),
     POSTHOG_FLAGS: ("POST", "GET", "HEAD"),
+    RUDDERSTACK_CONFIG: ("GET", "HEAD"),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class SettingsRequest:
-    """GET /v1/projects/<key>/settings, GET /array/<key>/config, or /flags (key "")."""
+    """GET /v1/projects/<key>/settings, GET /array/<key>/config, /flags or /sourceConfig
+    (these two with key "")."""
 
-    kind: str  # SEGMENT_SETTINGS, POSTHOG_CONFIG or POSTHOG_FLAGS; the metrics' route label
+    kind: str  # one of METHODS' keys; the metrics' route label
     key: str
 
 
@@ -62,6 +72,8 @@ def settings_request(path: str) -> SettingsRequest | None:
     """The settings request a path (without its slashes around) asks for, or None."""
     if path in _FLAGS_PATHS:
         return SettingsRequest(POSTHOG_FLAGS, "")
+    if path == _RUDDERSTACK_CONFIG_PATH:
+        return SettingsRequest(RUDDERSTACK_CONFIG, "")
     for kind, pattern in (
         (SEGMENT_SETTINGS, _SETTINGS_PATH),
         (POSTHOG_CONFIG, _POSTHOG_CONFIG_PATH),
@@ -144,5 +156,22 @@ NO_FLAGS = orjson.dumps(
         "featureFlagPayloads": {},
         "errorsWhileComputingFlags": False,
         "quotaLimited": [],
+    }
+)
+
+# RudderStack's source config, the same for every write key (the SDK reads no key from it).
+RUDDERSTACK_SOURCE = orjson.dumps(
+    {
+        "isHosted": False,
+        "source": {
+            "id": "capture",
+            "name": "capture",
+            "workspaceId": "capture",
+            "enabled": True,
+            "config": {
+                "statsCollection": {"errors": {"enabled": False}, "metrics": {"enabled": False}}
+            },
+            "destinations": [],
+        },
     }
 )

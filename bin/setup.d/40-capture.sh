@@ -2,8 +2,8 @@
 # Capture endpoint (issue 13): what its tests and benchmark need beyond the Python packages.
 # - Debian's chromium (headless browser test) and wrk (closed-loop load generator of
 #   bench/bench_capture.py);
-# - posthog-js and Segment's analytics-next from npm (the browser SDKs the test pages
-#   load), cached once under ~/.cache/analytics-pipeline/<package>-<version>/;
+# - posthog-js, Segment's analytics-next and RudderStack's analytics-js from npm (the
+#   browser SDKs the test pages load), cached once under ~/.cache/analytics-pipeline/<package>-<version>/;
 # - the Node.js SDKs of Segment, PostHog and RudderStack from npm (their test), installed
 #   once into ~/.cache/analytics-pipeline/node-sdks/ (reinstalled when NODE_SDKS changes);
 # - capture_native, the compiled fast path (native/, needs Rust: https://rustup.rs);
@@ -15,6 +15,7 @@ set -euo pipefail
 
 POSTHOG_JS_VERSION=1.449.2
 ANALYTICS_NEXT_VERSION=1.84.3
+RUDDERSTACK_JS_VERSION=3.34.1
 # tests/integration/capture/test_node_sdks.py names the same versions.
 NODE_SDKS="@segment/analytics-node@3.1.0 posthog-node@5.74.0 @rudderstack/rudder-sdk-node@3.0.13"
 VEGETA_VERSION=v12.12.0
@@ -55,6 +56,9 @@ npm_file posthog-js "$POSTHOG_JS_VERSION" dist/array.full.no-external.js \
 # analytics-next ships its browser bundle gzipped (the global AnalyticsNext).
 npm_file @segment/analytics-next "$ANALYTICS_NEXT_VERSION" dist/umd/index.js.gz \
   "${CACHE}/analytics-next-${ANALYTICS_NEXT_VERSION}"
+# RudderStack's bundle with its plugins inside (the global rudderanalytics).
+npm_file @rudderstack/analytics-js "$RUDDERSTACK_JS_VERSION" dist/npm/modern/bundled/umd/index.js \
+  "${CACHE}/rudderstack-analytics-js-${RUDDERSTACK_JS_VERSION}"
 
 node_dir="${CACHE}/node-sdks"
 if [[ $(cat "${node_dir}/versions.txt" 2>/dev/null) != "$NODE_SDKS" ]]; then

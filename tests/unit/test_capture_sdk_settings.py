@@ -20,6 +20,8 @@ from capture.sdk_settings import (
     NO_FLAGS,
     POSTHOG_CONFIG,
     POSTHOG_FLAGS,
+    RUDDERSTACK_CONFIG,
+    RUDDERSTACK_SOURCE,
     SEGMENT_SETTINGS,
     SettingsRequest,
     document,
@@ -37,6 +39,7 @@ def test_the_settings_path_names_the_write_key() -> None:
     assert route_for("v1/projects/k_~.-9/settings/") == SettingsRequest(SEGMENT_SETTINGS, "k_~.-9")
     assert route_for("/array/phc_1/config") == SettingsRequest(POSTHOG_CONFIG, "phc_1")
     assert route_for("/flags/") == route_for("/decide") == SettingsRequest(POSTHOG_FLAGS, "")
+    assert route_for("/sourceConfig/") == SettingsRequest(RUDDERSTACK_CONFIG, "")
     # The capture routes and service paths are unchanged.
     assert route_for("/v1/batch") == CaptureRoute("segment", "batch")
     assert route_for("/metrics") == "metrics"
@@ -57,6 +60,8 @@ def test_the_settings_path_names_the_write_key() -> None:
         "array/a/b/config",
         "array/key/config.js",
         "flags/x",
+        "sourceconfig",
+        "sourceConfig/x",
     ],
 )
 def test_anything_else_is_no_settings_path(path: str) -> None:
@@ -115,6 +120,14 @@ def test_the_posthog_documents_offer_nothing_but_capture() -> None:
     flags = json.loads(NO_FLAGS)
     assert flags["flags"] == flags["featureFlags"] == {}
     assert flags["errorsWhileComputingFlags"] is False
+
+
+def test_the_rudderstack_source_has_no_destination_and_reports_nothing() -> None:
+    doc = json.loads(RUDDERSTACK_SOURCE)["source"]
+    # What the SDK checks before it starts (isValidSourceConfig), and nothing more.
+    assert doc["id"] and doc["enabled"] is True and doc["destinations"] == []
+    stats = doc["config"]["statsCollection"]
+    assert stats == {"errors": {"enabled": False}, "metrics": {"enabled": False}}
 
 
 @pytest.mark.parametrize(
@@ -223,6 +236,10 @@ def test_the_app_serves_posthogs_config_and_flags() -> None:
         status, headers, body = call(app, method, "/flags/", [ORIGIN])
         assert (status, body) == (200, NO_FLAGS) and headers["cache-control"] == "no-store"
     assert call(app, "POST", "/array/phc_1/config", [])[0] == 405
+    status, headers, body = call(app, "GET", "/sourceConfig/", [ORIGIN])
+    assert (status, body) == (200, RUDDERSTACK_SOURCE)
+    assert headers["access-control-allow-origin"] == "http://shop.example"
+    assert app.metrics.requests.values[(RUDDERSTACK_CONFIG, "200")] == 1
     assert app.metrics.requests.values[(POSTHOG_CONFIG, "200")] == 1
     assert app.metrics.requests.values[(POSTHOG_FLAGS, "200")] == 2
     assert app.metrics.requests.values[(POSTHOG_CONFIG, "405")] == 1

@@ -2,7 +2,9 @@
 than the capture service, that sends events with a browser SDK from npm; they land in the
 client's ClickHouse database. posthog-js's own transports are used unchanged (fetch with
 CORS for batches, sendBeacon), with its gzip-js compression; Segment's analytics-next loads
-its settings from the capture service (only `cdnURL` changed) and sends where they say."""
+its settings from the capture service (only `cdnURL` changed) and sends where they say;
+RudderStack's analytics-js loads its source config from it (`configUrl`) and sends to it
+as its data plane."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,11 +43,21 @@ ANALYTICS_NEXT = (
     / f"analytics-next-{ANALYTICS_NEXT_VERSION}"
     / "index.js"
 )
+RUDDERSTACK_JS_VERSION = "3.34.1"
+RUDDERSTACK_JS = (
+    Path.home()
+    / ".cache"
+    / "analytics-pipeline"
+    / f"rudderstack-analytics-js-{RUDDERSTACK_JS_VERSION}"
+    / "index.js"
+)
 PAGES = Path(__file__).resolve().parents[2] / "fixtures" / "capture" / "browser"
 # What the page server serves: path -> (file, content type, filled in with the values).
 SERVED = {
     "/posthog.js": (POSTHOG_JS, "application/javascript", False),
     "/analytics-next.js": (ANALYTICS_NEXT, "application/javascript", False),
+    "/rudderstack.js": (RUDDERSTACK_JS, "application/javascript", False),
+    "/rudderstack.html": (PAGES / "rudderstack_js_page.html", "text/html; charset=utf-8", True),
     "/page.html": (PAGES / "posthog_js_page.html", "text/html; charset=utf-8", True),
     "/defaults.html": (
         PAGES / "posthog_js_defaults_page.html",
@@ -247,3 +260,30 @@ def test_segment_analytics_next_loads_its_settings_from_capture_and_lands_in_cli
         for kind in ("t", "p", "i", "track", "page", "identify", "batch", "b")
     )
     assert sent >= 3
+
+
+def test_rudderstack_analytics_js_loads_its_source_config_from_capture_and_lands(
+    capture: CaptureProcess,
+    browse,  # type: ignore[no-untyped-def]
+) -> None:
+    name = f"@rudderstack/analytics-js {RUDDERSTACK_JS_VERSION}"
+    client, url, found = browse("/rudderstack.html", RUDDERSTACK_JS, name)
+    assert set(found) == {"$identify", "$page", "rs_signup"}
+    assert all(r["user_id"] == "rs-user-3" for r in found.values())
+    signup = json.loads(found["rs_signup"]["event_properties"])
+    assert signup["plan"] == "team" and signup["source"] == "chromium"
+    assert signup["$context"]["library"]["name"] == "RudderLabs JavaScript SDK"
+    assert signup["$context"]["page"]["url"] == url
+    assert signup["$channel"] == "web"
+    # The device's time (originalTimestamp; no timestamp is sent): within the test's minute.
+    sent_ms = found["rs_signup"]["ts"]
+    assert abs(sent_ms - ms_of(signup["$originalTimestamp"])) < 60_000
+    page = json.loads(found["$page"]["event_properties"])
+    assert page["$name"] == "Pricing" and page["$category"] == "Docs"
+    assert client.api_key not in json.dumps(list(found.values()))
+    config = capture.metric("capture_requests_total", route="rudderstack:config", status="200")
+    assert config >= 1
+
+
+def ms_of(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
