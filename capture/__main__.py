@@ -34,6 +34,9 @@ Endpoints (POST; gzip bodies accepted; CORS for any allowed origin):
   Segment / RudderStack  /v1/batch /v1/track /v1/identify /v1/page /v1/screen /v1/group
                          /v1/alias (write key: HTTP Basic user, or writeKey in the body)
   PostHog                /batch/ /capture/ /e/ (api_key or token in the body)
+  Browser SDK settings   GET /v1/projects/<writeKey>/settings (analytics-next's cdnURL),
+                         GET /array/<token>/config and /flags/ (posthog-js: no flags),
+                         GET /sourceConfig/ (RudderStack's configUrl); CAPTURE_PUBLIC_URL
   Operations             GET /healthz /readyz (Kafka reachable) /metrics (Prometheus)
 """
 

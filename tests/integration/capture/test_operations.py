@@ -37,7 +37,16 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 def test_help_and_fail_fast_configuration(stack: Settings) -> None:
     helped = run_cli("--help")
     assert helped.returncode == 0
-    for name in ("CAPTURE_PORT", "CAPTURE_QUOTA_EVENTS_PER_S", "/v1/batch", "/readyz"):
+    for name in (
+        "CAPTURE_PORT",
+        "CAPTURE_QUOTA_EVENTS_PER_S",
+        "CAPTURE_PUBLIC_URL",
+        "/v1/batch",
+        "/readyz",
+        "/v1/projects/<writeKey>/settings",
+        "/array/<token>/config",
+        "/sourceConfig/",
+    ):
         assert name in helped.stdout
     bad = run_cli(CAPTURE_PORT="eighty")
     assert bad.returncode == 2 and "CAPTURE_PORT" in bad.stderr
