@@ -52,6 +52,8 @@ PROBE_EVERY_S = 2.0
 GC_THRESHOLD = 20_000  # container allocations between young-generation collections
 DRAIN_LIMIT_BYTES = 64 * 2**20  # read and drop at most this much of a refused body
 PREFLIGHT_HEADERS = "content-type, content-encoding, authorization, x-retry-count"
+# The SDK settings documents change only with a deployment: browsers may keep them a while.
+SETTINGS_CACHE = (("cache-control", "public, max-age=300"),)
 
 
 _STATUS_TEXT = {status: str(status) for status in range(100, 600)}
@@ -306,7 +308,7 @@ class CaptureApp:
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         size += 4 * len(raw_headers) + sum(map(len, itertools.chain.from_iterable(raw_headers)))
-        unread = self._answer_unread(route, method, headers, size, scope)
+        unread = self._answer_unread(route, method, headers, size, scope.get("scheme"), fields)
         if unread is not None:
             answer, extra = unread
             await self._send(send, answer, cors, extra)
@@ -321,7 +323,8 @@ class CaptureApp:
         method: str,
         headers: dict[str, str],
         size: int,
-        scope: Scope,
+        scheme: str | None,
+        fields: dict[bytes, bytes],
     ) -> tuple[Response, tuple[tuple[str, str], ...]] | None:
         """The answer (and its extra headers) to a request that is not a capture POST:
         given before its body, which the caller then drains; None for a capture POST."""
@@ -334,7 +337,8 @@ class CaptureApp:
         if isinstance(route, str):
             return self._service(route, method), ()
         if isinstance(route, SettingsRequest):
-            return self._sdk_settings(route, method, headers, scope)
+            host = fields.get(b"host")
+            return self._sdk_settings(route, method, headers, scheme or "http", host)
         if method == "OPTIONS":
             return self._preflight(headers), ()
         if method != "POST":
@@ -476,7 +480,12 @@ class CaptureApp:
         return Response(200, self.metrics.exposition(), content_type=CONTENT_TYPE_LATEST)
 
     def _sdk_settings(
-        self, request: SettingsRequest, method: str, headers: dict[str, str], scope: Scope
+        self,
+        request: SettingsRequest,
+        method: str,
+        headers: dict[str, str],
+        scheme: str,
+        host: bytes | None,
     ) -> tuple[Response, tuple[tuple[str, str], ...]]:
         """What a browser SDK loads before it sends (capture.sdk_settings), counted under
         the request's kind as route."""
@@ -491,29 +500,26 @@ class CaptureApp:
             answer = Response(200, sdk_settings.NO_FLAGS, (("cache-control", "no-store"),))
         elif request.kind == sdk_settings.RUDDERSTACK_CONFIG:
             source = sdk_settings.RUDDERSTACK_SOURCE
-            answer = Response(200, source, (("cache-control", "public, max-age=300"),))
+            answer = Response(200, source, SETTINGS_CACHE)
         elif request.kind == sdk_settings.POSTHOG_CONFIG:
             body = sdk_settings.posthog_config(request.key)
-            answer = Response(200, body, (("cache-control", "public, max-age=300"),))
+            answer = Response(200, body, SETTINGS_CACHE)
         else:
-            answer = self._segment_settings(request.key, scope)
+            answer = self._segment_settings(request.key, scheme, host)
         self.metrics.requests.add((request.kind, _STATUS_TEXT[answer.status]))
         allow = (("allow", allowed),) if answer.status == 405 else ()
         return answer, allow
 
-    def _segment_settings(self, write_key: str, scope: Scope) -> Response:
+    def _segment_settings(self, write_key: str, scheme: str, host: bytes | None) -> Response:
         assert self._settings is not None
-        host = dict(scope["headers"]).get(b"host")
         base = sdk_settings.public_base(
-            self._settings.public_url,
-            scope.get("scheme", "http"),
-            None if host is None else host.decode("latin-1"),
+            self._settings.public_url, scheme, None if host is None else host.decode("latin-1")
         )
         if base is None:
             message = "no usable Host header: send one, or set CAPTURE_PUBLIC_URL"
             return responses.error(400, "bad_host", message)
         body = sdk_settings.document(base, write_key)
-        return Response(200, body, (("cache-control", "public, max-age=300"),))
+        return Response(200, body, SETTINGS_CACHE)
 
     def _cors_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
         if not origin:
