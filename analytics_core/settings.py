@@ -213,18 +213,24 @@ class Settings:
         """Every configured ClickHouse target by name, the default first."""
         return {DEFAULT_TARGET: self.clickhouse, **{t.target: t for t in self.extra_targets}}
 
+    def remote_servers(self) -> list[tuple[str, str]]:
+        """(variable, host) for every configured server that is not on this machine's
+        loopback, in the order of the settings: PostgreSQL, Redis, Kafka's bootstrap
+        servers, each ClickHouse target."""
+        named = [("POSTGRES_HOST", self.postgres.host), ("REDIS_HOST", self.redis.host)]
+        named += [
+            ("KAFKA_BOOTSTRAP_SERVERS", h) for h in _kafka_hosts(self.kafka.bootstrap_servers)
+        ]
+        for target in self.clickhouse_targets().values():
+            named.append((f"{clickhouse_prefix(target.target)}_HOST", target.host))
+        return [(variable, host) for variable, host in named if not _is_loopback(host)]
+
     def replay_key_problem(self) -> str | None:
         """Why the replay key can not be used here, or None. Processes that sign or verify
         replays (router, reprocessing) refuse to start on a problem."""
         key = self.replay.key
         if key == DEVELOPMENT_REPLAY_KEY:
-            hosts = [
-                self.postgres.host,
-                self.redis.host,
-                self.clickhouse.host,
-                *_kafka_hosts(self.kafka.bootstrap_servers),
-            ]
-            remote = sorted({h for h in hosts if not _is_loopback(h)})
+            remote = sorted({host for _variable, host in self.remote_servers()})
             if remote:
                 return (
                     "PIPELINE_REPLAY_KEY is not set: the built-in development key is only "
@@ -348,6 +354,12 @@ def _clickhouse_from_env(e: Mapping[str, str], prefix: str, target: str) -> Clic
     )
 
 
+def clickhouse_prefix(target: str) -> str:
+    """The variables' prefix of a ClickHouse target: CLICKHOUSE for the default one,
+    CLICKHOUSE_<NAME> for an extra target of CLICKHOUSE_TARGETS."""
+    return "CLICKHOUSE" if target == DEFAULT_TARGET else f"CLICKHOUSE_{target.upper()}"
+
+
 def _extra_targets_from_env(e: Mapping[str, str]) -> tuple[ClickHouseSettings, ...]:
     names = [n.strip() for n in e.get("CLICKHOUSE_TARGETS", "").split(",") if n.strip()]
     targets: list[ClickHouseSettings] = []
@@ -360,7 +372,7 @@ def _extra_targets_from_env(e: Mapping[str, str]) -> tuple[ClickHouseSettings, .
             )
         if any(t.target == name for t in targets):
             raise SettingsError(f"CLICKHOUSE_TARGETS names {name!r} twice")
-        prefix = f"CLICKHOUSE_{name.upper()}"
+        prefix = clickhouse_prefix(name)
         if not e.get(f"{prefix}_HOST"):
             raise SettingsError(
                 f"CLICKHOUSE_TARGETS names {name!r} but {prefix}_HOST is not set "

@@ -30,13 +30,18 @@ from analytics_core.dead_letter import DeadLetter, read_dead_letter
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
 from devstack.process import port_in_use
+from tests import server_guard
 
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings.from_env()
+    settings = Settings.from_env()
+    problem = server_guard.refusal(settings, os.environ)
+    if problem is not None:
+        pytest.exit(problem, returncode=2)
+    return settings
 
 
 @pytest.fixture(scope="session")
