@@ -6,6 +6,8 @@
 #   browser SDKs the test pages load), cached once under ~/.cache/analytics-pipeline/<package>-<version>/;
 # - the Node.js SDKs of Segment, PostHog and RudderStack from npm (their test), installed
 #   once into ~/.cache/analytics-pipeline/node-sdks/ (reinstalled when NODE_SDKS changes);
+# - the JVM SDKs of Segment, RudderStack and PostHog from Maven Central (their test),
+#   copied with their dependencies into ~/.cache/analytics-pipeline/java-sdks/lib/;
 # - capture_native, the compiled fast path (native/, needs Rust: https://rustup.rs);
 # - vegeta (open-loop load generator of the benchmark's latency runs), built once from the
 #   Go module proxy into ~/.cache/analytics-pipeline/vegeta-<version>/ and linked as
@@ -70,6 +72,25 @@ if [[ $(cat "${node_dir}/versions.txt" 2>/dev/null) != "$NODE_SDKS" ]]; then
   printf '%s' "$NODE_SDKS" >"${node_dir}.partial/versions.txt"
   rm -rf "$node_dir"
   mv "${node_dir}.partial" "$node_dir"
+fi
+
+# The JVM SDKs (their test runs tests/fixtures/capture/java/SendWithJavaSdks.java), with their
+# dependencies, copied by Maven into ${CACHE}/java-sdks/lib/; pom.sha256 says from which pom.
+java_pom=tests/fixtures/capture/java/pom.xml
+java_dir="${CACHE}/java-sdks"
+java_hash=$(sha256sum "$java_pom" | cut -d' ' -f1)
+if [[ $(cat "${java_dir}/pom.sha256" 2>/dev/null) != "$java_hash" ]]; then
+  log "fetching the JVM SDKs with Maven (${java_pom})"
+  rm -rf "${java_dir}.partial"
+  mkdir -p "${java_dir}.partial"
+  if ! mvn -q -B -f "$java_pom" dependency:copy-dependencies \
+    -DoutputDirectory="${java_dir}.partial/lib" >"${java_dir}.partial/maven.log" 2>&1; then
+    cat "${java_dir}.partial/maven.log" >&2
+    exit 1
+  fi
+  printf '%s' "$java_hash" >"${java_dir}.partial/pom.sha256"
+  rm -rf "$java_dir"
+  mv "${java_dir}.partial" "$java_dir"
 fi
 
 vegeta_dir="${CACHE}/vegeta-${VEGETA_VERSION}"
