@@ -7,7 +7,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analytics_core.settings import SettingsError, env_float, env_int, env_port, env_str
+from analytics_core.settings import (
+    SettingsError,
+    clickhouse_prefix,
+    env_float,
+    env_int,
+    env_port,
+    env_str,
+)
 
 from .service import StackError
 
@@ -102,8 +109,8 @@ def load_options(env: Mapping[str, str] | None = None) -> Options:
             clickhouse_servers=servers,
             target_ports={
                 name: TargetPorts(
-                    _optional_port(e, f"CLICKHOUSE_{name.upper()}_HTTP_PORT"),
-                    _optional_port(e, f"CLICKHOUSE_{name.upper()}_NATIVE_PORT"),
+                    _optional_port(e, f"{clickhouse_prefix(name)}_HTTP_PORT"),
+                    _optional_port(e, f"{clickhouse_prefix(name)}_NATIVE_PORT"),
                 )
                 for name in extra_target_names(servers)
             },

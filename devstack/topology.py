@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from analytics_core.settings import Settings
+from analytics_core.settings import Settings, clickhouse_prefix
 
 from .options import Options, extra_target_names
 from .service import StackError
@@ -86,9 +86,7 @@ class ClickHouseServer:
     @property
     def env_prefix(self) -> str:
         """CLICKHOUSE_ for the default target, CLICKHOUSE_<NAME>_ for the others."""
-        if self.target == DEFAULT_TARGET:
-            return "CLICKHOUSE_"
-        return f"CLICKHOUSE_{self.target.upper()}_"
+        return f"{clickhouse_prefix(self.target)}_"
 
 
 @dataclass(frozen=True)
