@@ -308,7 +308,7 @@ class CaptureApp:
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
         size += 4 * len(raw_headers) + sum(map(len, itertools.chain.from_iterable(raw_headers)))
-        unread = self._answer_unread(route, method, headers, size, scope.get("scheme"), fields)
+        unread = self._answer_unread(route, method, headers, size, scope, fields)
         if unread is not None:
             answer, extra = unread
             await self._send(send, answer, cors, extra)
@@ -323,7 +323,7 @@ class CaptureApp:
         method: str,
         headers: dict[str, str],
         size: int,
-        scheme: str | None,
+        scope: Scope,
         fields: dict[bytes, bytes],
     ) -> tuple[Response, tuple[tuple[str, str], ...]] | None:
         """The answer (and its extra headers) to a request that is not a capture POST:
@@ -337,8 +337,8 @@ class CaptureApp:
         if isinstance(route, str):
             return self._service(route, method), ()
         if isinstance(route, SettingsRequest):
-            host = fields.get(b"host")
-            return self._sdk_settings(route, method, headers, scheme or "http", host)
+            scheme = scope.get("scheme", "http")
+            return self._sdk_settings(route, method, headers, scheme, fields.get(b"host"))
         if method == "OPTIONS":
             return self._preflight(headers), ()
         if method != "POST":
