@@ -16,12 +16,12 @@ import urllib.request
 from pathlib import Path
 from typing import ClassVar
 
-from analytics_core.settings import Settings
+from analytics_core.settings import DEFAULT_TARGET, Settings
 
 from . import process
 from .options import Options
 from .service import Port, Service, StackError
-from .topology import DEFAULT_TARGET, ClickHouseServer
+from .topology import ClickHouseServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from analytics_core.settings import Settings, clickhouse_prefix
+from analytics_core.settings import DEFAULT_TARGET, Settings, clickhouse_prefix
 
 from .options import Options, extra_target_names
 from .service import StackError
 
 LOOPBACK = "127.0.0.1"
-DEFAULT_TARGET = "default"
 
 
 @dataclass(frozen=True)
