@@ -149,6 +149,8 @@ def test_bin_dev_stops_every_service_and_child_on_a_signal(
     # dagster dev runs where the instance's dagster.yaml is, so it does not tell a newcomer
     # that the project's dagster.yaml is ignored.
     assert "will not be used to configure Dagster" not in output
+    # Nor that `dagster dev`, the command the README documents, is superseded by `dg dev`.
+    assert "SupersessionWarning" not in output
 
 
 def test_a_sandbox_drops_only_the_databases_it_created(tmp_path: Path) -> None:
