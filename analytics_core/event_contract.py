@@ -277,10 +277,17 @@ def _timestamp_ms(value: object, key: str) -> int:
         raise _Violation(f"{key} must be an RFC 3339 string or epoch milliseconds")
     if isinstance(value, int):
         ms = value
+    elif isinstance(value, float) and value.is_integer():
+        ms = int(value)  # 1.7e12 is an integer to JSON Schema; exact below 2**53
     elif isinstance(value, str) and len(value) <= 40:
         parsed = rfc3339_ms(value)
         if parsed is None:
             raise _Violation(f"{key} {why_not_rfc3339(value)}")
+        if value[17:19] == "60":  # the seconds, once the text is RFC 3339's
+            raise _Violation(
+                f"{key} {value!r} is a leap second, which JSON Schema's date-time and "
+                "ClickHouse do not have; write :59.999"
+            )
         ms = parsed
     else:
         raise _Violation(f"{key} must be an RFC 3339 string or epoch milliseconds")
@@ -312,16 +319,21 @@ def parse_event(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome
     cid = doc.client_id
     eid = doc.event_id
     key = doc.api_key
-    if type(key) is str and 0 < len(key) <= MAX_TEXT:
+    key_hash = doc.api_key_hash
+    if type(key) is str and 0 < len(key) <= MAX_TEXT and key_hash is UNSET:
         credential: str | None = _hash_key_memo(key)
-    elif key is UNSET and type(doc.api_key_hash) is str and _HEX_SHA256.fullmatch(doc.api_key_hash):
-        credential = doc.api_key_hash.lower()
+    elif key is UNSET and type(key_hash) is str and _HEX_SHA256.fullmatch(key_hash):
+        credential = key_hash.lower()
     else:
         credential = None
+    # One member of each alias pair, the other absent: a pair that needs its rule (both
+    # given, null, empty) takes the checked path.
     name = doc.event_name
-    if name is UNSET or name is None:
+    if name is UNSET:
         name = doc.event_type
-    user = doc.user_id
+    elif doc.event_type is not UNSET:
+        name = None
+    user = doc.user_id if doc.anonymous_id is UNSET else None
     ts = doc.timestamp
     sent = doc.sent_at
     props = doc.properties
@@ -378,15 +390,26 @@ def _event_id(raw_event_id: Any) -> str | None:
 
 
 def _credential_hash(doc: EventDoc) -> str:
+    """Both fields are checked when present; api_key is used when both are given."""
     api_key = _text(doc.api_key, "api_key", required=False)
     key_hash = _field(doc.api_key_hash)
+    if key_hash not in (None, "") and (
+        not isinstance(key_hash, str) or not _HEX_SHA256.fullmatch(key_hash)
+    ):
+        raise _Violation("api_key_hash must be 64 hex characters (0-9, a-f)")
     if api_key:
         return hash_api_key(api_key)
-    if isinstance(key_hash, str) and len(key_hash) == 64:
-        if not _HEX_SHA256.fullmatch(key_hash):
-            raise _Violation("api_key_hash must be 64 hex characters (0-9, a-f)")
-        return key_hash.lower()
+    if key_hash:
+        return str(key_hash).lower()
     raise _Violation("a credential is required: api_key, or api_key_hash (hex sha256)")
+
+
+def _one_of(first: Any, first_key: str, second: Any, second_key: str) -> str | None:
+    """The first non-empty member of an alias pair (event_name/event_type,
+    user_id/anonymous_id); both are checked when present. Null or "" count as absent."""
+    a = _text(first, first_key, required=False)
+    b = _text(second, second_key, required=False)
+    return a or b or None
 
 
 def _parse_event_checked(doc: EventDoc, batch_index: int, origin: Origin) -> EventOutcome:
@@ -399,14 +422,10 @@ def _parse_event_checked(doc: EventDoc, batch_index: int, origin: Origin) -> Eve
             raise _Violation(client_problem)
         event_id = _event_id(doc.event_id)
         credential_hash = _credential_hash(doc)
-        name = _text(doc.event_name, "event_name", required=False) or _text(
-            doc.event_type, "event_type", required=False
-        )
+        name = _one_of(doc.event_name, "event_name", doc.event_type, "event_type")
         if not name:
-            raise _Violation("event_name (or event_type) is required")
-        user = _text(doc.user_id, "user_id", required=False) or _text(
-            doc.anonymous_id, "anonymous_id", required=False
-        )
+            raise _Violation("event_name (or event_type) is required and not empty")
+        user = _one_of(doc.user_id, "user_id", doc.anonymous_id, "anonymous_id")
         if not user:
             raise _Violation("user_id (or anonymous_id) is required and not empty")
         if doc.timestamp is UNSET:
@@ -530,13 +549,15 @@ def _common(doc: _CommonDoc) -> CommonEvent | None:
     if not (cid in _valid_client_ids or _remember_client_id(cid)):
         return None
     key = doc.api_key
+    key_hash = doc.api_key_hash
+    if key_hash is not UNSET and not _HEX_SHA256.fullmatch(key_hash):
+        return None
     if type(key) is str:
         credential = _hash_key_memo(key)
-    else:
-        key_hash = doc.api_key_hash
-        if type(key_hash) is not str or not _HEX_SHA256.fullmatch(key_hash):
-            return None
+    elif type(key_hash) is str:
         credential = key_hash.lower()
+    else:
+        return None
     eid = doc.event_id
     event_uuid = None
     if type(eid) is str:
