@@ -219,9 +219,20 @@ class ClientDirectory:
             return entry.result
         return self._settle(client_id, entry, self._from_redis(client_id, now), now)
 
+    def fresh(self, client_id: str) -> LookupResult | None:
+        """The in-process answer while it is fresh (counted as a local hit), else None:
+        a `lookup` now would ask Redis or PostgreSQL."""
+        with self._lock:
+            entry = self._local.get(client_id)
+        if entry is None or time.monotonic() - entry.fetched_at >= self.local_ttl_s:
+            return None
+        self.stats.local_hits += 1
+        return entry.result
+
     def lookup_many(self, client_ids: Sequence[str]) -> dict[str, LookupResult]:
         """`lookup` for each client, the ones not fresh in process read from Redis in one
-        round trip (per thousand) instead of one each."""
+        round trip (per thousand) instead of one each, PostgreSQL's answers in one query
+        (per thousand) and written back to Redis in one pipeline."""
         now = time.monotonic()
         with self._lock:
             entries = {cid: self._local.get(cid) for cid in client_ids}
@@ -232,9 +243,11 @@ class ClientDirectory:
                 results[cid] = entry.result
         fetched = self._many_from_redis([c for c in entries if c not in results])
         from_pg = self._many_from_pg([c for c in entries if c not in results and c not in fetched])
+        writes: dict[str, ClientFound | ClientMissing] = {}
         for cid, entry in entries.items():
             if cid not in results:
-                results[cid] = self._settle(cid, entry, fetched.get(cid), now, from_pg)
+                results[cid] = self._settle(cid, entry, fetched.get(cid), now, from_pg, writes)
+        self._many_to_redis(writes)
         return results
 
     def _settle(
@@ -244,11 +257,13 @@ class ClientDirectory:
         from_redis: ClientFound | ClientMissing | None,
         now: float,
         from_pg: dict[str, ClientFound | ClientMissing] | None = None,
+        writes: dict[str, ClientFound | ClientMissing] | None = None,
     ) -> LookupResult:
         """The answer for a client not fresh in process, given what Redis held (None:
         nothing usable): PostgreSQL's when Redis had nothing (read here, or already in
         `from_pg`, which lacks the clients PostgreSQL could not be asked about), else the
-        last known one."""
+        last known one. PostgreSQL's answer goes to Redis now, or into `writes` for the
+        caller to send together."""
         result = from_redis
         if result is None:
             result = self._from_pg(client_id) if from_pg is None else from_pg.get(client_id)
@@ -258,7 +273,10 @@ class ClientDirectory:
                     return entry.result
                 self.stats.unavailable += 1
                 return RegistryUnavailable("Redis has no entry and PostgreSQL is unreachable")
-            self._to_redis(client_id, result, now)
+            if writes is None:
+                self._to_redis(client_id, result, now)
+            else:
+                writes[client_id] = result
         else:
             self.stats.redis_hits += 1
         self._remember(client_id, result, now)
@@ -333,6 +351,26 @@ class ClientDirectory:
             self._redis_failed(exc)
             return
         self.redis_breaker.succeeded()
+
+    def _many_to_redis(self, results: dict[str, ClientFound | ClientMissing]) -> None:
+        """`_to_redis` for each, one pipelined round trip per thousand."""
+        if not results or not self.redis_breaker.allow():
+            return
+        for chunk in chunked(list(results.items()), 1000):
+            pipe = self._redis.pipeline(transaction=False)
+            for cid, result in chunk:
+                missing = isinstance(result, ClientMissing)
+                pipe.set(
+                    cache_key(cid),
+                    encode(result),
+                    ex=self.negative_ttl_s if missing else self.redis_ttl_s,
+                )
+            try:
+                pipe.execute()
+            except (redis.RedisError, OSError) as exc:
+                self._redis_failed(exc)
+                return
+            self.redis_breaker.succeeded()
 
     def _redis_failed(self, exc: Exception) -> None:
         self.stats.redis_errors += 1

@@ -161,6 +161,8 @@ class Router:
             self.directory.lookup,
             common.replay.keys(),
             VERSION,
+            fresh=self.directory.fresh,
+            lookup_many=self.directory.lookup_many,
         )
 
     # ------------------------------------------------------------------ lifecycle

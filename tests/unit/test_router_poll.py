@@ -179,3 +179,64 @@ def test_the_hot_path_agrees_with_the_reference_path(value: object) -> None:
         value = [{k: v for k, v in e.items() if v is not None} for e in value]
     assert_paths_agree(orjson.dumps(value), None)
     assert_paths_agree(orjson.dumps(value), [("traceparent", b"00-1")])
+
+
+def test_a_poll_of_unknown_clients_looks_them_up_together() -> None:
+    """The first client of a poll that is not fresh in process has every client id of the
+    poll looked up in one call (one Redis read and one PostgreSQL query, see
+    ClientDirectory.lookup_many), not one lookup per message."""
+    from router.buffers import ClientBuffers
+    from router.offsets import OffsetTracker
+    from router.poll import PollRouter
+    from tests.unit.router_messages import KEYS, NOW_ISO, RECEIVED_MS
+
+    single: list[str] = []
+    together: list[list[str]] = []
+
+    def one(client_id: str) -> LookupResult:
+        single.append(client_id)
+        return lookup(client_id)
+
+    def many(client_ids: Any) -> dict[str, LookupResult]:
+        together.append(list(client_ids))
+        return {c: lookup(c) for c in client_ids}
+
+    fresh_in_process = {"acme"}
+
+    def fresh(client_id: str) -> LookupResult | None:
+        return lookup(client_id) if client_id in fresh_in_process else None
+
+    ghosts = [f"ghost-{i}" for i in range(40)]
+    msgs = [msg(event(1), offset=0)]
+    msgs += [msg(event(i + 2, client_id=g), offset=i + 1) for i, g in enumerate(ghosts)]
+    msgs.append(msg([event(50, client_id="beta", api_key="k-beta"), event(51)], offset=41))
+    router_ = PollRouter(
+        TOPIC, ClientBuffers(), OffsetTracker(), one, KEYS, "t", fresh=fresh, lookup_many=many
+    )
+    result = router_.route(msgs, RECEIVED_MS, NOW_ISO, 1.0)
+    assert together == [["acme", *ghosts, "beta"]] and single == []
+    assert [letter.letter.reason for letter in result.letters] == [Reason.UNKNOWN_CLIENT] * 40
+    assert (result.messages, result.events) == (42, 43)
+    assert router_.buffers.open_rows == 3
+
+    # Every client fresh in process: nothing is scanned or looked up together.
+    together.clear()
+    fresh_in_process.update(["beta", *ghosts])
+    router_.route(msgs, RECEIVED_MS, NOW_ISO, 1.0)
+    assert together == [] and single == []
+
+
+def test_client_ids_named_finds_each_id_once_in_order() -> None:
+    from router.poll import client_ids_named
+
+    values = [
+        orjson.dumps(event(1)),
+        orjson.dumps([event(2, client_id="beta"), event(3)]),
+        b'{ "client_id" : "gamma-1_x", "x": 1}',
+        b'{"client_id":"Bad Id"}',
+        b'{"client_id": 5}',
+        None,
+        b"not json",
+    ]
+    assert client_ids_named(values) == ["acme", "beta", "gamma-1_x"]
+    assert client_ids_named(values, limit=2) == ["acme", "beta"]
