@@ -7,11 +7,14 @@ Invariants:
   row, with the ORIGINAL message bytes (read back from Kafka, where they stay until their
   offsets are committed); a row whose original already left Kafka (retention) is
   dead-lettered as its routed row (a JSON object of its columns) instead, and the detail
-  says so.
+  says so;
+- a letter's detail names no other client: ClickHouse's "Maybe you meant <database>.<table>?"
+  hint, which may name another client's database, is cut from it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from analytics_core.dead_letter import DeadLetter
@@ -51,6 +54,14 @@ class LetterToSend:
     offset: int
 
 
+_NAME_HINT = re.compile(r"\s*Maybe you meant [^?]*\?\.?")
+
+
+def without_name_hints(detail: str) -> str:
+    """ClickHouse's error text without its "Maybe you meant ...?" suggestions."""
+    return _NAME_HINT.sub("", detail)
+
+
 def rejected_letters(
     batch: Batch,
     originals: dict[tuple[int, int], bytes | None],
@@ -63,6 +74,7 @@ def rejected_letters(
     """One `destination_error` letter per row of `batch`; `originals` maps (partition,
     offset) to the message value read back from Kafka."""
     out = []
+    detail = without_name_hints(detail)
     for r in batch.rows.rows():
         key = (r.partition, r.offset)
         if key in originals:

@@ -48,6 +48,27 @@ def test_rejected_rows_carry_their_original_bytes_or_say_they_could_not() -> Non
         assert item.letter.batch_index == 1 and item.letter.client_id == "c"
 
 
+def test_rejected_letters_name_no_other_client_database() -> None:
+    """ClickHouse suggests a similar table when one is missing, possibly another client's;
+    a client's dead letters must not carry that name."""
+    ev = ValidEvent(1, "c", "h", "00000000-0000-4000-8000-000000000004", False, "pv", 1, None,
+                    "u", b"{}")  # fmt: skip
+    row = pending_row(Routed("c", "db", ev, Origin(T, 0, 4), 1), T, 0, 4, 0, 1)
+    batch = Batch.from_rows("db", "c", [row])
+    clickhouse = (
+        "Code: 60. DB::Exception: Table client_c.events_base does not exist. Maybe you meant "
+        "client_other.events_base?. (UNKNOWN_TABLE) (version 26.1.1)"
+    )
+    [letter] = rejected_letters(
+        batch, {(0, 4): b"orig"}, topic=T, detail=clickhouse, now_iso="now", router_version="v"
+    )
+    assert "client_other" not in letter.letter.detail
+    assert letter.letter.detail == (
+        "Code: 60. DB::Exception: Table client_c.events_base does not exist. (UNKNOWN_TABLE) "
+        "(version 26.1.1)"
+    )
+
+
 def test_consumption_pauses_at_the_budget_and_resumes_under_half() -> None:
     budget = Budget(max_rows=100, max_bytes=1000)
     assert pause_change(False, Held(99, 999), budget) is Change.NONE
