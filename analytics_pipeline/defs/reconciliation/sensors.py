@@ -7,29 +7,48 @@ database (the provisioning sensor's `provision_client`, or the UI's Materialize 
 `client_database`), this sensor requests one `reconcile_client` run for that client.
 Invariants:
 - one request per provisioning run (the run key names that run): a re-provisioned client is
-  observed again; a daemon that evaluates the same run twice launches one reconciliation;
+  observed again; a run seen by two evaluations (the cursor's overlap) launches one
+  reconciliation;
+- every provisioning that succeeded since the last evaluation is answered in this one: a
+  hundred clients provisioned together are all observed within a tick (a run-status sensor
+  answers one run per tick, so such a burst used to wait minutes for its observations);
 - runs that did not materialize a client's database request nothing, so a reconciliation's
-  own success never triggers another.
+  own success never triggers another; nor does a client whose partition is gone
+  (deprovisioned since): its observation could only fail.
 """
 
 # No `from __future__ import annotations`: Dagster reads these type hints at runtime.
 
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetKey,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
-    RunStatusSensorContext,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
     SkipReason,
-    run_status_sensor,
+    sensor,
 )
 
+from analytics_pipeline import sensor_cursor
 from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.defs.client_lifecycle.jobs import provision_client_job
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags, reconciliation_job
+from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
 from analytics_pipeline.tags import PARTITION_TAG
+
+# Runs read per evaluation, oldest first; the rest wait for the next one.
+RUNS_PER_TICK = 500
+# Re-read this far behind the cursor: a run's end is stamped by the process that ran it, so
+# one may be recorded just after an evaluation read past its time (run keys dedupe).
+OVERLAP = timedelta(seconds=30)
+# With no cursor (first evaluation): provisionings this recent are still observed.
+FIRST_LOOKBACK = timedelta(hours=1)
 
 
 def provisioned_client(
@@ -47,10 +66,56 @@ def provisioned_client(
     return None
 
 
-@run_status_sensor(
+@dataclass(frozen=True)
+class FinishedRun:
+    """What the sensor reads of a successful run."""
+
+    run_id: str
+    job_name: str
+    asset_selection: Set[AssetKey] | None
+    tags: Mapping[str, str]
+    updated_at: datetime
+
+
+def observation_requests(
+    runs: Sequence[FinishedRun], partition_exists: Callable[[str], bool]
+) -> list[RunRequest]:
+    """One reconcile request per run that provisioned a client whose partition still exists
+    (pure but for `partition_exists`)."""
+    requests = []
+    for run in runs:
+        client = provisioned_client(run.job_name, run.asset_selection, run.tags)
+        if client is None or not partition_exists(client):
+            continue
+        requests.append(
+            RunRequest(
+                run_key=f"observe-after:{run.run_id}",
+                partition_key=client,
+                tags=reconcile_tags(client),
+            )
+        )
+    return requests
+
+
+def read_from(cursor: str | None, now: datetime) -> datetime:
+    """Where an evaluation starts reading: the cursor's time minus the overlap, or the first
+    look-back when the cursor is empty or unreadable."""
+    after = sensor_cursor.decode(cursor).get("after")
+    if not isinstance(after, (int, float)):
+        return now - FIRST_LOOKBACK
+    return datetime.fromtimestamp(after, UTC) - OVERLAP
+
+
+def next_cursor(runs: Sequence[FinishedRun], since: datetime, now: datetime) -> datetime:
+    """Read up to now, unless the evaluation read a full page: then up to its last run."""
+    if len(runs) >= RUNS_PER_TICK:
+        return max(r.updated_at for r in runs)
+    return max(now, since + OVERLAP)
+
+
+@sensor(
     name="observe_provisioned_clients",
-    run_status=DagsterRunStatus.SUCCESS,
-    request_job=reconciliation_job,
+    job=reconciliation_job,
     minimum_interval_seconds=10,
     default_status=DefaultSensorStatus.RUNNING,
     description=(
@@ -58,13 +123,34 @@ def provisioned_client(
         "so the catalog shows its table and check at once, not after the hourly schedule."
     ),
 )
-def observe_provisioned_clients(context: RunStatusSensorContext) -> RunRequest | SkipReason:
-    run = context.dagster_run
-    client = provisioned_client(run.job_name, run.asset_selection, run.tags)
-    if client is None:
-        return SkipReason(f"run {run.run_id} ({run.job_name}) provisioned no client")
-    return RunRequest(
-        run_key=f"observe-after:{run.run_id}",
-        partition_key=client,
-        tags=reconcile_tags(client),
+def observe_provisioned_clients(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    now = datetime.now(UTC)
+    since = read_from(context.cursor, now)
+    records = context.instance.get_run_records(
+        filters=RunsFilter(statuses=[DagsterRunStatus.SUCCESS], updated_after=since),
+        limit=RUNS_PER_TICK,
+        order_by="update_timestamp",
+        ascending=True,
     )
+    runs = [
+        FinishedRun(
+            r.dagster_run.run_id,
+            r.dagster_run.job_name,
+            r.dagster_run.asset_selection,
+            r.dagster_run.tags,
+            r.update_timestamp,
+        )
+        for r in records
+    ]
+
+    def partition_exists(client: str) -> bool:
+        return context.instance.has_dynamic_partition(CLIENTS_PARTITIONS_NAME, client)
+
+    requests = observation_requests(runs, partition_exists)
+    cursor = sensor_cursor.encode({"after": next_cursor(runs, since, now).timestamp()})
+    if not requests:
+        return SensorResult(
+            skip_reason=SkipReason(f"no provisioning succeeded since {since:%H:%M:%S} UTC"),
+            cursor=cursor,
+        )
+    return SensorResult(run_requests=requests, cursor=cursor)
