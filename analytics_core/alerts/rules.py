@@ -52,6 +52,29 @@ def run_failure_alert(
     )
 
 
+# Dagster's own errors for a per-client run launched without a client partition, or for a
+# partition that does not exist (never added, or removed by a deprovisioning after the run
+# was queued). Dagster raises them as the step starts, before any of its code runs.
+_NO_PARTITION = "Cannot access partition_key for a non-partitioned run"
+_NO_SUCH_PARTITION = "Nonexistent partition keys"
+
+
+def launch_refusal(error: str, partition: str | None) -> str | None:
+    """What was wrong with a run's launch, when a step failed with one of Dagster's
+    partition errors (the run changed nothing); None for any other error."""
+    if _NO_PARTITION in error:
+        return (
+            "the run was launched without a client: launch it for the client's partition "
+            "(the launchpad's partition picker); nothing was done"
+        )
+    if _NO_SUCH_PARTITION in error:
+        return (
+            f"there is no client partition {partition!r} (never added, or removed by a "
+            "deprovisioning after the run was queued); nothing was done"
+        )
+    return None
+
+
 def check_failure_alert(
     *,
     asset_key: str,

@@ -98,25 +98,33 @@ def test_failed_run_alert_reaches_the_webhook_once(sb: Sandbox, hook: Hook) -> N
     first = tick(sb, defs, "alert_on_run_failure", None)  # the sensor starts: sets its cursor
     refused = trace_run(defs, sb, "not-an-id")
     failed = trace_run(broken, sb, str(uuid.uuid4()))
-    assert not refused.success and not failed.success
+    # A per-client job launched without its client (the API allows it): a warning. (In
+    # process our step refuses; launched by the daemon, Dagster fails the step as it starts,
+    # which tests/unit/test_alert_step_failures.py covers.)
+    no_client = defs.resolve_job_def("reconcile_client").execute_in_process(
+        instance=sb.instance, raise_on_error=False
+    )
+    assert not refused.success and not failed.success and not no_client.success
     cursor = first.cursor
-    for _ in range(3):  # a tick may handle one failed run at a time
+    for _ in range(5):  # a tick may handle one failed run at a time
         cursor = tick(sb, defs, "alert_on_run_failure", cursor).cursor
-        if hook.of_kind("run_failure") and hook.of_kind("run_refused"):
+        if hook.of_kind("run_failure") and len(hook.of_kind("run_refused")) == 2:
             break
     (alert,) = hook.of_kind("run_failure")
     assert alert["severity"] == "critical"
     assert alert["fields"]["job"] == "trace_event"
     assert alert["fields"]["run_id"] == failed.run_id
     assert alert["title"] == "Dagster run failed: trace_event"
-    (refusal,) = hook.of_kind("run_refused")
+    launch, refusal = sorted(hook.of_kind("run_refused"), key=lambda a: a["fields"]["job"])
+    assert launch["severity"] == "warning" and launch["fields"]["run_id"] == no_client.run_id
+    assert "reconciliation needs a client" in launch["text"]
     assert refusal["severity"] == "warning"
     assert refusal["fields"]["run_id"] == refused.run_id
     assert "is not an event id" in refusal["text"]
     assert refusal["title"] == "Dagster run refused: trace_event"
     tick(sb, defs, "alert_on_run_failure", cursor)
     assert len(hook.of_kind("run_failure")) == 1, "a failed run is alerted once"
-    assert len(hook.of_kind("run_refused")) == 1, "a refused run is alerted once"
+    assert len(hook.of_kind("run_refused")) == 2, "a refused run is alerted once"
 
 
 def test_failed_asset_check_and_stuck_client_alerts(sb: Sandbox, hook: Hook) -> None:

@@ -21,6 +21,7 @@ from analytics_core.alerts.rules import (
     check_failure_alert,
     dead_letter_alert,
     dead_letter_growth,
+    launch_refusal,
     run_failure_alert,
     stuck_clients,
 )
@@ -212,3 +213,22 @@ def test_unreachable_webhook_and_broken_sink_do_not_stop_others() -> None:
         "Delivered",
     ]
     assert json.loads(out.getvalue())["dedupe_key"] == "k"
+
+
+def test_dagster_partition_errors_at_launch_are_refusals_that_say_what_to_do() -> None:
+    """A per-client run launched without a partition, or for a client whose partition is
+    gone (a queued observation after a deprovisioning), fails in Dagster before any of its
+    code runs: a warning that says so, not a critical alert with Dagster's invariant."""
+    # The texts Dagster 1.13 fails such steps with.
+    none = (
+        "dagster._core.errors.DagsterInvariantViolationError: Cannot access partition_key for "
+        "a non-partitioned run\\n"
+    )
+    gone = (
+        "dagster._core.errors.DagsterInvalidInvocationError: Partition range probe-1 to "
+        "probe-1 is not a valid range. Nonexistent partition keys: ['probe-1']\\n"
+    )
+    assert "launched without a client" in (launch_refusal(none, None) or "")
+    why = launch_refusal(gone, "probe-1") or ""
+    assert "no client partition 'probe-1'" in why and "nothing was done" in why
+    assert launch_refusal("ClickHouse is down", "probe-1") is None

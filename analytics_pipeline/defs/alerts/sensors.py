@@ -8,7 +8,9 @@ cursor:
 - `alert_on_run_failure` (run_failure_sensor, every code location): Dagster's own cursor
   reports each failed run once. A run whose failed steps all refused what they were asked
   (`refused` failure metadata: a confirmation typo, a malformed id) is a warning, not a
-  critical alert, and says what was refused. A webhook that does not accept the alert fails the tick
+  critical alert, and says what was refused; so is a run Dagster failed as it started for
+  want of its client's partition (launched without one, or for one that does not exist).
+  A webhook that does not accept the alert fails the tick
   (visible in the UI); the log sink has it anyway.
 - `alert_on_failed_asset_checks`: the event-log storage id of the last evaluation handled.
   The first tick only sets the cursor (no flood of old failures). A webhook failure keeps
@@ -48,6 +50,7 @@ from analytics_core.alerts.rules import (
     check_failure_alert,
     dead_letter_alert,
     dead_letter_growth,
+    launch_refusal,
     run_failure_alert,
     stuck_clients,
 )
@@ -86,11 +89,10 @@ def alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertsResourc
         data = event.step_failure_data
         if data is None:
             continue
-        refusals.append(_is_refusal(data))
-        if data.user_failure_data is not None and data.user_failure_data.description:
-            errors.append(f"{event.step_key}: {data.user_failure_data.description.strip()}")
-        elif data.error is not None:
-            errors.append(f"{event.step_key}: {data.error.message.strip()}")
+        text, refused = step_failure(event.step_key or "", data, run.tags.get(PARTITION_TAG))
+        refusals.append(refused)
+        if text:
+            errors.append(text)
     message = "\n".join(errors) or (context.failure_event.message or "")
     alert = run_failure_alert(
         job_name=run.job_name,
@@ -105,6 +107,21 @@ def alert_on_run_failure(context: RunFailureSensorContext, alerts: AlertsResourc
     failed = _failures(outcomes)
     if failed:
         raise AlertNotDelivered(f"run {run.run_id} failure alert not delivered: {failed}")
+
+
+def step_failure(step: str, data: StepFailureData, partition: str | None) -> tuple[str, bool]:
+    """What a failed step says in its run's alert, and whether it only refused: it raised a
+    refusal (`Failure` with `refused`), or Dagster failed it as it started for want of its
+    client's partition (nothing of it ran)."""
+    launch = None if data.error is None else launch_refusal(data.error.message, partition)
+    refused = _is_refusal(data) or launch is not None
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return f"{step}: {data.user_failure_data.description.strip()}", refused
+    if launch is not None:
+        return f"{step}: refused: {launch}", refused
+    if data.error is not None:
+        return f"{step}: {data.error.message.strip()}", refused
+    return "", refused
 
 
 def _is_refusal(data: StepFailureData) -> bool:
