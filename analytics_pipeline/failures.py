@@ -41,8 +41,30 @@ def step_failure(outcome: StepFailed, step: str) -> Failure:
     )
 
 
+# A refusal repeats what it was given (a bad id, a typo'd confirmation): within these
+# bounds, so a 20 000-character config value does not become a 40 000-character step error,
+# alert and webhook body.
+MAX_DESCRIPTION = 1000
+MAX_METADATA_TEXT = 200
+
+
+def clipped(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters in all)"
+
+
 def refusal(description: str, **metadata: str) -> Failure:
     """A request refused before anything changed (bad run config, no partition)."""
     return Failure(
-        description=description, metadata={**metadata, REFUSED: True}, allow_retries=False
+        description=clipped(description, MAX_DESCRIPTION),
+        metadata={
+            **{
+                k: clipped(v, MAX_METADATA_TEXT) if isinstance(v, str) else v
+                for k, v in metadata.items()
+            },
+            REFUSED: True,
+        },
+        allow_retries=False,
     )
