@@ -144,4 +144,29 @@ def test_provisioning_partitions_say_why_each_removed_one_goes() -> None:
     assert tick_summary([], [], plan_partitions({}, ["typo"])) == (
         "0 pending client(s); removed partition(s) typo: not a registered client"
     )
-    assert tick_summary(["new"], [], changes).startswith("1 pending client(s): new: not requested")
+    assert tick_summary(["new"], [], changes).startswith("1 pending client(s); not requested: new")
+
+
+def test_a_provisioning_tick_says_why_each_pending_client_waits_in_groups() -> None:
+    from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
+        IN_FLIGHT,
+        Attempt,
+        PendingClient,
+        why_waiting,
+    )
+
+    pending = [PendingClient(f"c{i:02d}", "t") for i in range(25)]
+    state = {p.client_id: Attempt("t", 3 if p.client_id == "c24" else 1) for p in pending}
+    finished = {"provision:c24:t:3"}
+    waiting = why_waiting(
+        pending, state, ["c00"], lambda key: "finished" if key in finished else "in_flight"
+    )
+    assert "c00" not in waiting and waiting["c01"] == IN_FLIGHT
+    assert waiting["c24"].startswith("its 3 attempt(s) are used up")
+    summary = tick_summary(
+        [p.client_id for p in pending], ["c00"], plan_partitions({}, []), waiting
+    )
+    assert summary.startswith("25 pending client(s); run requested: c00; " + IN_FLIGHT + ": c01")
+    assert "c10 and 13 more" in summary  # 23 in flight: ten named, the rest counted
+    assert "its 3 attempt(s) are used up (see its last provision_client run" in summary
+    assert summary.endswith(": c24")

@@ -52,23 +52,33 @@ def plan_partitions(statuses: Mapping[str, str], existing: Iterable[str]) -> Par
     )
 
 
+SHOWN_PER_GROUP = 10  # client ids named per group in a tick's summary
+
+
+def _named(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:SHOWN_PER_GROUP])
+    more = len(ids) - SHOWN_PER_GROUP
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
 def tick_summary(
-    pending: Sequence[str], requested: Sequence[str], changes: PartitionChanges
+    pending: Sequence[str],
+    requested: Sequence[str],
+    changes: PartitionChanges,
+    waiting: Mapping[str, str] | None = None,
 ) -> str:
-    """What a provisioning tick saw and did, for its skip reason and its log."""
+    """What a provisioning tick saw and did, for its skip reason and its log. `waiting`:
+    why each pending client that was not requested waits (its run is queued or running, or
+    its attempts are used up); pending clients are grouped by what happened to them."""
     asked = set(requested)
-    parts = [
-        f"{len(pending)} pending client(s)"
-        + (": " if pending else "")
-        + ", ".join(
-            f"{c}: run requested"
-            if c in asked
-            else f"{c}: not requested (its run is in flight or its attempts are used up)"
-            for c in pending
-        )
-    ]
+    groups: dict[str, list[str]] = {}
+    for c in pending:
+        why = "run requested" if c in asked else (waiting or {}).get(c, "not requested")
+        groups.setdefault(why, []).append(c)
+    parts = [f"{len(pending)} pending client(s)"]
+    parts += [f"{why}: {_named(ids)}" for why, ids in groups.items()]
     if changes.add:
-        parts.append(f"added partition(s) {', '.join(changes.add)}")
+        parts.append(f"added partition(s) {_named(changes.add)}")
     if changes.remove:
         parts.append(f"removed partition(s) {changes.describe_removals()}")
     return "; ".join(parts)[:2000]

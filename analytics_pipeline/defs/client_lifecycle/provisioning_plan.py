@@ -69,3 +69,29 @@ def plan_provisioning(
         state[client.client_id] = attempt
         requests.append((client.client_id, attempt))
     return requests, state
+
+
+IN_FLIGHT = "its run is queued or running"
+
+
+def why_waiting(
+    pending: Sequence[PendingClient],
+    state: Mapping[str, Attempt],
+    requested: Sequence[str],
+    key_state: Callable[[str], str],
+) -> dict[str, str]:
+    """Why each pending client that was not requested this tick waits."""
+    asked = set(requested)
+    out: dict[str, str] = {}
+    for client in pending:
+        attempt = state.get(client.client_id)
+        if client.client_id in asked or attempt is None:
+            continue
+        if key_state(attempt.run_key(client.client_id)) == "finished":
+            out[client.client_id] = (
+                f"its {attempt.number} attempt(s) are used up (see its last provision_client "
+                "run; set it back to pending to try again)"
+            )
+        else:
+            out[client.client_id] = IN_FLIGHT
+    return out

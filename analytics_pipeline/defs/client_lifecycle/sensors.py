@@ -65,6 +65,7 @@ from analytics_pipeline.defs.client_lifecycle.provisioning_plan import (
     attempts_from_cursor,
     attempts_to_cursor,
     plan_provisioning,
+    why_waiting,
 )
 from analytics_pipeline.partitions import (
     CLIENTS_PARTITIONS_NAME,
@@ -127,7 +128,11 @@ def provisioning_sensor(
         attempts_from_cursor(cursor.clients_state(context.cursor)),
         lambda key: run_key_state(context.instance, key),
     )
-    summary = tick_summary([p.client_id for p in pending], [c for c, _ in requests], changes)
+    asked = [c for c, _ in requests]
+    waiting = why_waiting(
+        pending, attempts, asked, lambda key: run_key_state(context.instance, key)
+    )
+    summary = tick_summary([p.client_id for p in pending], asked, changes, waiting)
     context.log.info(summary)
     return SensorResult(
         run_requests=[
