@@ -118,6 +118,9 @@ def test_landing_files_load_then_a_second_run_loads_nothing_new(
         "page_views/page_views_2024-05-03.parquet",
     ]
     assert users["load_id"] and users["load_id"] == views["load_id"]
+    assert f"client {client.client_id}: page_views: 42 row(s) from 3 new file(s)" in " ".join(
+        first.logs
+    )
     assert users["database"] == client.database and users["files_rejected"] == []
     assert table_counts(stack, client.database, "users", "user_id") == (7, 7)
     assert table_counts(stack, client.database, "page_views", "page_view_id") == (42, 42)
@@ -131,6 +134,10 @@ def test_landing_files_load_then_a_second_run_loads_nothing_new(
     assert second.metadata["users"]["rows_loaded"] == 0
     assert second.metadata["page_views"]["rows_loaded"] == 0
     assert second.metadata["page_views"]["files_unchanged"] == 3
+    assert second.metadata["users"]["load_id"] == "none: nothing new loaded"
+    # Its log says what it did, table by table, also when that is nothing.
+    nothing = "page_views: 0 row(s) from 0 new file(s), 3 unchanged, 0 rejected; users: 0 row(s)"
+    assert f"client {client.client_id}: {nothing}" in " ".join(second.logs)
     # Loading nothing new still shows the tables' sizes (Dagster's standard entries), ours
     # first; dlt's empty entries are not shown.
     for table, total in (("users", 7), ("page_views", 42)):

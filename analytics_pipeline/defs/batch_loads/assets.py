@@ -112,11 +112,24 @@ def _table_metadata(
         "files_rejected": MetadataValue.json(m["files_rejected"]),
         "files_rejected_count": MetadataValue.int(len(m["files_rejected"])),
         "files_unchanged": MetadataValue.int(m["files_unchanged"]),
-        "load_id": MetadataValue.text(load_ids[-1] if load_ids else ""),
+        # dlt's id of this run's load; a run with nothing new to load made none.
+        "load_id": MetadataValue.text(load_ids[-1] if load_ids else "none: nothing new loaded"),
         "load_ids": MetadataValue.json(load_ids),
         "skipped": MetadataValue.bool(False),
         "notes": MetadataValue.json(plan.report.notes),
     }
+
+
+def load_summary(plan: LoadPlan) -> str:
+    """One line of what a load did, table by table (also when it loaded nothing)."""
+    parts = []
+    for name in sorted(t.name for t in TABLES):
+        m = plan.report.table(name).metadata()
+        parts.append(
+            f"{name}: {m['rows_loaded']} row(s) from {len(m['files_consumed'])} new file(s), "
+            f"{m['files_unchanged']} unchanged, {len(m['files_rejected'])} rejected"
+        )
+    return "; ".join(parts)
 
 
 # dlt's own entries that say nothing here: the dataset name is always empty (tables sit in
@@ -199,6 +212,7 @@ def build_batch_assets(working_dir: str) -> AssetsDefinition:
         for rejected in plan.report.rejected:
             state = "still rejected" if rejected.known else "rejected"
             context.log.warning(f"client {client_id}: file {state}: {rejected.describe()}")
+        context.log.info(f"client {client_id}: {load_summary(plan)}")
         with postgres.connect() as conn:
             write_file_log(
                 conn, client_id, plan.report, load_ids[-1] if load_ids else None, context.run.run_id
