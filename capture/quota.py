@@ -199,7 +199,8 @@ class QuotaBook:
 
     PostgreSQL down: the last known quota (or the default) stays in force. Past `cache_s`
     the last known quota also stays in force while it is read again (`RateLimiter.quota`):
-    a quota change takes effect within `cache_s` plus one read.
+    a quota change takes effect within `cache_s` plus one read; for a client idle for
+    longer than that, from its first request back (which waits for the read).
     """
 
     def __init__(self, pg_settings: PostgresSettings, default: Quota, cache_s: float) -> None:
@@ -215,6 +216,16 @@ class QuotaBook:
         if hit is None:
             return None
         return hit[0], time.monotonic() < hit[1]
+
+    @property
+    def cache_s(self) -> float:
+        return self._cache_s
+
+    def stale_for(self, client_id: str) -> float | None:
+        """Seconds since the client's quota stopped being fresh (<= 0 while it is fresh),
+        or None if it was never read."""
+        hit = self._known.get(client_id)
+        return None if hit is None else time.monotonic() - hit[1]
 
     def load_many(self, client_ids: Sequence[str]) -> dict[str, Quota]:
         """Blocking read of every client's quota, a thousand per query (run it on the
@@ -297,7 +308,16 @@ class RateLimiter:
         request."""
         known = self._known_quota(client_id)
         if known is not None:
-            return known
+            stale = self._book.stale_for(client_id)
+            if stale is None or stale <= self._book.cache_s:
+                return known
+            # Stale for longer than the cache time: the client was idle, and its quota may
+            # have changed long ago (lowered, say). Its first request waits for the read
+            # `_known_quota` started, like a first read, so a lowered quota is never
+            # applied late by a whole lease of the old one; if the read does not answer
+            # in time, the last known quota holds.
+            read = await self._reads.result_within(client_id, self._registry_wait_s)
+            return known if read is None else read
         read = await self._reads.result_within(client_id, self._registry_wait_s)
         return self._book.default if read is None else read
 

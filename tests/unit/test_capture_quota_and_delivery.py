@@ -284,6 +284,9 @@ class SlowBook:
             return None
         return self._known[0], time.monotonic() - self._known[1] < self.cache_s
 
+    def stale_for(self, client_id: str) -> float | None:
+        return None if self._known is None else time.monotonic() - self._known[1] - self.cache_s
+
     def load_many(self, client_ids: Sequence[str]) -> dict[str, Quota]:
         self.reads += 1
         time.sleep(0.05)
@@ -305,6 +308,25 @@ def test_an_expired_quota_stays_in_force_while_it_is_read_again_once() -> None:
         await asyncio.sleep(0.1)
         assert book.reads == 2  # one read for the twenty requests
         assert await limiter.quota("acme") == Quota(events_per_s=5.0, burst=10)
+        await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_first_request_of_a_client_idle_past_its_cache_time_waits_for_its_quota() -> None:
+    """A quota lowered while its client was idle applies from the client's first request
+    back, not after one more lease of the old quota (which the first request used to get)."""
+
+    async def scenario() -> None:
+        book = SlowBook(cache_s=0.1)
+        limiter = RateLimiter(RedisSettings(), book, ThreadPoolExecutor(1))  # type: ignore[arg-type]
+        assert await limiter.quota("acme") == QUOTA
+        lowered = Quota(events_per_s=5.0, burst=10)
+        book.quota = lowered
+        await asyncio.sleep(0.25)  # stale for longer than the cache time: idle
+        started = time.monotonic()
+        assert await limiter.quota("acme") == lowered  # waited for the read
+        assert time.monotonic() - started >= 0.04 and book.reads == 2
         await limiter.close()
 
     asyncio.run(scenario())
