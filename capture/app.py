@@ -54,9 +54,13 @@ DRAIN_LIMIT_BYTES = 64 * 2**20  # read and drop at most this much of a refused b
 PREFLIGHT_HEADERS = "content-type, content-encoding, authorization, x-retry-count"
 # The SDK settings documents change only with a deployment: browsers may keep them a while.
 SETTINGS_CACHE = (("cache-control", "public, max-age=300"),)
+# Segment's settings name the host they were asked of (without CAPTURE_PUBLIC_URL): a shared
+# cache must keep one copy per Host, or one request with a forged Host poisons it for all.
+SETTINGS_CACHE_PER_HOST = (*SETTINGS_CACHE, ("vary", "Host"))
 
 
 _STATUS_TEXT = {status: str(status) for status in range(100, 600)}
+CLIENT_CLOSED = "499"  # the status label of a request whose client left mid-body
 HEADER_LIMIT_BYTES = 64 * 1024  # request line and headers (README: Limits)
 # The request headers the service reads (ASGI servers give names in lower case); no other
 # header is decoded.
@@ -74,8 +78,17 @@ _READ_HEADERS = tuple(
 _NO_QUERY: dict[str, str] = {}
 
 
+def _repeated_authorization(raw_headers: list[tuple[bytes, bytes]]) -> bool:
+    return sum(1 for name, _ in raw_headers if name == b"authorization") > 1
+
+
 class _BodyTooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was complete (RFC 9112 8: an incomplete
+    message is not processed)."""
 
 
 _TOO_MANY_BODIES = "too many request bodies in flight; retry later"
@@ -304,6 +317,19 @@ class CaptureApp:
         method = scope["method"]
         route = route_for(scope["path"])
         cors = self._cors_headers(headers.get("origin"))
+        if (
+            len(fields) < len(raw_headers)  # a name repeated: rare, so checked only then
+            and isinstance(route, CaptureRoute)
+            and _repeated_authorization(raw_headers)
+        ):
+            # Two would name two clients (the last one would win here, and a proxy in front
+            # may read the first): refused, like two different keys in a body.
+            refused = responses.error(
+                400, "invalid_request", "more than one Authorization header; send one"
+            )
+            await self._finish(route, send, refused, cors, None)
+            await self._drain(receive)
+            return
         # hyper's buffer bound (HEADER_BUFFER_BYTES) cuts only past ~112 KiB: the documented
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
@@ -370,8 +396,9 @@ class CaptureApp:
         length_header = headers.get("content-length", "")
         declared = int(length_header) if length_header.isdigit() else None
         if declared is not None and declared > s.max_body_bytes:
-            await self._drain(receive)
+            # Answered first, then the body is dropped (bounded), as for a refused client.
             await self._finish(route, send, self._too_large(), cors, started)
+            await self._drain(receive)
             return
         # Invariant: the in-flight budget counts body bytes as they arrive, never a declared
         # length: a client that declares megabytes and sends one byte (before its key is
@@ -395,12 +422,17 @@ class CaptureApp:
                 slow = responses.error(
                     408, "request_timeout", f"body not received within {s.body_timeout_s}s"
                 )
-                await self._finish(route, send, slow, cors, started)
+                await self._finish(route, send, slow, cors, None)
                 return
             except _BodyTooLarge:
-                await self._drain(receive)
                 await self._finish(route, send, self._too_large(), cors, started)
+                await self._drain(receive)
                 return
+            except _ClientGone:
+                # Nobody to answer; counted as nginx counts it ("client closed request").
+                self.metrics.requests.add((route.label, CLIENT_CLOSED))
+                return
+            started = time.monotonic()  # the latency measured is from body read to answer
             self.metrics.request_bytes.add((route.label,), len(body))
             raw_query = scope.get("query_string", b"")
             query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else _NO_QUERY
@@ -431,7 +463,7 @@ class CaptureApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
@@ -462,11 +494,15 @@ class CaptureApp:
         send: Send,
         answer: Response,
         cors: tuple[tuple[str, str], ...],
-        started: float,
+        started: float | None,
     ) -> None:
+        """Send the answer and count it; its latency is observed from `started` (the body
+        read, or the headers for an answer given before the body), None: not observed
+        (a 408, whose time is the client's upload)."""
         await self._send(send, answer, cors)
         self.metrics.requests.add((route.label, _STATUS_TEXT[answer.status]))
-        self.metrics.request_seconds.observe(route.fmt, time.monotonic() - started)
+        if started is not None:
+            self.metrics.request_seconds.observe(route.fmt, time.monotonic() - started)
 
     def _service(self, name: str, method: str) -> Response:
         if method not in ("GET", "HEAD"):
@@ -519,15 +555,15 @@ class CaptureApp:
             message = "no usable Host header: send one, or set CAPTURE_PUBLIC_URL"
             return responses.error(400, "bad_host", message)
         body = sdk_settings.document(base, write_key)
-        return Response(200, body, SETTINGS_CACHE)
+        return Response(200, body, SETTINGS_CACHE_PER_HOST)
 
     def _cors_headers(self, origin: str | None) -> tuple[tuple[str, str], ...]:
         if not origin:
             return ()
         s = self._settings
         assert s is not None
-        if "*" not in s.cors_origins and origin not in s.cors_origins:
-            return ()
+        if origin not in s.cors_origins and ("*" not in s.cors_origins or origin == "null"):
+            return ()  # "null" (sandboxed frames, file: pages) only when listed by name
         return (
             ("access-control-allow-origin", origin),
             ("access-control-allow-credentials", "true"),

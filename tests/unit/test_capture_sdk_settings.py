@@ -190,6 +190,9 @@ def test_the_app_serves_the_settings_with_cors_and_counts_them() -> None:
     assert status == 200 and headers["content-type"] == "application/json"
     assert headers["access-control-allow-origin"] == "http://shop.example"
     assert headers["cache-control"] == "public, max-age=300"
+    # It names the Host it was asked of: a shared cache keeps one copy per Host, so one
+    # request with a forged Host can not poison it for everyone.
+    assert call(app, "GET", PATH, [(b"host", b"h")])[1]["vary"] == "Host"
     segment_io = json.loads(body)["integrations"]["Segment.io"]
     assert segment_io == {
         "apiKey": "demo-key-change-me",
@@ -197,7 +200,7 @@ def test_the_app_serves_the_settings_with_cors_and_counts_them() -> None:
         "protocol": "http",
     }
     assert call(app, "HEAD", PATH, [(b"host", b"h")])[0] == 200
-    assert app.metrics.requests.values[("segment:settings", "200")] == 2
+    assert app.metrics.requests.values[("segment:settings", "200")] == 3
 
 
 def test_the_configured_public_url_wins_over_the_host_header() -> None:
@@ -252,3 +255,16 @@ def test_a_preflight_of_the_settings_allows_get() -> None:
     assert status == 204
     assert headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS"
     assert headers["access-control-allow-origin"] == "http://shop.example"
+
+
+def test_the_null_origin_is_not_reflected_with_credentials_unless_listed() -> None:
+    """Sandboxed frames and file: pages send `Origin: null`; with the default `*` it gets
+    no CORS headers (reflecting it with credentials would let any sandboxed page in);
+    listed by name, it does."""
+    status, headers, _ = call(
+        CaptureApp(CaptureSettings()), "GET", PATH, [(b"host", b"h"), (b"origin", b"null")]
+    )
+    assert status == 200 and "access-control-allow-origin" not in headers
+    listed = CaptureApp(CaptureSettings.from_env({"CAPTURE_CORS_ORIGINS": "null"}))
+    _, headers, _ = call(listed, "GET", PATH, [(b"host", b"h"), (b"origin", b"null")])
+    assert headers["access-control-allow-origin"] == "null"

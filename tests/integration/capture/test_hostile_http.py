@@ -205,6 +205,9 @@ def test_http_level_abuse_is_cut_off_and_the_service_stays_up(
     good = cap.post("/v1/track", json.dumps(track()), auth=(client.api_key, ""))
     assert good.status_code == 200
     assert cap.metric("capture_requests_total", route="segment:batch", status="408") == 1
+    # The latency histogram is body read to answer: the slow upload (408) is not in it, the
+    # good request is.
+    assert cap.metric("capture_request_duration_seconds_count", route="segment") == 1
 
 
 def test_idle_keep_alive_connections_never_lock_new_clients_out(
@@ -297,3 +300,76 @@ def test_the_in_flight_budget_counts_bytes_received_not_bytes_declared(
     wait_for(lambda: cap.metric("capture_inflight_bytes") == 0, 30, what="the budget back")
     again = cap.post("/v1/track", json.dumps(track()), auth=(client.api_key, ""))
     assert again.status_code == 200 and cap.alive()
+
+
+def _basic(key: str) -> str:
+    return "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+
+
+def _send_and_close(port: int, data: bytes, *, half_close: bool = True) -> bytes:
+    """Send, half-close (the client is done sending) unless told not to, and read until
+    the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while part := sock.recv(65536):
+                chunks.append(part)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return b"".join(chunks)
+
+
+def test_cut_bodies_two_keys_and_declared_sizes(
+    stack: Settings,
+    capture: CaptureProcess,
+    make_client,
+    start_router,  # type: ignore[no-untyped-def]
+) -> None:
+    """A body cut short by its client is never processed (RFC 9112: an incomplete message);
+    two Authorization headers are refused; a declared size over the limit is answered
+    before the body is read."""
+    owner: ClientFixture = make_client("hcut")
+    other: ClientFixture = make_client("hcut2")
+    start_router()
+    port = capture.port
+    head = (
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: {_basic(owner.api_key)}\r\n"
+    )
+    cut = batch(track("cut_short"))
+    closed = capture.metric("capture_requests_total", route="segment:batch", status="499")
+    # Content-Length says 500 bytes more than the client sends before it stops.
+    _send_and_close(port, f"{head}Content-Length: {len(cut) + 500}\r\n\r\n".encode() + cut)
+    # A chunked body without its last (zero) chunk.
+    chunk = f"{len(cut):x}\r\n".encode() + cut + b"\r\n"
+    _send_and_close(port, f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunk)
+    wait_for(
+        lambda: (
+            capture.metric("capture_requests_total", route="segment:batch", status="499")
+            == closed + 2
+        ),
+        10,
+        what="both cut-short requests counted as 499",
+    )
+    # Two Authorization headers, each a valid key: 400, nothing lands for either client.
+    two_keys = batch(track("two_keys"))
+    second = f"Authorization: {_basic(other.api_key)}\r\nConnection: close\r\n"
+    answer = _send_and_close(
+        port,
+        f"{head}{second}Content-Length: {len(two_keys)}\r\n\r\n".encode() + two_keys,
+        half_close=False,
+    )
+    assert status_of(answer) == 400 and b"more than one Authorization" in answer, answer[:300]
+    # A declared body over the limit: 413 at once, before any of it is sent.
+    started = time.monotonic()
+    answer = raw_exchange(port, f"{head}Content-Length: 99999999\r\n\r\n".encode())
+    assert status_of(answer) == 413 and time.monotonic() - started < 2, answer[:200]
+    # A complete request after them lands; the cut-short and two-key events never do.
+    ok = capture.post("/v1/batch", batch(track("after")), auth=(owner.api_key, ""))
+    assert ok.status_code == 200
+    assert settle(stack, owner.database, 1) == (1, 1)
+    assert [r["event_name"] for r in rows(stack, owner.database)] == ["after"]
+    assert rows(stack, other.database) == []
