@@ -98,6 +98,11 @@ def _looks_like_json(data: bytes) -> bool:
     return data.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
 
 
+# posthog-js's `?compression=` values (and gzip, which some clients name so); base64 and
+# lz-string are refused below with their own message.
+KNOWN_COMPRESSIONS = frozenset({"", "gzip-js", "gzip", "base64", "lz64", "lz-string"})
+
+
 def decode_body(
     raw: bytes,
     *,
@@ -111,6 +116,12 @@ def decode_body(
         return BodyProblem(400, "invalid_request", "request body is empty")
     encoding = content_encoding.strip().lower() if content_encoding else ""
     compression = compression.strip().lower() if compression else ""
+    if compression not in KNOWN_COMPRESSIONS:  # a body read as plain JSON would be garbage
+        return BodyProblem(
+            415,
+            "unsupported_encoding",
+            f"compression {compression!r} is not supported; send gzip-js, gzip or none",
+        )
     mtype = media_type(content_type)
     data: bytes | BodyProblem = raw
     how = "identity"

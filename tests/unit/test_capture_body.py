@@ -197,3 +197,12 @@ def test_a_leading_byte_order_mark_is_dropped() -> None:
     assert doc_of(decode(inside))["batch"][0]["event"] == "\ufeffe"  # type: ignore[index]
     posthog = bom + b'{"api_key":"k","batch":[{"event":"e","distinct_id":"d"}]}'
     assert not isinstance(read(posthog, posthog_format), BodyProblem)
+
+
+def test_an_unknown_compression_is_refused_not_read_as_json() -> None:
+    """`?compression=zstd` with a zstd body would otherwise be parsed as JSON and refused
+    as garbage (400); it is an unsupported encoding (415) that says which ones are."""
+    status, code = problem(decode(b"(\xb5/\xfd...", comp="zstd"))
+    assert (status, code) == (415, "unsupported_encoding")
+    assert "zstd" in decode(DOC, comp="zstd").message  # type: ignore[union-attr]
+    assert doc_of(decode(gzip.compress(DOC), comp="gzip"))["batch"][0]["event"] == "e"  # type: ignore[index]
