@@ -78,6 +78,19 @@ _READ_HEADERS = tuple(
 _NO_QUERY: dict[str, str] = {}
 
 
+def _unread_label(route: CaptureRoute | str | SettingsRequest | None, status: int) -> str | None:
+    """The `route` label a request answered before its body is counted under (404s under
+    "unknown", a bounded label); None when it is counted elsewhere (settings documents)
+    or not at all (/metrics, /healthz, /readyz: scrapes and probes)."""
+    if isinstance(route, CaptureRoute):
+        return route.label
+    if route is None:
+        return "unknown"
+    if isinstance(route, SettingsRequest) and status == 431:
+        return route.kind
+    return None
+
+
 def _repeated_authorization(raw_headers: list[tuple[bytes, bytes]]) -> bool:
     return sum(1 for name, _ in raw_headers if name == b"authorization") > 1
 
@@ -337,6 +350,9 @@ class CaptureApp:
         unread = self._answer_unread(route, method, headers, size, scope, fields)
         if unread is not None:
             answer, extra = unread
+            label = _unread_label(route, answer.status)
+            if label is not None:
+                self.metrics.requests.add((label, _STATUS_TEXT[answer.status]))
             await self._send(send, answer, cors, extra)
             await self._drain(receive)
             return

@@ -268,3 +268,16 @@ def test_the_null_origin_is_not_reflected_with_credentials_unless_listed() -> No
     listed = CaptureApp(CaptureSettings.from_env({"CAPTURE_CORS_ORIGINS": "null"}))
     _, headers, _ = call(listed, "GET", PATH, [(b"host", b"h"), (b"origin", b"null")])
     assert headers["access-control-allow-origin"] == "null"
+
+
+def test_answers_given_before_the_body_are_counted_under_a_bounded_route() -> None:
+    """Preflights, wrong methods and unknown paths are in capture_requests_total too (the
+    unknown paths under one label, "unknown", whatever the path)."""
+    app = CaptureApp(CaptureSettings())
+    assert call(app, "OPTIONS", "/v1/batch", [ORIGIN])[0] == 204
+    assert call(app, "GET", "/v1/batch", [])[0] == 405
+    assert call(app, "GET", "/nope", [])[0] == 404
+    assert call(app, "GET", "/other/nope", [])[0] == 404
+    counted = app.metrics.requests.values
+    assert counted[("segment:batch", "204")] == 1 and counted[("segment:batch", "405")] == 1
+    assert counted[("unknown", "404")] == 2
