@@ -7,7 +7,9 @@ Invariants:
 - an undelivered letter is re-sent (`resend_undelivered`, from the consumer loop), never
   dropped; a letter the topic can never take (its value is too large for the dead-letter
   topic's message limit) is re-sent with the value cut to `MAX_MESSAGE_BYTES`, and its
-  `dl-detail` says so, rather than blocking the partition forever.
+  `dl-detail` says so, rather than blocking the partition forever;
+- letters are logged at most once per (reason, client) a minute (router.letter_log), with
+  how many were not; every one is counted in the metrics and kept in the topic.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from analytics_core import kafka_clients
 from analytics_core.dead_letter import DeadLetter
 from analytics_core.event_contract import MAX_MESSAGE_BYTES
 from analytics_core.settings import KafkaSettings
+from router.letter_log import LetterLog
 from router.metrics import RouterMetrics
 
 log = logging.getLogger("router")
@@ -68,20 +71,25 @@ class DeadLetterProducer:
         self._ack = ack
         self._metrics = metrics
         self._undelivered: list[PendingLetter] = []
+        self._log = LetterLog()
 
     def send(self, value: bytes | None, letter: DeadLetter, partition: int, offset: int) -> None:
         self._metrics.events_dead_lettered.labels(reason=letter.reason.value).inc()
-        log.info(
-            "dead-lettered",
-            extra={
-                "reason": letter.reason.value,
-                "client_id": letter.client_id,
-                "topic": letter.source.topic,
-                "partition": partition,
-                "offset": offset,
-                "detail": letter.detail[:200],
-            },
-        )
+        held_back = self._log.admit(letter.reason.value, letter.client_id)
+        if held_back is not None:
+            log.info(
+                "dead-lettered",
+                extra={
+                    "reason": letter.reason.value,
+                    "client_id": letter.client_id,
+                    "topic": letter.source.topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "detail": letter.detail[:200],
+                    # letters of this reason (and client) not logged before this one
+                    **({"repeated": held_back} if held_back else {}),
+                },
+            )
         self._produce(PendingLetter(value, letter, partition, offset))
 
     def _produce(self, item: PendingLetter) -> None:
