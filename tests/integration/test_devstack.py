@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import clickhouse_connect
@@ -60,12 +60,17 @@ def _managed(settings: Settings) -> dict[str, api.ServiceStatus]:
     return {s.name: s for s in api.status(settings) if s.managed}
 
 
-def _free_ports(count: int) -> list[int]:
+def _free_ports(count: int, avoid: Collection[int] = ()) -> list[int]:
+    """`count` distinct ports free now, none of `avoid` (ports handed out earlier and
+    closed since are free again, and the kernel may hand them out a second time)."""
     socks = []
     try:
-        for _ in range(count):
+        while len(socks) < count:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in avoid:
+                s.close()
+                continue
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -317,7 +322,9 @@ def test_clickhouse_locked_data_dir_fails_loudly(tmp_path: Path) -> None:
     data.mkdir(parents=True)
     squatter_dir = tmp_path / "squatter"
     squatter_dir.mkdir()
-    http_port, tcp_port = _free_ports(2)
+    # Not the ports the scratch stack will want: a squatter on them fails the start for
+    # another reason (port in use) than the one this test is about.
+    http_port, tcp_port = _free_ports(2, avoid={int(p) for k, p in env.items() if "PORT" in k})
     squatter = subprocess.Popen(
         [
             sys.executable,
