@@ -330,19 +330,6 @@ class CaptureApp:
         method = scope["method"]
         route = route_for(scope["path"])
         cors = self._cors_headers(headers.get("origin"))
-        if (
-            len(fields) < len(raw_headers)  # a name repeated: rare, so checked only then
-            and isinstance(route, CaptureRoute)
-            and _repeated_authorization(raw_headers)
-        ):
-            # Two would name two clients (the last one would win here, and a proxy in front
-            # may read the first): refused, like two different keys in a body.
-            refused = responses.error(
-                400, "invalid_request", "more than one Authorization header; send one"
-            )
-            await self._finish(route, send, refused, cors, None)
-            await self._drain(receive)
-            return
         # hyper's buffer bound (HEADER_BUFFER_BYTES) cuts only past ~112 KiB: the documented
         # 64 KiB of request line and headers is enforced here, before anything else.
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
@@ -386,6 +373,12 @@ class CaptureApp:
         if method != "POST":
             allow = (("allow", "POST, OPTIONS"),)
             return responses.error(405, "method_not_allowed", "use POST"), allow
+        if len(fields) < len(scope["headers"]) and _repeated_authorization(scope["headers"]):
+            # (A name repeated is rare: only then are the headers counted.) Two would name
+            # two clients (the last one would win here, and a proxy in front may read the
+            # first): refused, like two different keys in a body.
+            message = "more than one Authorization header; send one"
+            return responses.error(400, "invalid_request", message), ()
         return None
 
     async def _capture(
