@@ -123,15 +123,19 @@ def provisioning_sensor(
         for r in valid
         if r.status == ClientStatus.PENDING
     ]
+    # The plan and the summary ask about the same run keys: each is read once per tick.
+    key_states: dict[str, str] = {}
+
+    def key_state(key: str) -> str:
+        if key not in key_states:
+            key_states[key] = run_key_state(context.instance, key)
+        return key_states[key]
+
     requests, attempts = plan_provisioning(
-        pending,
-        attempts_from_cursor(cursor.clients_state(context.cursor)),
-        lambda key: run_key_state(context.instance, key),
+        pending, attempts_from_cursor(cursor.clients_state(context.cursor)), key_state
     )
     asked = [c for c, _ in requests]
-    waiting = why_waiting(
-        pending, attempts, asked, lambda key: run_key_state(context.instance, key)
-    )
+    waiting = why_waiting(pending, attempts, asked, key_state)
     summary = tick_summary([p.client_id for p in pending], asked, changes, waiting)
     context.log.info(summary)
     return SensorResult(

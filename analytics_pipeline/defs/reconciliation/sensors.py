@@ -123,7 +123,7 @@ def next_cursor(runs: Sequence[FinishedRun], since: datetime, now: datetime) -> 
         "so the catalog shows its table and check at once, not after the hourly schedule."
     ),
 )
-def observe_provisioned_clients(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+def observe_provisioned_clients(context: SensorEvaluationContext) -> SensorResult:
     now = datetime.now(UTC)
     since = read_from(context.cursor, now)
     records = context.instance.get_run_records(
