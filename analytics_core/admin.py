@@ -34,6 +34,7 @@ from pathlib import Path
 import psycopg2
 
 from analytics_core import lifecycle, pg, quotas, registry
+from analytics_core.client_uniqueness import database_clash, key_clash
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
 from analytics_core.event_contract import MAX_TEXT, hash_api_key
@@ -60,7 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("client_id")
     add.add_argument("--name", default="")
     add.add_argument("--api-key", help="plain API key (default: a new random one)")
-    add.add_argument("--status", choices=[s.value for s in ClientStatus], default="pending")
+    add.add_argument(
+        "--status",
+        choices=[ClientStatus.PENDING.value],
+        default=ClientStatus.PENDING.value,
+        help="a new client is pending: provisioning (Dagster's sensor, or `provision`) creates"
+        " its database and makes it active",
+    )
     add.add_argument("--batch-source", help="landing-zone directory or fsspec URL for batch loads")
     add.add_argument(
         "--target",
@@ -120,6 +127,13 @@ def _add(
     conn = pg.connect(settings.postgres)
     try:
         registry.apply_metadata_schema(conn)
+        rows = registry.list_clients(conn)
+        if not any(row.client_id == client_id for row in rows):
+            clash = database_clash(client_id, rows) or key_clash(
+                client_id, hash_api_key(api_key), rows
+            )
+            if clash is not None:
+                return PlacementRefused(clash)
         placed = place(
             list(settings.clickhouse_targets()), registry.clients_per_target(conn), target
         )
@@ -295,6 +309,10 @@ def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
         if registry.get_client(conn, args.client_id) is None:
             print(f"error: no client {args.client_id!r}", file=sys.stderr)
             return 1
+        clash = key_clash(args.client_id, hash_api_key(key), registry.list_clients(conn))
+        if clash is not None:
+            print(f"error: {clash}", file=sys.stderr)
+            return 2
         registry.set_api_key_hash(conn, args.client_id, hash_api_key(key))
         registry.audit(conn, args.client_id, "key_rotated", actor="cli")
     finally:

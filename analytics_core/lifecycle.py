@@ -185,7 +185,9 @@ def _provision(
     busy = busy_reason(conn, client_id)
     if busy is not None:
         return StepFailed(client_id, busy, refused=True)
-    was_active = row.status == ClientStatus.ACTIVE
+    # Active means provisioned: an active row without a database (written by hand) is
+    # provisioned like a pending one, and its database recorded.
+    was_active = row.status == ClientStatus.ACTIVE and bool(row.ch_database_name)
 
     def fail(reason: str, *, transient: bool = False) -> StepFailed:
         if not was_active:

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from analytics_core.clickhouse import http_client
 from analytics_core.events_table import EVENT_COLUMNS, EVENTS_TABLE, EventKey, stored_keys_query
-from analytics_core.naming import quote_identifier
+from analytics_core.naming import InvalidIdentifier, quote_identifier
 from analytics_core.ops_schema import CONSUMPTION_TABLE
 from analytics_core.settings import ClickHouseSettings
 from router.accounting import RangeRow
@@ -87,9 +87,15 @@ class ClickHouseSink:
     def insert(self, batch: Batch, ingested_ms: int) -> InsertOutcome:
         started = time.perf_counter()
         try:
+            table = f"{quote_identifier(batch.database)}.{EVENTS_TABLE}"
+        except InvalidIdentifier as exc:
+            # A registry row naming no usable database: that client's batch is refused
+            # (and dead-lettered in the end), never the router stopped.
+            return Rejected(None, f"client database name: {exc}")
+        try:
             client = self._get()
             client.raw_insert(
-                f"{quote_identifier(batch.database)}.{EVENTS_TABLE}",
+                table,
                 EVENT_COLUMNS,
                 # Streamed (chunked), a compressed group of rows at a time.
                 insert_block=insert_body(batch.rows.line_groups(), ingested_ms, self._instance),

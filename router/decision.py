@@ -174,11 +174,15 @@ def decide(
                     ctx,
                 )
             )
-        elif record.status is not ClientStatus.ACTIVE:
+        elif record.status is not ClientStatus.ACTIVE or not record.ch_database_name:
+            # An active client without a database (a registry row written by hand, or a
+            # provisioning that never recorded it) waits like a pending one: recoverable.
             fates.append(
                 _dead(
                     Reason.CLIENT_INACTIVE,
-                    f"client status is {record.status.value}",
+                    f"client status is {record.status.value}"
+                    if record.status is not ClientStatus.ACTIVE
+                    else "client is active but has no ClickHouse database recorded; provision it",
                     ev.batch_index,
                     ev.client_id,
                     ev.event_id,

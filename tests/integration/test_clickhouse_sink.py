@@ -77,6 +77,20 @@ def test_missing_database_is_a_rejection_not_an_outage(stack: Settings) -> None:
     assert isinstance(outcome, Rejected) and outcome.code == 81
 
 
+def test_a_database_name_that_is_no_identifier_is_a_rejection_not_a_crash(
+    stack: Settings,
+) -> None:
+    # A registry row edited by hand ('' or a name with a quote) must cost its client a
+    # dead-lettered batch, never raise out of the router's write loop.
+    sink = ClickHouseSink(stack.clickhouse, "t")
+    try:
+        for bad in ("", "client`x"):
+            outcome = sink.insert(Batch.from_rows(bad, "ghost", rows("ghost", bad, 2)), 0)
+            assert isinstance(outcome, Rejected) and "client database name" in outcome.detail
+    finally:
+        sink.close()
+
+
 def test_a_batch_spanning_hundreds_of_months_is_inserted_not_an_endless_outage(
     stack: Settings,
     make_client,  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from analytics_core import pg, registry
+from analytics_core.clients import ClientStatus
 from analytics_core.event_contract import hash_api_key
 from analytics_core.settings import Settings
 from tests.conftest import ch_scalar, unique_id
@@ -83,8 +84,9 @@ def admin(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_admin_cli_adds_provisions_and_rotates(stack: Settings) -> None:
     cid = unique_id("cli")
-    added = admin("add-client", cid, "--api-key", "first-key", "--target", "default")
-    assert added.returncode == 0 and "first-key" in added.stdout
+    # Keys are unique per run: a key another client holds is refused (the stack may be kept).
+    added = admin("add-client", cid, "--api-key", f"first-key-{cid}", "--target", "default")
+    assert added.returncode == 0 and f"first-key-{cid}" in added.stdout
     again = admin("add-client", cid)
     assert again.returncode == 1 and "already exists" in again.stderr
     prov = admin("provision", cid)
@@ -103,14 +105,53 @@ def test_admin_cli_adds_provisions_and_rotates(stack: Settings) -> None:
     try:
         row = registry.get_client(conn, cid)
         assert row is not None and row.status == "active"
-        rotated = admin("rotate-key", cid, "--api-key", "second-key")
+        rotated = admin("rotate-key", cid, "--api-key", f"second-key-{cid}")
         assert rotated.returncode == 0
         row = registry.get_client(conn, cid)
-        assert row is not None and row.api_key_hash == hash_api_key("second-key")
+        assert row is not None and row.api_key_hash == hash_api_key(f"second-key-{cid}")
     finally:
         conn.close()
     listed = admin("list-clients")
     assert cid in listed.stdout and "active" in listed.stdout
+
+
+def test_admin_cli_refuses_a_shared_key_or_database_and_an_active_start(stack: Settings) -> None:
+    cid = unique_id("clash")
+    key = f"key-{cid}"
+    assert admin("add-client", cid, "--api-key", key).returncode == 0
+    twin = admin("add-client", cid.replace("-", "_"))
+    assert twin.returncode == 2 and f"client_{cid.replace('-', '_')}" in twin.stderr
+    other = unique_id("other")
+    shared = admin("add-client", other, "--api-key", key)
+    assert shared.returncode == 2 and "already uses this API key" in shared.stderr
+    assert admin("add-client", other).returncode == 0
+    taken = admin("rotate-key", other, "--api-key", key)
+    assert taken.returncode == 2 and repr(cid) in taken.stderr
+    # Active means provisioned: a client can not start so (the router would have no database).
+    started_active = admin("add-client", unique_id("act"), "--status", "active")
+    assert started_active.returncode == 2 and "invalid choice" in started_active.stderr
+    conn = pg.connect(stack.postgres)
+    try:
+        assert registry.get_client(conn, cid.replace("-", "_")) is None
+        row = registry.get_client(conn, other)
+        assert row is not None and row.api_key_hash != hash_api_key(key)
+    finally:
+        conn.close()
+
+
+def test_provisioning_records_the_database_of_a_row_written_active_without_one(
+    stack: Settings,
+) -> None:
+    cid = unique_id("handmade")
+    conn = pg.connect(stack.postgres)
+    try:
+        registry.add_client(conn, cid, hash_api_key("k"), status=ClientStatus.ACTIVE)
+        prov = admin("provision", cid)
+        assert prov.returncode == 0, prov.stderr
+        row = registry.get_client(conn, cid)
+        assert row is not None and row.ch_database_name == "client_" + cid.replace("-", "_")
+    finally:
+        conn.close()
 
 
 def test_admin_cli_refuses_bad_ids_and_seeds_the_demo_idempotently(stack: Settings) -> None:
@@ -137,14 +178,14 @@ def test_admin_cli_says_how_to_fix_an_unreachable_registry() -> None:
 
 def test_admin_cli_accepts_an_api_key_that_starts_with_a_dash(stack: Settings) -> None:
     cid = unique_id("dash")
-    added = admin("add-client", cid, "--api-key", "-starts-with-a-dash")
+    added = admin("add-client", cid, "--api-key", f"-starts-with-a-dash-{cid}")
     assert added.returncode == 0, added.stderr
-    rotated = admin("rotate-key", cid, "--api-key", "--two-dashes")
+    rotated = admin("rotate-key", cid, "--api-key", f"--two-dashes-{cid}")
     assert rotated.returncode == 0, rotated.stderr
     conn = pg.connect(stack.postgres)
     try:
         row = registry.get_client(conn, cid)
-        assert row is not None and row.api_key_hash == hash_api_key("--two-dashes")
+        assert row is not None and row.api_key_hash == hash_api_key(f"--two-dashes-{cid}")
     finally:
         conn.close()
     too_long = admin("add-client", unique_id("dash"), "--api-key", "k" * 201)

@@ -104,6 +104,14 @@ def test_inactive_statuses_are_client_inactive() -> None:
         assert letter.reason is Reason.CLIENT_INACTIVE and status.value in letter.detail
 
 
+def test_an_active_client_without_a_database_waits_as_client_inactive() -> None:
+    # (A row written by hand as active before any provisioning recorded its database.)
+    rec = ClientRecord("acme", ClientStatus.ACTIVE, hash_api_key("k-acme"), "")
+    letter = the_letter(run(event(), registry(rec)))
+    assert letter.reason is Reason.CLIENT_INACTIVE
+    assert "no ClickHouse database" in letter.detail
+
+
 def test_contract_violations_are_dead_lettered_with_coordinates() -> None:
     letter = the_letter(run(b"{oops"))
     assert letter.reason is Reason.INVALID_JSON
