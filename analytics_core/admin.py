@@ -26,6 +26,7 @@ Exit codes: 0 done, 1 failed (or nothing to do), 2 refused (bad arguments, no co
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from collections.abc import Callable
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "set-quota",
         help="set a client's capture quota (token bucket: events/s and burst)",
         description="Options left out keep their stored value; --default clears both, so the "
-        "capture service's defaults (CAPTURE_DEFAULT_EVENTS_PER_S, CAPTURE_DEFAULT_BURST) apply.",
+        "capture service's defaults (CAPTURE_QUOTA_EVENTS_PER_S, CAPTURE_QUOTA_BURST) apply.",
     )
     quota.add_argument("client_id")
     quota.add_argument("--events-per-s", type=float, help="refill rate, events per second (> 0)")
@@ -192,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _run(args, settings)
+    except BrokenPipeError:
+        # The reader left (`list-clients | head`): nothing more to say, and no traceback
+        # when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except psycopg2.OperationalError as exc:
         print(
             f"cannot reach PostgreSQL at {settings.postgres.host}:{settings.postgres.port}: "
@@ -292,10 +298,12 @@ def _provision(settings: Settings, args: argparse.Namespace) -> int:
 def _list_clients(settings: Settings, _args: argparse.Namespace) -> int:
     conn = pg.connect(settings.postgres)
     try:
+        print(f"{'CLIENT':<48} {'STATUS':<15} {'TARGET':<10} {'DATABASE':<55} NAME / DETAIL")
         for row in registry.list_clients(conn):
             print(
-                f"{row.client_id:<24} {row.status:<15} {row.ch_target:<10}"
-                f" {row.ch_database_name or '-':<30} {row.status_detail or ''}"
+                f"{row.client_id:<48} {row.status:<15} {row.ch_target:<10}"
+                f" {row.ch_database_name or '-':<55} {row.name}"
+                + (f" / {row.status_detail}" if row.status_detail else "")
             )
     finally:
         conn.close()

@@ -81,6 +81,19 @@ class RepeatedLines(logging.Filter):
         return True
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def level_from_env(raw: str | None) -> str:
+    """LOG_LEVEL's level, in any case (default INFO); SettingsError names the allowed ones."""
+    from analytics_core.settings import SettingsError
+
+    level = (raw or "INFO").strip().upper()
+    if level not in LEVELS:
+        raise SettingsError(f"LOG_LEVEL={raw!r} is not a log level; use one of {', '.join(LEVELS)}")
+    return level
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -8,6 +8,7 @@ fields whose `repr` is masked so they never reach a log line.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -25,12 +26,25 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message says what to fix."""
 
 
+# Whole-number settings fit a signed 64-bit integer with room (librdkafka, ClickHouse and
+# PostgreSQL take them as such; the largest meaningful one is bytes of memory).
+MAX_SETTING_INT = 2**53
+MAX_MEMORY_MB = 2**20  # a memory bound in MiB: at most 1 TiB
+
+
 def _env_str(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name)
     return default if value is None or value == "" else value
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _env_int(
+    env: Mapping[str, str],
+    name: str,
+    default: int,
+    *,
+    minimum: int = 0,
+    maximum: int = MAX_SETTING_INT,
+) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -40,6 +54,8 @@ def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
         raise SettingsError(f"{name}={raw!r} is not an integer; set it to a whole number") from None
     if value < minimum:
         raise SettingsError(f"{name}={value} is below the minimum {minimum}")
+    if value > maximum:
+        raise SettingsError(f"{name}={value} is above the maximum {maximum}")
     return value
 
 
@@ -51,6 +67,8 @@ def _env_float(env: Mapping[str, str], name: str, default: float, *, minimum: fl
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name}={raw!r} is not a finite number")
     if value < minimum:
         raise SettingsError(f"{name}={value} is below the minimum {minimum}")
     return value
@@ -66,6 +84,41 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _env_identifier(env: Mapping[str, str], name: str, default: str) -> str:
+    """A ClickHouse database name (analytics_core.naming's identifier rule)."""
+    value = _env_str(env, name, default)
+    if not _IDENTIFIER.fullmatch(value):
+        raise SettingsError(
+            f"{name}={value!r} is not a database name: use letters, digits and '_', "
+            "starting with a letter or '_', at most 64 characters"
+        )
+    return value
+
+
+_KAFKA_PROTOCOLS = ("plaintext://", "ssl://", "sasl_plaintext://", "sasl_ssl://")
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def _env_bootstrap(env: Mapping[str, str], name: str, default: str) -> str:
+    """A comma-separated list of host:port (an optional Kafka listener protocol first)."""
+    value = _env_str(env, name, default)
+    for entry in value.split(","):
+        server = entry.strip()
+        for protocol in _KAFKA_PROTOCOLS:
+            if server.lower().startswith(protocol):
+                server = server[len(protocol) :]
+        match = _HOST_PORT.fullmatch(server)
+        if match is None or not 1 <= int(match.group(2)) <= 65535:
+            raise SettingsError(
+                f"{name}={value!r}: {entry.strip()!r} is not host:port (port 1-65535); "
+                "use a comma-separated list such as 127.0.0.1:29192,kafka-2:9092"
+            )
+    return value
 
 
 def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -321,7 +374,7 @@ def _kafka_from_env(e: Mapping[str, str]) -> KafkaSettings:
             "uses no SASL; use SASL_SSL (or SASL_PLAINTEXT)"
         )
     return KafkaSettings(
-        bootstrap_servers=_env_str(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192"),
+        bootstrap_servers=_env_bootstrap(e, "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192"),
         raw_topic=_env_str(e, "KAFKA_RAW_TOPIC", "shared_raw_events"),
         dead_letter_topic=_env_str(e, "KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter"),
         topic_partitions=_env_int(e, "KAFKA_TOPIC_PARTITIONS", 6, minimum=1),
@@ -346,7 +399,7 @@ def _clickhouse_from_env(e: Mapping[str, str], prefix: str, target: str) -> Clic
         user=_env_str(e, f"{prefix}_USER", default.user),
         password=e.get(f"{prefix}_PASSWORD", ""),
         secure=_env_bool(e, f"{prefix}_SECURE", False),
-        ops_database=_env_str(e, "PIPELINE_OPS_DATABASE", default.ops_database),
+        ops_database=_env_identifier(e, "PIPELINE_OPS_DATABASE", default.ops_database),
         ca_cert=_env_file(e, f"{prefix}_CA_CERT"),
         verify=_env_bool(e, f"{prefix}_VERIFY", True),
         target=target,

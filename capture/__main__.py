@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 
 from confluent_kafka import KafkaException
 
 from analytics_core import kafka_clients
-from analytics_core.logging_setup import configure
+from analytics_core.logging_setup import configure, level_from_env
 from analytics_core.settings import SettingsError, describe
 from capture import VERSION, open_files
 from capture.config import CAPTURE_ENV, CaptureSettings
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_kafka(settings: CaptureSettings) -> str | None:
     """Why the service can not start (Kafka unreachable, topic missing), or None."""
     kafka = settings.common.kafka
-    admin = kafka_clients.admin(kafka)
+    admin = kafka_clients.admin(kafka, logger=logging.getLogger("capture.kafka"))
     try:
         meta = admin.list_topics(timeout=5)
     except KafkaException as exc:
@@ -74,21 +75,41 @@ def check_kafka(settings: CaptureSettings) -> str | None:
     return None
 
 
+def listen_problem(host: str, port: int) -> str | None:
+    """Why the service could not listen on host:port (taken, not this machine's), or None.
+    Checked before granian starts: its own failure is a worker traceback."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return (
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; set CAPTURE_PORT to a "
+                "free port and CAPTURE_HOST to an address of this machine"
+            )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("--version", action="version", version=f"capture {VERSION}")
     parser.parse_args(argv)
-    level = os.environ.get("LOG_LEVEL", "INFO")
-    configure(level)
-    log = logging.getLogger("capture")
     try:
+        level = level_from_env(os.environ.get("LOG_LEVEL"))
+        configure(level)
         settings = CaptureSettings.from_env()
         load_native(settings.native, settings.max_event_bytes)
         settings = open_files.fit(settings)
     except SettingsError as exc:
         print(f"capture: configuration error: {exc}", file=sys.stderr)
         return 2
+    log = logging.getLogger("capture")
     log.info("configuration", extra={"settings": describe(settings)})
+    busy = listen_problem(settings.host, settings.port)
+    if busy:
+        log.error(busy)
+        return 2
     problem = check_kafka(settings)
     if problem:
         log.error(problem)

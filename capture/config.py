@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from analytics_core.event_contract import MAX_MESSAGE_BYTES
 from analytics_core.quotas import Quota
 from analytics_core.settings import (
+    MAX_MEMORY_MB,
     Settings,
     SettingsError,
     env_float,
@@ -112,6 +114,18 @@ CAPTURE_ENV: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _listen_address(host: str) -> str:
+    """CAPTURE_HOST as granian binds it: an IP address, not a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SettingsError(
+            f"CAPTURE_HOST={host!r} is not an IP address; use one such as 127.0.0.1 "
+            "(this machine only), 0.0.0.0 (every IPv4 interface) or ::"
+        ) from None
+    return host
+
+
 @dataclass(frozen=True)
 class CaptureSettings:
     common: Settings = field(default_factory=Settings)
@@ -152,12 +166,15 @@ class CaptureSettings:
         e = os.environ if env is None else env
         settings = cls(
             common=Settings.from_env(e),
-            host=env_str(e, "CAPTURE_HOST", "127.0.0.1"),
+            host=_listen_address(env_str(e, "CAPTURE_HOST", "127.0.0.1")),
             port=env_port(e, "CAPTURE_PORT", 8000),
             max_body_bytes=env_int(e, "CAPTURE_MAX_BODY_BYTES", 5 * 2**20, minimum=1024),
             max_decoded_bytes=env_int(e, "CAPTURE_MAX_DECODED_BYTES", 10 * 2**20, minimum=1024),
             max_event_bytes=env_int(e, "CAPTURE_MAX_EVENT_BYTES", 256 * 2**10, minimum=256),
-            max_inflight_bytes=env_int(e, "CAPTURE_MAX_INFLIGHT_MB", 256, minimum=1) * 2**20,
+            max_inflight_bytes=env_int(
+                e, "CAPTURE_MAX_INFLIGHT_MB", 256, minimum=1, maximum=MAX_MEMORY_MB
+            )
+            * 2**20,
             max_concurrent_requests=env_int(e, "CAPTURE_MAX_CONCURRENT_REQUESTS", 4096, minimum=1),
             max_connections=env_int(e, "CAPTURE_MAX_CONNECTIONS", 8192, minimum=16),
             max_connections_explicit=bool(e.get("CAPTURE_MAX_CONNECTIONS", "").strip()),
@@ -169,7 +186,10 @@ class CaptureSettings:
             kafka_message_timeout_ms=env_int(
                 e, "CAPTURE_KAFKA_MESSAGE_TIMEOUT_MS", 300_000, minimum=1000
             ),
-            kafka_queue_kbytes=env_int(e, "CAPTURE_KAFKA_QUEUE_MB", 64, minimum=1) * 1024,
+            kafka_queue_kbytes=env_int(
+                e, "CAPTURE_KAFKA_QUEUE_MB", 64, minimum=1, maximum=2_097_151
+            )
+            * 1024,
             default_quota=Quota(
                 env_float(e, "CAPTURE_QUOTA_EVENTS_PER_S", 2000.0, minimum=0.001),
                 env_int(e, "CAPTURE_QUOTA_BURST", 20_000, minimum=1),

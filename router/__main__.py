@@ -11,7 +11,7 @@ from types import FrameType
 from confluent_kafka import KafkaException
 
 from analytics_core import kafka_clients, pg
-from analytics_core.logging_setup import configure
+from analytics_core.logging_setup import configure, level_from_env
 from analytics_core.settings import SettingsError, describe
 from router import VERSION
 from router.config import ROUTER_ENV, RouterSettings
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_topics(settings: RouterSettings) -> str | None:
     """Why the router can not start (topic missing, Kafka unreachable), or None."""
-    admin = kafka_clients.admin(settings.common.kafka)
+    admin = kafka_clients.admin(settings.common.kafka, logger=logging.getLogger("router.kafka"))
     try:
         meta = admin.list_topics(timeout=10)
     except KafkaException as exc:
@@ -70,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     import os
 
-    configure(os.environ.get("LOG_LEVEL", "INFO"))
-    log = logging.getLogger("router")
     try:
+        configure(level_from_env(os.environ.get("LOG_LEVEL")))
         settings = RouterSettings.from_env()
     except SettingsError as exc:
         print(f"router: configuration error: {exc}", file=sys.stderr)
         return 2
+    log = logging.getLogger("router")
     log.info("configuration", extra={"settings": describe(settings)})
     # A hung PostgreSQL must not hold the routing loop: client lookups give up in time.
     pg.bound_every_call(settings.common.postgres.call_timeout_s)
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             log.error(
                 f"cannot serve metrics on port {settings.metrics_port}: {exc}; "
-                "set ROUTER_METRICS_PORT to a free port or 0"
+                "set ROUTER_METRICS_PORT to a free port (or 0: none) and ROUTER_METRICS_HOST "
+                "to an address of this machine"
             )
             return 2
         server.start()

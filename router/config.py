@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from analytics_core.settings import (
+    MAX_MEMORY_MB,
     Settings,
     SettingsError,
     env_bool,
@@ -134,11 +135,16 @@ class RouterSettings:
             group_id=env_str(e, "ROUTER_GROUP_ID", "analytics-router"),
             instance_id=env_str(e, "ROUTER_INSTANCE_ID", f"{socket.gethostname()}-{os.getpid()}"),
             group_instance_id=e.get("ROUTER_GROUP_INSTANCE_ID", "").strip(),
-            session_timeout_ms=env_int(e, "ROUTER_SESSION_TIMEOUT_MS", 6000, minimum=1000),
+            session_timeout_ms=env_int(
+                e, "ROUTER_SESSION_TIMEOUT_MS", 6000, minimum=1000, maximum=3_600_000
+            ),
             flush_max_rows=env_int(e, "ROUTER_FLUSH_MAX_ROWS", 1_000_000, minimum=1),
             flush_interval_s=env_int(e, "ROUTER_FLUSH_INTERVAL_MS", 1000, minimum=10) / 1000,
             max_buffered_rows=env_int(e, "ROUTER_MAX_BUFFERED_ROWS", 2_000_000, minimum=1),
-            max_buffered_bytes=env_int(e, "ROUTER_MAX_BUFFERED_MB", 256, minimum=1) * 2**20,
+            max_buffered_bytes=env_int(
+                e, "ROUTER_MAX_BUFFERED_MB", 256, minimum=1, maximum=MAX_MEMORY_MB
+            )
+            * 2**20,
             client_min_rows=env_int(e, "ROUTER_CLIENT_MIN_ROWS", 1000, minimum=1),
             client_max_wait_s=env_int(e, "ROUTER_CLIENT_MAX_WAIT_MS", 5000, minimum=0) / 1000,
             catchup_min_rows=env_int(e, "ROUTER_CATCHUP_MIN_ROWS", 50_000, minimum=1),

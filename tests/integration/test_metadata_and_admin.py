@@ -112,7 +112,9 @@ def test_admin_cli_adds_provisions_and_rotates(stack: Settings) -> None:
     finally:
         conn.close()
     listed = admin("list-clients")
-    assert cid in listed.stdout and "active" in listed.stdout
+    assert listed.stdout.startswith("CLIENT ")
+    mine = [line.split() for line in listed.stdout.splitlines() if line.startswith(cid + " ")]
+    assert mine == [[cid, "active", "default", db]]  # (added without --name)
 
 
 def test_admin_cli_refuses_a_shared_key_or_database_and_an_active_start(stack: Settings) -> None:

@@ -4,9 +4,13 @@ against a port nobody listens on: no broker is needed to make it complain."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -67,3 +71,33 @@ def test_a_producer_given_its_own_logger_logs_there(
     assert not re.search(r"^%\d\|", capfd.readouterr().err, re.M)
     names = {r.name for r in caplog.records if "Connection refused" in r.getMessage()}
     assert names == {"tests.kafka-logs"}
+
+
+def test_router_and_capture_started_with_kafka_away_log_only_json_lines() -> None:
+    """Their start-up check of Kafka (an admin client) logs through Python too: a process
+    started while Kafka is away says so in JSON, once, and exits 2 (LOG_LEVEL in lower case
+    is a level, not a traceback)."""
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{closed_port()}",
+        LOG_LEVEL="info",
+        ROUTER_METRICS_PORT="0",
+        CAPTURE_PORT=str(closed_port()),
+    )
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", service],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for service in ("router", "capture")
+    ]
+    for process in started:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 2, stderr
+        lines = stderr.splitlines()
+        assert lines and all(line.startswith("{") for line in lines), stderr[:2000]
+        errors = [json.loads(line) for line in lines if '"level":"error"' in line]
+        assert len(errors) == 1 and "is unreachable" in errors[0]["msg"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from analytics_core.logging_setup import level_from_env
 from analytics_core.naming import (
     InvalidIdentifier,
     database_name_for,
@@ -53,6 +54,15 @@ def test_settings_defaults_and_overrides() -> None:
             {"ROUTER_FLUSH_MAX_ROWS": "500", "ROUTER_MAX_BUFFERED_ROWS": "100"},
             "ROUTER_MAX_BUFFERED_ROWS",
         ),
+        ({"POSTGRES_CALL_TIMEOUT_S": "nan"}, "POSTGRES_CALL_TIMEOUT_S='nan' is not a finite"),
+        ({"ROUTER_BREAKER_RETRY_S": "inf"}, "ROUTER_BREAKER_RETRY_S='inf' is not a finite"),
+        ({"ROUTER_MAX_BUFFERED_MB": "99999999999999"}, "ROUTER_MAX_BUFFERED_MB=.* maximum"),
+        ({"ROUTER_SESSION_TIMEOUT_MS": "999999999"}, "ROUTER_SESSION_TIMEOUT_MS=.* 3600000"),
+        ({"PIPELINE_OPS_DATABASE": "bad-db;drop"}, "PIPELINE_OPS_DATABASE='bad-db;drop' is not"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "host:notaport"}, "'host:notaport' is not host:port"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:99999"}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "http://127.0.0.1:9092"}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "a:1,,b:2"}, "'' is not host:port"),
     ],
 )
 def test_bad_settings_fail_with_the_variable_name(env: dict[str, str], message: str) -> None:
@@ -93,3 +103,24 @@ def test_router_refuses_to_start_without_a_replay_key_off_loopback() -> None:
         {"CLICKHOUSE_HOST": "clickhouse.prod", "PIPELINE_REPLAY_KEY": "x" * 40}
     )
     assert rs.common.replay.keys().current == b"x" * 40
+
+
+def test_kafka_bootstrap_lists_take_protocols_and_ipv6() -> None:
+    servers = "SASL_SSL://[::1]:9092, kafka-2.internal:9093,PLAINTEXT://10.0.0.7:9092"
+    assert Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": servers}).kafka.bootstrap_servers == (
+        servers
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "level"), [(None, "INFO"), ("debug", "DEBUG"), (" Warning ", "WARNING")]
+)
+def test_log_level_is_read_in_any_case(raw: str | None, level: str) -> None:
+    assert level_from_env(raw) == level
+
+
+def test_an_unknown_log_level_names_the_allowed_ones() -> None:
+    with pytest.raises(
+        SettingsError, match="LOG_LEVEL='loud' is not a log level; use one of DEBUG"
+    ):
+        level_from_env("loud")
