@@ -457,3 +457,38 @@ env_int = _env_int
 env_float = _env_float
 env_bool = _env_bool
 env_port = _env_port
+
+
+# The servers every process shares, as (variable, default, meaning): the single source of
+# the services' --help (each adds its own topics and settings). "/" joins variables of one
+# server given together.
+SERVER_ENV: tuple[tuple[str, str, str], ...] = (
+    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192", "Kafka brokers: host:port[,host:port...]"),
+    ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", ", ".join(KAFKA_SECURITY_PROTOCOLS)),
+    ("KAFKA_SASL_MECHANISM/USERNAME/PASSWORD", "//", "SASL_*: " + ", ".join(KAFKA_SASL_MECHANISMS)),
+    ("KAFKA_SSL_CA_LOCATION", "", "CA file of the brokers' certificates (SSL, SASL_SSL)"),
+    (
+        "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
+        "127.0.0.1/25432/analytics_meta/analytics/",
+        "Registry (clients, schema versions, quotas)",
+    ),
+    ("POSTGRES_SSLMODE/SSLROOTCERT", "prefer/", "libpq: " + ", ".join(POSTGRES_SSLMODES)),
+    ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
+    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/26379/0/", "Client cache (and capture's quotas)"),
+    ("REDIS_TLS/CA_CERT", "false/", "TLS to Redis, and its CA file"),
+    (
+        "CLICKHOUSE_HOST/HTTP_PORT/NATIVE_PORT/USER/PASSWORD",
+        "127.0.0.1/28123/29000/default/",
+        "Warehouse: the default target",
+    ),
+    ("CLICKHOUSE_SECURE/CA_CERT/VERIFY", "false//true", "HTTPS to ClickHouse, CA file, verify"),
+    ("CLICKHOUSE_CLUSTER", "", "ON CLUSTER name for the default target's DDL (none: one server)"),
+    ("CLICKHOUSE_TARGETS", "", "Extra targets by name; target N reads CLICKHOUSE_<N>_*"),
+    ("PIPELINE_OPS_DATABASE", "pipeline_ops", "ClickHouse database of the pipeline's bookkeeping"),
+    (
+        "PIPELINE_REPLAY_KEY/_PREVIOUS",
+        "<development key>/",
+        "Signs dead-letter replays; required (32+ characters) off loopback",
+    ),
+    ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr (any case)"),
+)

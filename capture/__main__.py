@@ -12,22 +12,14 @@ from confluent_kafka import KafkaException
 
 from analytics_core import kafka_clients
 from analytics_core.logging_setup import configure, level_from_env
-from analytics_core.settings import SettingsError, describe
+from analytics_core.settings import SERVER_ENV, SettingsError, describe
 from capture import VERSION, open_files
 from capture.config import CAPTURE_ENV, CaptureSettings
 from capture.native_path import load_native
 
 COMMON_ENV = (
-    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192", "Kafka brokers"),
     ("KAFKA_RAW_TOPIC", "shared_raw_events", "Topic the events are produced to"),
-    (
-        "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
-        "127.0.0.1/25432/analytics_meta/analytics/",
-        "Registry (clients, quotas)",
-    ),
-    ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
-    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/26379/0/", "Client cache and quota buckets"),
-    ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
+    *SERVER_ENV,
 )
 
 ENDPOINTS = """

@@ -12,25 +12,16 @@ from confluent_kafka import KafkaException
 
 from analytics_core import kafka_clients, pg
 from analytics_core.logging_setup import configure, level_from_env
-from analytics_core.settings import SettingsError, describe
+from analytics_core.settings import SERVER_ENV, SettingsError, describe
 from router import VERSION
 from router.config import ROUTER_ENV, RouterSettings
 from router.metrics import HealthServer, RouterMetrics
 from router.service import Router
 
 COMMON_ENV = (
-    ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:29192", "Kafka brokers"),
     ("KAFKA_RAW_TOPIC", "shared_raw_events", "Topic the router consumes"),
     ("KAFKA_DEAD_LETTER_TOPIC", "shared_dead_letter", "Topic for dead letters"),
-    (
-        "POSTGRES_HOST/PORT/DB/USER/PASSWORD",
-        "127.0.0.1/25432/analytics_meta/analytics/",
-        "Registry",
-    ),
-    ("POSTGRES_CALL_TIMEOUT_S", "3.0", "One registry call gives up after this (hung server)"),
-    ("REDIS_HOST/PORT/DB/PASSWORD", "127.0.0.1/26379/0/", "Client cache"),
-    ("CLICKHOUSE_HOST/HTTP_PORT/USER/PASSWORD", "127.0.0.1/28123/default/", "Warehouse (HTTP)"),
-    ("LOG_LEVEL", "INFO", "Log level of the JSON logs on stderr"),
+    *SERVER_ENV,
 )
 
 
