@@ -19,11 +19,13 @@ import dagster as dg
 from analytics_core.batch.pipeline import pipelines_dir
 from analytics_core.settings import Settings
 from analytics_pipeline.defs.alerts import definitions as alerts
+from analytics_pipeline.defs.alerts.resources import process_alert_settings
 from analytics_pipeline.defs.batch_loads import definitions as batch_loads
 from analytics_pipeline.defs.client_lifecycle import definitions as client_lifecycle
 from analytics_pipeline.defs.client_moves import definitions as client_moves
 from analytics_pipeline.defs.dead_letters import definitions as dead_letters
 from analytics_pipeline.defs.reconciliation import definitions as reconciliation
+from analytics_pipeline.defs.reconciliation.resources import process_reconciliation_options
 from analytics_pipeline.defs.trace import definitions as trace
 from analytics_pipeline.resources import default_resources, process_settings
 
@@ -59,4 +61,10 @@ def make_definitions(
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    # Every variable the code location reads is checked as it loads: a bad one fails the
+    # load with the message (the UI shows it on the code location), not a sensor or a run
+    # hours later.
+    process_settings()
+    process_alert_settings()
+    process_reconciliation_options()
     return make_definitions()

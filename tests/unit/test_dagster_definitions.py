@@ -21,7 +21,7 @@ from dagster._core.instance.config import dagster_instance_config
 
 from analytics_core.migrations.files import MigrationFile, checksum
 from analytics_core.migrations.planning import Plan, Refused
-from analytics_core.settings import REPO_ROOT, Settings
+from analytics_core.settings import REPO_ROOT, Settings, SettingsError
 from analytics_pipeline import dagster_home
 from analytics_pipeline import sensor_cursor as cursor
 from analytics_pipeline.definitions import defs, make_definitions
@@ -127,6 +127,29 @@ def test_resources_default_to_the_routers_environment(
     # Read once per process: a later change of the environment is not seen.
     monkeypatch.setenv("POSTGRES_HOST", "elsewhere.example")
     assert PostgresMetadataResource().settings().host == "pg.example"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("ALERT_SINKS", "bogus", "ALERT_SINKS: unknown sink"),
+        ("ALERT_WEBHOOK_URL", "ftp://x", "ALERT_WEBHOOK_URL must be an http"),
+        ("RECONCILIATION_GRACE_S", "abc", "RECONCILIATION_GRACE_S='abc' is not a number"),
+        ("POSTGRES_PORT", "abc", "POSTGRES_PORT='abc' is not an integer"),
+    ],
+)
+def test_a_bad_variable_fails_the_code_location_as_it_loads(
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_process_settings: None,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    """Not a sensor tick or a run hours later: Dagster shows the load error on the code
+    location, with the message."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        defs()
 
 
 IMPORT_PROBE = """
