@@ -34,7 +34,8 @@ from pathlib import Path
 
 import psycopg2
 
-from analytics_core import lifecycle, pg, quotas, registry
+from analytics_core import cli_values, lifecycle, pg, quotas, registry
+from analytics_core.cli_values import INT32_MAX
 from analytics_core.client_uniqueness import database_clash, key_clash
 from analytics_core.clients import ClientStatus
 from analytics_core.connections import open_connections
@@ -99,8 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "capture service's defaults (CAPTURE_QUOTA_EVENTS_PER_S, CAPTURE_QUOTA_BURST) apply.",
     )
     quota.add_argument("client_id")
-    quota.add_argument("--events-per-s", type=float, help="refill rate, events per second (> 0)")
-    quota.add_argument("--burst", type=int, help="bucket capacity, events (>= 1)")
+    quota.add_argument(
+        "--events-per-s", type=cli_values.above_zero(), help="refill rate, events per second (> 0)"
+    )
+    quota.add_argument(
+        "--burst", type=cli_values.whole(1), help=f"bucket capacity, events (1-{INT32_MAX})"
+    )
     quota.add_argument("--default", action="store_true", help="use the service defaults")
     moves_cli.add_parsers(sub)
     check = sub.add_parser(

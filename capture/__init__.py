@@ -5,4 +5,4 @@ are mapped to event contract v1 and produced to Kafka; the router does the rest.
 package never imports Dagster.
 """
 
-VERSION = "1.0.0"
+VERSION = "0.1.0"  # the project's (pyproject.toml), like the router's

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from analytics_core import pg
+from analytics_core import cli_values, pg
 from analytics_core.dead_letter import ReplayKeys, replay_headers
 from analytics_core.dlq import store
 from analytics_core.dlq.classify import (
@@ -216,11 +216,28 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m analytics_core.dlq.reprocess",
         description="Reprocess shared_dead_letter once: replay, park or defer every record.",
     )
-    parser.add_argument("--client-id", help="only this client's dead letters")
+    parser.add_argument(
+        "--client-id", type=cli_values.client_id, help="only this client's dead letters"
+    )
     parser.add_argument("--reason", choices=[r.value for r in Reason], help="only this reason")
-    parser.add_argument("--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS)
-    parser.add_argument("--max-wait-days", type=float, default=7.0)
-    parser.add_argument("--max-records", type=int, default=1_000_000)
+    parser.add_argument(
+        "--max-attempts",
+        type=cli_values.whole(1),
+        default=DEFAULT_MAX_ATTEMPTS,
+        help="replays of one event before it is parked (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-wait-days",
+        type=cli_values.above_zero(36_500),
+        default=7.0,
+        help="how long an inactive client's events wait before they are parked (default 7)",
+    )
+    parser.add_argument(
+        "--max-records",
+        type=cli_values.whole(1, 2**62),
+        default=1_000_000,
+        help="dead letters read in this run at most (default %(default)s)",
+    )
     parser.add_argument("--group-id", default=DEFAULT_GROUP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

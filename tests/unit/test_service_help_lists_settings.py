@@ -1,14 +1,17 @@
 """`python -m router --help` and `python -m capture --help` name every variable their
 settings read (found by reading the settings with an environment that records each name
-asked for), so a new setting can not be left out of the help."""
+asked for), so a new setting can not be left out of the help; --version is the project's."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
+import capture
+import router
 from capture.__main__ import COMMON_ENV as CAPTURE_COMMON
 from capture.__main__ import build_parser as capture_parser
 from capture.config import CAPTURE_ENV, CaptureSettings
@@ -76,3 +79,7 @@ def test_help_names_every_variable_the_settings_read(
     assert "LOG_LEVEL" in listed  # read by main() itself, before the settings
     text = parser().format_help()
     assert all(name in text for name, _default, _meaning in rows)
+
+
+def test_services_report_the_projects_version() -> None:
+    assert router.VERSION == capture.VERSION == importlib.metadata.version("analytics-pipeline")
