@@ -292,7 +292,7 @@ def _provision(settings: Settings, args: argparse.Namespace) -> int:
         outcome = lifecycle.provision(connections, args.client_id, run_id=None)
     if isinstance(outcome, lifecycle.StepFailed):
         print(f"provisioning failed: {outcome.reason}", file=sys.stderr)
-        return 1
+        return 2 if outcome.refused else 1
     print(
         f"client {args.client_id} active in database {outcome.database} on ClickHouse "
         f"target {outcome.target}, schema version {outcome.schema_version}"

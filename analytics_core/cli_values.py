@@ -35,7 +35,7 @@ def above_zero(maximum: float = math.inf) -> Callable[[str], float]:
             raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
         if not math.isfinite(value) or not 0 < value <= maximum:
             limit = "" if maximum == math.inf else f" and at most {maximum:g}"
-            raise argparse.ArgumentTypeError(f"{raw!r} is not a finite number above 0{limit}")
+            raise argparse.ArgumentTypeError(f"{raw!r} is not a positive finite number{limit}")
         return value
 
     return parse

@@ -91,7 +91,12 @@ def cache_invalidator(redis_settings: RedisSettings) -> CacheInvalidator:
         try:
             client_cache.invalidate(redis_settings, client_id)
         except (redis.RedisError, OSError) as exc:
-            log.warning("cache invalidation failed for %s: %s", client_id, exc)
+            log.warning(
+                "cache invalidation failed for %s: %s; the routers' and capture's caches keep "
+                "the old entry (and a rotated key works) until it expires, at most their TTL",
+                client_id,
+                exc,
+            )
 
     return invalidate
 

@@ -89,6 +89,8 @@ def test_admin_cli_adds_provisions_and_rotates(stack: Settings) -> None:
     assert added.returncode == 0 and f"first-key-{cid}" in added.stdout
     again = admin("add-client", cid)
     assert again.returncode == 1 and "already exists" in again.stderr
+    missing = admin("provision", unique_id("nosuch"))  # a refusal (2), not a failure (1)
+    assert missing.returncode == 2 and "no client" in missing.stderr
     prov = admin("provision", cid)
     assert prov.returncode == 0, prov.stderr
     db = "client_" + cid.replace("-", "_")

@@ -14,7 +14,7 @@ from analytics_core.dlq import reprocess
         (admin.main, ["set-quota", "acme", "--burst", "99999999999999999999"], "--burst: "),
         (admin.main, ["set-quota", "acme", "--burst", "0"], "not between 1 and 2147483647"),
         (admin.main, ["set-quota", "acme", "--events-per-s", "nan"], "--events-per-s: 'nan'"),
-        (admin.main, ["set-quota", "acme", "--events-per-s", "-1"], "above 0"),
+        (admin.main, ["set-quota", "acme", "--events-per-s", "-1"], "positive"),
         (reprocess.main, ["--max-attempts", "-1"], "--max-attempts: -1 is not between"),
         (reprocess.main, ["--max-wait-days", "1e12"], "at most 36500"),
         (reprocess.main, ["--max-records", "x"], "'x' is not a whole number"),
