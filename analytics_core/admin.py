@@ -242,7 +242,14 @@ def _check_migrations(directory: Path | None) -> int:
             bad += 1
             print(f"error {label}: {problem}")
     print(f"{len(found) - bad} of {len(found)} file(s) can be applied (and re-applied)")
-    return 1 if bad else 0
+    missing = sorted(set(range(1, found[-1].version + 1)) - {m.version for m in found})
+    if missing:
+        names = ", ".join(f"v{v:03d}" for v in missing)
+        print(
+            f"error: no file for {names}: deleted or misnumbered? New clients would get the "
+            "later files without it"
+        )
+    return 1 if bad or missing else 0
 
 
 def _migrate_metadata(settings: Settings, _args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ def test_check_migrations_reports_every_file_and_fails_on_one_that_can_not_run_t
 ) -> None:
     # Settings that can not be read: the check reads files only, so it still runs.
     env = {"POSTGRES_PORT": "not-a-port"}
-    (tmp_path / "v002_ok.sql").write_text(
+    (tmp_path / "v001_ok.sql").write_text(
         "ALTER TABLE events_base ADD COLUMN IF NOT EXISTS a UInt8"
     )
     with pytest.MonkeyPatch.context() as mp:
@@ -52,20 +52,28 @@ def test_check_migrations_reports_every_file_and_fails_on_one_that_can_not_run_t
         out = capsys.readouterr().out.splitlines()
         assert out == [
             "ok    base schema",
-            "ok    v002 ok",
+            "ok    v001 ok",
             "2 of 2 file(s) can be applied (and re-applied)",
         ]
 
         # A plain CREATE heals on a re-run (counted as applied once it exists); an ALTER of
         # several clauses that can not run twice does not.
-        (tmp_path / "v003_plain.sql").write_text("CREATE TABLE t (a UInt8) ENGINE = Log")
+        (tmp_path / "v002_plain.sql").write_text("CREATE TABLE t (a UInt8) ENGINE = Log")
         bad = "ALTER TABLE events_base ADD COLUMN b UInt8, ADD COLUMN c UInt8"
-        (tmp_path / "v004_bad.sql").write_text(bad)
+        (tmp_path / "v003_bad.sql").write_text(bad)
         assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
         out = capsys.readouterr().out
-        assert "ok    v003 plain\n" in out
-        assert f"error v004 bad: statement 1 ({bad!r}) is ADD COLUMN without IF NOT EXISTS" in out
+        assert "ok    v002 plain\n" in out
+        assert f"error v003 bad: statement 1 ({bad!r}) is ADD COLUMN without IF NOT EXISTS" in out
         assert out.endswith("3 of 4 file(s) can be applied (and re-applied)\n")
+
+        # A version with no file between two that have one: new clients would skip it.
+        (tmp_path / "v003_bad.sql").unlink()
+        (tmp_path / "v006_late.sql").write_text("SELECT 1")
+        assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
+        out = capsys.readouterr().out
+        assert "4 of 4 file(s) can be applied" in out
+        assert "error: no file for v003, v004, v005: deleted or misnumbered?" in out
 
         (tmp_path / "v4_misnamed.sql").write_text("SELECT 1")
         assert admin.main(["check-migrations", "--dir", str(tmp_path)]) == 1
