@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from analytics_core import cli_values
 from analytics_core.settings import Settings, SettingsError
 
 from . import api
@@ -19,6 +20,12 @@ SERVICES_HELP = (
     "comma list of services (" + ",".join(ALL_SERVICES) + "; aliases pg, ch) or single "
     "servers (kafka-2, clickhouse-ch2); default: $DEVSTACK_SERVICES, else all"
 )
+
+
+def _service_list(raw: str) -> str:
+    if not raw.replace(",", "").strip():
+        raise argparse.ArgumentTypeError("name at least one service: " + ", ".join(ALL_SERVICES))
+    return raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,15 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the services (idempotent) and wait until they answer")
-    up.add_argument("--services", help=SERVICES_HELP)
+    up.add_argument("--services", type=_service_list, help=SERVICES_HELP)
     up.add_argument(
         "--timeout",
-        type=float,
+        type=cli_values.above_zero(),
         help="seconds to wait per service (default 90, or $DEVSTACK_START_TIMEOUT)",
     )
 
     down = sub.add_parser("down", help="stop the services devstack started (data is kept)")
-    down.add_argument("--services", help=SERVICES_HELP)
+    down.add_argument("--services", type=_service_list, help=SERVICES_HELP)
     down.add_argument("--wipe", action="store_true", help="also delete their data (= reset)")
 
     st = sub.add_parser("status", help="each service: address, pid, health, memory")
@@ -58,10 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         "service",
         help="one of " + ", ".join(ALL_SERVICES) + ", or one server (kafka-2, clickhouse-ch2)",
     )
-    lg.add_argument("-n", "--lines", type=int, default=50, help="number of lines (default 50)")
+    lg.add_argument(
+        "-n",
+        "--lines",
+        type=cli_values.whole(1, 1_000_000),
+        default=50,
+        help="number of lines (default 50)",
+    )
 
     rs = sub.add_parser("reset", help="stop the services and delete their state")
-    rs.add_argument("--services", help=SERVICES_HELP)
+    rs.add_argument("--services", type=_service_list, help=SERVICES_HELP)
 
     sub.add_parser(
         "env",

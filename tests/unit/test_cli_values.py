@@ -6,6 +6,7 @@ import pytest
 
 from analytics_core import admin
 from analytics_core.dlq import reprocess
+from devstack import cli as devstack_cli
 
 
 @pytest.mark.parametrize(
@@ -29,3 +30,20 @@ def test_values_out_of_range_are_refused_by_the_parser(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["up", "--timeout", "-3"], "--timeout: '-3' is not a positive"),
+        (["logs", "kafka", "-n", "-5"], "-n/--lines: -5 is not between 1"),
+        (["down", "--services", ""], "--services: name at least one service"),
+        (["reset", "--services", " , "], "--services: name at least one service"),
+    ],
+)
+def test_devstack_refuses_what_it_used_to_misread(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        devstack_cli.main(argv)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
