@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    home = prepare((args.home or default_home(settings)).resolve())
+    try:
+        home = prepare((args.home or default_home(settings)).resolve())
+    except OSError as exc:
+        print(f"error: cannot prepare DAGSTER_HOME: {exc}; choose --home", file=sys.stderr)
+        return 2
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if command:
         env = {**os.environ, **dagster_env(settings, home)}

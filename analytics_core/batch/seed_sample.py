@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except psycopg2.OperationalError as exc:
         print(f"cannot reach PostgreSQL: {str(exc).strip()}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: cannot write the sample files: {exc}; choose --dir", file=sys.stderr)
+        return 1
     if isinstance(outcome, SeedFailed):
         print(f"error: {outcome.reason}", file=sys.stderr)
         return 1

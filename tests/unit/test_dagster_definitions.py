@@ -413,3 +413,13 @@ def test_every_per_client_job_is_launched_for_a_client_partition() -> None:
         partitions = repo.get_job(name).partitions_def
         assert isinstance(partitions, DynamicPartitionsDefinition), name
         assert partitions.name == "clients", name
+
+
+def test_dagster_home_that_can_not_be_made_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert dagster_home.main(["--home", str(blocker / "home"), "--print-env"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot prepare DAGSTER_HOME:") and "choose --home" in err
