@@ -69,6 +69,10 @@ def dead_letters(config: dict[str, Any]) -> dict[str, Any]:
         ({"reason": "bogus"}, "reason 'bogus' is not one of: invalid_json"),
         ({"client_id": "Bad Id!"}, "client_id 'Bad Id!'"),
         ({"max_records": 0}, "max_records should be greater than or equal to 1 (got 0)"),
+        # An empty group crashed librdkafka (SIGABRT), and Dagster retried the crash twice.
+        ({"consumer_group": ""}, "consumer_group: String should have at least 1 character"),
+        ({"consumer_group": "a b"}, "consumer_group: String should match pattern"),
+        ({"max_wait_days": 1e9}, "max_wait_days should be less than or equal to 36500"),
     ],
 )
 def test_bad_dead_letter_run_config_is_refused_at_once(
@@ -85,6 +89,13 @@ def test_out_of_range_config_is_refused_naming_the_field_and_the_range(defs: Any
     assert "since_hours should be greater than 0 (got 0" in refusal_of(
         run(defs, "trace_event", trace)
     )
+    trace["ops"]["trace_event_op"]["config"]["since_hours"] = 1e12  # was an OverflowError
+    assert "since_hours should be less than or equal to 876000" in refusal_of(
+        run(defs, "trace_event", trace)
+    )
+    move["ops"]["move"]["config"]["grace_s"] = 1e9
+    said = refusal_of(run(defs, "move_client", move, partition="acme"))
+    assert "grace_s should be less than or equal to 86400" in said
 
 
 @pytest.mark.parametrize("job", ["provision_client", "migrate_client", "batch_load_clients"])

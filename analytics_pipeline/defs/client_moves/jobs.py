@@ -44,6 +44,7 @@ class MoveConfig(RefusingConfig):
     grace_s: float = Field(
         default=MoveOptions.grace_s,
         ge=0,
+        le=86_400,
         description="Seconds between the registry switch and the fence of the old table",
     )
     requested_by: str = Field(default="", description="Who asks (recorded in the audit log)")

@@ -53,11 +53,18 @@ class DeadLetterReprocessingConfig(RefusingConfig):
         description="A letter that failed this many times is parked instead of replayed.",
     )
     max_wait_days: float = Field(
-        default=7.0, gt=0, description="Deferred letters older than this are parked."
+        default=7.0,
+        gt=0,
+        le=36_500,
+        description="Deferred letters older than this are parked.",
     )
     max_records: int = Field(default=1_000_000, ge=1, description="Upper bound per run.")
     consumer_group: str = Field(
-        default=DEFAULT_GROUP, description="Kafka consumer group of the reprocessing."
+        default=DEFAULT_GROUP,
+        min_length=1,
+        max_length=255,
+        pattern=r"^\S+$",
+        description="Kafka consumer group of the reprocessing (no spaces).",
     )
 
 

@@ -35,7 +35,10 @@ class TraceEventConfig(RefusingConfig):
         default=None, description="Search only this client's database (default: every client)."
     )
     since_hours: float = Field(
-        default=168.0, gt=0, description="Dead letters produced in the last N hours (default 7d)."
+        default=168.0,
+        gt=0,
+        le=24 * 365 * 100,
+        description="Dead letters produced in the last N hours (default 7d).",
     )
     max_messages: int = Field(
         default=DEFAULT_MAX_MESSAGES, ge=1, description="Bound of the dead-letter scan."
