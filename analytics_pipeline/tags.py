@@ -18,6 +18,20 @@ PARTITION_TAG = "dagster/partition"
 RUN_KEY = "dagster/run_key"
 
 
+# The run queue takes higher priorities first (dagster/priority; a run without it is 0, as
+# the UI launches): a new client's provisioning, then its first observation, go ahead of
+# the hourly reconciliation sweep (one run per client), which only fills idle slots. Without
+# it a client added at ten past waited minutes behind a hundred scheduled runs.
+PRIORITY_TAG = "dagster/priority"
+PROVISION_PRIORITY = 10
+FIRST_OBSERVATION_PRIORITY = 5
+SWEEP_PRIORITY = -10
+
+
+def priority(level: int) -> dict[str, str]:
+    return {PRIORITY_TAG: str(level)}
+
+
 # Tags that name who launched a run (the UI's user, or a caller's own).
 USER_TAGS = ("dagster/user", "user")
 

@@ -158,6 +158,7 @@ def test_provisioning_sensor_takes_a_pending_client_to_active(sb: Sandbox) -> No
     assert [req.partition_key for req in first.run_requests] == [client_id]
     request = first.run_requests[0]
     assert request.run_key and request.run_key.startswith(f"provision:{client_id}:")
+    assert request.tags["dagster/priority"] == "10"  # first in the run queue
     assert sb.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME) == [client_id]
     # Still pending, its run not finished: not requested again.
     assert tick(sb, defs, PROVISIONING, first.cursor).run_requests == []

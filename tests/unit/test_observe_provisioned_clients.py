@@ -73,6 +73,8 @@ def test_every_provisioning_since_the_last_tick_is_observed_unless_its_partition
         ("observe-after:r5", "gamma"),
     ]
     assert all(r.tags["analytics/client_id"] == r.partition_key for r in requests)
+    # Ahead of the hourly sweep's runs in the queue (a new client is observed in seconds).
+    assert all(r.tags["dagster/priority"] == "5" for r in requests)
 
 
 def test_the_cursor_reads_from_its_time_less_the_overlap_and_moves_to_now() -> None:

@@ -64,5 +64,7 @@ def test_schedule_requests_one_tagged_run_per_client(tmp_path: Path) -> None:
         instance.add_dynamic_partitions("clients", ["b", "a"])
         requests = list(reconciliation_schedule(context))
     assert [r.tags["dagster/partition"] for r in requests] == ["a", "b"]
+    # The sweep only fills idle slots: below the UI's launches (0) and new clients' runs.
+    assert {r.tags["dagster/priority"] for r in requests} == {"-10"}
     assert requests[0].run_key == "reconcile:a:20261127T1430"
     assert reconcile_tags("a")["analytics/client_id"] == "a"

@@ -80,7 +80,7 @@ from analytics_pipeline.resources import (
     open_connections,
 )
 from analytics_pipeline.run_history import run_key_state
-from analytics_pipeline.tags import client_tags
+from analytics_pipeline.tags import PROVISION_PRIORITY, client_tags, priority
 
 
 @sensor(
@@ -143,7 +143,7 @@ def provisioning_sensor(
             RunRequest(
                 run_key=attempt.run_key(client_id),
                 partition_key=client_id,
-                tags=client_tags(client_id, "provision"),
+                tags={**client_tags(client_id, "provision"), **priority(PROVISION_PRIORITY)},
             )
             for client_id, attempt in requests
         ],

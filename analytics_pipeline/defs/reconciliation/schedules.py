@@ -14,6 +14,7 @@ from dagster import (
 
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags, reconciliation_job
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
+from analytics_pipeline.tags import SWEEP_PRIORITY, priority
 
 
 @schedule(
@@ -33,5 +34,7 @@ def reconciliation_schedule(
     stamp = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
     for key in sorted(keys):
         yield RunRequest(
-            run_key=f"reconcile:{key}:{stamp}", partition_key=key, tags=reconcile_tags(key)
+            run_key=f"reconcile:{key}:{stamp}",
+            partition_key=key,
+            tags={**reconcile_tags(key), **priority(SWEEP_PRIORITY)},
         )

@@ -40,7 +40,7 @@ from analytics_pipeline.defs.client_lifecycle.assets import client_database
 from analytics_pipeline.defs.client_lifecycle.jobs import provision_client_job
 from analytics_pipeline.defs.reconciliation.jobs import reconcile_tags, reconciliation_job
 from analytics_pipeline.partitions import CLIENTS_PARTITIONS_NAME
-from analytics_pipeline.tags import PARTITION_TAG
+from analytics_pipeline.tags import FIRST_OBSERVATION_PRIORITY, PARTITION_TAG, priority
 
 # Runs read per evaluation, oldest first; the rest wait for the next one.
 RUNS_PER_TICK = 500
@@ -91,7 +91,7 @@ def observation_requests(
             RunRequest(
                 run_key=f"observe-after:{run.run_id}",
                 partition_key=client,
-                tags=reconcile_tags(client),
+                tags={**reconcile_tags(client), **priority(FIRST_OBSERVATION_PRIORITY)},
             )
         )
     return requests
