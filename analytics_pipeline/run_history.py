@@ -27,3 +27,17 @@ def running_runs_for_client(
             if run.run_id != exclude_run_id:
                 found.add(run.run_id)
     return sorted(found)
+
+
+def cancel_queued_runs_for_client(instance: DagsterInstance, client_id: str, why: str) -> list[str]:
+    """Cancel the client's runs still waiting in the queue (partition key or client tag);
+    their ids. (A run of a removed partition fails in Dagster itself as its first step
+    starts, before any of our code can refuse, with an internal stack trace.)"""
+    canceled: dict[str, None] = {}
+    for tag in (PARTITION_TAG, CLIENT_TAG):
+        queued = RunsFilter(tags={tag: client_id}, statuses=[DagsterRunStatus.QUEUED])
+        for run in instance.get_runs(filters=queued):
+            if run.run_id not in canceled:
+                instance.report_run_canceled(run, message=why)
+                canceled[run.run_id] = None
+    return list(canceled)

@@ -17,9 +17,17 @@ from dagster import (
     AssetKey,
     AssetPartitionStatus,
     DagsterEventType,
+    DagsterRun,
+    DagsterRunStatus,
     ExecuteInProcessResult,
     RunRequest,
 )
+from dagster._core.remote_origin import (
+    InProcessCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from analytics_core import client_cache, lifecycle, package_data
 from analytics_core.clickhouse import database_exists, http_client
@@ -472,6 +480,24 @@ def deprovision(sb: Sandbox, defs: Any, client_id: str, confirm: str) -> Execute
     )
 
 
+def queued_run(sb: Sandbox, job: str, tags: dict[str, str]) -> DagsterRun:
+    """A run waiting in the queue, as a UI launch or a sensor leaves it."""
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(
+            InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="x")), "__repository__"
+        ),
+        job,
+    )
+    run = DagsterRun(
+        job_name=job,
+        run_id=str(uuid.uuid4()),
+        status=DagsterRunStatus.QUEUED,
+        remote_job_origin=origin,
+        tags=tags,
+    )
+    return sb.instance.add_run(run)
+
+
 def test_deprovisioning_refuses_a_wrong_confirmation_then_completes(sb: Sandbox) -> None:
     defs = sb.definitions()
     client_id = new_id()
@@ -498,8 +524,18 @@ def test_deprovisioning_refuses_a_wrong_confirmation_then_completes(sb: Sandbox)
     assert audit(sb, client_id)[: len(audit_before)] == audit_before
     assert client_id in sb.instance.get_dynamic_partitions(CLIENTS_PARTITIONS_NAME)
 
+    # Runs of the client still in the queue (queued behind the deprovisioning, one run per
+    # client at a time) are canceled: they would fail inside Dagster on the removed partition.
+    waiting = [
+        queued_run(sb, job, {tag: client_id})
+        for job, tag in (("batch_load_clients", "dagster/partition"), ("x", "analytics/client_id"))
+    ]
+    other = queued_run(sb, "reconcile_client", {"dagster/partition": new_id()})
     done = deprovision(sb, defs, client_id, confirm=client_id)
     assert done.success
+    for run in waiting:
+        assert sb.instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
+    assert sb.instance.get_run_by_id(other.run_id).status == DagsterRunStatus.QUEUED
     row = sb.client(client_id)
     assert row.status == ClientStatus.DEPROVISIONED
     assert not db_exists(sb, database)

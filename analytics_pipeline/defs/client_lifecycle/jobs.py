@@ -31,7 +31,7 @@ from analytics_pipeline.resources import (
     RedisResource,
     open_connections,
 )
-from analytics_pipeline.run_history import running_runs_for_client
+from analytics_pipeline.run_history import cancel_queued_runs_for_client, running_runs_for_client
 from analytics_pipeline.tags import STEP_TAG, requester
 
 # client_schema runs after client_database and finds nothing pending: provisioning already
@@ -141,6 +141,11 @@ def deprovision(
         raise step_failure(outcome, "deprovisioning")
     if context.instance.has_dynamic_partition(CLIENTS_PARTITIONS_NAME, client_id):
         context.instance.delete_dynamic_partition(CLIENTS_PARTITIONS_NAME, client_id)
+    canceled = cancel_queued_runs_for_client(
+        context.instance, client_id, f"client {client_id} was deprovisioned by run {context.run_id}"
+    )
+    if canceled:
+        context.log.info(f"canceled {len(canceled)} queued run(s) of the client: {canceled}")
     context.log.info(
         f"client {client_id} deprovisioned; database {outcome.database} dropped"
         + (" (it was already deprovisioned)" if outcome.already else "")
@@ -151,6 +156,7 @@ def deprovision(
             "database_dropped": MetadataValue.text(outcome.database),
             "rows_before": MetadataValue.json(outcome.rows_before),
             "already_deprovisioned": MetadataValue.bool(outcome.already),
+            "queued_runs_canceled": MetadataValue.int(len(canceled)),
         }
     )
 
