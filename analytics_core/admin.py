@@ -280,8 +280,22 @@ def _add_client(settings: Settings, args: argparse.Namespace) -> int:
             f"{placed.target} ({placed.why}); API key: {key}"
         )
         return 0
-    print(f"client {args.client_id} already exists; nothing changed", file=sys.stderr)
+    hint = _reuse_hint(settings, args.client_id)
+    print(f"client {args.client_id} already exists; nothing changed{hint}", file=sys.stderr)
     return 1
+
+
+def _reuse_hint(settings: Settings, client_id: str) -> str:
+    """What to do when an existing id was asked for again: ids are never reused (its
+    audit log, dead letters and replays name it)."""
+    conn = pg.connect(settings.postgres)
+    try:
+        row = registry.get_client(conn, client_id)
+    finally:
+        conn.close()
+    if row is None or row.status != ClientStatus.DEPROVISIONED:
+        return ""
+    return " (it was deprovisioned; a client id is never reused: choose another one)"
 
 
 def _seed_demo(settings: Settings, _args: argparse.Namespace) -> int:
