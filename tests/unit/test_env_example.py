@@ -10,9 +10,8 @@ records the variables it asks for: each must be in `.env.example`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from capture.config import CAPTURE_ENV, CaptureSettings
 from devstack.options import load_options
 from router.__main__ import COMMON_ENV as ROUTER_COMMON_ENV
 from router.config import ROUTER_ENV, RouterSettings
+from tests.settings_tables import RecordingEnv, expand
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_EXAMPLE = REPO / ".env.example"
@@ -37,22 +37,6 @@ TABLES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "router.__main__.COMMON_ENV": ROUTER_COMMON_ENV,
     "capture.__main__.COMMON_ENV": CAPTURE_COMMON_ENV,
 }
-
-
-class RecordingEnv(dict[str, str]):
-    """An empty environment that notes each variable a settings reader asks for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.asked.add(key)
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self.asked.add(str(key))
-        return super().__contains__(key)
 
 
 # Every settings reader, those without a table too; each reads the environment it is given.
@@ -74,21 +58,6 @@ def example() -> dict[str, str]:
         if match:
             found.setdefault(match.group(1), match.group(2))
     return found
-
-
-def expand(name: str, default: str) -> Iterator[tuple[str, str]]:
-    """(variable, default) of one table row. A row may join variables of one server with
-    "/": `POSTGRES_HOST/PORT/DB` is POSTGRES_HOST, POSTGRES_PORT, POSTGRES_DB (the first
-    name's last word replaced) and `PIPELINE_REPLAY_KEY/_PREVIOUS` is PIPELINE_REPLAY_KEY,
-    PIPELINE_REPLAY_KEY_PREVIOUS; its defaults are joined the same way."""
-    first, *rest = name.split("/")
-    names = [first]
-    prefix = first.rsplit("_", 1)[0] + "_"
-    names += [first + part if part.startswith("_") else prefix + part for part in rest]
-    defaults = default.split("/")
-    if len(defaults) != len(names):
-        defaults = [default] * len(names)
-    yield from zip(names, defaults, strict=True)
 
 
 def table_rows() -> list[tuple[str, str, str]]:

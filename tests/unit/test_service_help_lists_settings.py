@@ -18,6 +18,7 @@ from capture.config import CAPTURE_ENV, CaptureSettings
 from router.__main__ import COMMON_ENV as ROUTER_COMMON
 from router.__main__ import build_parser as router_parser
 from router.config import ROUTER_ENV, RouterSettings
+from tests.settings_tables import RecordingEnv, expand
 
 # Read by the shared settings but not a service's own business: devstack's and Dagster's.
 NOT_THE_SERVICES = {
@@ -28,30 +29,8 @@ NOT_THE_SERVICES = {
 }
 
 
-class RecordingEnv(dict[str, str]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.asked: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.asked.add(key)
-        return super().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        self.asked.add(str(key))
-        return super().__contains__(key)
-
-
 def names(rows: Iterable[tuple[str, str, str]]) -> set[str]:
-    """Row names with "/" groups spelled out: POSTGRES_HOST/PORT -> POSTGRES_HOST,
-    POSTGRES_PORT; KEY/_PREVIOUS -> KEY, KEY_PREVIOUS."""
-    out = set()
-    for name, _default, _meaning in rows:
-        first, *more = name.split("/")
-        out.add(first)
-        stem = first.rsplit("_", 1)[0] + "_"
-        out.update(first + part if part.startswith("_") else stem + part for part in more)
-    return out
+    return {variable for name, default, _ in rows for variable, _d in expand(name, default)}
 
 
 @pytest.mark.parametrize(
