@@ -118,6 +118,7 @@ def test_landing_files_load_then_a_second_run_loads_nothing_new(
         "page_views/page_views_2024-05-03.parquet",
     ]
     assert users["load_id"] and users["load_id"] == views["load_id"]
+    assert "jobs" not in users  # dlt's load-package paths: internal, never shown
     assert f"client {client.client_id}: page_views: 42 row(s) from 3 new file(s)" in " ".join(
         first.logs
     )

@@ -133,9 +133,11 @@ def load_summary(plan: LoadPlan) -> str:
 
 
 # dlt's own entries that say nothing here: the dataset name is always empty (tables sit in
-# the client's database itself), the job list is empty when nothing new loaded, and its
-# table name/schema/storage entries are replaced by ours, read from ClickHouse.
-_DLT_EMPTY_WHEN = {"dataset_name", "jobs"}
+# the client's database itself), and its table name/schema/storage entries are replaced by
+# ours, read from ClickHouse. Its job list is never shown: paths of dlt's load packages in
+# the code location's working directory (files_consumed names what was loaded).
+_DLT_EMPTY_WHEN = {"dataset_name"}
+_DLT_NEVER = {"jobs"}
 
 
 def _dlt_extras(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,7 +145,7 @@ def _dlt_extras(metadata: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in metadata.items():
         raw = getattr(value, "value", value)
-        if key.startswith("dagster/") or key == "rows_loaded":
+        if key.startswith("dagster/") or key == "rows_loaded" or key in _DLT_NEVER:
             continue
         if key in _DLT_EMPTY_WHEN and not raw:
             continue
