@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 
-from confluent_kafka import KafkaException
-
-from analytics_core import kafka_clients
+from analytics_core.kafka_start import wait_for_kafka
 from analytics_core.logging_setup import configure, level_from_env
 from analytics_core.settings import SERVER_ENV, SettingsError, describe
 from capture import VERSION, open_files
@@ -51,22 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def check_kafka(settings: CaptureSettings) -> str | None:
-    """Why the service can not start (Kafka unreachable, topic missing), or None."""
-    kafka = settings.common.kafka
-    admin = kafka_clients.admin(kafka, logger=logging.getLogger("capture.kafka"))
-    try:
-        meta = admin.list_topics(timeout=5)
-    except KafkaException as exc:
-        return f"Kafka at {kafka.bootstrap_servers} is unreachable: {exc}"
-    if kafka.raw_topic not in meta.topics:
-        return (
-            f"Kafka topic {kafka.raw_topic!r} does not exist; "
-            "create it (python -m devstack up does)"
-        )
-    return None
-
-
 def listen_problem(host: str, port: int) -> str | None:
     """Why the service could not listen on host:port (taken, not this machine's), or None.
     Checked before granian starts: its own failure is a worker traceback."""
@@ -102,10 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     if busy:
         log.error(busy)
         return 2
-    problem = check_kafka(settings)
-    if problem:
-        log.error(problem)
+    # Started while Kafka is away: wait for it before serving (SIGTERM/SIGINT end the wait).
+    stop = threading.Event()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    kafka = settings.common.kafka
+    missing = wait_for_kafka(kafka, (kafka.raw_topic,), "capture.kafka", log, stop)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    if missing is not None:
+        log.error(missing.detail)
         return 2
+    if stop.is_set():
+        log.info("stopped while waiting for Kafka")
+        return 0
     from capture.server import build_server
 
     try:

@@ -8,9 +8,8 @@ import signal
 import sys
 from types import FrameType
 
-from confluent_kafka import KafkaException
-
-from analytics_core import kafka_clients, pg
+from analytics_core import pg
+from analytics_core.kafka_start import wait_for_kafka
 from analytics_core.logging_setup import configure, level_from_env
 from analytics_core.settings import SERVER_ENV, SettingsError, describe
 from router import VERSION
@@ -42,19 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
 
-def check_topics(settings: RouterSettings) -> str | None:
-    """Why the router can not start (topic missing, Kafka unreachable), or None."""
-    admin = kafka_clients.admin(settings.common.kafka, logger=logging.getLogger("router.kafka"))
-    try:
-        meta = admin.list_topics(timeout=10)
-    except KafkaException as exc:
-        return f"Kafka at {settings.common.kafka.bootstrap_servers} is unreachable: {exc}"
-    for topic in (settings.common.kafka.raw_topic, settings.common.kafka.dead_letter_topic):
-        if topic not in meta.topics:
-            return f"Kafka topic {topic!r} does not exist; create it (python -m devstack up does)"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     parser.add_argument("--version", action="version", version=f"router {VERSION}")
@@ -71,10 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     log.info("configuration", extra={"settings": describe(settings)})
     # A hung PostgreSQL must not hold the routing loop: client lookups give up in time.
     pg.bound_every_call(settings.common.postgres.call_timeout_s)
-    problem = check_topics(settings)
-    if problem:
-        log.error(problem)
-        return 2
     metrics = RouterMetrics()
     router = Router(settings, metrics=metrics)
     server = None
@@ -98,10 +80,21 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    router.run()
+    # Started while Kafka is away: wait for it (readyz 503: no partitions assigned yet).
+    kafka = settings.common.kafka
+    topics = (kafka.raw_topic, kafka.dead_letter_topic)
+    missing = wait_for_kafka(kafka, topics, "router.kafka", log, router.stop_event)
+    if missing is not None:
+        log.error(missing.detail)
+        code = 2
+    elif router.stop_event.is_set():
+        code = 0  # stopped while waiting for Kafka
+    else:
+        router.run()
+        code = 0
     if server is not None:
         server.stop()
-    return 0
+    return code
 
 
 if __name__ == "__main__":
