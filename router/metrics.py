@@ -6,6 +6,8 @@ and the Grafana dashboard refer to them, and a test checks they are exported.
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +20,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+log = logging.getLogger("router")
 
 
 class RouterMetrics:
@@ -113,6 +117,19 @@ class RouterMetrics:
         return generate_latest(self.registry)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A scraper or probe that hung up (timed out, reset) is its own business: not a
+        traceback on stderr (the base class prints one, outside the JSON logs). Any other
+        error is logged as a JSON line."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        log.warning("metrics request failed", exc_info=error)
+
+
 class HealthServer:
     """Serves /metrics, /healthz (process alive) and /readyz (`ready()` is True)."""
 
@@ -146,7 +163,7 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = _QuietServer((host, port), Handler)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
