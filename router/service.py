@@ -49,7 +49,7 @@ from analytics_core.dead_letter import DeadLetter
 from analytics_core.kafka_reads import read_messages
 from router import VERSION
 from router.accounting import DEAD_LETTERED, ROUTED
-from router.backoff import Backoff
+from router.backoff import Backoff, PartitionBackoffs
 from router.backpressure import Budget, Change, Held, pause_change
 from router.buffers import Batch, ClientBuffers
 from router.clickhouse_sink import Inserted, Outage, Rejected
@@ -148,7 +148,9 @@ class Router:
         self.stop_event = threading.Event()
         self.assigned: set[int] = set()
         self.retry_paused: dict[int, float] = {}  # partition -> resume at (registry outage)
-        self.registry_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
+        # Per partition: one stuck on an uncached client backs off (and logs) on its own,
+        # while the others flow (a shared backoff was reset by their progress every poll).
+        self.registry_backoffs = PartitionBackoffs(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.kafka_backoff = Backoff(rs.retry_backoff_s, rs.retry_backoff_max_s)
         self.paused_all = False
         self.last_flush_round = time.monotonic()
@@ -257,13 +259,12 @@ class Router:
         self.consumed_to.update(result.positions)
         for rewind in result.rewinds:
             self._retry_later(self.topic, rewind.partition, rewind.offset, rewind.detail)
+        self.registry_backoffs.progressed(result.positions, (r.partition for r in result.rewinds))
         for raw, exc in result.unprocessable:
             self._unprocessable(raw, exc)
         send_letter = self.letters.send
         for item in result.letters:
             send_letter(item.value, item.letter, item.partition, item.offset)
-        if result.messages:
-            self.registry_backoff.reset()
         self.metrics.messages_consumed.inc(result.messages)
         self.metrics.events_consumed.inc(result.events)
 
@@ -305,7 +306,7 @@ class Router:
 
     def _retry_later(self, topic: str, partition: int, offset: int, detail: str) -> None:
         """Outage: rewind the partition to this message and pause it with backoff."""
-        delay = self.registry_backoff.next_delay()
+        delay = self.registry_backoffs.next_delay(partition)
         log.warning(
             "registry unavailable; pausing partition",
             extra={
@@ -746,4 +747,5 @@ class Router:
             self.committer.forget(p)
             self.guard.revoked(p)
             self.retry_paused.pop(p, None)
+            self.registry_backoffs.forget(p)
         self.assigned -= partitions

@@ -6,7 +6,7 @@ import orjson
 
 from analytics_core.event_contract import Origin, ValidEvent
 from analytics_core.reasons import Reason
-from router.backoff import Backoff, delay_for_attempt
+from router.backoff import Backoff, PartitionBackoffs, delay_for_attempt
 from router.backpressure import Budget, Change, Held, pause_change
 from router.buffers import Batch
 from router.config import RouterSettings
@@ -116,3 +116,20 @@ def test_a_dead_letter_too_large_to_forward_is_cut_once_and_says_so() -> None:
     config = producer_config(KafkaSettings(), "r-dl")
     assert config["acks"] == "all" and config["enable.idempotence"] is True
     assert config["logger"].name == "router.kafka"
+
+
+def test_a_partition_stuck_on_the_registry_backs_off_alone() -> None:
+    backoffs = PartitionBackoffs(0.5, 10.0)
+    waits = []
+    for _ in range(6):
+        waits.append(backoffs.next_delay(3))
+        # Partitions 0-2 flow in every poll; 3 is rewound again (its client is uncached and
+        # PostgreSQL is away): their progress must not reset its wait.
+        backoffs.progressed([0, 1, 2, 3], rewound=[3])
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0]
+    assert backoffs.next_delay(1) == 0.5  # another partition starts from the base
+    backoffs.progressed([3], rewound=[])  # 3 got past it: the outage is over for it
+    assert backoffs.next_delay(3) == 0.5
+    backoffs.next_delay(4)
+    backoffs.forget(4)  # revoked
+    assert backoffs.next_delay(4) == 0.5
