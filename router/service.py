@@ -464,6 +464,8 @@ class Router:
         if last_outage is not None:
             self._outage(lane, outage, last_outage)
         else:
+            if not lane.ok:
+                log.info("clickhouse reachable again", extra={"target": lane.target})
             lane.backoff.reset()
             lane.ok = True
             self.metrics.target_up.labels(target=lane.target).set(1)

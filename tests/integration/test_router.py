@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import subprocess
@@ -191,7 +192,9 @@ def test_clickhouse_outage_loses_nothing_and_duplicates_nothing(
     kafka: Kafka,
     start_router,
     private_services,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="router")
     private, env = private_services("clickhouse")
     client_id = unique_id("cho")
     conn = pg.connect(stack.postgres)
@@ -224,6 +227,12 @@ def test_clickhouse_outage_loses_nothing_and_duplicates_nothing(
             since, lambda dl, _v: dl.client_id == c.client_id, expect=0, timeout_s=1
         )
         == []
+    )
+    said = [r.getMessage() for r in caplog.records]
+    # Down, then back: both said (an operator reading the log knows the outage ended).
+    assert "clickhouse unavailable; holding rows and retrying" in said
+    assert said.index("clickhouse reachable again") > said.index(
+        "clickhouse unavailable; holding rows and retrying"
     )
 
 
