@@ -340,9 +340,17 @@ def _rotate_key(settings: Settings, args: argparse.Namespace) -> int:
     key = args.api_key or secrets.token_urlsafe(24)
     conn = pg.connect(settings.postgres)
     try:
-        if registry.get_client(conn, args.client_id) is None:
+        row = registry.get_client(conn, args.client_id)
+        if row is None:
             print(f"error: no client {args.client_id!r}", file=sys.stderr)
             return 1
+        if row.status == ClientStatus.DEPROVISIONED:
+            print(
+                f"error: client {args.client_id!r} is deprovisioned: it takes no events, and "
+                "no key of its own",
+                file=sys.stderr,
+            )
+            return 2
         clash = key_clash(args.client_id, hash_api_key(key), registry.list_clients(conn))
         if clash is not None:
             print(f"error: {clash}", file=sys.stderr)

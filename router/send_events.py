@@ -16,9 +16,9 @@ from collections.abc import Iterable, Iterator
 
 import orjson
 
-from analytics_core import kafka_clients
+from analytics_core import cli_values, kafka_clients
 from analytics_core.logging_setup import RepeatedLines
-from analytics_core.settings import Settings
+from analytics_core.settings import Settings, SettingsError
 
 INVALID_KINDS = (
     "invalid_json",
@@ -105,7 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages per second; 0 = as fast as possible (default)",
     )
     p.add_argument("--invalid", choices=INVALID_KINDS, help="send this kind of bad message instead")
-    p.add_argument("--pad", type=int, default=0, help="extra bytes of property padding per event")
+    p.add_argument(
+        "--pad",
+        type=cli_values.whole(0, 900_000),
+        default=0,
+        help="extra bytes of property padding per event (0-900000: a message stays under 1 MB)",
+    )
     p.add_argument(
         "--prepare",
         action="store_true",
@@ -120,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 0 or args.rate < 0:
         print("send_events: --count and --rate must be >= 0", file=sys.stderr)
         return 2
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"send_events: configuration error: {exc}", file=sys.stderr)
+        return 2
     producer = kafka_clients.producer(settings.kafka, **{"linger.ms": 10, "logger": _kafka_log()})
     failures: list[str] = []
 

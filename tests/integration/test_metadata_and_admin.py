@@ -221,6 +221,8 @@ def test_admin_cli_deprovisions_only_with_the_confirmation_and_audits_it(
     assert again.returncode == 0 and "already deprovisioned" in again.stdout
     reused = admin("add-client", cid)
     assert reused.returncode == 1 and "deprovisioned; a client id is never reused" in reused.stderr
+    rotated = admin("rotate-key", cid)
+    assert rotated.returncode == 2 and "is deprovisioned" in rotated.stderr
     conn = pg.connect(stack.postgres)
     try:
         row = registry.get_client(conn, cid)

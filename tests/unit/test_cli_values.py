@@ -7,6 +7,7 @@ import pytest
 from analytics_core import admin
 from analytics_core.dlq import reprocess
 from devstack import cli as devstack_cli
+from router import send_events
 
 
 @pytest.mark.parametrize(
@@ -20,6 +21,7 @@ from devstack import cli as devstack_cli
         (reprocess.main, ["--max-wait-days", "1e12"], "at most 36500"),
         (reprocess.main, ["--max-records", "x"], "'x' is not a whole number"),
         (reprocess.main, ["--client-id", "Bad!"], "--client-id: "),
+        (send_events.main, ["--client-id", "a", "--api-key", "k", "--pad", "-1"], "--pad: -1"),
     ],
 )
 def test_values_out_of_range_are_refused_by_the_parser(
