@@ -95,17 +95,27 @@ def test_router_and_capture_started_with_kafka_away_wait_saying_so_in_json() -> 
         )
         for service in ("router", "capture")
     ]
-    for process in started:
-        assert process.stderr is not None
-        said: list[str] = []
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("waiting for it" in x for x in said):
-            said.append(process.stderr.readline())
-        process.send_signal(signal.SIGTERM)
-        _, rest = process.communicate(timeout=30)
-        assert process.returncode == 0, rest
-        lines = [line for line in [*said, *rest.splitlines()] if line.strip()]
-        assert lines and all(line.startswith("{") for line in lines), lines[:20]
-        warnings = [json.loads(line) for line in lines if '"level":"warning"' in line]
-        assert len(warnings) == 1 and "is unreachable" in warnings[0]["msg"], warnings
-        assert not [line for line in lines if '"level":"error"' in line]
+    try:
+        for process in started:
+            check_waits_then_stops(process)
+    finally:
+        for process in started:  # a failed check must not leave a service waiting for good
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
+
+
+def check_waits_then_stops(process: subprocess.Popen[str]) -> None:
+    assert process.stderr is not None
+    said: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("waiting for it" in x for x in said):
+        said.append(process.stderr.readline())
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    lines = [line for line in [*said, *rest.splitlines()] if line.strip()]
+    assert lines and all(line.startswith("{") for line in lines), lines[:20]
+    warnings = [json.loads(line) for line in lines if '"level":"warning"' in line]
+    assert len(warnings) == 1 and "is unreachable" in warnings[0]["msg"], warnings
+    assert not [line for line in lines if '"level":"error"' in line]
