@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import orjson
 
+from analytics_core.settings import SettingsError
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -86,8 +88,6 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def level_from_env(raw: str | None) -> str:
     """LOG_LEVEL's level, in any case (default INFO); SettingsError names the allowed ones."""
-    from analytics_core.settings import SettingsError
-
     level = (raw or "INFO").strip().upper()
     if level not in LEVELS:
         raise SettingsError(f"LOG_LEVEL={raw!r} is not a log level; use one of {', '.join(LEVELS)}")

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from analytics_core.naming import IDENTIFIER_PATTERN
+
 if TYPE_CHECKING:
     from analytics_core.dead_letter import ReplayKeys
 
@@ -86,13 +88,10 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean; use true or false")
 
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-
-
 def _env_identifier(env: Mapping[str, str], name: str, default: str) -> str:
     """A ClickHouse database name (analytics_core.naming's identifier rule)."""
     value = _env_str(env, name, default)
-    if not _IDENTIFIER.fullmatch(value):
+    if not IDENTIFIER_PATTERN.fullmatch(value):
         raise SettingsError(
             f"{name}={value!r} is not a database name: use letters, digits and '_', "
             "starting with a letter or '_', at most 64 characters"
@@ -104,18 +103,28 @@ _KAFKA_PROTOCOLS = ("plaintext://", "ssl://", "sasl_plaintext://", "sasl_ssl://"
 _HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
 
+def _bootstrap_entries(bootstrap: str) -> list[tuple[str, str]]:
+    """(listener protocol with its "://", or "", server) of each entry of a bootstrap
+    list ("host:port,SSL://host:port")."""
+    entries = []
+    for entry in bootstrap.split(","):
+        protocol, separator, server = entry.strip().rpartition("://")
+        entries.append((protocol + separator, server))
+    return entries
+
+
 def _env_bootstrap(env: Mapping[str, str], name: str, default: str) -> str:
     """A comma-separated list of host:port (an optional Kafka listener protocol first)."""
     value = _env_str(env, name, default)
-    for entry in value.split(","):
-        server = entry.strip()
-        for protocol in _KAFKA_PROTOCOLS:
-            if server.lower().startswith(protocol):
-                server = server[len(protocol) :]
+    for protocol, server in _bootstrap_entries(value):
         match = _HOST_PORT.fullmatch(server)
-        if match is None or not 1 <= int(match.group(2)) <= 65535:
+        if (
+            (protocol and protocol.lower() not in _KAFKA_PROTOCOLS)
+            or match is None
+            or not 1 <= int(match.group(2)) <= 65535
+        ):
             raise SettingsError(
-                f"{name}={value!r}: {entry.strip()!r} is not host:port (port 1-65535); "
+                f"{name}={value!r}: {protocol + server!r} is not host:port (port 1-65535); "
                 "use a comma-separated list such as 127.0.0.1:29192,kafka-2:9092"
             )
     return value
@@ -244,8 +253,7 @@ def _is_loopback(host: str) -> bool:
 def _kafka_hosts(bootstrap: str) -> list[str]:
     """Host names of a bootstrap list ("host:port,[::1]:port,SSL://host:port")."""
     hosts = []
-    for server in bootstrap.split(","):
-        server = server.strip().split("://")[-1]
+    for _protocol, server in _bootstrap_entries(bootstrap):
         with_port = server.count(":") == 1 or "]" in server
         hosts.append(server.rsplit(":", 1)[0] if with_port else server)
     return hosts
