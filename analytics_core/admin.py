@@ -128,13 +128,15 @@ def _add(
     name: str,
     batch_source: str | None,
     target: str | None = None,
-) -> Placed | PlacementRefused | None:
-    """Register the client where the placement policy puts it; None when it exists already."""
+) -> Placed | PlacementRefused | registry.ClientRow | None:
+    """Register the client where the placement policy puts it; the existing row (None if it
+    was added meanwhile) when it exists already."""
     conn = pg.connect(settings.postgres)
     try:
         registry.apply_metadata_schema(conn)
         rows = registry.list_clients(conn)
-        if not any(row.client_id == client_id for row in rows):
+        existing = next((row for row in rows if row.client_id == client_id), None)
+        if existing is None:
             clash = database_clash(client_id, rows) or key_clash(
                 client_id, hash_api_key(api_key), rows
             )
@@ -158,7 +160,7 @@ def _add(
             registry.audit(
                 conn, client_id, "placed", {"target": placed.target, "why": placed.why}, actor="cli"
             )
-        return placed if added else None
+        return placed if added else existing
     finally:
         conn.close()
 
@@ -274,25 +276,20 @@ def _add_client(settings: Settings, args: argparse.Namespace) -> int:
     if isinstance(placed, PlacementRefused):
         print(f"error: {placed.reason}", file=sys.stderr)
         return 2
-    if placed is not None:
+    if isinstance(placed, Placed):
         print(
             f"client {args.client_id} added ({args.status}) on ClickHouse target "
             f"{placed.target} ({placed.why}); API key: {key}"
         )
         return 0
-    hint = _reuse_hint(settings, args.client_id)
+    hint = _reuse_hint(placed)
     print(f"client {args.client_id} already exists; nothing changed{hint}", file=sys.stderr)
     return 1
 
 
-def _reuse_hint(settings: Settings, client_id: str) -> str:
+def _reuse_hint(row: registry.ClientRow | None) -> str:
     """What to do when an existing id was asked for again: ids are never reused (its
     audit log, dead letters and replays name it)."""
-    conn = pg.connect(settings.postgres)
-    try:
-        row = registry.get_client(conn, client_id)
-    finally:
-        conn.close()
     if row is None or row.status != ClientStatus.DEPROVISIONED:
         return ""
     return " (it was deprovisioned; a client id is never reused: choose another one)"
@@ -303,7 +300,7 @@ def _seed_demo(settings: Settings, _args: argparse.Namespace) -> int:
     if isinstance(added, PlacementRefused):
         print(f"error: {added.reason}", file=sys.stderr)
         return 2
-    state = "added (pending)" if added else "already present"
+    state = "added (pending)" if isinstance(added, Placed) else "already present"
     print(f"demo client {DEMO_CLIENT!r} {state}; API key: {DEMO_API_KEY}")
     return 0
 
